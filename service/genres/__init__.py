@@ -1,0 +1,1 @@
+"""Genre classification for music tracks, driven by events."""

@@ -1,0 +1,1 @@
+"""The bus entrypoints: FastStream app, subscribers, requester, dead letters, commit window."""

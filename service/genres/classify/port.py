@@ -1,0 +1,49 @@
+"""The classifier port: what the roles need from any genre model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from genres_contracts import ModelRef, Prediction
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Where a classification's time went, in seconds."""
+
+    total: float
+    predict: float | None = None
+    """Time the model itself ran (Replicate's `metrics.predict_time`, or local inference)."""
+    queued: float | None = None
+    """Time spent waiting before the model ran (Replicate's queue, audio download)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """The outcome of classifying one audio file."""
+
+    predictions: tuple[Prediction, ...]
+    """Best first, at most top N, confidences rounded to 4 places."""
+    model: ModelRef
+    timings: Timings
+    attempts: int = 1
+    extra: dict[str, object] = field(default_factory=dict)
+    """Backend details worth logging (e.g. Replicate's prediction id)."""
+
+
+class Classifier(Protocol):
+    """Classifies audio into genres. Raises ``genres.errors.ClassificationError`` subclasses."""
+
+    @property
+    def model(self) -> ModelRef:
+        """The model this classifier uses; part of the key that prevents paying twice."""
+        ...
+
+    async def classify(self, audio: str) -> Classification:
+        """Classify the audio at ``audio`` (an http(s) URL; the local backend also takes a path)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and sessions."""
+        ...

@@ -1,0 +1,138 @@
+"""Settings from the environment (INTERFACE.md's variables plus a few operational ones)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import (
+    AnyHttpUrl,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from genres.errors import ConfigurationError
+
+DEFAULT_MODEL_VERSION = "1532dd069fb4f0e27c6833e28815f6b8c194dfec76fd9cd73460540fd720ffe1"
+
+
+class Backend(StrEnum):
+    REPLICATE = "replicate"
+    LOCAL = "local"
+    NONE = "none"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; read once by the composition root."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    # Replicate (INTERFACE.md)
+    replicate_enabled: bool = Field(default=False, description="Classification through Replicate.")
+    replicate_api_token: SecretStr | None = Field(default=None, description="Never logged.")
+    replicate_top_n: Annotated[int, Field(ge=1, le=400)] = 10
+    replicate_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 120.0
+    replicate_base_url: AnyHttpUrl = AnyHttpUrl("https://api.replicate.com/v1")
+    replicate_model_version: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] = (
+        DEFAULT_MODEL_VERSION
+    )
+    replicate_model_name: str = "mtg/effnet-discogs"
+    replicate_max_predictions_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 600
+    replicate_http_clients: Annotated[int, Field(ge=1, le=64)] = 1
+    classifier_backend: Backend | None = Field(
+        default=None, description="`replicate` when REPLICATE_ENABLED, else `local`."
+    )
+    classifier_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
+    classifier_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+
+    # Infrastructure (INTERFACE.md)
+    kafka_bootstrap_servers: str | None = None
+    database_url: str | None = None
+
+    # Operational knobs (not in INTERFACE.md; all optional)
+    genres_topic_prefix: str = Field(
+        default="",
+        description="Prefix for topic and group names; empty in production, used by tests.",
+    )
+    kafka_enable_idempotence: bool = False
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    log_level: str = "INFO"
+    log_format: str = Field(default="json", pattern="^(json|console)$")
+    audio_max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
+    audio_allow_private_addresses: bool = False
+    audio_max_seconds: Annotated[float, Field(gt=0)] = 30 * 60.0
+
+    @field_validator("kafka_bootstrap_servers", "database_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_postgres(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if not scheme.startswith("postgres"):
+            raise ValueError("must be a postgresql:// or postgresql+asyncpg:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _backend_is_usable(self) -> Self:
+        if self.backend is Backend.REPLICATE and not self.replicate_token:
+            raise ValueError(
+                "the Replicate backend is enabled but REPLICATE_API_TOKEN is not set"
+            )
+        return self
+
+    @property
+    def backend(self) -> Backend:
+        if self.classifier_backend is not None:
+            return self.classifier_backend
+        return Backend.REPLICATE if self.replicate_enabled else Backend.LOCAL
+
+    @property
+    def replicate_token(self) -> str | None:
+        if self.replicate_api_token is None:
+            return None
+        return self.replicate_api_token.get_secret_value() or None
+
+    @property
+    def async_database_url(self) -> str | None:
+        """``DATABASE_URL`` with the asyncpg driver, whichever PostgreSQL scheme it was given."""
+        if self.database_url is None:
+            return None
+        _, rest = self.database_url.split("://", 1)
+        return f"postgresql+asyncpg://{rest}"
+
+    def topic(self, name: str) -> str:
+        return f"{self.genres_topic_prefix}{name}"
+
+    def group(self, name: str) -> str:
+        return f"{self.genres_topic_prefix}{name}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; a bad configuration raises ``ConfigurationError`` with one line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    """One line naming each bad variable and why, never echoing the value (it may be secret)."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False):
+        location = "_".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{location}: {message}" if location else message)
+    return "invalid configuration: " + "; ".join(parts)

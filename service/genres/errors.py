@@ -1,0 +1,126 @@
+"""The service's errors: one root, typed by what the entrypoint must do with them.
+
+    GenresError
+    ├── ConfigurationError              bad settings: stop at start with one line
+    ├── InvalidMessage                  a record that cannot be parsed or validated: dead-letter
+    ├── TrackNotFound                   the track is not in the database: skip / reply not_found
+    └── ClassificationError             a classification did not produce predictions
+        ├── RetryableClassificationError       may succeed later: retry within the deadline
+        │   ├── RateLimited                    HTTP 429 (carries the server's retry hint)
+        │   ├── ServiceUnavailable             5xx, connection errors
+        │   └── ClassificationTimeout          the deadline passed
+        └── PermanentClassificationError       retrying will not help: publish ClassificationFailed
+            ├── RequestRejected                other 4xx
+            ├── PredictionFailed               the prediction ended `failed`/`canceled`/`aborted`
+            ├── MalformedOutput                the output is not what the model promises
+            ├── AudioError                     the audio cannot be fetched, is refused or unreadable
+            └── NotConfigured                  no classifier backend (CLASSIFIER_BACKEND=none)
+
+Only the entrypoints (``genres.bus``) map these to ack, retry or dead-letter.
+"""
+
+from __future__ import annotations
+
+from genres_contracts import FailureKind
+
+
+class GenresError(Exception):
+    """Root of every error the service raises on purpose."""
+
+
+class ConfigurationError(GenresError):
+    """The configuration cannot work; the message is one line, for people."""
+
+
+class InvalidMessage(GenresError):
+    """A record that cannot be parsed or validated."""
+
+
+class TrackNotFound(GenresError):
+    """The track is not in the database."""
+
+    def __init__(self, track_id: int) -> None:
+        super().__init__(f"track {track_id} does not exist")
+        self.track_id = track_id
+
+
+class ClassificationError(GenresError):
+    """A classification did not produce predictions."""
+
+    kind: FailureKind = FailureKind.INTERNAL
+    retryable: bool = False
+
+    def __init__(self, message: str, *, kind: FailureKind | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class RetryableClassificationError(ClassificationError):
+    """A transient failure: a later attempt may succeed."""
+
+    retryable = True
+    kind = FailureKind.UNAVAILABLE
+
+
+class RateLimited(RetryableClassificationError):
+    """The backend throttled us; ``retry_after`` is its hint in seconds, when it gave one."""
+
+    kind = FailureKind.RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(RetryableClassificationError):
+    """A 5xx answer or a connection failure."""
+
+    kind = FailureKind.UNAVAILABLE
+
+
+class ClassificationTimeout(RetryableClassificationError):
+    """The classification's deadline passed."""
+
+    kind = FailureKind.TIMEOUT
+
+
+class PermanentClassificationError(ClassificationError):
+    """Retrying will not help."""
+
+    retryable = False
+    kind = FailureKind.REJECTED
+
+
+class RequestRejected(PermanentClassificationError):
+    """The backend refused the request (a 4xx other than 429)."""
+
+    kind = FailureKind.REJECTED
+
+
+class PredictionFailed(PermanentClassificationError):
+    """The prediction ended without output (failed, canceled or aborted)."""
+
+    kind = FailureKind.PREDICTION_FAILED
+
+
+class MalformedOutput(PermanentClassificationError):
+    """The backend's output is not what the model promises."""
+
+    kind = FailureKind.MALFORMED_OUTPUT
+
+
+class AudioError(PermanentClassificationError):
+    """The audio cannot be fetched, is refused, too large or unreadable (kind says which)."""
+
+    kind = FailureKind.AUDIO_UNREADABLE
+
+
+class NotConfigured(PermanentClassificationError):
+    """No classifier backend is configured."""
+
+    kind = FailureKind.NOT_CONFIGURED

@@ -1,0 +1,1 @@
+"""Role handlers: plain async functions taking their collaborators; no FastStream here."""

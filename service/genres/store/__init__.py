@@ -1,0 +1,1 @@
+"""PostgreSQL: schema, queries and migrations."""
