@@ -58,7 +58,15 @@ class Settings(BaseSettings):
         default="",
         description="Prefix for topic and group names; empty in production, used by tests.",
     )
-    kafka_enable_idempotence: bool = False
+    kafka_enable_idempotence: bool = Field(
+        default=False, description="Idempotent producer; off for Tansu, which lacks it."
+    )
+    kafka_client_id: str = "genres"
+    kafka_fetch_max_wait_ms: Annotated[int, Field(ge=0, le=60_000)] = 20
+    kafka_session_timeout_ms: Annotated[int, Field(ge=500, le=600_000)] = 10_000
+    kafka_heartbeat_interval_ms: Annotated[int, Field(ge=100, le=60_000)] = 3_000
+    kafka_topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 3
+    kafka_replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
@@ -88,9 +96,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _backend_is_usable(self) -> Self:
         if self.backend is Backend.REPLICATE and not self.replicate_token:
-            raise ValueError(
-                "the Replicate backend is enabled but REPLICATE_API_TOKEN is not set"
-            )
+            raise ValueError("the Replicate backend is enabled but REPLICATE_API_TOKEN is not set")
         return self
 
     @property

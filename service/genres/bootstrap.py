@@ -1,0 +1,119 @@
+"""The composition root: builds settings, broker, producer, HTTP clients, engine and roles.
+
+Nothing here runs at import time; ``running`` builds everything and tears it down in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from genres.bus.broker import create_broker, ensure_topics
+from genres.bus.classifier import create_classifier_consumer
+from genres.bus.concurrent import ConcurrentConsumer
+from genres.bus.producer import Publisher
+from genres.classify.factory import build_classifier, replicate_http_clients
+from genres.config import Settings
+from genres.errors import ConfigurationError
+from genres.store.engine import create_engine
+from genres.store.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+
+class Role(StrEnum):
+    CLASSIFIER = "classifier"
+    PROJECTOR = "projector"
+    RESPONDER = "responder"
+
+
+ALL_ROLES = frozenset(Role)
+
+
+@dataclass
+class Service:
+    """What a running process holds; tests and the demo look inside."""
+
+    settings: Settings
+    engine: AsyncEngine
+    publisher: Publisher
+    classifier_consumer: ConcurrentConsumer | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        raise ConfigurationError("DATABASE_URL is not set")
+    return settings.database_url
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[Service]:
+    """Start ``roles``; on exit stop fetching, finish or hand back in-flight work, close all."""
+    async with AsyncExitStack() as stack:
+        await ensure_topics(settings)
+        engine = create_engine(database_url(settings), pool_size=_pool_size(settings, roles))
+        stack.push_async_callback(engine.dispose)
+        publisher = Publisher.create(settings)
+        await publisher.start()
+        stack.push_async_callback(publisher.stop)
+        service = Service(settings=settings, engine=engine, publisher=publisher)
+
+        if Role.CLASSIFIER in roles:
+            clients = replicate_http_clients(settings)
+            for client in clients:
+                stack.push_async_callback(client.aclose)
+            classifier = build_classifier(settings, clients)
+            stack.push_async_callback(classifier.aclose)
+            consumer = create_classifier_consumer(
+                settings, classifier=classifier, ledger=Ledger(engine), publisher=publisher
+            )
+            await consumer.start()
+            stack.push_async_callback(consumer.stop)
+            service.classifier_consumer = consumer
+
+        if roles & {Role.PROJECTOR, Role.RESPONDER}:
+            broker = create_broker(settings)
+            if Role.PROJECTOR in roles:
+                from genres.bus.projector import register_projector
+
+                register_projector(broker, settings=settings, engine=engine, publisher=publisher)
+            if Role.RESPONDER in roles:
+                from genres.bus.responder import register_responder
+
+                service.extras["responder"] = register_responder(
+                    broker, settings=settings, engine=engine, publisher=publisher
+                )
+            await broker.start()
+            stack.push_async_callback(broker.stop)
+        log.info("service started", extra={"roles": sorted(roles)})
+        yield service
+        log.info("service stopping", extra={"roles": sorted(roles)})
+
+
+def _pool_size(settings: Settings, roles: frozenset[Role]) -> int:
+    # Each in-flight classification touches the ledger briefly; a few connections suffice.
+    return 10 + (min(settings.classifier_concurrency, 30) if Role.CLASSIFIER in roles else 0)
+
+
+async def serve(settings: Settings, roles: frozenset[Role]) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with running(settings, roles):
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,137 @@
+"""The Kafka connection: FastStream's broker, client options and topic creation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import ssl
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
+
+from genres.config import Settings
+from genres.errors import ConfigurationError
+from genres_contracts import topics
+
+log = logging.getLogger(__name__)
+
+# Every topic the service reads or writes, dead-letter topics included.
+SERVICE_TOPICS = (
+    topics.TRACK_UPLOADED,
+    topics.CLASSIFICATION_REQUESTED,
+    topics.GENRES_CLASSIFIED,
+    topics.GENRES_FAILED,
+    topics.RECOMMENDED_TAGS,
+)
+
+
+def all_topics(settings: Settings) -> list[str]:
+    names = [settings.topic(name) for name in SERVICE_TOPICS]
+    return names + [topics.dead_letter_topic(name) for name in names]
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    if not settings.kafka_bootstrap_servers:
+        raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set")
+    return settings.kafka_bootstrap_servers
+
+
+def security_options(settings: Settings) -> dict[str, Any]:
+    """aiokafka's security keyword arguments (SASL and/or TLS), from the settings."""
+    protocol = settings.kafka_security_protocol.upper()
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        options.update(
+            sasl_mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            sasl_plain_username=settings.kafka_sasl_username,
+            sasl_plain_password=password.get_secret_value() if password else None,
+        )
+    return options
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """Options shared by every aiokafka client the service creates."""
+    return {
+        "bootstrap_servers": bootstrap_servers(settings),
+        "client_id": settings.kafka_client_id,
+        **security_options(settings),
+    }
+
+
+def consumer_options(settings: Settings, *, fetch_max_wait_ms: int | None = None) -> dict[str, Any]:
+    """Consumer options tuned for latency: a fetch returns after at most this wait."""
+    return {
+        "fetch_max_wait_ms": (
+            settings.kafka_fetch_max_wait_ms if fetch_max_wait_ms is None else fetch_max_wait_ms
+        ),
+        "session_timeout_ms": settings.kafka_session_timeout_ms,
+        "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
+    }
+
+
+def faststream_security(settings: Settings) -> BaseSecurity | None:
+    """The same security settings in FastStream's form."""
+    options = security_options(settings)
+    protocol = options["security_protocol"]
+    context = options.get("ssl_context")
+    if not protocol.startswith("SASL"):
+        return BaseSecurity(ssl_context=context) if context is not None else None
+    kinds = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    kind = kinds.get(options["sasl_mechanism"].upper())
+    if kind is None:
+        raise ConfigurationError(
+            f"KAFKA_SASL_MECHANISM: {options['sasl_mechanism']} is not one of {', '.join(kinds)}"
+        )
+    return kind(
+        username=options["sasl_plain_username"] or "",
+        password=options["sasl_plain_password"] or "",
+        ssl_context=context,
+        use_ssl=protocol == "SASL_SSL",
+    )
+
+
+def create_broker(settings: Settings, **extra: Any) -> KafkaBroker:
+    """FastStream's broker; its producer waits for all in-sync replicas."""
+    return KafkaBroker(
+        bootstrap_servers=bootstrap_servers(settings),
+        client_id=settings.kafka_client_id,
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=1,
+        security=faststream_security(settings),
+        **extra,
+    )
+
+
+async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
+    """Create the topics that are missing; returns those it created."""
+    wanted = list(all_topics(settings) if names is None else names)
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if not missing:
+            return []
+        new_topics = [
+            NewTopic(
+                name,
+                num_partitions=settings.kafka_topic_partitions,
+                replication_factor=settings.kafka_replication_factor,
+            )
+            for name in missing
+        ]
+        # Another instance may have created them first.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(new_topics)
+        log.info("created topics", extra={"topics": missing})
+        return missing
+    finally:
+        await admin.close()

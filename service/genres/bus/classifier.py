@@ -1,0 +1,97 @@
+"""The classifier's entrypoint: records in, outcome events out, errors mapped here."""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+
+from genres.bus.broker import client_options, consumer_options
+from genres.bus.concurrent import ConcurrentConsumer
+from genres.bus.producer import Publisher, track_key
+from genres.bus.records import parse
+from genres.classify.port import Classifier
+from genres.config import Settings
+from genres.errors import InvalidMessage
+from genres.roles.classifier import Ledger, handle_classification
+from genres_contracts import (
+    ClassificationFailed,
+    ClassificationRequested,
+    GenresClassified,
+    TrackUploaded,
+    derived_event_id,
+    topics,
+)
+
+log = logging.getLogger(__name__)
+
+GROUP = "genres-classifier"
+INPUTS: dict[str, type[TrackUploaded]] = {
+    topics.TRACK_UPLOADED: TrackUploaded,
+    topics.CLASSIFICATION_REQUESTED: ClassificationRequested,
+}
+
+
+class PublishedOutcomes:
+    """Outcome events on their topics, keyed by track id."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self._publisher = publisher
+
+    async def classified(self, event: GenresClassified) -> None:
+        await self._publisher.publish(
+            topics.GENRES_CLASSIFIED, event, key=track_key(event.track_id)
+        )
+
+    async def failed(self, event: ClassificationFailed) -> None:
+        await self._publisher.publish(topics.GENRES_FAILED, event, key=track_key(event.track_id))
+
+
+def create_classifier_consumer(
+    settings: Settings, *, classifier: Classifier, ledger: Ledger, publisher: Publisher
+) -> ConcurrentConsumer:
+    by_topic = {settings.topic(name): (name, model) for name, model in INPUTS.items()}
+    outcomes = PublishedOutcomes(publisher)
+
+    async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
+        canonical, model = by_topic[record.topic]
+        try:
+            request = parse(model, record.value)
+        except InvalidMessage as exc:
+            await publisher.dead_letter(
+                reason=str(exc),
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                key=record.key,
+                value=record.value,
+                headers=list(record.headers),
+            )
+            return
+        source_event_id = request.event_id or derived_event_id(
+            canonical, record.partition, record.offset
+        )
+        await handle_classification(
+            request,
+            source_event_id=source_event_id,
+            classifier=classifier,
+            ledger=ledger,
+            outcomes=outcomes,
+        )
+
+    consumer = AIOKafkaConsumer(
+        **client_options(settings),
+        **consumer_options(settings),
+        group_id=settings.group(GROUP),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=settings.classifier_concurrency,
+        max_partition_fetch_bytes=2 * 1024 * 1024,
+    )
+    return ConcurrentConsumer(
+        consumer,
+        list(by_topic),
+        handle,
+        concurrency=settings.classifier_concurrency,
+        grace_seconds=min(settings.replicate_timeout_seconds, 60.0),
+    )

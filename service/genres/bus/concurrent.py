@@ -1,0 +1,230 @@
+"""A consumer that runs many records at once, beyond the partition count, and commits safely.
+
+FastStream's ``max_workers`` either commits before handlers finish or runs at most one
+consumer per partition (FACTS.md), so the classifier consumes with aiokafka directly:
+
+- up to ``concurrency`` records in flight per process, whatever the partition count;
+- records with the same key (a track) run one after another, in offset order;
+- per partition only the contiguous prefix of finished records is committed
+  (``OffsetWindow``), so a crash re-delivers unfinished records and never skips one;
+- back-pressure: assigned partitions are paused while the window is full;
+- a handler that raises is retried in place with backoff: its record is never committed
+  before its outcome is durable;
+- on revocation and on stop, in-flight records get a grace period to finish, then the
+  committable prefix is committed and the rest is abandoned for re-delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from genres.bus.window import OffsetWindow
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+
+
+class ConcurrentConsumer:
+    """Consumes ``topics`` in ``group_id`` and runs ``handler`` on each record."""
+
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        topics: list[str],
+        handler: Handler,
+        *,
+        concurrency: int,
+        grace_seconds: float = 30.0,
+        commit_interval: float = 0.05,
+        retry_initial: float = 0.5,
+        retry_max: float = 15.0,
+    ) -> None:
+        self._consumer = consumer
+        self._topics = topics
+        self._handler = handler
+        self._concurrency = concurrency
+        self._grace = grace_seconds
+        self._commit_interval = commit_interval
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._window = OffsetWindow()
+        self._chains: dict[Hashable, deque[ConsumerRecord[bytes, bytes]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._slot_freed = asyncio.Event()
+        self._commit_wanted = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._paused = False
+        self._loop_task: asyncio.Task[None] | None = None
+        self._commit_task: asyncio.Task[None] | None = None
+        self.handled = 0
+        self.retried = 0
+
+    @property
+    def in_flight(self) -> int:
+        return self._window.in_flight
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics, listener=_Listener(self))
+        self._loop_task = asyncio.create_task(self._fetch_loop(), name="consumer-fetch")
+        self._commit_task = asyncio.create_task(self._commit_loop(), name="consumer-commit")
+
+    async def stop(self) -> None:
+        """Stop fetching, let in-flight records finish within the grace period, commit, leave."""
+        self._stopping.set()
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await self._drain()
+        if self._commit_task is not None:
+            self._commit_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._commit_task
+        await self._commit()
+        await self._consumer.stop()
+
+    # -- fetching ------------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self._concurrency - self._window.in_flight
+            if free <= 0:
+                self._pause()
+                self._slot_freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    # getmany keeps the group membership alive while paused.
+                    await asyncio.wait_for(self._slot_freed.wait(), timeout=0.5)
+                await self._consumer.getmany(timeout_ms=0)
+                continue
+            self._resume()
+            try:
+                batches = await self._consumer.getmany(timeout_ms=200, max_records=free)
+            except KafkaError as exc:
+                log.warning("fetch failed, retrying: %s", exc)
+                await asyncio.sleep(1.0)
+                continue
+            for partition, records in batches.items():
+                for record in records:
+                    self._admit(partition, record)
+
+    def _admit(self, partition: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._window.add(partition, record.offset)
+        # Unkeyed records have no order to keep.
+        key: Hashable = record.key if record.key is not None else (partition, record.offset)
+        chain = self._chains.get(key)
+        if chain is not None:
+            chain.append(record)
+            return
+        self._chains[key] = deque([record])
+        task = asyncio.create_task(self._run_chain(key), name=f"record-{key!r}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _pause(self) -> None:
+        if not self._paused:
+            self._consumer.pause(*self._consumer.assignment())
+            self._paused = True
+
+    def _resume(self) -> None:
+        if self._paused:
+            self._consumer.resume(*self._consumer.assignment())
+            self._paused = False
+
+    # -- handling ------------------------------------------------------------------------
+
+    async def _run_chain(self, key: Hashable) -> None:
+        chain = self._chains[key]
+        try:
+            while chain:
+                record = chain[0]
+                await self._handle_until_done(record)
+                self._window.finish(TopicPartition(record.topic, record.partition), record.offset)
+                chain.popleft()
+                self.handled += 1
+                self._slot_freed.set()
+                self._commit_wanted.set()
+        finally:
+            self._chains.pop(key, None)
+
+    async def _handle_until_done(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        delay = self._retry_initial
+        while True:
+            try:
+                await self._handler(record)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Infrastructure trouble (database, broker): the record stays uncommitted.
+                self.retried += 1
+                log.exception(
+                    "handler failed; retrying in %.1fs",
+                    delay,
+                    extra={"topic": record.topic, "offset": record.offset},
+                )
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self._retry_max)
+
+    # -- committing ----------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._commit_wanted.wait()
+            self._commit_wanted.clear()
+            await self._commit()
+            await asyncio.sleep(self._commit_interval)
+
+    async def _commit(self) -> None:
+        offsets = self._window.to_commit()
+        if not offsets:
+            return
+        try:
+            await self._consumer.commit(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # A rebalance took the partitions: their records will be re-delivered.
+            log.warning("commit failed: %s", exc)
+            return
+        self._window.committed(offsets)
+
+    async def _drain(self) -> None:
+        """Give in-flight records the grace period, commit the finished prefix, cancel the rest.
+
+        aiokafka rebalances eagerly (every partition is revoked), so a drain covers them all.
+        """
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=self._grace)
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("abandoned %d records still running after the grace period", len(late))
+                await asyncio.wait(late, timeout=10.0)
+        await self._commit()
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._drain()
+        # Whatever did not finish is re-delivered from the committed offset.
+        self._window.forget(list(self._window.partitions()))
+        self._chains.clear()
+        self._slot_freed.set()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: ConcurrentConsumer) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self._owner._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._owner._paused = False

@@ -1,0 +1,59 @@
+"""Dead letters: the original record, unchanged, with headers saying why."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from genres_contracts import topics
+
+log = logging.getLogger(__name__)
+
+
+class RawProducer(Protocol):
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> object: ...
+
+
+def dlq_headers(
+    reason: str, topic: str, partition: int, offset: int, original: list[tuple[str, bytes]]
+) -> list[tuple[str, bytes]]:
+    """The original headers plus ours; the reason is one line, at most 1000 characters."""
+    line = " ".join(reason.split())[:1000]
+    ours = {
+        topics.DLQ_REASON_HEADER: line,
+        topics.DLQ_ORIGINAL_TOPIC_HEADER: topic,
+        topics.DLQ_ORIGINAL_PARTITION_HEADER: str(partition),
+        topics.DLQ_ORIGINAL_OFFSET_HEADER: str(offset),
+    }
+    kept = [(name, value) for name, value in original if name not in ours]
+    return kept + [(name, value.encode()) for name, value in ours.items()]
+
+
+async def dead_letter(
+    producer: RawProducer,
+    *,
+    reason: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """Publish the record to ``<topic>.dlq`` and wait until the broker has it."""
+    await producer.send_and_wait(
+        topics.dead_letter_topic(topic),
+        value=value,
+        key=key,
+        headers=dlq_headers(reason, topic, partition, offset, list(headers or [])),
+    )
+    log.warning(
+        "dead-lettered a record",
+        extra={"topic": topic, "partition": partition, "offset": offset, "reason": reason},
+    )

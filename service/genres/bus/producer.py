@@ -1,0 +1,103 @@
+"""Publishing: one aiokafka producer per process, JSON values keyed by track id."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from pydantic import BaseModel
+
+from genres.bus.broker import client_options
+from genres.bus.dead_letters import dead_letter
+from genres.config import Settings
+
+JSON_HEADERS = [("content-type", b"application/json")]
+
+
+def encode(message: BaseModel) -> bytes:
+    return message.model_dump_json(exclude_none=False).encode()
+
+
+def track_key(track_id: int | None) -> bytes | None:
+    return None if track_id is None else str(track_id).encode()
+
+
+class Publisher:
+    """Publishes messages and dead letters, each acknowledged by the broker before returning.
+
+    Topic names given here are canonical (``track.uploaded``); the settings' prefix is
+    applied in one place, here.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
+        self._producer = producer
+        self._settings = settings
+
+    @classmethod
+    def create(cls, settings: Settings, **options: Any) -> Publisher:
+        producer = AIOKafkaProducer(
+            **client_options(settings),
+            acks="all",
+            enable_idempotence=settings.kafka_enable_idempotence,
+            linger_ms=1,
+            max_request_size=16 * 1024 * 1024,
+            **options,
+        )
+        return cls(producer, settings)
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        return self._producer
+
+    async def publish(
+        self,
+        topic: str,
+        message: BaseModel,
+        *,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        prefixed: bool = False,
+    ) -> None:
+        """Publish and wait for the broker's acknowledgement."""
+        name = topic if prefixed else self._settings.topic(topic)
+        await self._producer.send_and_wait(
+            name, value=encode(message), key=key, headers=JSON_HEADERS + list(headers or [])
+        )
+
+    async def publish_json(
+        self, topic: str, value: Any, *, key: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        """Publish a plain JSON value to an already prefixed topic (replies)."""
+        await self._producer.send_and_wait(
+            topic, value=json.dumps(value).encode(), key=key, headers=JSON_HEADERS + headers
+        )
+
+    async def dead_letter(
+        self,
+        *,
+        reason: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send the record, unchanged, to ``<topic>.dlq`` (``topic`` as the record had it)."""
+        await dead_letter(
+            self._producer,
+            reason=reason,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            headers=headers,
+        )

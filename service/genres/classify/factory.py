@@ -1,0 +1,55 @@
+"""Choosing and building the configured classifier backend."""
+
+from __future__ import annotations
+
+import httpx
+
+from genres.classify.port import Classification, Classifier
+from genres.classify.replicate import ReplicateClassifier
+from genres.config import Backend, Settings
+from genres.errors import NotConfigured
+from genres_contracts import ModelRef
+
+
+class NoClassifier:
+    """``CLASSIFIER_BACKEND=none``: every classification fails as not configured."""
+
+    model = ModelRef(name="none", version="0")
+
+    async def classify(self, audio: str) -> Classification:
+        raise NotConfigured("no classifier backend is configured (CLASSIFIER_BACKEND=none)")
+
+    async def aclose(self) -> None:
+        return None
+
+
+def replicate_http_clients(settings: Settings) -> list[httpx.AsyncClient]:
+    """Long-lived clients for Replicate; how many is a measured choice (README, bench)."""
+    limits = httpx.Limits(
+        max_connections=max(8, settings.classifier_concurrency),
+        max_keepalive_connections=max(8, settings.classifier_concurrency),
+    )
+    return [
+        httpx.AsyncClient(timeout=httpx.Timeout(30.0), limits=limits, http2=False)
+        for _ in range(settings.replicate_http_clients)
+    ]
+
+
+def build_classifier(settings: Settings, http_clients: list[httpx.AsyncClient]) -> Classifier:
+    backend = settings.backend
+    if backend is Backend.REPLICATE:
+        return ReplicateClassifier(
+            clients=http_clients,
+            token=settings.replicate_token or "",
+            base_url=str(settings.replicate_base_url),
+            version=settings.replicate_model_version,
+            model_name=settings.replicate_model_name,
+            top_n=settings.replicate_top_n,
+            timeout_seconds=settings.replicate_timeout_seconds,
+            max_attempts=settings.classifier_max_attempts,
+        )
+    if backend is Backend.LOCAL:
+        from genres.classify.local.classifier import LocalClassifier
+
+        return LocalClassifier.from_settings(settings, http_clients[0])
+    return NoClassifier()

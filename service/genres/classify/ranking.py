@@ -1,0 +1,40 @@
+"""From a model's raw scores to the stored predictions: rank, keep top N, round."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from genres_contracts import Prediction
+
+CONFIDENCE_DECIMALS = 4
+
+
+def discogs_name(label: str) -> str:
+    """``Electronic---Ambient`` becomes ``ambient electronic`` (the specification's form)."""
+    genre, sep, style = label.partition("---")
+    name = f"{style} {genre}" if sep else label
+    return " ".join(name.split()).lower()
+
+
+def rank(scores: Mapping[str, float], top_n: int) -> tuple[Prediction, ...]:
+    """Best first on the full scores (ties by name), top ``top_n``, then rounded.
+
+    Rounding comes last so that two labels that differ only past the 4th decimal keep the
+    model's order.
+    """
+    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:top_n]
+    return tuple(
+        Prediction(name=name, confidence=round(score, CONFIDENCE_DECIMALS))
+        for name, score in ordered
+    )
+
+
+def is_confidence(value: object) -> bool:
+    """A real number in 0..1 (bools are not numbers here)."""
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0.0 <= value <= 1.0
+    )

@@ -1,0 +1,403 @@
+"""The Replicate adapter: ``mtg/effnet-discogs`` over Replicate's HTTP API.
+
+One classification is one prediction, whatever fails along the way:
+
+1. create it (``POST /predictions``) with ``Prefer: wait=N`` and a ``Cancel-After`` deadline;
+   only this step is retried as a whole, and only when the create call got no prediction back;
+2. poll ``urls.get`` with backoff until the prediction is final or its output is present;
+3. fetch the output JSON (all 400 labels) and rank it.
+
+When the deadline passes, or the caller is cancelled, a prediction still running is cancelled
+so that it stops billing. The token is sent only to Replicate's own host and never appears in
+a message, since server texts are scrubbed of it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+import stamina
+
+from genres.classify.port import Classification, Timings
+from genres.classify.ranking import discogs_name, is_confidence, rank
+from genres.errors import (
+    ClassificationError,
+    ClassificationTimeout,
+    MalformedOutput,
+    PredictionFailed,
+    RateLimited,
+    RequestRejected,
+    RetryableClassificationError,
+    ServiceUnavailable,
+)
+from genres_contracts import FailureKind, ModelRef
+
+log = logging.getLogger(__name__)
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
+MAX_PREFER_WAIT = 60
+MIN_CANCEL_AFTER = 5
+_RESET_HINT = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
+_SERVER_TEXT_LIMIT = 300
+
+
+class CreationLimiter(Protocol):
+    """Paces prediction creations (Replicate counts creations per minute)."""
+
+    async def acquire(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Retry pacing; tests shrink it."""
+
+    initial: float = 0.5
+    maximum: float = 10.0
+    jitter: float = 0.5
+    poll_initial: float = 0.25
+    poll_maximum: float = 2.0
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self.at = time.monotonic() + seconds
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+
+class ReplicateClassifier:
+    """Classifies audio URLs with a pinned version of ``mtg/effnet-discogs`` on Replicate."""
+
+    def __init__(
+        self,
+        *,
+        clients: Sequence[httpx.AsyncClient],
+        token: str,
+        base_url: str,
+        version: str,
+        model_name: str = "mtg/effnet-discogs",
+        top_n: int = 10,
+        timeout_seconds: float = 120.0,
+        max_attempts: int = 5,
+        limiter: CreationLimiter | None = None,
+        backoff: Backoff = Backoff(),
+    ) -> None:
+        if not clients:
+            raise ValueError("at least one httpx.AsyncClient is needed")
+        self._clients = tuple(clients)
+        self._next_client = itertools.cycle(self._clients)
+        self._token = token
+        self._base_url = base_url.rstrip("/")
+        self._api_host = urlsplit(self._base_url).netloc
+        self._version = version
+        self._model = ModelRef(name=model_name, version=version)
+        self._top_n = top_n
+        self._timeout = timeout_seconds
+        self._max_attempts = max_attempts
+        self._limiter = limiter
+        self._backoff = backoff
+
+    @property
+    def model(self) -> ModelRef:
+        return self._model
+
+    async def aclose(self) -> None:
+        """The HTTP clients belong to the composition root, which closes them."""
+
+    async def classify(self, audio: str) -> Classification:
+        started = time.monotonic()
+        deadline = _Deadline(self._timeout)
+        client = next(self._next_client)
+        prediction, attempts = await self._create(client, audio, deadline)
+        try:
+            prediction = await self._until_output(client, prediction, deadline)
+            scores = await self._fetch_output(client, prediction, deadline)
+        except BaseException:
+            # Deadline, shutdown or a bad answer: a prediction still running is paid for
+            # until it stops, so stop it, even while this task is being cancelled.
+            if prediction.get("status") not in FINAL_STATUSES:
+                await asyncio.shield(self._cancel(client, prediction))
+            raise
+        predictions = rank({discogs_name(k): v for k, v in scores.items()}, self._top_n)
+        metrics = prediction.get("metrics") or {}
+        predict_time = metrics.get("predict_time") if isinstance(metrics, dict) else None
+        return Classification(
+            predictions=predictions,
+            model=self._model,
+            timings=Timings(
+                total=time.monotonic() - started,
+                predict=float(predict_time) if isinstance(predict_time, int | float) else None,
+            ),
+            attempts=attempts,
+            extra={"prediction_id": prediction.get("id")},
+        )
+
+    # -- step 1: create ------------------------------------------------------------------
+
+    async def _create(
+        self, client: httpx.AsyncClient, audio: str, deadline: _Deadline
+    ) -> tuple[dict[str, Any], int]:
+        attempts = 0
+        body = {"version": self._version, "input": {"audio": audio, "output_format": "JSON"}}
+        cancel_after = max(MIN_CANCEL_AFTER, math.ceil(self._timeout))
+        async for attempt in self._retrying(deadline):
+            with attempt:
+                attempts = attempt.num
+                self._check_deadline(deadline, "before the prediction was created")
+                if self._limiter is not None:
+                    await self._limiter.acquire()
+                wait = max(1, min(MAX_PREFER_WAIT, math.floor(deadline.remaining)))
+                response = await self._send(
+                    client,
+                    "POST",
+                    f"{self._base_url}/predictions",
+                    json=body,
+                    headers={"Prefer": f"wait={wait}", "Cancel-After": f"{cancel_after}s"},
+                    read_timeout=wait + 5.0,
+                    deadline=deadline,
+                )
+                prediction = self._prediction(response)
+        return prediction, attempts
+
+    # -- step 2: poll --------------------------------------------------------------------
+
+    async def _until_output(
+        self, client: httpx.AsyncClient, prediction: dict[str, Any], deadline: _Deadline
+    ) -> dict[str, Any]:
+        delay = self._backoff.poll_initial
+        while True:
+            self._raise_if_unsuccessful(prediction)
+            # A file output can be present while the status is still `processing`.
+            if prediction.get("output") is not None or prediction.get("status") == "succeeded":
+                return prediction
+            if deadline.remaining <= 0:
+                raise ClassificationTimeout(
+                    f"prediction {prediction.get('id')} not finished within {self._timeout:g}s"
+                )
+            await asyncio.sleep(min(delay, deadline.remaining))
+            delay = min(delay * 1.5, self._backoff.poll_maximum)
+            prediction = await self._get_prediction(client, prediction, deadline)
+
+    async def _get_prediction(
+        self, client: httpx.AsyncClient, prediction: dict[str, Any], deadline: _Deadline
+    ) -> dict[str, Any]:
+        url = self._prediction_url(prediction, "get")
+        async for attempt in self._retrying(deadline):
+            with attempt:
+                response = await self._send(
+                    client, "GET", url, read_timeout=10.0, deadline=deadline
+                )
+                polled = self._prediction(response)
+        return polled
+
+    # -- step 3: output ------------------------------------------------------------------
+
+    async def _fetch_output(
+        self, client: httpx.AsyncClient, prediction: dict[str, Any], deadline: _Deadline
+    ) -> dict[str, float]:
+        output = prediction.get("output")
+        if isinstance(output, list) and len(output) == 1:
+            output = output[0]
+        if isinstance(output, dict):
+            return self._scores(output)
+        if not isinstance(output, str) or urlsplit(output).scheme not in ("http", "https"):
+            raise MalformedOutput(
+                f"prediction {prediction.get('id')} has no JSON file output "
+                f"(got {type(output).__name__})"
+            )
+        async for attempt in self._retrying(deadline):
+            with attempt:
+                response = await self._send(
+                    client, "GET", output, read_timeout=30.0, deadline=deadline
+                )
+                self._raise_for_status(response)
+                try:
+                    document = response.json()
+                except ValueError:
+                    raise MalformedOutput("the output file is not JSON") from None
+        if not isinstance(document, dict):
+            raise MalformedOutput(
+                f"the output JSON is a {type(document).__name__}, not a label map"
+            )
+        return self._scores(document)
+
+    @staticmethod
+    def _scores(document: Mapping[str, object]) -> dict[str, float]:
+        if not document:
+            raise MalformedOutput("the output JSON has no labels")
+        bad = [label for label, value in document.items() if not is_confidence(value)]
+        if bad:
+            raise MalformedOutput(
+                f"the output JSON has {len(bad)} labels without a score in 0..1 "
+                f"(first: {bad[0][:80]!r})"
+            )
+        return {label: float(value) for label, value in document.items()}  # type: ignore[arg-type]
+
+    # -- cancel --------------------------------------------------------------------------
+
+    async def _cancel(self, client: httpx.AsyncClient, prediction: dict[str, Any]) -> None:
+        try:
+            url = self._prediction_url(prediction, "cancel")
+            response = await client.post(
+                url, headers=self._auth_headers(url), timeout=httpx.Timeout(10.0)
+            )
+            log.info(
+                "replicate prediction cancelled",
+                extra={"prediction_id": prediction.get("id"), "status": response.status_code},
+            )
+        except (httpx.HTTPError, ClassificationError) as exc:
+            # Cancel-After stops it on Replicate's side in any case.
+            log.warning(
+                "could not cancel replicate prediction %s: %s",
+                prediction.get("id"),
+                type(exc).__name__,
+            )
+
+    # -- HTTP ----------------------------------------------------------------------------
+
+    def _retrying(self, deadline: _Deadline) -> Any:
+        def backoff_for(exc: Exception) -> bool | float:
+            if not isinstance(exc, RetryableClassificationError):
+                return False
+            if isinstance(exc, RateLimited) and exc.retry_after is not None:
+                if exc.retry_after >= deadline.remaining:
+                    return False
+                return exc.retry_after
+            return deadline.remaining > 0
+
+        return stamina.retry_context(
+            on=backoff_for,
+            attempts=self._max_attempts,
+            timeout=max(deadline.remaining, 0.001),
+            wait_initial=self._backoff.initial,
+            wait_max=self._backoff.maximum,
+            wait_jitter=self._backoff.jitter,
+        )
+
+    async def _send(
+        self,
+        client: httpx.AsyncClient,
+        method: str,
+        url: str,
+        *,
+        read_timeout: float,
+        deadline: _Deadline,
+        json: object | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        remaining = deadline.remaining
+        if remaining <= 0:
+            raise ClassificationTimeout(f"no time left for {method} {self._redact_url(url)}")
+        timeout = httpx.Timeout(
+            connect=min(10.0, remaining), read=min(read_timeout, remaining), write=10.0, pool=10.0
+        )
+        try:
+            return await client.request(
+                method,
+                url,
+                json=json,
+                headers={**self._auth_headers(url), **(headers or {})},
+                timeout=timeout,
+            )
+        except httpx.TimeoutException as exc:
+            raise ClassificationTimeout(
+                f"{method} {self._redact_url(url)} timed out ({type(exc).__name__})"
+            ) from None
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(
+                f"{method} {self._redact_url(url)} failed: {type(exc).__name__}"
+            ) from None
+
+    def _auth_headers(self, url: str) -> dict[str, str]:
+        # Output files may live on another host; the token goes only to the API's host.
+        if urlsplit(url).netloc != self._api_host:
+            return {}
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def _prediction(self, response: httpx.Response) -> dict[str, Any]:
+        self._raise_for_status(response)
+        try:
+            prediction = response.json()
+        except ValueError:
+            raise ServiceUnavailable(
+                f"Replicate answered {response.status_code} with a body that is not JSON"
+            ) from None
+        if not isinstance(prediction, dict) or not isinstance(prediction.get("id"), str):
+            raise ServiceUnavailable("Replicate answered with something that is not a prediction")
+        return prediction
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if status < 400:
+            return
+        detail = self._server_text(response)
+        what = f"{response.request.method} {self._redact_url(str(response.request.url))}"
+        if status == 429:
+            raise RateLimited(
+                f"Replicate throttled {what}: {detail}", retry_after=self._retry_after(response)
+            )
+        if status >= 500 or status == 408:
+            raise ServiceUnavailable(f"Replicate answered {status} to {what}: {detail}")
+        raise RequestRejected(f"Replicate refused {what} with {status}: {detail}")
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        header = response.headers.get("Retry-After")
+        if header is not None:
+            try:
+                return max(0.0, float(header))
+            except ValueError:
+                pass
+        match = _RESET_HINT.search(response.text)
+        return float(match.group(1)) if match else None
+
+    def _server_text(self, response: httpx.Response) -> str:
+        try:
+            body = response.json()
+            text = body.get("detail") or body.get("title") if isinstance(body, dict) else None
+            text = str(text) if text else response.text
+        except ValueError:
+            text = response.text
+        return self._scrub(" ".join(text.split())[:_SERVER_TEXT_LIMIT]) or "(no detail)"
+
+    def _raise_if_unsuccessful(self, prediction: Mapping[str, Any]) -> None:
+        status = prediction.get("status")
+        if status == "failed":
+            error = self._scrub(str(prediction.get("error") or "no error text"))
+            raise PredictionFailed(
+                f"prediction {prediction.get('id')} failed: {error[:_SERVER_TEXT_LIMIT]}"
+            )
+        if status in ("canceled", "aborted"):
+            raise PredictionFailed(
+                f"prediction {prediction.get('id')} was {status}",
+                kind=FailureKind.PREDICTION_CANCELED,
+            )
+
+    def _prediction_url(self, prediction: Mapping[str, Any], which: str) -> str:
+        urls = prediction.get("urls")
+        url = urls.get(which) if isinstance(urls, dict) else None
+        if isinstance(url, str) and url:
+            return url
+        suffix = "/cancel" if which == "cancel" else ""
+        return f"{self._base_url}/predictions/{prediction['id']}{suffix}"
+
+    def _check_deadline(self, deadline: _Deadline, when: str) -> None:
+        if deadline.remaining <= 0:
+            raise ClassificationTimeout(f"deadline of {self._timeout:g}s passed {when}")
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._token, "[redacted]") if self._token else text
+
+    def _redact_url(self, url: str) -> str:
+        return self._scrub(url.split("?", 1)[0])

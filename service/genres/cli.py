@@ -1,0 +1,226 @@
+"""The ``genres`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from genres import logs
+from genres.config import Settings, load_settings
+from genres.errors import ConfigurationError, GenresError
+
+app = typer.Typer(
+    name="genres",
+    help="Genre classification for music tracks, on Kafka and PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+T = TypeVar("T")
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        settings = load_settings(**overrides)
+    except ConfigurationError as exc:
+        _fail(str(exc), code=2)
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        return asyncio.run(coro)
+    except ConfigurationError as exc:
+        _fail(str(exc), code=2)
+    except GenresError as exc:
+        _fail(str(exc))
+    raise AssertionError("unreachable")
+
+
+@app.command()
+def run(
+    role: Annotated[str, typer.Argument(help="classifier, projector, responder or all")],
+) -> None:
+    """Run roles until SIGTERM: in-flight work is finished or handed back, then exit 0."""
+    from genres.bootstrap import ALL_ROLES, Role, serve
+
+    choices = {"all": ALL_ROLES} | {r.value: frozenset({r}) for r in Role}
+    if role not in choices:
+        _fail(f"unknown role {role!r}: choose from {', '.join(choices)}", code=2)
+    settings = _settings()
+    _run(serve(settings, choices[role]))
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the schema (the platform's tables only when missing)."""
+    from genres.bootstrap import database_url
+    from genres.store.migrate import upgrade
+
+    settings = _settings()
+    revision = _run(upgrade(database_url(settings)))
+    console.print(f"database at revision [bold]{revision}[/]")
+
+
+@app.command()
+def classify(
+    source: Annotated[str, typer.Argument(help="An audio file path or an http(s) URL.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Classify one audio file with the configured backend and print the predictions."""
+    from genres.classify.port import Classification
+
+    settings = _settings()
+    if settings.backend.value == "replicate" and not source.startswith(("http://", "https://")):
+        _fail("the Replicate backend takes an http(s) URL; use CLASSIFIER_BACKEND=local for files")
+    if not source.startswith(("http://", "https://")) and not Path(source).is_file():
+        _fail(f"{source}: no such file")
+
+    async def go() -> Classification:
+        from genres.classify.factory import build_classifier, replicate_http_clients
+
+        clients = replicate_http_clients(settings)
+        classifier = build_classifier(settings, clients)
+        try:
+            return await classifier.classify(source)
+        finally:
+            await classifier.aclose()
+            for client in clients:
+                await client.aclose()
+
+    result = _run(go())
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "predictions": [p.model_dump() for p in result.predictions],
+                    "model": result.model.model_dump(),
+                }
+            )
+        )
+        return
+    table = Table(title=f"{result.model.name} {result.model.version}")
+    table.add_column("#", justify="right")
+    table.add_column("genre")
+    table.add_column("confidence", justify="right")
+    for rank, prediction in enumerate(result.predictions, 1):
+        table.add_row(str(rank), prediction.name, f"{prediction.confidence:.4f}")
+    console.print(table)
+    console.print(f"[dim]{result.timings.total:.2f}s[/]")
+
+
+@app.command()
+def recommend(
+    track_id: Annotated[int, typer.Argument(help="The track id.", min=1)],
+    limit: Annotated[int, typer.Option(min=1, max=20, help="At most this many tags.")] = 5,
+    wait_ms: Annotated[
+        int, typer.Option(min=0, max=30_000, help="Wait this long for a classification.")
+    ] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the reply as JSON.")] = False,
+) -> None:
+    """Ask the running service for a track's recommended tags, over the bus."""
+    from genres.bus.requester import Requester
+
+    settings = _settings()
+
+    async def go() -> Any:
+        async with Requester(settings) as requester:
+            return await requester.recommended_tags(
+                track_id, limit=limit, wait_ms=wait_ms, timeout=timeout + wait_ms / 1000
+            )
+
+    reply = _run(go())
+    if as_json:
+        print(reply.model_dump_json())
+    elif reply.error is not None:
+        _fail(f"{reply.error.kind}: {reply.error.message}")
+    else:
+        table = Table(title=f"track {reply.track_id}")
+        table.add_column("tag")
+        table.add_column("score", justify="right")
+        for tag in reply.tags:
+            table.add_row(tag.name, f"{tag.score:.4f}")
+        console.print(table)
+        if not reply.available:
+            console.print("no classifier is configured (available: false)")
+        elif reply.pending:
+            console.print("a classification was requested and is not done yet (pending)")
+    if reply.error is not None:
+        raise typer.Exit(1)
+
+
+@app.command()
+def backfill(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the tracks only.")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="At most this many tracks.")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=1000, help="Requests in flight.")] = 10,
+    wait: Annotated[bool, typer.Option(help="Wait for the outcomes and count them.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for outcomes.")] = 600.0,
+) -> None:
+    """Request classification of tracks that lack predictions for their current file."""
+    from genres.cli_backfill import backfill_command
+
+    settings = _settings()
+    _run(backfill_command(settings, console, dry_run, limit, concurrency, wait, timeout))
+
+
+@app.command()
+def demo(
+    path: Annotated[
+        Path | None, typer.Argument(help="Your own audio file (default: the bundled sample).")
+    ] = None,
+) -> None:
+    """The whole pipeline on embedded defaults: broker, database, all roles, one track."""
+    from genres.demo import run_demo
+
+    if path is not None and not path.is_file():
+        _fail(f"{path}: no such file")
+    settings = _settings(classifier_backend="local")
+    code = _run(run_demo(settings, path, console))
+    raise typer.Exit(code)
+
+
+@app.command()
+def schema(
+    directory: Annotated[Path, typer.Argument(help="Where to write the schemas.")] = Path(
+        "schemas"
+    ),
+) -> None:
+    """Write the JSON Schema of every message model."""
+    from genres_contracts.schema import write
+
+    for path in write(directory):
+        console.print(str(path))
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

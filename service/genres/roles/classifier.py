@@ -1,0 +1,192 @@
+"""The classifier role: one upload or request in, one outcome event out, paid for once."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+from genres.classify.port import Classifier
+from genres.errors import ClassificationError
+from genres.store.ledger import Recorded
+from genres_contracts import (
+    ClassificationFailed,
+    ClassificationRequested,
+    ErrorInfo,
+    FailureKind,
+    GenresClassified,
+    ModelRef,
+    Prediction,
+    TrackUploaded,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Ledger(Protocol):
+    async def claim(
+        self, track_id: int, file_id: str, model: ModelRef, *, source_event_id: str, force: bool
+    ) -> Recorded | None: ...
+
+    async def succeeded(
+        self,
+        track_id: int,
+        file_id: str,
+        model: ModelRef,
+        *,
+        event_id: str,
+        predictions: tuple[Prediction, ...],
+        attempts: int,
+        classified_at: datetime,
+    ) -> None: ...
+
+    async def failed(
+        self,
+        track_id: int,
+        file_id: str,
+        model: ModelRef,
+        *,
+        event_id: str,
+        error: ErrorInfo,
+        retryable: bool,
+        attempts: int,
+    ) -> None: ...
+
+
+class Outcomes(Protocol):
+    """Where outcome events go; returns once the broker has them."""
+
+    async def classified(self, event: GenresClassified) -> None: ...
+
+    async def failed(self, event: ClassificationFailed) -> None: ...
+
+
+class Result(StrEnum):
+    CLASSIFIED = "classified"
+    FAILED = "failed"
+    REPUBLISHED = "republished"
+    """A duplicate: the outcome on record was published again; nothing was paid."""
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    result: Result
+    event: GenresClassified | ClassificationFailed
+
+
+async def handle_classification(
+    request: TrackUploaded | ClassificationRequested,
+    *,
+    source_event_id: str,
+    classifier: Classifier,
+    ledger: Ledger,
+    outcomes: Outcomes,
+) -> Handled:
+    """Classify ``request``'s audio unless this (track, file, model) already was.
+
+    The outcome is recorded before it is published, so a crash in between re-publishes the
+    recorded outcome on redelivery instead of paying again. Infrastructure errors (database,
+    broker) propagate: the caller retries the record and does not commit it.
+    """
+    force = isinstance(request, ClassificationRequested) and request.force
+    model = classifier.model
+    recorded = await ledger.claim(
+        request.track_id, request.file_id, model, source_event_id=source_event_id, force=force
+    )
+    if recorded is not None:
+        event = _replay(recorded, request, source_event_id, model)
+        await _publish(outcomes, event)
+        log.info(
+            "duplicate request: republished the recorded outcome",
+            extra={"track_id": request.track_id, "file_id": request.file_id},
+        )
+        return Handled(Result.REPUBLISHED, event)
+
+    try:
+        classification = await classifier.classify(str(request.audio_url))
+    except ClassificationError as exc:
+        failed = ClassificationFailed(
+            source_event_id=source_event_id,
+            track_id=request.track_id,
+            file_id=request.file_id,
+            error=ErrorInfo(kind=exc.kind, message=exc.message[:2000]),
+            attempts=getattr(exc, "attempts", 1),
+            retryable=exc.retryable,
+        )
+        await ledger.failed(
+            request.track_id,
+            request.file_id,
+            model,
+            event_id=failed.event_id,
+            error=failed.error,
+            retryable=failed.retryable,
+            attempts=failed.attempts,
+        )
+        await outcomes.failed(failed)
+        log.warning(
+            "classification failed: %s",
+            exc.kind,
+            extra={"track_id": request.track_id, "file_id": request.file_id, "kind": exc.kind},
+        )
+        return Handled(Result.FAILED, failed)
+
+    classified = GenresClassified(
+        source_event_id=source_event_id,
+        track_id=request.track_id,
+        file_id=request.file_id,
+        predictions=list(classification.predictions),
+        model=classification.model,
+        classified_at=datetime.now(UTC),
+        auto_tag=request.auto_tag,
+    )
+    await ledger.succeeded(
+        request.track_id,
+        request.file_id,
+        model,
+        event_id=classified.event_id,
+        predictions=classification.predictions,
+        attempts=classification.attempts,
+        classified_at=classified.classified_at,
+    )
+    await outcomes.classified(classified)
+    return Handled(Result.CLASSIFIED, classified)
+
+
+def _replay(
+    recorded: Recorded,
+    request: TrackUploaded | ClassificationRequested,
+    source_event_id: str,
+    model: ModelRef,
+) -> GenresClassified | ClassificationFailed:
+    event_id = recorded.event_id or str(uuid.uuid4())
+    if recorded.status == "succeeded":
+        return GenresClassified(
+            event_id=event_id,
+            source_event_id=source_event_id,
+            track_id=request.track_id,
+            file_id=request.file_id,
+            predictions=list(recorded.predictions),
+            model=model,
+            classified_at=recorded.classified_at,
+            auto_tag=request.auto_tag,
+        )
+    return ClassificationFailed(
+        event_id=event_id,
+        source_event_id=source_event_id,
+        track_id=request.track_id,
+        file_id=request.file_id,
+        error=recorded.error
+        or ErrorInfo(kind=FailureKind.INTERNAL, message="failed earlier; no detail recorded"),
+        attempts=recorded.attempts,
+        retryable=recorded.retryable,
+    )
+
+
+async def _publish(outcomes: Outcomes, event: GenresClassified | ClassificationFailed) -> None:
+    if isinstance(event, GenresClassified):
+        await outcomes.classified(event)
+    else:
+        await outcomes.failed(event)
