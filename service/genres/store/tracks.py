@@ -1,0 +1,149 @@
+"""What the responder reads about a track, and the on-demand classification marker.
+
+Both functions are one SQL statement, run in autocommit mode: no ``BEGIN``/``ROLLBACK``
+around them, so a cached answer costs one database round trip (plus the pool's pre-ping
+when the engine has one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Interval, String, delete, func, literal, select
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from genres.store.schema import classification_requests, tags, track_tags, tracks
+from genres_contracts import Prediction
+
+__all__ = [
+    "TrackView",
+    "claim_on_demand",
+    "release_on_demand",
+    "track_view",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TrackView:
+    """A track as the responder sees it.
+
+    ``predictions`` is ``None`` when ``extra`` has no (readable) ``genre_predictions``;
+    ``predictions_file_id`` is ``extra->>'genre_predictions_file_id'`` (``None`` for rows
+    written before the service tracked file ids).
+    """
+
+    track_id: int
+    file_id: str | None
+    audio_url: str | None
+    predictions: tuple[Prediction, ...] | None
+    predictions_file_id: str | None
+    tag_names: tuple[str, ...]
+
+
+def _predictions(value: Any) -> tuple[Prediction, ...] | None:
+    """The stored predictions, skipping malformed entries; ``None`` when there is no list."""
+    if isinstance(value, str | bytes):  # a driver without a JSONB codec returns text
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if not isinstance(value, list):
+        return None
+    kept: list[Prediction] = []
+    for item in value:
+        try:
+            kept.append(Prediction.model_validate(item))
+        except ValidationError:
+            continue
+    if len(kept) != len(value):
+        log.warning("skipped malformed stored predictions", extra={"kept": len(kept)})
+    return tuple(kept)
+
+
+_TAG_NAMES = (
+    select(func.array_agg(tags.c.name))
+    .select_from(track_tags.join(tags, tags.c.id == track_tags.c.tag_id))
+    .where(track_tags.c.track_id == tracks.c.id)
+    .scalar_subquery()
+)
+
+_TRACK_VIEW = select(
+    tracks.c.file_id,
+    tracks.c.audio_url,
+    tracks.c.extra["genre_predictions"].label("predictions"),
+    tracks.c.extra["genre_predictions_file_id"].astext.label("predictions_file_id"),
+    func.coalesce(_TAG_NAMES, literal([], ARRAY(String))).label("tag_names"),
+)
+
+
+async def track_view(
+    conn_or_engine: AsyncConnection | AsyncEngine, track_id: int
+) -> TrackView | None:
+    """The track's file, audio URL, stored predictions and tag names; ``None`` when absent.
+
+    One statement: the tag names come from a correlated ``array_agg`` sub-select.
+    """
+    statement = _TRACK_VIEW.where(tracks.c.id == track_id)
+    if isinstance(conn_or_engine, AsyncEngine):
+        async with conn_or_engine.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            row = (await connection.execute(statement)).first()
+    else:
+        row = (await conn_or_engine.execute(statement)).first()
+    if row is None:
+        return None
+    return TrackView(
+        track_id=track_id,
+        file_id=row.file_id,
+        audio_url=row.audio_url,
+        predictions=_predictions(row.predictions),
+        predictions_file_id=row.predictions_file_id,
+        tag_names=tuple(row.tag_names or ()),
+    )
+
+
+async def claim_on_demand(
+    engine: AsyncEngine, track_id: int, file_id: str, *, stale_after: float
+) -> bool:
+    """Claim the right to request an on-demand classification of (track, file).
+
+    True for exactly one caller while a claim is outstanding, across processes: the
+    ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` takes the row lock, and a concurrent
+    claimer re-checks the ``WHERE`` against the winner's fresh ``requested_at`` and gets no
+    row. A marker older than ``stale_after`` seconds is reclaimed (a lost request must not
+    block the track forever). The projector deletes the marker when it stores predictions.
+    """
+    table = classification_requests
+    statement = (
+        insert(table)
+        .values(track_id=track_id, file_id=file_id, requested_at=func.now())
+        .on_conflict_do_update(
+            index_elements=[table.c.track_id, table.c.file_id],
+            set_={"requested_at": func.now()},
+            where=table.c.requested_at
+            < func.now() - literal(timedelta(seconds=stale_after), Interval()),
+        )
+        .returning(table.c.track_id)
+    )
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        row = (await connection.execute(statement)).first()
+    return row is not None
+
+
+async def release_on_demand(engine: AsyncEngine, track_id: int, file_id: str) -> None:
+    """Drop the marker (after a failed publish, so the next request may try again)."""
+    table = classification_requests
+    async with engine.connect() as connection:
+        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await connection.execute(
+            delete(table).where(table.c.track_id == track_id, table.c.file_id == file_id)
+        )

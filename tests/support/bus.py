@@ -1,0 +1,96 @@
+"""Talking to the service as other teams would: plain JSON records, raw consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from genres.embedded import fast_consumer_options
+
+
+@asynccontextmanager
+async def producer(bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    client = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=1)
+    await client.start()
+    try:
+        yield client
+    finally:
+        await client.stop()
+
+
+async def send_json(
+    client: AIOKafkaProducer,
+    topic: str,
+    value: Any,
+    *,
+    key: str | None = None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """A record as any producer would send it: JSON value, track id key, no headers."""
+    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+    await client.send_and_wait(
+        topic, value=raw, key=key.encode() if key is not None else None, headers=headers
+    )
+
+
+async def collect(
+    bootstrap: str,
+    topic: str,
+    *,
+    count: int,
+    timeout: float = 30.0,
+    where: Callable[[ConsumerRecord[bytes, bytes]], bool] = lambda _: True,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the beginning until ``count`` matching records or the timeout."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **fast_consumer_options(),
+    )
+    await consumer.start()
+    found: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        assigned = False
+        while time.monotonic() < deadline and len(found) < count:
+            if not assigned:
+                partitions = await _partitions(consumer, topic)
+                if partitions:
+                    consumer.assign(partitions)
+                    await consumer.seek_to_beginning(*partitions)
+                    assigned = True
+                else:
+                    await asyncio.sleep(0.1)
+                    continue
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                found.extend(record for record in records if where(record))
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    ids = consumer.partitions_for_topic(topic)
+    if ids is None:
+        await consumer._client.force_metadata_update()
+        ids = consumer.partitions_for_topic(topic)
+    return [TopicPartition(topic, p) for p in sorted(ids or ())]
+
+
+def values(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
+    return [json.loads(record.value) for record in records if record.value is not None]
+
+
+def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
+    for key, value in record.headers:
+        if key == name:
+            return value.decode()
+    return None

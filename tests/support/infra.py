@@ -1,0 +1,42 @@
+"""Helpers shared by the infrastructure fixtures (Docker detection, running coroutines)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+from collections.abc import Callable, Coroutine
+from functools import cache
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]], timeout: float = 120.0) -> T:
+    """Run a coroutine to completion in a private thread and loop.
+
+    For synchronous fixtures: safe whether or not the caller's thread has an event loop.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(factory())).result(timeout=timeout)
+
+
+@cache
+def docker_available() -> bool:
+    """True when a Docker engine answers a ping within ~2 s.
+
+    ``GENRES_TESTS_DOCKER=0`` skips Docker even when it runs (``=1`` requires nothing more
+    than the ping either).
+    """
+    if os.environ.get("GENRES_TESTS_DOCKER", "").strip().lower() in {"0", "false", "no"}:
+        return False
+    try:
+        import docker
+
+        client = docker.from_env(timeout=2)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False

@@ -1,0 +1,78 @@
+"""Settings: defaults from INTERFACE.md, and one clear line for a bad configuration."""
+
+from __future__ import annotations
+
+import pytest
+
+from genres.config import Backend, load_settings
+from genres.errors import ConfigurationError
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "REPLICATE_ENABLED",
+        "REPLICATE_API_TOKEN",
+        "CLASSIFIER_BACKEND",
+        "DATABASE_URL",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "REPLICATE_TOP_N",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults_follow_the_interface() -> None:
+    settings = load_settings()
+    assert settings.backend is Backend.LOCAL
+    assert settings.replicate_top_n == 10
+    assert settings.replicate_timeout_seconds == 120
+    assert str(settings.replicate_base_url) == "https://api.replicate.com/v1"
+    assert settings.replicate_model_version.startswith("1532dd06")
+    assert settings.replicate_max_predictions_per_minute == 600
+    assert settings.classifier_concurrency == 64
+
+
+def test_replicate_enabled_selects_the_replicate_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_ENABLED", "true")
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_x")
+    assert load_settings().backend is Backend.REPLICATE
+
+
+def test_replicate_without_a_token_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_ENABLED", "true")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "REPLICATE_API_TOKEN is not set" in message
+    assert "\n" not in message
+
+
+def test_an_unparseable_url_names_the_variable_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REPLICATE_BASE_URL", "not a url at all")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "REPLICATE_BASE_URL" in str(caught.value)
+    assert "not a url at all" not in str(caught.value)
+
+
+def test_a_non_postgres_database_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://u:secret@h/db")
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    assert "DATABASE_URL" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_explicit_backend_wins_over_replicate_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_ENABLED", "true")
+    monkeypatch.setenv("CLASSIFIER_BACKEND", "none")
+    assert load_settings().backend is Backend.NONE
+
+
+def test_the_token_is_not_shown_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_very_secret")
+    settings = load_settings()
+    assert "r8_very_secret" not in repr(settings)
+    assert settings.replicate_token == "r8_very_secret"
