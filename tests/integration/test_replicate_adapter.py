@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
+
 from genres.classify.ranking import discogs_name
 from genres.classify.replicate import Backoff, ReplicateClassifier
 from genres.errors import (
@@ -216,7 +217,8 @@ async def test_failed_prediction_is_permanent_and_carries_its_error_text(
     assert not caught.value.retryable
     assert caught.value.kind is FailureKind.PREDICTION_FAILED
     error_text = fake.prediction(next(iter(fake._predictions)))  # type: ignore[attr-defined]
-    assert error_text is not None and error_text["error"]
+    assert error_text is not None
+    assert error_text["error"]
     assert error_text["error"] in str(caught.value)
     assert fake.stats.creations_per_url == {url: 1}
 

@@ -89,4 +89,5 @@ def test_out_of_order_completion_never_commits_past_an_unfinished_record(seed: i
         unfinished = set(offsets) - finished
         if unfinished:
             assert commit is None or commit <= min(unfinished)
-    assert window.to_commit() == {} and window.in_flight == 0
+    assert window.to_commit() == {}
+    assert window.in_flight == 0

@@ -37,6 +37,8 @@ def test_the_cut_happens_on_full_scores() -> None:
 
 
 def test_is_confidence_accepts_only_finite_numbers_in_range() -> None:
-    assert is_confidence(0) and is_confidence(1.0) and is_confidence(0.5)
+    assert is_confidence(0)
+    assert is_confidence(1.0)
+    assert is_confidence(0.5)
     for bad in (-0.1, 1.1, float("nan"), float("inf"), True, "0.5", None):
         assert not is_confidence(bad)
