@@ -1,0 +1,51 @@
+"""Running ``genres`` as its own process, the way operators and other teams do."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+GENRES = str(Path(sys.executable).with_name("genres"))
+
+
+def environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """The current environment without the service's variables, plus ``extra``."""
+    base = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("REPLICATE_", "KAFKA_", "GENRES_", "CLASSIFIER_", "DATABASE_"))
+    }
+    return base | {"LOG_FORMAT": "console"} | dict(extra)
+
+
+def run_genres(
+    *args: str, env: Mapping[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GENRES, *args],
+        env=environment(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def start_genres(*args: str, env: Mapping[str, str], log: Path) -> asyncio.subprocess.Process:
+    handle = log.open("ab")
+    return await asyncio.create_subprocess_exec(
+        GENRES, *args, env=environment(env), stdout=handle, stderr=subprocess.STDOUT
+    )
+
+
+async def stop(
+    process: asyncio.subprocess.Process, sig: int = signal.SIGTERM, timeout: float = 60
+) -> int:
+    if process.returncode is None:
+        process.send_signal(sig)
+    return await asyncio.wait_for(process.wait(), timeout)
