@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 
+from genres.classify.pacing import CreationPacer
 from genres.classify.port import Classification, Classifier
 from genres.classify.replicate import ReplicateClassifier
 from genres.config import Backend, Settings
@@ -47,6 +48,7 @@ def build_classifier(settings: Settings, http_clients: list[httpx.AsyncClient]) 
             top_n=settings.replicate_top_n,
             timeout_seconds=settings.replicate_timeout_seconds,
             max_attempts=settings.classifier_max_attempts,
+            limiter=CreationPacer(settings.replicate_max_predictions_per_minute),
         )
     if backend is Backend.LOCAL:
         from genres.classify.local.classifier import LocalClassifier

@@ -56,6 +56,8 @@ class CreationLimiter(Protocol):
 
     async def acquire(self) -> None: ...
 
+    def throttled(self, retry_after: float | None) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -168,7 +170,12 @@ class ReplicateClassifier:
                     read_timeout=wait + 5.0,
                     deadline=deadline,
                 )
-                prediction = self._prediction(response)
+                try:
+                    prediction = self._prediction(response)
+                except RateLimited as exc:
+                    if self._limiter is not None:
+                        self._limiter.throttled(exc.retry_after)
+                    raise
         return prediction, attempts
 
     # -- step 2: poll --------------------------------------------------------------------
