@@ -1,0 +1,116 @@
+"""What every benchmark needs: a broker, a scratch database, the fake Replicate, processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import sys
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from tests.support.database import LOCAL_CANDIDATES, _admin, _answers, database_url_for
+
+from genres.embedded import EmbeddedBroker, EmbeddedPostgres
+from genres.store.migrate import to_async_url, upgrade
+
+GENRES = str(Path(sys.executable).with_name("genres"))
+
+
+@contextlib.asynccontextmanager
+async def kafka_broker() -> AsyncIterator[str]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` when set, else an embedded Tansu for the run."""
+    from_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if from_env:
+        yield from_env
+        return
+    broker = EmbeddedBroker()
+    await broker.astart()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        await broker.astop()
+
+
+@contextlib.asynccontextmanager
+async def postgres_server() -> AsyncIterator[tuple[str, str]]:
+    """(server URL, kind): the same order of preference as the test fixtures."""
+    from_env = os.environ.get("DATABASE_URL", "").strip()
+    if from_env:
+        yield to_async_url(from_env), "env"
+        return
+    for candidate in LOCAL_CANDIDATES:
+        if await _answers(candidate):
+            yield candidate, "local"
+            return
+    embedded = EmbeddedPostgres()
+    await embedded.astart()
+    try:
+        yield embedded.url, "embedded"
+    finally:
+        await embedded.astop()
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(server_url: str) -> AsyncIterator[str]:
+    """A fresh migrated database, dropped afterwards."""
+    name = f"genres_bench_{uuid.uuid4().hex[:8]}"
+    await _admin(server_url, f'CREATE DATABASE "{name}"')
+    try:
+        url = database_url_for(server_url, name)
+        await upgrade(url)
+        yield url
+    finally:
+        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.asynccontextmanager
+async def fake_replicate_process(*knobs: str) -> AsyncIterator[str]:
+    """The fake Replicate in its own process (its CPU must not slow the service's loop)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.support.fake_replicate",
+        "--port",
+        "0",
+        *knobs,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode()
+        match = re.search(r"(http://\S+/v1)", line)
+        if match is None:
+            raise RuntimeError(f"fake replicate did not start: {line!r}")
+        yield match.group(1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def genres_process(
+    *args: str, env: Mapping[str, str], log: Path
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``genres ARGS`` as its own process, stopped with SIGTERM at the end."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "DATABASE_"))}
+    with log.open("ab") as handle:
+        process = await asyncio.create_subprocess_exec(
+            GENRES, *args, env=clean | dict(env), stdout=handle, stderr=handle
+        )
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.terminate()
+            await asyncio.wait_for(process.wait(), 90)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]

@@ -1,0 +1,90 @@
+"""The backfill's entrypoint: tracks from the database, requests onto the bus, outcomes back."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from genres.bus.broker import ensure_topics
+from genres.bus.outcomes import OutcomeWatcher
+from genres.bus.producer import Publisher, track_key
+from genres.config import Settings
+from genres.roles.backfill import BackfillReport, Progress, backfill, no_progress
+from genres.store.backfill import SqlBackfillStore
+from genres_contracts import ClassificationRequested, topics
+
+__all__ = ["run_backfill"]
+
+
+async def run_backfill(
+    settings: Settings,
+    engine: AsyncEngine,
+    publisher: Publisher,
+    *,
+    limit: int | None,
+    concurrency: int,
+    dry_run: bool,
+    wait: bool,
+    timeout: float,
+    progress: Progress = no_progress,
+) -> BackfillReport:
+    """Run a backfill with a started ``publisher``; with ``wait``, count the outcomes too.
+
+    ``progress(done, total)`` is called as tracks are listed or published; when waiting, the
+    report's ``classified`` / ``failed`` / ``timed_out`` are set after at most ``timeout``
+    seconds of waiting.
+    """
+    store = SqlBackfillStore(engine)
+    if dry_run:
+        return await backfill(
+            tracks=store,
+            publish=_never,
+            limit=limit,
+            concurrency=concurrency,
+            dry_run=True,
+            progress=progress,
+        )
+    await ensure_topics(settings)
+    if not wait:
+        return await backfill(
+            tracks=store,
+            publish=_publisher(publisher, None),
+            limit=limit,
+            concurrency=concurrency,
+            dry_run=False,
+            progress=progress,
+        )
+    async with OutcomeWatcher(settings) as watcher:
+        report = await backfill(
+            tracks=store,
+            publish=_publisher(publisher, watcher),
+            limit=limit,
+            concurrency=concurrency,
+            dry_run=False,
+            progress=progress,
+        )
+        counts = await watcher.wait(timeout)
+    report.classified = counts.classified
+    report.failed = counts.failed
+    report.timed_out = counts.timed_out
+    return report
+
+
+async def _never(request: ClassificationRequested) -> None:
+    raise AssertionError("a dry run publishes nothing")
+
+
+def _publisher(publisher: Publisher, watcher: OutcomeWatcher | None) -> _Publish:
+    return _Publish(publisher, watcher)
+
+
+class _Publish:
+    def __init__(self, publisher: Publisher, watcher: OutcomeWatcher | None) -> None:
+        self._publisher = publisher
+        self._watcher = watcher
+
+    async def __call__(self, request: ClassificationRequested) -> None:
+        if self._watcher is not None and request.event_id is not None:
+            self._watcher.expect([request.event_id])
+        await self._publisher.publish(
+            topics.CLASSIFICATION_REQUESTED, request, key=track_key(request.track_id)
+        )

@@ -1,0 +1,149 @@
+"""Watching for the outcomes of requests this process published.
+
+The watcher reads ``track.genres_classified`` and ``track.genres_failed`` without a consumer
+group (it must not steal partitions from the projector or commit anything), from the end
+offsets as they were when it started: start it before publishing, and no outcome of ours can
+be missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from genres.bus.broker import client_options
+from genres.bus.records import parse
+from genres.config import Settings
+from genres.errors import InvalidMessage
+from genres_contracts import ClassificationFailed, GenresClassified, topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class OutcomeCounts:
+    expected: int
+    classified: int
+    failed: int
+
+    @property
+    def timed_out(self) -> int:
+        return self.expected - self.classified - self.failed
+
+
+class OutcomeWatcher:
+    """Counts ``GenresClassified`` / ``ClassificationFailed`` whose source is one of ours."""
+
+    def __init__(self, settings: Settings, *, fetch_max_wait_ms: int = 100) -> None:
+        self._settings = settings
+        self._topics = {
+            settings.topic(topics.GENRES_CLASSIFIED): True,
+            settings.topic(topics.GENRES_FAILED): False,
+        }
+        self._consumer = AIOKafkaConsumer(
+            **client_options(settings),
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+        )
+        self._expected: set[str] = set()
+        # A success beats a failure for the same request: the classifier may fail once and
+        # succeed on a redelivery.
+        self._outcomes: dict[str, bool] = {}
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        try:
+            await self._consumer.topics()  # loads the metadata partitions_for_topic reads
+            assigned = [
+                TopicPartition(topic, partition)
+                for topic in self._topics
+                for partition in sorted(self._consumer.partitions_for_topic(topic) or ())
+            ]
+            self._consumer.assign(assigned)
+            await self._consumer.seek_to_end(*assigned)
+            # Resolve the positions now: a lazy reset after our publishes could skip outcomes.
+            for partition in assigned:
+                await self._consumer.position(partition)
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        self._task = asyncio.create_task(self._consume(), name="outcome-watcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self._consumer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def expect(self, event_ids: Iterable[str]) -> None:
+        """Count outcomes of these request ids (call before publishing them)."""
+        self._expected.update(event_ids)
+        self._changed.set()
+
+    def counts(self) -> OutcomeCounts:
+        classified = sum(1 for key, ok in self._outcomes.items() if ok and key in self._expected)
+        failed = sum(1 for key, ok in self._outcomes.items() if not ok and key in self._expected)
+        return OutcomeCounts(len(self._expected), classified, failed)
+
+    async def wait(self, timeout: float) -> OutcomeCounts:
+        """Until every expected outcome is in or ``timeout`` seconds passed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            counts = self.counts()
+            left = deadline - time.monotonic()
+            if counts.timed_out == 0 or left <= 0:
+                return counts
+            if self._task is not None and self._task.done():
+                self._task.result()  # the consumer died: say why
+                return counts
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=left)
+
+    async def _consume(self) -> None:
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=500, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    self._observe(record)
+            if batches:
+                self._changed.set()
+
+    def _observe(self, record: Any) -> None:
+        ok = self._topics.get(record.topic)
+        if ok is None:
+            return
+        try:
+            model: type[GenresClassified | ClassificationFailed] = (
+                GenresClassified if ok else ClassificationFailed
+            )
+            source = parse(model, record.value).source_event_id
+        except InvalidMessage:
+            return  # not ours to judge; the projector dead-letters it
+        if ok or source not in self._outcomes:
+            self._outcomes[source] = ok

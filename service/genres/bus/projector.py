@@ -1,0 +1,193 @@
+"""The projector's entrypoint: a batch subscriber on ``track.genres_classified``.
+
+Acknowledgement is manual and happens only after the batch's transaction committed. On a
+batch subscriber an ack commits the consumer's position, which is exactly the batch just
+handled. Database outages are waited out inside the handler (no ack, no new fetch), so the
+batch is neither lost nor reordered; the dead-letter topic takes records that can never be
+read, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
+
+import stamina
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from genres.bus.broker import consumer_options
+from genres.bus.producer import Publisher
+from genres.bus.records import parse
+from genres.config import Settings
+from genres.errors import InvalidMessage
+from genres.roles.projector import ProjectionReport, ProjectionStore, project
+from genres.store.projection import SqlProjectionStore
+from genres_contracts import GenresClassified, topics
+
+log = logging.getLogger(__name__)
+
+GROUP = "genres-projector"
+MAX_RECORDS = 500
+RETRY_WAIT_MAX_SECONDS = 5.0
+# After an unexpected error the batch is rewound; the pause keeps a bug from spinning a core.
+REWIND_PAUSE_SECONDS = 1.0
+
+# SQLSTATE classes and codes worth waiting out: connection exceptions, insufficient
+# resources, operator intervention (restart, admin shutdown), serialization failures and
+# deadlocks, lock timeouts.
+RETRYABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Record:
+    """The parts of a consumed record the projector needs, independent of the client."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for failures that a later attempt may not meet: lost connections, restarts, locks."""
+    if isinstance(exc, OperationalError | OSError | ConnectionError | TimeoutError | KafkaError):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        code = _sqlstate(exc)
+        if code is not None:
+            return code in RETRYABLE_SQLSTATES or code[:2] in RETRYABLE_SQLSTATE_CLASSES
+    return False
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    original: Any = exc.orig
+    for candidate in (original, getattr(original, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
+
+
+async def retrying(action: Callable[[], Awaitable[T]], *, what: str) -> T:
+    """Run ``action`` until it succeeds, waiting at most ~5 s between transient failures."""
+    attempts = 0
+    for attempt in stamina.retry_context(
+        on=is_retryable, attempts=None, timeout=None, wait_max=RETRY_WAIT_MAX_SECONDS
+    ):
+        with attempt:
+            attempts = attempt.num
+            if attempts > 1:
+                log.warning(
+                    "retrying after a transient failure", extra={"what": what, "attempt": attempts}
+                )
+            return await action()
+    raise AssertionError("unreachable: stamina retries without a limit")  # pragma: no cover
+
+
+async def handle_batch(
+    records: Sequence[Record], *, store: ProjectionStore, publisher: Publisher
+) -> ProjectionReport:
+    """Dead-letter what cannot be read, project the rest; returns once it is all durable."""
+    events: list[GenresClassified] = []
+    for record in records:
+        try:
+            events.append(parse(GenresClassified, record.value))
+        except InvalidMessage as exc:
+            await retrying(
+                partial(
+                    publisher.dead_letter,
+                    reason=str(exc),
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    value=record.value,
+                    headers=record.headers,
+                ),
+                what="dead-letter",
+            )
+    return await retrying(lambda: project(events, store=store), what="projection")
+
+
+def _records(message: StreamMessage[Any]) -> list[Record]:
+    raw = message.raw_message
+    consumed = raw if isinstance(raw, tuple) else (raw,)
+    return [
+        Record(
+            topic=r.topic,
+            partition=r.partition,
+            offset=r.offset,
+            key=r.key,
+            value=r.value,
+            headers=list(r.headers or ()),
+        )
+        for r in consumed
+    ]
+
+
+async def _leave_undecoded(message: StreamMessage[Any]) -> None:
+    # The handler reads the raw records itself; FastStream's JSON decoding would fail on the
+    # very records that must be dead-lettered.
+    return None
+
+
+def register_projector(
+    broker: KafkaBroker,
+    *,
+    settings: Settings,
+    engine: AsyncEngine,
+    publisher: Publisher,
+    store: ProjectionStore | None = None,
+    max_records: int = MAX_RECORDS,
+) -> None:
+    """Subscribe the projector to ``track.genres_classified`` (group ``genres-projector``)."""
+    projection_store = store if store is not None else SqlProjectionStore(engine)
+    fetch = consumer_options(settings)
+
+    @broker.subscriber(
+        settings.topic(topics.GENRES_CLASSIFIED),
+        batch=True,
+        group_id=settings.group(GROUP),
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.MANUAL,
+        max_records=max_records,
+        decoder=_leave_undecoded,
+        title="genres-projector",
+        description="Stores each track's current genre predictions in tracks.extra.",
+        fetch_max_wait_ms=fetch["fetch_max_wait_ms"],
+        session_timeout_ms=fetch["session_timeout_ms"],
+        heartbeat_interval_ms=fetch["heartbeat_interval_ms"],
+    )
+    async def project_genres(message: KafkaMessage) -> None:
+        records = _records(message)
+        if not records:
+            return
+        try:
+            await handle_batch(records, store=projection_store, publisher=publisher)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # Not transient and not the record's fault (a bug, a schema problem): rewind so
+            # the batch is fetched again rather than skipped, and let it be seen in the logs.
+            log.exception("projection failed; the batch will be fetched again")
+            await asyncio.sleep(REWIND_PAUSE_SECONDS)
+            await message.nack()
+            return
+        await message.ack()

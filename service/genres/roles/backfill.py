@@ -1,0 +1,144 @@
+"""Backfill: ask for the classification of every track that lacks current predictions.
+
+Running it twice is safe: the classifier recognises a (track, file, model) it has already
+classified, so a second run costs a lookup per track, not a classification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from genres_contracts import ClassificationReason, ClassificationRequested
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackfillTrack:
+    track_id: int
+    file_id: str
+    audio_url: str
+
+
+class BackfillStore(Protocol):
+    async def count(self, *, limit: int | None) -> int:
+        """How many tracks are eligible (at most ``limit``)."""
+        ...
+
+    def eligible(self, *, limit: int | None) -> AsyncIterator[Sequence[BackfillTrack]]:
+        """The eligible tracks in pages, ordered by id, at most ``limit`` in all."""
+        ...
+
+
+Publish = Callable[[ClassificationRequested], Awaitable[None]]
+Progress = Callable[[int, int], None]
+"""Called with (tracks handled so far, tracks eligible) after each one."""
+
+
+@dataclass
+class BackfillReport:
+    eligible: int = 0
+    published: int = 0
+    skipped: int = 0
+    """Tracks whose row cannot make a valid request (e.g. an audio_url that is not http(s))."""
+    dry_run: bool = False
+    tracks: list[BackfillTrack] = field(default_factory=list)
+    """The eligible tracks, in a dry run only."""
+    event_ids: list[str] = field(default_factory=list)
+    """The ``event_id`` of every published request (the outcomes carry it as source)."""
+    classified: int | None = None
+    failed: int | None = None
+    timed_out: int | None = None
+    """Set when the caller waited for outcomes."""
+
+
+def request_for(track: BackfillTrack) -> ClassificationRequested:
+    """A new request for the track; raises ``ValidationError`` when the row cannot make one."""
+    return ClassificationRequested.model_validate(
+        {
+            "event_id": str(uuid.uuid4()),
+            "track_id": track.track_id,
+            "file_id": track.file_id,
+            "audio_url": track.audio_url,
+            "reason": ClassificationReason.BACKFILL,
+        }
+    )
+
+
+def no_progress(done: int, total: int) -> None:
+    return None
+
+
+async def backfill(
+    *,
+    tracks: BackfillStore,
+    publish: Publish,
+    limit: int | None,
+    concurrency: int,
+    dry_run: bool,
+    progress: Progress = no_progress,
+) -> BackfillReport:
+    """Publish one ``ClassificationRequested(reason=backfill)`` per eligible track.
+
+    At most ``concurrency`` publishes are in flight; the first publish error stops the run
+    (the tracks not yet published are simply picked up by the next run).
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    total = await tracks.count(limit=limit)
+    report = BackfillReport(eligible=total, dry_run=dry_run)
+    progress(0, total)
+    done = 0
+    if dry_run:
+        async for page in tracks.eligible(limit=limit):
+            report.tracks.extend(page)
+            done += len(page)
+            progress(done, total)
+        report.eligible = len(report.tracks)
+        return report
+
+    slots = asyncio.Semaphore(concurrency)
+    seen = 0
+
+    async def send(request: ClassificationRequested) -> None:
+        nonlocal done
+        try:
+            await publish(request)
+        finally:
+            slots.release()
+        report.published += 1
+        done += 1
+        progress(done, total)
+
+    async with asyncio.TaskGroup() as group:
+        async for page in tracks.eligible(limit=limit):
+            for track in page:
+                seen += 1
+                try:
+                    request = request_for(track)
+                except ValidationError:
+                    report.skipped += 1
+                    done += 1
+                    progress(done, total)
+                    log.warning(
+                        "skipped a track whose row cannot make a request",
+                        extra={"track_id": track.track_id},
+                    )
+                    continue
+                await slots.acquire()
+                # Recorded before sending so that an outcome can never beat its id home.
+                report.event_ids.append(request.event_id or "")
+                group.create_task(send(request))
+    report.eligible = seen
+    log.info(
+        "backfill published",
+        extra={"published": report.published, "skipped": report.skipped},
+    )
+    return report

@@ -1,0 +1,245 @@
+"""Backfill against a real PostgreSQL and a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from genres.bus.backfill import run_backfill
+from genres.bus.broker import ensure_topics
+from genres.bus.outcomes import OutcomeWatcher
+from genres.bus.producer import Publisher, track_key
+from genres.config import Settings, load_settings
+from genres_contracts import (
+    ClassificationFailed,
+    ClassificationRequested,
+    GenresClassified,
+    topics,
+)
+
+pytestmark = pytest.mark.integration
+
+PREDICTIONS = [{"name": "ambient electronic", "confidence": 0.2}]
+
+# (id, file_id, audio_url, extra): which rows a backfill must pick
+ROWS: list[tuple[int, str | None, str | None, dict[str, Any]]] = [
+    (1, "a", "https://cdn.example/1.mp3", {}),  # never classified
+    (
+        2,
+        "b",
+        "https://cdn.example/2.mp3",
+        {"genre_predictions": PREDICTIONS, "genre_predictions_file_id": "b"},
+    ),  # current
+    (
+        3,
+        "c2",
+        "https://cdn.example/3.mp3",
+        {"genre_predictions": PREDICTIONS, "genre_predictions_file_id": "c1"},
+    ),  # stale
+    (4, "d", None, {}),  # no audio
+    (5, "e", "https://cdn.example/5.mp3", {"genre_predictions": PREDICTIONS}),  # no file id
+    (6, "f", "https://cdn.example/6.mp3", {"other": 1}),
+]
+ELIGIBLE = [1, 3, 5, 6]
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Settings:
+    return load_settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=database_url,
+        genres_topic_prefix=topic_prefix,
+        kafka_session_timeout_ms=1000,
+        kafka_heartbeat_interval_ms=300,
+        kafka_fetch_max_wait_ms=10,
+    )
+
+
+@pytest_asyncio.fixture
+async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
+    await ensure_topics(settings)
+    publisher = Publisher.create(settings)
+    await publisher.start()
+    try:
+        yield publisher
+    finally:
+        await publisher.stop()
+
+
+@pytest_asyncio.fixture
+async def tracks(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        for track_id, file_id, url, extra in ROWS:
+            await connection.execute(
+                text(
+                    "INSERT INTO tracks (id, file_id, audio_url, extra) "
+                    "VALUES (:id, :file_id, :url, CAST(:extra AS jsonb))"
+                ),
+                {"id": track_id, "file_id": file_id, "url": url, "extra": json.dumps(extra)},
+            )
+
+
+async def requests_on_the_bus(settings: Settings, count: int) -> list[ClassificationRequested]:
+    consumer = AIOKafkaConsumer(
+        settings.topic(topics.CLASSIFICATION_REQUESTED),
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        # anything more than expected would arrive within a few more fetches
+        for batch in (await consumer.getmany(timeout_ms=300)).values():
+            records.extend(batch)
+    finally:
+        await consumer.stop()
+    for record in records:
+        assert record.key == track_key(
+            ClassificationRequested.model_validate_json(record.value).track_id
+        )
+    return [ClassificationRequested.model_validate_json(r.value) for r in records]
+
+
+@pytest.mark.usefixtures("tracks")
+async def test_a_dry_run_lists_exactly_the_eligible_tracks(
+    settings: Settings, engine: AsyncEngine, publisher: Publisher
+) -> None:
+    seen: list[tuple[int, int]] = []
+
+    report = await run_backfill(
+        settings,
+        engine,
+        publisher,
+        limit=None,
+        concurrency=4,
+        dry_run=True,
+        wait=False,
+        timeout=1,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+
+    assert [t.track_id for t in report.tracks] == ELIGIBLE
+    assert (report.eligible, report.published) == (4, 0)
+    assert seen[-1] == (4, 4)
+
+    limited = await run_backfill(
+        settings, engine, publisher, limit=2, concurrency=4, dry_run=True, wait=False, timeout=1
+    )
+    assert [t.track_id for t in limited.tracks] == ELIGIBLE[:2]
+
+
+@pytest.mark.usefixtures("tracks")
+async def test_publishing_sends_one_backfill_request_per_eligible_track_and_twice_is_safe(
+    settings: Settings, engine: AsyncEngine, publisher: Publisher
+) -> None:
+    first = await run_backfill(
+        settings, engine, publisher, limit=None, concurrency=2, dry_run=False, wait=False, timeout=1
+    )
+    sent = await requests_on_the_bus(settings, 4)
+
+    assert first.published == 4
+    assert sorted(r.track_id for r in sent) == ELIGIBLE
+    assert {r.reason for r in sent} == {"backfill"}
+    assert {r.event_id for r in sent} == set(first.event_ids)
+    assert {(r.track_id, r.file_id) for r in sent} == {(1, "a"), (3, "c2"), (5, "e"), (6, "f")}
+
+    second = await run_backfill(
+        settings, engine, publisher, limit=None, concurrency=2, dry_run=False, wait=False, timeout=1
+    )
+    both = await requests_on_the_bus(settings, 8)
+    assert second.published == 4
+    assert sorted(r.track_id for r in both) == sorted(ELIGIBLE * 2)
+    assert not set(first.event_ids) & set(second.event_ids)
+
+
+@pytest.mark.usefixtures("tracks")
+async def test_waiting_counts_the_outcomes_a_classifier_publishes(
+    settings: Settings, engine: AsyncEngine, publisher: Publisher
+) -> None:
+    answered = asyncio.Event()
+
+    async def classifier() -> None:
+        # Stands in for the classifier: answers every request, failing track 5.
+        requests = await requests_on_the_bus(settings, 4)
+        # an outcome of someone else's request does not count
+        await publisher.publish(topics.GENRES_FAILED, failure(requests[0], "not-ours"), key=None)
+        for request in requests:
+            if request.track_id == 5:
+                await publisher.publish(topics.GENRES_FAILED, failure(request), key=None)
+            elif request.track_id != 6:  # track 6 never gets an answer: it times out
+                await publisher.publish(topics.GENRES_CLASSIFIED, success(request), key=None)
+        answered.set()
+
+    task = asyncio.create_task(classifier())
+    report = await run_backfill(
+        settings,
+        engine,
+        publisher,
+        limit=None,
+        concurrency=4,
+        dry_run=False,
+        wait=True,
+        timeout=8,
+    )
+    await task
+
+    assert answered.is_set()
+    assert (report.published, report.classified, report.failed, report.timed_out) == (4, 2, 1, 1)
+
+
+async def test_the_watcher_ignores_outcomes_from_before_it_started(
+    settings: Settings, publisher: Publisher
+) -> None:
+    request = ClassificationRequested.model_validate(
+        {"event_id": "e1", "track_id": 1, "file_id": "a", "audio_url": "https://x.example/a"}
+    )
+    await publisher.publish(topics.GENRES_CLASSIFIED, success(request), key=None)
+    async with OutcomeWatcher(settings) as watcher:
+        watcher.expect(["e1"])
+        counts = await watcher.wait(0.5)
+        assert (counts.classified, counts.timed_out) == (0, 1)
+        await publisher.publish(topics.GENRES_CLASSIFIED, success(request), key=None)
+        counts = await watcher.wait(10)
+        assert (counts.classified, counts.timed_out) == (1, 0)
+
+
+def success(request: ClassificationRequested) -> GenresClassified:
+    return GenresClassified.model_validate(
+        {
+            "source_event_id": request.event_id,
+            "track_id": request.track_id,
+            "file_id": request.file_id,
+            "predictions": PREDICTIONS,
+            "model": {"name": "musicnn/msd", "version": "1"},
+            "classified_at": datetime.now(UTC),
+        }
+    )
+
+
+def failure(request: ClassificationRequested, source: str | None = None) -> ClassificationFailed:
+    return ClassificationFailed.model_validate(
+        {
+            "source_event_id": source or request.event_id,
+            "track_id": request.track_id,
+            "file_id": request.file_id,
+            "error": {"kind": "audio_unreadable", "message": "no"},
+            "attempts": 1,
+            "retryable": False,
+        }
+    )
