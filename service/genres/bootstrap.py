@@ -61,7 +61,12 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
     """Start ``roles``; on exit stop fetching, finish or hand back in-flight work, close all."""
     async with AsyncExitStack() as stack:
         await ensure_topics(settings)
-        engine = create_engine(database_url(settings), pool_size=_pool_size(settings, roles))
+        engine = create_engine(
+            database_url(settings),
+            pool_size=_pool_size(settings, roles),
+            # Every caller retries on a dropped connection; a ping per checkout costs more.
+            pre_ping=False,
+        )
         stack.push_async_callback(engine.dispose)
         publisher = Publisher.create(settings)
         await publisher.start()
@@ -90,9 +95,13 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             if Role.RESPONDER in roles:
                 from genres.bus.responder import register_responder
 
-                service.extras["responder"] = register_responder(
+                responder = register_responder(
                     broker, settings=settings, engine=engine, publisher=publisher
                 )
+                # The outcome listener must be positioned before requests are taken.
+                await responder.start()
+                stack.push_async_callback(responder.stop)
+                service.extras["responder"] = responder
             await broker.start()
             stack.push_async_callback(broker.stop)
         log.info("service started", extra={"roles": sorted(roles)})

@@ -26,11 +26,13 @@ def create_engine(
     pool_timeout: float = 30.0,
     application_name: str = "genres",
     echo: bool = False,
+    pre_ping: bool = True,
 ) -> AsyncEngine:
     """An ``AsyncEngine`` on ``url`` (any PostgreSQL scheme; the asyncpg driver is forced).
 
-    * ``pool_pre_ping``: a connection the server dropped (restart, idle timeout) is replaced
-      instead of failing the first query after it.
+    * ``pre_ping``: a connection the server dropped (restart, idle timeout) is replaced
+      instead of failing the first query after it. It costs a round trip per checkout, so
+      hot paths whose callers retry on connection errors (the classifier) turn it off.
     * ``statement_cache_size``: SQLAlchemy's prepared-statement cache per connection. ``0``
       turns both it and asyncpg's own cache off (for PgBouncer in transaction mode).
     * ``max_overflow`` defaults to ``pool_size``: bursts may double the connections.
@@ -46,7 +48,7 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_recycle=1800,
         json_serializer=json_dumps,
         connect_args=connect_args,

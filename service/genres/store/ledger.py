@@ -18,8 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres_contracts import ErrorInfo, ModelRef, Prediction
 
+# One round trip: the claim and, when it is refused, the outcome on record. The SELECT sees
+# the snapshot from before the INSERT, which is exactly the row that refused the claim.
 _CLAIM = text(
     """
+    WITH claimed AS (
     INSERT INTO genre_classifications AS g
         (track_id, file_id, model_name, model_version, status, source_event_id, attempts)
     VALUES (:track_id, :file_id, :model_name, :model_version, 'pending', :source_event_id, 0)
@@ -30,15 +33,13 @@ _CLAIM = text(
            OR g.status = 'pending'
            OR (g.status = 'failed' AND coalesce((g.error ->> 'retryable')::boolean, true))
     RETURNING true
-    """
-)
-
-_SELECT = text(
-    """
-    SELECT status, predictions, event_id, error, attempts, updated_at
-    FROM genre_classifications
-    WHERE track_id = :track_id AND file_id = :file_id
-      AND model_name = :model_name AND model_version = :model_version
+    )
+    SELECT EXISTS (SELECT 1 FROM claimed) AS claimed,
+           r.status, r.predictions, r.event_id, r.error, r.attempts, r.updated_at
+    FROM (SELECT 1) AS one
+    LEFT JOIN genre_classifications AS r
+      ON r.track_id = :track_id AND r.file_id = :file_id
+     AND r.model_name = :model_name AND r.model_version = :model_version
     """
 )
 
@@ -80,20 +81,21 @@ class Ledger:
     """``genre_classifications`` on PostgreSQL."""
 
     def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
+        # Each statement stands alone: autocommit saves the BEGIN and COMMIT round trips.
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def claim(
         self, track_id: int, file_id: str, model: ModelRef, *, source_event_id: str, force: bool
     ) -> Recorded | None:
         """Claim the classification; ``None`` means go ahead, else the outcome on record."""
         key = _key(track_id, file_id, model)
-        async with self._engine.begin() as conn:
-            claimed = await conn.execute(
+        async with self._engine.connect() as conn:
+            result = await conn.execute(
                 _CLAIM, {**key, "source_event_id": source_event_id, "force": force}
             )
-            if claimed.first() is not None:
-                return None
-            row = (await conn.execute(_SELECT, key)).mappings().one()
+            row = result.mappings().one()
+        if row["claimed"]:
+            return None
         error = row["error"] or None
         return Recorded(
             status=row["status"],
@@ -116,7 +118,7 @@ class Ledger:
         attempts: int,
         classified_at: datetime,
     ) -> None:
-        async with self._engine.begin() as conn:
+        async with self._engine.connect() as conn:
             await conn.execute(
                 _SUCCEEDED,
                 {
@@ -139,7 +141,7 @@ class Ledger:
         retryable: bool,
         attempts: int,
     ) -> None:
-        async with self._engine.begin() as conn:
+        async with self._engine.connect() as conn:
             await conn.execute(
                 _FAILED,
                 {

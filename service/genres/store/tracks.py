@@ -1,8 +1,11 @@
 """What the responder reads about a track, and the on-demand classification marker.
 
-Both functions are one SQL statement, run in autocommit mode: no ``BEGIN``/``ROLLBACK``
-around them, so a cached answer costs one database round trip (plus the pool's pre-ping
-when the engine has one).
+Each function is one SQL statement in autocommit mode: no ``BEGIN``/``ROLLBACK`` around it.
+On an engine from :func:`create_read_engine` (no pre-ping) a cached answer therefore costs
+exactly one database round trip; the service's default engine pings every connection it
+checks out (``BEGIN; ;ROLLBACK`` with asyncpg: three more round trips), which is right for
+rare writes but costs the hot read path dearly. Without the ping, a connection the server
+dropped fails once: :func:`track_view` then retries once on a fresh connection.
 """
 
 from __future__ import annotations
@@ -16,14 +19,19 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Interval, String, delete, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY, insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
+from genres.store.engine import json_dumps
+from genres.store.migrate import to_async_url
 from genres.store.schema import classification_requests, tags, track_tags, tracks
 from genres_contracts import Prediction
 
 __all__ = [
     "TrackView",
     "claim_on_demand",
+    "create_read_engine",
     "release_on_demand",
     "track_view",
 ]
@@ -93,9 +101,17 @@ async def track_view(
     """
     statement = _TRACK_VIEW.where(tracks.c.id == track_id)
     if isinstance(conn_or_engine, AsyncEngine):
-        async with conn_or_engine.connect() as connection:
-            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-            row = (await connection.execute(statement)).first()
+        for attempt in (1, 2):
+            try:
+                async with conn_or_engine.connect() as connection:
+                    connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+                    row = (await connection.execute(statement)).first()
+                break
+            except DBAPIError as exc:
+                # a connection the server closed is invalidated (with the whole pool's
+                # older ones); try once more on a fresh one
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
     else:
         row = (await conn_or_engine.execute(statement)).first()
     if row is None:
@@ -147,3 +163,41 @@ async def release_on_demand(engine: AsyncEngine, track_id: int, file_id: str) ->
         await connection.execute(
             delete(table).where(table.c.track_id == track_id, table.c.file_id == file_id)
         )
+
+
+def create_read_engine(
+    url: str,
+    *,
+    pool_size: int = 10,
+    max_overflow: int | None = None,
+    statement_cache_size: int = 256,
+    application_name: str = "genres-responder",
+) -> AsyncEngine:
+    """An engine for the responder's reads: autocommit, and no pre-ping at checkout.
+
+    ``pool_size=0`` gives a ``NullPool`` (a connection per use; tests).
+    """
+    connect_args: dict[str, Any] = {
+        "prepared_statement_cache_size": statement_cache_size,
+        "server_settings": {"application_name": application_name},
+    }
+    if statement_cache_size == 0:
+        connect_args["statement_cache_size"] = 0
+    if pool_size == 0:
+        return create_async_engine(
+            to_async_url(url),
+            poolclass=NullPool,
+            isolation_level="AUTOCOMMIT",
+            json_serializer=json_dumps,
+            connect_args=connect_args,
+        )
+    return create_async_engine(
+        to_async_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size if max_overflow is None else max_overflow,
+        pool_pre_ping=False,
+        pool_recycle=1800,
+        isolation_level="AUTOCOMMIT",
+        json_serializer=json_dumps,
+        connect_args=connect_args,
+    )
