@@ -1,0 +1,119 @@
+"""The whole pipeline in one process: upload -> classification -> projection -> reply."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+from genres.bootstrap import ALL_ROLES, running
+from genres.bus.requester import Requester
+from genres.config import Settings
+from genres_contracts import topics
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.support.broker import KafkaTestBed
+from tests.support.bus import producer, send_json
+from tests.support.fake_replicate import FakeReplicate
+
+pytestmark = pytest.mark.integration
+
+
+async def stored_predictions(engine: AsyncEngine, track_id: int) -> dict[str, object] | None:
+    async with engine.connect() as conn:
+        extra = (
+            await conn.execute(text("SELECT extra FROM tracks WHERE id = :id"), {"id": track_id})
+        ).scalar_one()
+    return extra if "genre_predictions" in extra else None
+
+
+async def wait_for_predictions(
+    engine: AsyncEngine, track_id: int, timeout: float = 30
+) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        extra = await stored_predictions(engine, track_id)
+        if extra is not None:
+            return extra
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"track {track_id} was not projected within {timeout}s")
+
+
+async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags(
+    kafka: KafkaTestBed,
+    make_settings: Callable[..., Settings],
+    fake_replicate: FakeReplicate,
+    engine: AsyncEngine,
+) -> None:
+    settings = make_settings(fake_replicate)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO tracks (id, file_id, audio_url, extra) VALUES "
+                "(668, 'b2c1e0', 'https://cdn.test/668.mp3', '{\"plays\": 12}')"
+            )
+        )
+    async with running(settings, ALL_ROLES), producer(kafka.bootstrap_servers) as client:
+        await send_json(
+            client,
+            kafka.topic(topics.TRACK_UPLOADED),
+            {"track_id": 668, "file_id": "b2c1e0", "audio_url": "https://cdn.test/668.mp3"},
+            key="668",
+        )
+        extra = await wait_for_predictions(engine, 668)
+        predictions = extra["genre_predictions"]
+        assert isinstance(predictions, list)
+        # The track already carries the second-best genre as a tag, in another case.
+        own = predictions[1]["name"].upper()
+        async with engine.begin() as conn:
+            tag_id = (
+                await conn.execute(
+                    text("INSERT INTO tags (name) VALUES (:n) RETURNING id"), {"n": own}
+                )
+            ).scalar_one()
+            await conn.execute(
+                text("INSERT INTO track_tags (track_id, tag_id) VALUES (668, :t)"), {"t": tag_id}
+            )
+        async with Requester(settings) as requester:
+            reply = await requester.recommended_tags(668, limit=3, timeout=10)
+
+    assert extra["plays"] == 12
+    assert extra["genre_predictions_file_id"] == "b2c1e0"
+    assert len(predictions) == 10
+    assert reply.available is True
+    assert reply.pending is False
+    assert reply.error is None
+    expected = [p for p in predictions if p["name"] != own.lower()][:3]
+    assert [(t.name, t.score) for t in reply.tags] == [
+        (p["name"], p["confidence"]) for p in expected
+    ]
+    assert fake_replicate.stats.creations == 1
+
+
+async def test_a_request_for_an_unclassified_track_classifies_it_on_demand_and_waits(
+    kafka: KafkaTestBed,
+    make_settings: Callable[..., Settings],
+    fake_replicate: FakeReplicate,
+    engine: AsyncEngine,
+) -> None:
+    settings = make_settings(fake_replicate)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO tracks (id, file_id, audio_url) "
+                "VALUES (5, 'v1', 'https://cdn.test/5.mp3')"
+            )
+        )
+    async with running(settings, ALL_ROLES), Requester(settings) as requester:
+        replies = await asyncio.gather(
+            *(requester.recommended_tags(5, limit=4, wait_ms=15_000) for _ in range(5))
+        )
+        extra = await wait_for_predictions(engine, 5)
+
+    assert all(reply.pending is False for reply in replies)
+    assert all(len(reply.tags) == 4 for reply in replies)
+    assert len({json.dumps([t.model_dump() for t in r.tags]) for r in replies}) == 1
+    assert extra["genre_predictions_file_id"] == "v1"
+    assert fake_replicate.stats.creations == 1
