@@ -106,6 +106,9 @@ def create_broker(settings: Settings, **extra: Any) -> KafkaBroker:
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=1,
         security=faststream_security(settings),
+        # Through our handlers and format; its per-message lines are DEBUG noise at INFO.
+        logger=logging.getLogger("genres.faststream"),
+        log_level=logging.DEBUG,
         **extra,
     )
 

@@ -102,6 +102,11 @@ class Requester:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    @property
+    def publisher(self) -> Publisher:
+        """The producer requests go out on; callers may publish other messages with it."""
+        return self._publisher
+
     async def start(self) -> None:
         """Create the reply topic, position the consumer at its end, start the publisher."""
         one_partition = self._settings.model_copy(update={"kafka_topic_partitions": 1})

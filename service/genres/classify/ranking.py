@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 
@@ -10,6 +11,7 @@ from genres_contracts import Prediction
 CONFIDENCE_DECIMALS = 4
 
 
+@functools.lru_cache(maxsize=4096)
 def discogs_name(label: str) -> str:
     """``Electronic---Ambient`` becomes ``ambient electronic`` (the specification's form)."""
     genre, sep, style = label.partition("---")

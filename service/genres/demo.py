@@ -1,0 +1,194 @@
+"""``genres demo``: the whole job on embedded defaults, with nothing installed but Python.
+
+An embedded broker (Tansu) and an embedded PostgreSQL start unless ``KAFKA_BOOTSTRAP_SERVERS``
+and ``DATABASE_URL`` point elsewhere; the schema is migrated; all roles run in this process
+with the local model; a sample track (or the user's file) is served over loopback HTTP, as a
+platform's CDN would serve it; its upload is published; the projection is awaited; the
+recommended tags are asked for over the bus. Everything is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import http.server
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from genres.bootstrap import ALL_ROLES, running
+from genres.bus.producer import track_key
+from genres.bus.requester import Requester
+from genres.config import Settings
+from genres.embedded import EmbeddedBroker, EmbeddedPostgres
+from genres.store.engine import create_engine
+from genres.store.migrate import upgrade
+from genres_contracts import RecommendedTags, TrackUploaded, topics
+
+SAMPLE = Path(__file__).parent / "samples" / "loop_garzul.flac"
+PROJECTION_TIMEOUT = 120.0
+
+
+class _Steps:
+    """Prints each step as it starts and how long it took."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        with self._console.status(f"{name}…"):
+            yield
+        elapsed = time.perf_counter() - started
+        self.timings[name] = elapsed
+        self._console.print(f"[green]✓[/] {name} [dim]({elapsed:.2f}s)[/]")
+
+
+@contextlib.contextmanager
+def _serve_file(path: Path) -> Iterator[str]:
+    """Serve ``path`` over loopback HTTP, as a CDN would; yields its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(path.parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="demo-audio", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/{quote(path.name)}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@contextlib.asynccontextmanager
+async def _infrastructure(settings: Settings, steps: _Steps) -> AsyncIterator[Settings]:
+    """Settings pointing at the configured servers, or at embedded ones started here."""
+    overrides: dict[str, object] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        if settings.kafka_bootstrap_servers is None:
+            with steps.step("starting the embedded broker (Tansu)"):
+                broker = EmbeddedBroker()
+                await broker.astart()
+            stack.push_async_callback(broker.astop)
+            overrides["kafka_bootstrap_servers"] = broker.bootstrap_servers
+        else:
+            # Somebody's real broker: keep to topics of our own.
+            overrides["genres_topic_prefix"] = f"demo-{uuid.uuid4().hex[:8]}."
+        if settings.database_url is None:
+            with steps.step("starting the embedded PostgreSQL"):
+                postgres = EmbeddedPostgres()
+                await postgres.astart()
+            stack.push_async_callback(postgres.astop)
+            overrides["database_url"] = postgres.url
+        yield settings.model_copy(update=overrides)
+
+
+async def run_demo(settings: Settings, path: Path | None, console: Console) -> int:
+    audio = (path or SAMPLE).resolve()
+    steps = _Steps(console)
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    console.print(f"[bold]genres demo[/] on {audio.name} with the local model")
+    settings = settings.model_copy(
+        update={
+            "audio_allow_private_addresses": True,  # the demo's own loopback file server
+            "kafka_session_timeout_ms": 1000,
+            "kafka_heartbeat_interval_ms": 300,
+            "kafka_fetch_max_wait_ms": 10,
+            "kafka_topic_partitions": 1,
+        }
+    )
+    async with _infrastructure(settings, steps) as settings:
+        assert settings.database_url is not None
+        with steps.step("migrating the database"):
+            await upgrade(settings.database_url)
+        engine = create_engine(settings.database_url, pool_size=2)
+        try:
+            with _serve_file(audio) as audio_url:
+                reply = await _pipeline(settings, engine, audio, audio_url, steps)
+        finally:
+            await engine.dispose()
+    _print_reply(console, reply, steps)
+    return 0 if reply.error is None and reply.tags else 1
+
+
+async def _pipeline(
+    settings: Settings, engine: AsyncEngine, audio: Path, audio_url: str, steps: _Steps
+) -> RecommendedTags:
+    file_id = hashlib.sha256(await asyncio.to_thread(audio.read_bytes)).hexdigest()[:12]
+    with steps.step("starting classifier, projector and responder"):
+        service = running(settings, ALL_ROLES)
+        await service.__aenter__()
+    try:
+        with steps.step("inserting the track"):
+            track_id = await _insert_track(engine, file_id, audio_url)
+        upload = TrackUploaded.model_validate(
+            {"track_id": track_id, "file_id": file_id, "audio_url": audio_url}
+        )
+        async with Requester(settings) as requester:
+            with steps.step(f"publishing track.uploaded for track {track_id}"):
+                await requester.publisher.publish(
+                    topics.TRACK_UPLOADED, upload, key=track_key(track_id)
+                )
+            with steps.step("classifying and projecting into tracks.extra"):
+                await _wait_for_projection(engine, track_id, file_id)
+            with steps.step("asking for recommended tags over the bus"):
+                return await requester.recommended_tags(track_id, limit=5, timeout=30)
+    finally:
+        with steps.step("stopping everything"):
+            await service.__aexit__(None, None, None)
+
+
+async def _insert_track(engine: AsyncEngine, file_id: str, audio_url: str) -> int:
+    async with engine.begin() as conn:
+        track_id: int = (
+            await conn.execute(
+                text(
+                    "INSERT INTO tracks (id, file_id, audio_url) "
+                    "SELECT coalesce(max(id), 0) + 1, :file_id, :audio_url FROM tracks "
+                    "RETURNING id"
+                ),
+                {"file_id": file_id, "audio_url": audio_url},
+            )
+        ).scalar_one()
+    return track_id
+
+
+async def _wait_for_projection(engine: AsyncEngine, track_id: int, file_id: str) -> None:
+    query = text("SELECT extra ->> 'genre_predictions_file_id' FROM tracks WHERE id = :id")
+    deadline = time.monotonic() + PROJECTION_TIMEOUT
+    while time.monotonic() < deadline:
+        async with engine.connect() as conn:
+            if (await conn.execute(query, {"id": track_id})).scalar() == file_id:
+                return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"track {track_id} was not projected within {PROJECTION_TIMEOUT:g}s")
+
+
+def _print_reply(console: Console, reply: RecommendedTags, steps: _Steps) -> None:
+    if reply.error is not None:
+        console.print(f"[red]the responder answered {reply.error.kind}: {reply.error.message}[/]")
+        return
+    table = Table(title=f"recommended tags for track {reply.track_id}")
+    table.add_column("tag")
+    table.add_column("score", justify="right")
+    for tag in reply.tags:
+        table.add_row(tag.name, f"{tag.score:.4f}")
+    console.print(table)
+    console.print(f"[dim]total {sum(steps.timings.values()):.2f}s[/]")
