@@ -155,7 +155,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 arrived, failed = await _collect(consumer, set(ids), timeout=args.timeout)
                 projected_at = await _wait_projected(engine, total, args.timeout)
                 async with httpx.AsyncClient() as http:
-                    stats = (await http.get(replicate_url.removesuffix("/v1") + "/_fake/stats")).json()
+                    stats = (
+                        await http.get(replicate_url.removesuffix("/v1") + "/_fake/stats")
+                    ).json()
         finally:
             await producer.stop()
             await consumer.stop()

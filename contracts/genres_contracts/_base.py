@@ -19,9 +19,7 @@ FileId = Annotated[
 Confidence = Annotated[
     float, Field(ge=0.0, le=1.0, description="The model's confidence for this genre, 0..1.")
 ]
-AudioUrl = Annotated[
-    HttpUrl, Field(description="Where the audio can be fetched: an http(s) URL.")
-]
+AudioUrl = Annotated[HttpUrl, Field(description="Where the audio can be fetched: an http(s) URL.")]
 
 
 class Message(BaseModel):
@@ -47,4 +45,6 @@ class ModelRef(Message):
     name: str = Field(
         min_length=1, description="Model name, e.g. `mtg/effnet-discogs` or `musicnn/msd`."
     )
-    version: str = Field(min_length=1, description="Model version (Replicate version id or local tag).")
+    version: str = Field(
+        min_length=1, description="Model version (Replicate version id or local tag)."
+    )

@@ -138,4 +138,3 @@ class ClassificationFailed(Message):
     retryable: bool = Field(
         description="True when a later attempt may succeed (the error was transient)."
     )
-

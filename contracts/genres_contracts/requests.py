@@ -51,9 +51,7 @@ class RecommendedTags(Message):
         default_factory=list,
         description="Recommended tags, best first, without the track's own tags, at most `limit`.",
     )
-    available: bool = Field(
-        default=True, description="False when no classifier is configured."
-    )
+    available: bool = Field(default=True, description="False when no classifier is configured.")
     pending: bool = Field(
         default=False, description="True: a classification was requested and is not done yet."
     )

@@ -8,8 +8,12 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from genres_contracts.events import ClassificationFailed, ClassificationRequested, GenresClassified
-from genres_contracts.events import TrackUploaded
+from genres_contracts.events import (
+    ClassificationFailed,
+    ClassificationRequested,
+    GenresClassified,
+    TrackUploaded,
+)
 from genres_contracts.requests import RecommendedTags, RecommendedTagsRequest
 
 MODELS: tuple[type[BaseModel], ...] = (
