@@ -1,0 +1,131 @@
+"""The other commands, run as processes: migrate, backfill, recommend, classify errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from genres.bootstrap import ALL_ROLES, running
+from genres.config import Settings
+from genres_contracts import topics
+from tests.support.broker import KafkaTestBed
+from tests.support.bus import collect, values
+from tests.support.fake_replicate import FakeReplicate
+from tests.support.process import run_genres
+
+pytestmark = pytest.mark.integration
+
+
+async def test_migrate_creates_the_schema_and_is_safe_to_repeat(empty_database_url: str) -> None:
+    env = {"DATABASE_URL": empty_database_url}
+    first = await asyncio.to_thread(run_genres, "migrate", env=env)
+    second = await asyncio.to_thread(run_genres, "migrate", env=env)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert "revision" in second.stdout
+    engine = create_async_engine(empty_database_url)
+    try:
+        async with engine.connect() as conn:
+            tables = set(
+                (
+                    await conn.execute(
+                        text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                    )
+                ).scalars()
+            )
+    finally:
+        await engine.dispose()
+    assert {"tracks", "tags", "track_tags", "genre_classifications"} <= tables
+
+
+async def seed_tracks(engine: AsyncEngine) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO tracks (id, file_id, audio_url, extra) VALUES "
+                "(1, 'a', 'https://cdn.test/1.mp3', '{}'),"
+                "(2, 'b', 'https://cdn.test/2.mp3', "
+                ' \'{"genre_predictions": [], "genre_predictions_file_id": "b"}\'),'
+                "(3, 'c2', 'https://cdn.test/3.mp3', "
+                ' \'{"genre_predictions": [], "genre_predictions_file_id": "c1"}\'),'
+                "(4, 'd', NULL, '{}')"
+            )
+        )
+
+
+async def test_backfill_dry_run_lists_tracks_lacking_current_predictions(
+    kafka: KafkaTestBed, database_url: str, engine: AsyncEngine
+) -> None:
+    await seed_tracks(engine)
+    env = kafka.env() | {"DATABASE_URL": database_url}
+    result = await asyncio.to_thread(run_genres, "backfill", "--dry-run", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "2 tracks would be requested" in result.stdout
+    lines = result.stdout.splitlines()
+    assert any("https://cdn.test/1.mp3" in line for line in lines)
+    assert any("https://cdn.test/3.mp3" in line for line in lines)
+    assert not any("https://cdn.test/2.mp3" in line for line in lines)
+
+
+async def test_backfill_waits_for_outcomes_and_is_safe_to_run_twice(
+    kafka: KafkaTestBed,
+    make_settings: Callable[..., Settings],
+    fake_replicate: FakeReplicate,
+    database_url: str,
+    engine: AsyncEngine,
+) -> None:
+    await seed_tracks(engine)
+    env = kafka.env() | {"DATABASE_URL": database_url}
+    async with running(make_settings(fake_replicate), ALL_ROLES):
+        first = await asyncio.to_thread(
+            run_genres, "backfill", "--wait", "--timeout", "60", "--concurrency", "2", env=env
+        )
+        second = await asyncio.to_thread(run_genres, "backfill", "--wait", env=env)
+
+    assert first.returncode == 0, first.stderr
+    assert "requested 2 of 2" in first.stdout
+    assert "classified 2, failed 0" in first.stdout
+    assert second.returncode == 0, second.stderr
+    assert "requested 0 of 0" in second.stdout
+    assert sum(fake_replicate.stats.creations_per_url.values()) == 2
+
+
+async def test_recommend_asks_the_running_service_over_the_bus(
+    kafka: KafkaTestBed,
+    make_settings: Callable[..., Settings],
+    fake_replicate: FakeReplicate,
+    database_url: str,
+    engine: AsyncEngine,
+) -> None:
+    await seed_tracks(engine)
+    env = kafka.env() | {"DATABASE_URL": database_url}
+    async with running(make_settings(fake_replicate), ALL_ROLES):
+        waited = await asyncio.to_thread(
+            run_genres, "recommend", "1", "--limit", "3", "--wait-ms", "20000", "--json", env=env
+        )
+        missing = await asyncio.to_thread(run_genres, "recommend", "999", env=env)
+
+    assert waited.returncode == 0, waited.stderr
+    reply = json.loads(waited.stdout)
+    assert reply["track_id"] == 1
+    assert reply["pending"] is False
+    assert len(reply["tags"]) == 3
+    assert missing.returncode == 1
+    assert "not_found" in missing.stderr
+    requested = await collect(
+        kafka.bootstrap_servers, kafka.topic(topics.CLASSIFICATION_REQUESTED), count=1, timeout=5
+    )
+    assert [v["reason"] for v in values(requested)] == ["on_demand"]
+
+
+def test_classify_refuses_a_missing_file_with_a_clear_message() -> None:
+    result = run_genres("classify", "/nonexistent/song.mp3", env={})
+    assert result.returncode == 1
+    assert "no such file" in result.stderr
