@@ -6,6 +6,7 @@ import re
 import subprocess
 
 import pytest
+
 from tests.support.process import run_genres
 
 pytestmark = pytest.mark.integration

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from genres.bootstrap import ALL_ROLES, running
 from genres.bus.requester import Requester
 from genres.config import Settings
 from genres_contracts import topics
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json
 from tests.support.fake_replicate import FakeReplicate

@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import collect, producer, send_json, values

@@ -453,3 +453,31 @@ async def test_the_subscriber_commits_after_the_transaction(
             await consumer.stop()
     finally:
         await broker.stop()
+
+
+@pytest.mark.usefixtures("running_projector")
+async def test_a_record_with_undecodable_headers_is_projected_not_skipped(
+    settings: Settings, engine: AsyncEngine, publisher: Publisher
+) -> None:
+    await add_track(engine, 21, "f")
+    await add_track(engine, 22, "f")
+    topic = settings.topic(topics.GENRES_CLASSIFIED)
+    producer = await _raw_producer(settings)
+    try:
+        await producer.send_and_wait(
+            topic,
+            classified(21, "f", PREDICTIONS).model_dump_json().encode(),
+            key=track_key(21),
+            headers=[("x-origin", b"\xff\xfe latin-1 \xe9"), ("content-type", b"\x80")],
+        )
+        await producer.send_and_wait(
+            topic, classified(22, "f", PREDICTIONS).model_dump_json().encode(), key=track_key(22)
+        )
+    finally:
+        await producer.stop()
+
+    async def projected() -> bool:
+        extras = [await extra_of(engine, track) or {} for track in (21, 22)]
+        return all(extra.get("genre_predictions_file_id") == "f" for extra in extras)
+
+    await eventually(projected, what="both tracks projected")

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bus.broker import consumer_options
+from genres.bus.parsing import tolerant_parser
 from genres.bus.producer import Publisher
 from genres.bus.records import parse
 from genres.config import Settings
@@ -168,6 +169,7 @@ def register_projector(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         max_records=max_records,
+        parser=tolerant_parser,
         decoder=_leave_undecoded,
         title="genres-projector",
         description="Stores each track's current genre predictions in tracks.extra.",

@@ -44,10 +44,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +58,7 @@ from faststream.message import StreamMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bus.broker import client_options, consumer_options
+from genres.bus.parsing import tolerant_parser
 from genres.bus.producer import Publisher, track_key
 from genres.bus.records import parse
 from genres.config import Backend, Settings
@@ -254,27 +254,6 @@ def _readable_track_id(value: bytes | None) -> int | None:
     if type(track_id) is int and 0 < track_id < 2**63:
         return track_id
     return None
-
-
-async def _tolerant_parser(
-    record: ConsumerRecord[Any, Any],
-    original: Callable[[ConsumerRecord[Any, Any]], Awaitable[StreamMessage[Any]]],
-) -> StreamMessage[Any]:
-    """FastStream's parser, on a copy whose non-UTF-8 headers are blanked.
-
-    The handler reads the untouched record from ``raw_message``.
-    """
-    headers = list(record.headers or ())
-    clean: list[tuple[str, bytes]] = []
-    for name, value in headers:
-        try:
-            value.decode()
-        except UnicodeDecodeError:
-            value = b""
-        clean.append((name, value))
-    message = await original(dataclasses.replace(record, headers=clean))
-    message.raw_message = record
-    return message
 
 
 async def _record_decoder(message: StreamMessage[Any]) -> Any:
@@ -489,7 +468,7 @@ def register_responder(
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.ACK_FIRST,
         no_reply=True,
-        parser=_tolerant_parser,
+        parser=tolerant_parser,
         decoder=_record_decoder,
         title="recommended_tags",
         description="Answers RecommendedTagsRequest with RecommendedTags on reply_to.",
