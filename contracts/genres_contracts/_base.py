@@ -6,7 +6,10 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 
 TrackId = Annotated[
     int,
-    Field(gt=0, le=2**63 - 1, description="The platform's track id, an integer > 0."),
+    # Strict: "668", 668.0 or true are a producer's bug, not a track id.
+    Field(
+        strict=True, gt=0, le=2**63 - 1, description="The platform's track id, an integer > 0."
+    ),
 ]
 FileId = Annotated[
     str,

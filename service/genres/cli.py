@@ -101,7 +101,7 @@ def classify(
         from genres.classify.factory import build_classifier, replicate_http_clients
 
         clients = replicate_http_clients(settings)
-        classifier = build_classifier(settings, clients)
+        classifier = build_classifier(settings, clients, allow_local_paths=True)
         try:
             return await classifier.classify(source)
         finally:

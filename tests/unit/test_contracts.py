@@ -39,7 +39,7 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     assert "new_field" not in event.model_dump()
 
 
-@pytest.mark.parametrize("track_id", [0, -1, 2**63, "abc", 1.5, None])
+@pytest.mark.parametrize("track_id", [0, -1, 2**63, "abc", "668", 1.5, 2.0, True, None])
 def test_track_id_must_be_a_positive_integer(track_id: object) -> None:
     with pytest.raises(ValidationError):
         TrackUploaded.model_validate({**UPLOAD, "track_id": track_id})

@@ -36,7 +36,11 @@ def replicate_http_clients(settings: Settings) -> list[httpx.AsyncClient]:
     ]
 
 
-def build_classifier(settings: Settings, http_clients: list[httpx.AsyncClient]) -> Classifier:
+def build_classifier(
+    settings: Settings, http_clients: list[httpx.AsyncClient], *, allow_local_paths: bool = False
+) -> Classifier:
+    """The configured backend. Local paths only for the command line: a message must not be
+    able to name a file on the server."""
     backend = settings.backend
     if backend is Backend.REPLICATE:
         return ReplicateClassifier(
@@ -53,5 +57,7 @@ def build_classifier(settings: Settings, http_clients: list[httpx.AsyncClient]) 
     if backend is Backend.LOCAL:
         from genres.classify.local.classifier import LocalClassifier
 
-        return LocalClassifier.from_settings(settings, http_clients[0])
+        return LocalClassifier.from_settings(
+            settings, http_clients[0], allow_local_paths=allow_local_paths
+        )
     return NoClassifier()

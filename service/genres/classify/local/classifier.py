@@ -1,0 +1,206 @@
+"""``LocalClassifier``: the ``Classifier`` port on the embedded musicnn MSD model.
+
+``classify(audio)`` takes an http(s) URL (downloaded with ``fetch.fetch_audio`` under the
+configured limits) or, when ``allow_local_paths``, a path to a local file. The CPU-bound work
+(decode, front end, model) runs in a worker thread, at most ``max_parallel`` at a time (the
+model already uses ``intra_op_threads`` cores), so the event loop stays free and memory stays
+bounded however many classifications are in flight. Only genre tags are kept (``tags.py``),
+ranked on their full scores, ties by name, the top N kept, confidences rounded to 4 places.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+
+from genres.classify.local.audio import AudioSource
+from genres.classify.local.fetch import (
+    FetchedAudio,
+    FetchPolicy,
+    fetch_audio,
+    is_http_url,
+    looks_like_url,
+)
+from genres.classify.local.model import MODEL_NAME, Analysis, MusicnnModel, analyse
+from genres.classify.local.tags import genre_indices
+from genres.classify.port import Classification, Timings
+from genres.classify.ranking import rank
+from genres.errors import AudioError
+from genres_contracts import FailureKind, ModelRef
+
+if TYPE_CHECKING:
+    from genres.config import Settings
+
+
+class LocalClassifier:
+    """Classifies audio with musicnn's MSD model, on this machine's CPU."""
+
+    def __init__(
+        self,
+        *,
+        http_client: httpx.AsyncClient,
+        model: MusicnnModel | None = None,
+        top_n: int = 10,
+        fetch_policy: FetchPolicy | None = None,
+        max_seconds: float | None = 30 * 60.0,
+        max_parallel: int = 1,
+        allow_local_paths: bool = True,
+    ) -> None:
+        """``http_client`` is long-lived and owned by the caller (``aclose`` leaves it open).
+
+        ``model`` defaults to the packaged ``musicnn_msd.onnx`` (loaded here, once).
+        ``max_seconds`` caps the audio decoded per track (longer tracks are classified on their
+        beginning). ``max_parallel`` bounds concurrent CPU-bound analyses in this process.
+        ``allow_local_paths`` lets ``classify`` take paths of local files, not only URLs.
+        """
+        if top_n < 1:
+            raise ValueError("top_n must be at least 1")
+        if max_parallel < 1:
+            raise ValueError("max_parallel must be at least 1")
+        self._http = http_client
+        self._model = model if model is not None else MusicnnModel()
+        self._top_n = top_n
+        self._policy = fetch_policy if fetch_policy is not None else FetchPolicy()
+        self._max_seconds = max_seconds
+        self._allow_local_paths = allow_local_paths
+        self._slots = asyncio.Semaphore(max_parallel)
+        self._genres = genre_indices(self._model.tags)
+        self._ref = ModelRef(name=MODEL_NAME, version=self._model.version)
+        self._closed = False
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        http_client: httpx.AsyncClient,
+        *,
+        model: MusicnnModel | None = None,
+        allow_local_paths: bool = True,
+    ) -> LocalClassifier:
+        """A classifier configured from ``Settings`` (``REPLICATE_TOP_N`` is the top N)."""
+        return cls(
+            http_client=http_client,
+            model=model,
+            top_n=settings.replicate_top_n,
+            fetch_policy=FetchPolicy.from_settings(settings),
+            max_seconds=settings.audio_max_seconds,
+            allow_local_paths=allow_local_paths,
+        )
+
+    @property
+    def model(self) -> ModelRef:
+        return self._ref
+
+    @property
+    def top_n(self) -> int:
+        return self._top_n
+
+    async def classify(self, audio: str) -> Classification:
+        if self._closed:
+            raise RuntimeError("the classifier is closed")
+        started = time.perf_counter()
+        fetched: FetchedAudio | None = None
+        source: AudioSource
+        if is_http_url(audio):
+            fetched = await fetch_audio(audio, client=self._http, policy=self._policy)
+            source = fetched.file
+        elif looks_like_url(audio):
+            raise AudioError(
+                "only http and https audio URLs (or local paths) are accepted",
+                kind=FailureKind.AUDIO_URL_REFUSED,
+            )
+        elif not self._allow_local_paths:
+            raise AudioError(
+                "local paths are not accepted here; give an http(s) URL",
+                kind=FailureKind.AUDIO_URL_REFUSED,
+            )
+        else:
+            source = Path(audio)
+        try:
+            queued_at = time.perf_counter()
+            async with self._slots:
+                waited = time.perf_counter() - queued_at
+                analysis = await self._analyse(source)
+        finally:
+            if fetched is not None:
+                fetched.close()
+        return self._classification(analysis, started, fetched, waited)
+
+    async def _analyse(self, source: AudioSource) -> Analysis:
+        cancel = threading.Event()
+        task = asyncio.ensure_future(
+            asyncio.to_thread(
+                analyse, source, self._model, max_seconds=self._max_seconds, cancel=cancel
+            )
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The caller gave up (e.g. its deadline): stop the thread at its next chunk, and
+            # wait for it so the slot, the file and the memory are released in order.
+            cancel.set()
+            with contextlib.suppress(Exception):  # the abandoned work's outcome is moot
+                await task
+            raise
+
+    def _classification(
+        self,
+        analysis: Analysis,
+        started: float,
+        fetched: FetchedAudio | None,
+        waited: float,
+    ) -> Classification:
+        scores = {name: float(analysis.scores[i]) for i, name in self._genres}
+        download = fetched.seconds if fetched is not None else 0.0
+        return Classification(
+            predictions=rank(scores, self._top_n),
+            model=self._ref,
+            timings=Timings(
+                total=time.perf_counter() - started,
+                predict=analysis.model_seconds,
+                queued=download + waited,
+            ),
+            extra={
+                "audio_seconds": round(analysis.audio_seconds, 3),
+                "patches": analysis.patches,
+                "decode_seconds": round(analysis.decode_seconds, 4),
+                "frontend_seconds": round(analysis.frontend_seconds, 4),
+                "model_seconds": round(analysis.model_seconds, 4),
+                "download_seconds": round(download, 4),
+                "download_bytes": fetched.size if fetched is not None else None,
+            },
+        )
+
+    async def aclose(self) -> None:
+        """Marks the classifier closed; the HTTP client belongs to the caller."""
+        self._closed = True
+
+
+async def classify_once(
+    audio: str,
+    settings: Settings | None = None,
+    *,
+    http_client: httpx.AsyncClient | None = None,
+) -> Classification:
+    """Classify one file or URL with the local model (for the CLI's ``genres classify``).
+
+    Loads the model, and makes and closes an HTTP client unless one is given.
+    """
+    from genres.config import Settings
+
+    settings = settings if settings is not None else Settings()
+    own_client = http_client is None
+    client = http_client if http_client is not None else httpx.AsyncClient()
+    classifier = LocalClassifier.from_settings(settings, client)
+    try:
+        return await classifier.classify(audio)
+    finally:
+        await classifier.aclose()
+        if own_client:
+            await client.aclose()
