@@ -7,16 +7,14 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl
 TrackId = Annotated[
     int,
     # Strict: "668", 668.0 or true are a producer's bug, not a track id.
-    Field(
-        strict=True, gt=0, le=2**63 - 1, description="The platform's track id, an integer > 0."
-    ),
+    Field(strict=True, gt=0, le=2**63 - 1, description="The platform's track id, an integer > 0."),
 ]
 FileId = Annotated[
     str,
     Field(
         min_length=1,
         max_length=200,
-        description="Identifies one audio version of the track; changes when the audio is replaced.",
+        description="Identifies one audio version of the track; changes when the audio changes.",
     ),
 ]
 Confidence = Annotated[

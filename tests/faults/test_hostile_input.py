@@ -8,12 +8,13 @@ from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from genres.bootstrap import Role, running
-from genres.config import Settings
-from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import collect, header, values
 from tests.support.fake_replicate import FakeReplicate
+
+from genres.bootstrap import Role, running
+from genres.config import Settings
+from genres_contracts import topics
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +30,16 @@ HOSTILE: list[tuple[bytes | None, list[tuple[str, bytes]], str]] = [
     (json.dumps({**GOOD, "track_id": -4}).encode(), [], "track_id"),
     (json.dumps({**GOOD, "track_id": 2**70}).encode(), [], "track_id"),
     (json.dumps({**GOOD, "track_id": 1.5}).encode(), [], "track_id"),
-    (json.dumps({"track_id": 3, "file_id": "f", "audio_url": "file:///etc/passwd"}).encode(), [],
-     "audio_url"),
-    (json.dumps({"track_id": 3, "file_id": "", "audio_url": GOOD["audio_url"]}).encode(), [],
-     "file_id"),
+    (
+        json.dumps({"track_id": 3, "file_id": "f", "audio_url": "file:///etc/passwd"}).encode(),
+        [],
+        "audio_url",
+    ),
+    (
+        json.dumps({"track_id": 3, "file_id": "", "audio_url": GOOD["audio_url"]}).encode(),
+        [],
+        "file_id",
+    ),
     (b'{"track_id": 3, "file_id": "f", "audio_url": "https://x.test/\xff"}', [], "TrackUploaded"),
     (b"x" * (10 * 1024 * 1024), [("content-type", b"\xff\xfe")], "bytes"),
 ]
@@ -74,9 +81,7 @@ async def test_hostile_records_are_dead_lettered_and_the_partition_keeps_flowing
 
     # Records with different keys are handled concurrently: order by original offset.
     dead.sort(key=lambda record: int(header(record, "x-original-offset") or -1))
-    assert [header(r, "x-original-offset") for r in dead] == [
-        str(i) for i in range(len(HOSTILE))
-    ]
+    assert [header(r, "x-original-offset") for r in dead] == [str(i) for i in range(len(HOSTILE))]
     for record, (value, _, mention) in zip(dead, HOSTILE, strict=True):
         assert record.value == value, "the original value must be kept unchanged"
         reason = header(record, "x-dlq-reason") or ""
