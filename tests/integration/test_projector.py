@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from genres.config import Settings, load_settings
 from genres.roles.projector import project
 from genres.store.projection import SqlProjectionStore
 from genres_contracts import GenresClassified, topics
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -112,16 +113,6 @@ async def snapshot(engine: AsyncEngine) -> tuple[list[Any], ...]:
         ):
             tables.append([tuple(row) for row in await connection.execute(text(query))])
         return tuple(tables)
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float = 30.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 PREDICTIONS = [("ambient electronic", 0.1999), ("downtempo electronic", 0.12), ("house", 0.01)]

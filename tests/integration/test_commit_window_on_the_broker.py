@@ -1,0 +1,164 @@
+"""The commit rule on a real broker: records finishing out of order never let the committed
+offset pass an unfinished record, and a restart re-delivers exactly what was not finished."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from genres.bus.concurrent import ConcurrentConsumer
+from genres.embedded import fast_consumer_options
+from tests.support.broker import KafkaTestBed
+from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.integration
+
+COUNT = 30
+
+
+async def committed(bootstrap: str, group: str, tp: TopicPartition) -> int:
+    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await probe.start()
+    try:
+        return await probe.committed(tp) or 0
+    finally:
+        await probe.stop()
+
+
+def make_consumer(kafka: KafkaTestBed, handler: object, concurrency: int) -> ConcurrentConsumer:
+    client = AIOKafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=kafka.group("window"),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **fast_consumer_options(),
+    )
+    return ConcurrentConsumer(
+        client,
+        [kafka.topic("window")],
+        handler,  # type: ignore[arg-type]
+        concurrency=concurrency,
+        grace_seconds=0.5,
+        commit_interval=0.01,
+    )
+
+
+async def test_out_of_order_completion_never_commits_past_an_unfinished_record(
+    kafka: KafkaTestBed,
+) -> None:
+    (topic,) = await kafka.create_topics("window", partitions=1)
+    tp = TopicPartition(topic, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    await producer.start()
+    for i in range(COUNT):
+        await producer.send_and_wait(topic, b"x", key=f"k{i}".encode())
+    await producer.stop()
+
+    release = {offset: asyncio.Event() for offset in range(COUNT)}
+    started: set[int] = set()
+
+    async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+        started.add(record.offset)
+        await release[record.offset].wait()
+
+    consumer = make_consumer(kafka, handler, concurrency=COUNT)
+    await consumer.start()
+    order = list(range(COUNT))
+    random.Random(7).shuffle(order)
+    # Finish two thirds of the records, in a random order, checking after each one.
+    finished: set[int] = set()
+    try:
+        await eventually(lambda: len(started) == COUNT, what="every record started")
+        for offset in order[: COUNT * 2 // 3]:
+            release[offset].set()
+            finished.add(offset)
+            await asyncio.sleep(0.05)
+            position = await committed(kafka.bootstrap_servers, kafka.group("window"), tp)
+            first_unfinished = min(set(range(COUNT)) - finished)
+            assert position <= first_unfinished
+        await asyncio.sleep(0.2)
+        final = await committed(kafka.bootstrap_servers, kafka.group("window"), tp)
+        assert final == min(set(range(COUNT)) - finished)
+    finally:
+        # A crash: whatever did not finish is abandoned, uncommitted.
+        await consumer.stop()
+
+    redelivered: list[int] = []
+
+    async def record_all(record: ConsumerRecord[bytes, bytes]) -> None:
+        redelivered.append(record.offset)
+
+    again = make_consumer(kafka, record_all, concurrency=8)
+    await again.start()
+    try:
+        await eventually(lambda: len(redelivered) >= COUNT - final, what="re-delivery")
+    finally:
+        await again.stop()
+    assert sorted(redelivered) == list(range(final, COUNT))
+    assert set(range(COUNT)) - finished <= set(redelivered)
+
+
+async def test_records_of_one_key_run_one_after_another_in_offset_order(
+    kafka: KafkaTestBed,
+) -> None:
+    (topic,) = await kafka.create_topics("window", partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    await producer.start()
+    for i in range(20):
+        await producer.send_and_wait(topic, str(i).encode(), key=f"track-{i % 2}".encode())
+    await producer.stop()
+
+    seen: dict[bytes, list[int]] = {}
+    running: dict[bytes, int] = {}
+    overlaps = 0
+
+    async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+        nonlocal overlaps
+        key = record.key or b""
+        overlaps += running.get(key, 0)
+        running[key] = running.get(key, 0) + 1
+        await asyncio.sleep(random.random() * 0.02)
+        seen.setdefault(key, []).append(record.offset)
+        running[key] -= 1
+
+    consumer = make_consumer(kafka, handler, concurrency=16)
+    await consumer.start()
+    try:
+        await eventually(lambda: sum(map(len, seen.values())) == 20, what="all records")
+    finally:
+        await consumer.stop()
+    assert overlaps == 0
+    for offsets in seen.values():
+        assert offsets == sorted(offsets)
+        assert len(offsets) == 10
+
+
+async def test_the_window_stops_fetching_when_full(kafka: KafkaTestBed) -> None:
+    (topic,) = await kafka.create_topics("window", partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    await producer.start()
+    for i in range(50):
+        await producer.send_and_wait(topic, b"x", key=str(i).encode())
+    await producer.stop()
+    gate = asyncio.Event()
+    peak = 0
+
+    async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+        nonlocal peak
+        peak = max(peak, consumer.in_flight)
+        await gate.wait()
+
+    consumer = make_consumer(kafka, handler, concurrency=5)
+    await consumer.start()
+    try:
+        await eventually(lambda: consumer.in_flight == 5, what="a full window")
+        await asyncio.sleep(0.5)
+        assert consumer.in_flight == 5, "nothing more is taken while the window is full"
+        gate.set()
+        await eventually(lambda: consumer.handled == 50, what="all records handled")
+    finally:
+        await consumer.stop()
+    assert peak <= 5
