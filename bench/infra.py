@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -101,9 +102,21 @@ async def genres_process(
         process = await asyncio.create_subprocess_exec(
             GENRES, *args, env=clean | dict(env), stdout=handle, stderr=handle
         )
+        # BENCH_PROFILE=classifier samples that role with py-spy (raw stacks beside the log).
+        profiled = os.environ.get("BENCH_PROFILE")
+        spy = None
+        if profiled and profiled in args:
+            out = log.with_name(f"{profiled}.pyspy.txt")
+            spy = await asyncio.create_subprocess_exec(
+                "py-spy", "record", "-f", "raw", "-o", str(out), "--nonblocking",
+                "--pid", str(process.pid), stdout=handle, stderr=handle,
+            )  # fmt: skip
         try:
             yield process
         finally:
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                await asyncio.wait_for(spy.wait(), 30)
             if process.returncode is None:
                 process.terminate()
             await asyncio.wait_for(process.wait(), 90)

@@ -63,7 +63,12 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         await ensure_topics(settings)
         engine = create_engine(
             database_url(settings),
-            pool_size=_pool_size(settings, roles),
+            # The classifier's ledger has a pool of its own; this one serves the projector and
+            # the responder.
+            pool_size=10,
+            # Overflow connections are closed when returned: under load that is a connection
+            # (and a TLS handshake) per query. Statements are short; waiting for one is cheaper.
+            max_overflow=0,
             # Every caller retries on a dropped connection; a ping per checkout costs more.
             pre_ping=False,
         )
@@ -79,8 +84,12 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
                 stack.push_async_callback(client.aclose)
             classifier = build_classifier(settings, clients)
             stack.push_async_callback(classifier.aclose)
+            ledger = await Ledger.connect(
+                database_url(settings), size=max(4, settings.classifier_concurrency // 4)
+            )
+            stack.push_async_callback(ledger.close)
             consumer = create_classifier_consumer(
-                settings, classifier=classifier, ledger=Ledger(engine), publisher=publisher
+                settings, classifier=classifier, ledger=ledger, publisher=publisher
             )
             await consumer.start()
             stack.push_async_callback(consumer.stop)
@@ -107,11 +116,6 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         log.info("service started", extra={"roles": sorted(roles)})
         yield service
         log.info("service stopping", extra={"roles": sorted(roles)})
-
-
-def _pool_size(settings: Settings, roles: frozenset[Role]) -> int:
-    # Each in-flight classification touches the ledger briefly; a few connections suffice.
-    return 10 + (min(settings.classifier_concurrency, 30) if Role.CLASSIFIER in roles else 0)
 
 
 async def serve(settings: Settings, roles: frozenset[Role]) -> None:

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     )
     replicate_model_name: str = "mtg/effnet-discogs"
     replicate_max_predictions_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 600
-    replicate_http_clients: Annotated[int, Field(ge=1, le=64)] = 4
+    replicate_http_clients: Annotated[int, Field(ge=1, le=64)] = 16
     classifier_backend: Backend | None = Field(
         default=None, description="`replicate` when REPLICATE_ENABLED, else `local`."
     )
