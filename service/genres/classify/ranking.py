@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+import heapq
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from genres_contracts import Prediction
 
@@ -19,16 +20,20 @@ def discogs_name(label: str) -> str:
     return " ".join(name.split()).lower()
 
 
-def rank(scores: Mapping[str, float], top_n: int) -> tuple[Prediction, ...]:
+def rank(
+    scores: Mapping[str, float], top_n: int, name: Callable[[str], str] = str
+) -> tuple[Prediction, ...]:
     """Best first on the full scores (ties by name), top ``top_n``, then rounded.
 
+    ``name`` maps a model label to its stored name; only the kept labels are renamed.
     Rounding comes last so that two labels that differ only past the 4th decimal keep the
     model's order.
     """
-    ordered = sorted(scores.items(), key=lambda item: (-item[1], item[0]))[:top_n]
+    # A heap keeps the top N of 400 labels without sorting them all (classifier hot path).
+    best = heapq.nsmallest(top_n, scores.items(), key=lambda item: (-item[1], name(item[0])))
     return tuple(
-        Prediction(name=name, confidence=round(score, CONFIDENCE_DECIMALS))
-        for name, score in ordered
+        Prediction(name=name(label), confidence=round(score, CONFIDENCE_DECIMALS))
+        for label, score in best
     )
 
 

@@ -132,7 +132,7 @@ class ReplicateClassifier:
             if prediction.get("status") not in FINAL_STATUSES:
                 await asyncio.shield(self._cancel(client, prediction))
             raise
-        predictions = rank({discogs_name(k): v for k, v in scores.items()}, self._top_n)
+        predictions = rank(scores, self._top_n, discogs_name)
         metrics = prediction.get("metrics") or {}
         predict_time = metrics.get("predict_time") if isinstance(metrics, dict) else None
         return Classification(
