@@ -49,6 +49,8 @@ class ClassificationError(GenresError):
 
     kind: FailureKind = FailureKind.INTERNAL
     retryable: bool = False
+    attempts: int = 1
+    """How many attempts the backend made before giving up (set by the backend)."""
 
     def __init__(self, message: str, *, kind: FailureKind | None = None) -> None:
         super().__init__(message)

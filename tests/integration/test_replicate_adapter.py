@@ -18,6 +18,7 @@ from genres.errors import (
     PredictionFailed,
     RateLimited,
     RequestRejected,
+    ServiceUnavailable,
 )
 from genres_contracts import FailureKind
 from tests.support.fake_replicate import FakeConfig, FakeReplicate, load_labels, scores_for
@@ -261,3 +262,15 @@ async def test_the_token_never_appears_in_logs_or_errors(
     logged = [record.getMessage() + repr(record.__dict__) for record in caplog.records]
     assert logged, "expected the run to log something"
     assert all(TOKEN not in line for line in logged + messages)
+
+
+async def test_a_give_up_reports_how_many_attempts_were_made(
+    fake: FakeReplicate, client: httpx.AsyncClient
+) -> None:
+    fake.configure(error_5xx_rate=1.0)
+    with pytest.raises(ServiceUnavailable) as caught:
+        await adapter(fake, client).classify("https://cdn.test/down.mp3")
+
+    assert caught.value.attempts == 5
+    assert fake.stats.rejected_5xx == 5
+    assert fake.stats.creations == 0

@@ -154,28 +154,32 @@ class ReplicateClassifier:
         attempts = 0
         body = {"version": self._version, "input": {"audio": audio, "output_format": "JSON"}}
         cancel_after = max(MIN_CANCEL_AFTER, math.ceil(self._timeout))
-        async for attempt in self._retrying(deadline):
-            with attempt:
-                attempts = attempt.num
-                self._check_deadline(deadline, "before the prediction was created")
-                if self._limiter is not None:
-                    await self._limiter.acquire()
-                wait = max(1, min(MAX_PREFER_WAIT, math.floor(deadline.remaining)))
-                response = await self._send(
-                    client,
-                    "POST",
-                    f"{self._base_url}/predictions",
-                    json=body,
-                    headers={"Prefer": f"wait={wait}", "Cancel-After": f"{cancel_after}s"},
-                    read_timeout=wait + 5.0,
-                    deadline=deadline,
-                )
-                try:
-                    prediction = self._prediction(response)
-                except RateLimited as exc:
+        try:
+            async for attempt in self._retrying(deadline):
+                with attempt:
+                    attempts = attempt.num
+                    self._check_deadline(deadline, "before the prediction was created")
                     if self._limiter is not None:
-                        self._limiter.throttled(exc.retry_after)
-                    raise
+                        await self._limiter.acquire()
+                    wait = max(1, min(MAX_PREFER_WAIT, math.floor(deadline.remaining)))
+                    response = await self._send(
+                        client,
+                        "POST",
+                        f"{self._base_url}/predictions",
+                        json=body,
+                        headers={"Prefer": f"wait={wait}", "Cancel-After": f"{cancel_after}s"},
+                        read_timeout=wait + 5.0,
+                        deadline=deadline,
+                    )
+                    try:
+                        prediction = self._prediction(response)
+                    except RateLimited as exc:
+                        if self._limiter is not None:
+                            self._limiter.throttled(exc.retry_after)
+                        raise
+        except ClassificationError as exc:
+            exc.attempts = max(1, attempts)
+            raise
         return prediction, attempts
 
     # -- step 2: poll --------------------------------------------------------------------

@@ -113,7 +113,7 @@ async def handle_classification(
             track_id=request.track_id,
             file_id=request.file_id,
             error=ErrorInfo(kind=exc.kind, message=exc.message[:2000]),
-            attempts=getattr(exc, "attempts", 1),
+            attempts=exc.attempts,
             retryable=exc.retryable,
         )
         await ledger.failed(
