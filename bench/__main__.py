@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import inspect
 import sys
 
 BENCHES = {
@@ -17,8 +19,12 @@ def main() -> None:
     if len(sys.argv) < 2 or sys.argv[1] not in BENCHES:
         print(f"usage: python -m bench {{{','.join(BENCHES)}}} [options]", file=sys.stderr)
         raise SystemExit(2)
-    module = importlib.import_module(BENCHES[sys.argv[1]])
-    module.main(sys.argv[2:])
+    name = sys.argv[1]
+    # Each bench parses sys.argv itself, as when run as ``python -m bench.NAME``.
+    sys.argv = [f"bench {name}", *sys.argv[2:]]
+    result = importlib.import_module(BENCHES[name]).main()
+    if inspect.iscoroutine(result):
+        asyncio.run(result)
 
 
 if __name__ == "__main__":
