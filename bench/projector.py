@@ -12,27 +12,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.support.database import LOCAL_CANDIDATES, _admin, _answers, database_url_for
 
+from bench.infra import postgres_server, scratch_database
 from genres.bus.broker import create_broker, ensure_topics
 from genres.bus.producer import Publisher, encode, track_key
 from genres.bus.projector import register_projector
 from genres.config import load_settings
-from genres.embedded import EmbeddedBroker, EmbeddedPostgres
+from genres.embedded import EmbeddedBroker
 from genres.roles.projector import ProjectionStore
 from genres.store.engine import create_engine
-from genres.store.migrate import to_async_url, upgrade
 from genres.store.projection import RowAtATimeProjectionStore, SqlProjectionStore
 from genres_contracts import GenresClassified, topics
 
@@ -48,37 +46,6 @@ GENRES = [
     "folk folk, world, & country",
     "punk rock",
 ]
-
-
-@contextlib.asynccontextmanager
-async def postgres_server() -> AsyncIterator[tuple[str, str]]:
-    """(server URL, kind): the same order of preference as the test fixtures."""
-    from_env = os.environ.get("DATABASE_URL", "").strip()
-    if from_env:
-        yield to_async_url(from_env), "env"
-        return
-    for candidate in LOCAL_CANDIDATES:
-        if await _answers(candidate):
-            yield candidate, "local"
-            return
-    embedded = EmbeddedPostgres()
-    await embedded.astart()
-    try:
-        yield embedded.url, "embedded"
-    finally:
-        await embedded.astop()
-
-
-@contextlib.asynccontextmanager
-async def scratch_database(server_url: str) -> AsyncIterator[str]:
-    name = f"genres_bench_{uuid.uuid4().hex[:8]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    try:
-        url = database_url_for(server_url, name)
-        await upgrade(url)
-        yield url
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def make_events(count: int) -> list[GenresClassified]:
