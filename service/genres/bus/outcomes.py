@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
-from genres.bus.broker import client_options
 from genres.bus.records import parse
+from genres.bus.tail import TopicTail
 from genres.config import Settings
 from genres.errors import InvalidMessage
 from genres_contracts import ClassificationFailed, GenresClassified, topics
@@ -48,45 +46,25 @@ class OutcomeWatcher:
             settings.topic(topics.GENRES_CLASSIFIED): True,
             settings.topic(topics.GENRES_FAILED): False,
         }
-        self._consumer = AIOKafkaConsumer(
-            **client_options(settings),
-            group_id=None,
-            enable_auto_commit=False,
+        self._tail = TopicTail(
+            settings,
+            list(self._topics),
+            self._observe,
+            on_batch=self._changed_now,
             fetch_max_wait_ms=fetch_max_wait_ms,
+            name="outcome-watcher",
         )
         self._expected: set[str] = set()
         # A success beats a failure for the same request: the classifier may fail once and
         # succeed on a redelivery.
         self._outcomes: dict[str, bool] = {}
         self._changed = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        await self._consumer.start()
-        try:
-            await self._consumer.topics()  # loads the metadata partitions_for_topic reads
-            assigned = [
-                TopicPartition(topic, partition)
-                for topic in self._topics
-                for partition in sorted(self._consumer.partitions_for_topic(topic) or ())
-            ]
-            self._consumer.assign(assigned)
-            await self._consumer.seek_to_end(*assigned)
-            # Resolve the positions now: a lazy reset after our publishes could skip outcomes.
-            for partition in assigned:
-                await self._consumer.position(partition)
-        except BaseException:
-            await self._consumer.stop()
-            raise
-        self._task = asyncio.create_task(self._consume(), name="outcome-watcher")
+        await self._tail.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._consumer.stop()
+        await self._tail.stop()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -118,21 +96,16 @@ class OutcomeWatcher:
             left = deadline - time.monotonic()
             if counts.timed_out == 0 or left <= 0:
                 return counts
-            if self._task is not None and self._task.done():
-                self._task.result()  # the consumer died: say why
+            reader = self._tail.reader
+            if reader is not None and reader.done():
+                reader.result()  # the consumer died: say why
                 return counts
             self._changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout=left)
 
-    async def _consume(self) -> None:
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=500, max_records=1000)
-            for records in batches.values():
-                for record in records:
-                    self._observe(record)
-            if batches:
-                self._changed.set()
+    def _changed_now(self) -> None:
+        self._changed.set()
 
     def _observe(self, record: Any) -> None:
         ok = self._topics.get(record.topic)

@@ -15,7 +15,6 @@ or meant for a previous process) are dropped with a debug log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -25,13 +24,14 @@ import uuid
 from types import TracebackType
 from typing import Any, Self
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import BaseModel
 
 from genres.bus.broker import client_options, ensure_topics
 from genres.bus.producer import JSON_HEADERS, Publisher, track_key
 from genres.bus.records import parse
+from genres.bus.tail import TopicTail
 from genres.config import Settings
 from genres.errors import GenresError
 from genres_contracts import RecommendedTags, RecommendedTagsRequest, topics
@@ -93,11 +93,16 @@ class Requester:
         self._settings = settings
         self._own_publisher = publisher is None
         self._publisher = publisher or Publisher.create(settings)
-        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._delete_reply_topic = delete_reply_topic
         self.reply_topic = reply_topic_name(settings)
-        self._consumer: AIOKafkaConsumer | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._replies = TopicTail(
+            settings,
+            [self.reply_topic],
+            self._resolve,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            name="genres-requester-replies",
+        )
+        self._started = False
         self._pending: dict[bytes, asyncio.Future[bytes]] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -111,44 +116,26 @@ class Requester:
         """Create the reply topic, position the consumer at its end, start the publisher."""
         one_partition = self._settings.model_copy(update={"kafka_topic_partitions": 1})
         await ensure_topics(one_partition, [self.reply_topic])
-        consumer = AIOKafkaConsumer(
-            **client_options(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            fetch_max_wait_ms=self._fetch_max_wait_ms,
-        )
-        await consumer.start()
+        await self._replies.start()
         try:
-            partition = TopicPartition(self.reply_topic, 0)
-            consumer.assign([partition])
-            await consumer.seek_to_end(partition)
-            await consumer.position(partition)  # resolve the end offset now, before requests
             if self._own_publisher:
                 await self._publisher.start()
         except BaseException:
-            await consumer.stop()
+            await self._replies.stop()
             raise
-        self._consumer = consumer
-        self._reader = asyncio.create_task(self._read(consumer), name="genres-requester-replies")
+        self._started = True
 
     async def stop(self) -> None:
         """Fail the requests still waiting, stop the consumer (and own publisher)."""
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        started, self._started = self._started, False
+        await self._replies.stop()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(RequesterClosed("the requester stopped"))
         self._pending.clear()
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()
         if self._own_publisher:
             await self._publisher.stop()
-        if self._delete_reply_topic and consumer is not None:
+        if self._delete_reply_topic and started:
             await self._drop_reply_topic()
 
     async def _drop_reply_topic(self) -> None:
@@ -182,30 +169,16 @@ class Requester:
 
     # -- replies -----------------------------------------------------------------------------
 
-    async def _read(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=1000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("reading replies failed; retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(0.5)
-                continue
-            for records in batches.values():
-                for record in records:
-                    self._resolve(record.headers or (), record.value)
-
-    def _resolve(self, headers: Any, value: bytes | None) -> None:
+    def _resolve(self, record: ConsumerRecord[bytes, bytes]) -> None:
         correlation_id = None
-        for name, header_value in headers:
+        for name, header_value in record.headers or ():
             if name == topics.CORRELATION_ID_HEADER:
                 correlation_id = header_value
         future = self._pending.get(correlation_id) if correlation_id is not None else None
         if future is None or future.done():
             log.debug("dropped a reply nobody waits for", extra={"correlation_id": correlation_id})
             return
-        future.set_result(value or b"")
+        future.set_result(record.value or b"")
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -224,7 +197,7 @@ class Requester:
         ``topic`` is canonical (the settings' prefix is applied) unless ``prefixed``.
         ``timeout`` covers publishing and waiting; raises :class:`RequestTimeout`.
         """
-        if self._consumer is None:
+        if not self._started:
             raise GenresError("the requester is not started")
         correlation_id = uuid.uuid4().hex
         name = topic if prefixed else self._settings.topic(topic)

@@ -50,17 +50,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.broker import client_options, consumer_options
+from genres.bus.broker import consumer_options
 from genres.bus.parsing import tolerant_parser
 from genres.bus.producer import Publisher, track_key
 from genres.bus.records import parse
+from genres.bus.tail import TopicTail
 from genres.config import Backend, Settings
 from genres.errors import InvalidMessage
 from genres.roles.responder import Outcome, OutcomeWatch, recommend
@@ -141,16 +141,19 @@ class OutcomeListener:
         fetch_max_wait_ms: int = RESPONDER_FETCH_MAX_WAIT_MS,
         start_timeout: float = 30.0,
     ) -> None:
-        self._settings = settings
         self._start_timeout = start_timeout
-        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._topics: dict[str, type[Outcome]] = {
             settings.topic(topics.GENRES_CLASSIFIED): GenresClassified,
             settings.topic(topics.GENRES_FAILED): ClassificationFailed,
         }
         self._watches: dict[int, set[_Watch]] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._tail = TopicTail(
+            settings,
+            list(self._topics),
+            self._offer,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            name="genres-outcomes",
+        )
 
     @contextlib.asynccontextmanager
     async def watch(self, track_id: int) -> AsyncIterator[OutcomeWatch]:
@@ -171,61 +174,21 @@ class OutcomeListener:
         return len(self._watches)
 
     async def start(self) -> None:
-        """Subscribe from the end of every partition; returns once all are positioned."""
-        consumer = AIOKafkaConsumer(
-            *self._topics,
-            **client_options(self._settings),
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            fetch_max_wait_ms=self._fetch_max_wait_ms,
-        )
-        await consumer.start()
-        try:
-            async with asyncio.timeout(self._start_timeout):
-                # no group: the assignment follows the first metadata answer
-                while not consumer.assignment():  # noqa: ASYNC110
-                    await asyncio.sleep(0.01)
-                for partition in consumer.assignment():
-                    await consumer.position(partition)
-        except BaseException:
-            await consumer.stop()
-            raise
-        self._consumer = consumer
-        self._reader = asyncio.create_task(self._read(consumer), name="genres-outcomes")
+        """Read from the end of every partition; returns once all are positioned."""
+        async with asyncio.timeout(self._start_timeout):
+            await self._tail.start()
 
     async def stop(self) -> None:
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()
+        await self._tail.stop()
 
-    async def _read(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=1000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("reading outcomes failed; retrying", extra={"error": repr(exc)})
-                await asyncio.sleep(0.5)
-                continue
-            for partition, records in batches.items():
-                model = self._topics.get(partition.topic)
-                if model is None:
-                    continue
-                for record in records:
-                    self._offer(model, record.value)
-
-    def _offer(self, model: type[Outcome], value: bytes | None) -> None:
+    def _offer(self, record: ConsumerRecord[bytes, bytes]) -> None:
         if not self._watches:
             return  # nobody waits: skip parsing
+        model = self._topics.get(record.topic)
+        if model is None:
+            return
         try:
-            outcome: Outcome = parse(model, value)
+            outcome: Outcome = parse(model, record.value)
         except InvalidMessage as exc:
             log.debug("ignored an unreadable outcome", extra={"error": str(exc)})
             return

@@ -1,0 +1,104 @@
+"""Reading topics from their end without a consumer group.
+
+Every instance must see every record (outcome listeners, reply readers), nothing may be
+committed and no partition may be taken from a group, so these readers assign all partitions
+themselves. ``start`` returns only once every partition's end offset is resolved: a record
+published after it returns cannot be missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from genres.bus.broker import client_options
+from genres.config import Settings
+
+log = logging.getLogger(__name__)
+
+OnRecord = Callable[[ConsumerRecord[bytes, bytes]], None]
+OnBatch = Callable[[], None]
+
+
+class TopicTail:
+    """Calls ``on_record`` for each record appended to ``topics`` after ``start``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Sequence[str],
+        on_record: OnRecord,
+        *,
+        on_batch: OnBatch | None = None,
+        fetch_max_wait_ms: int = 10,
+        name: str = "tail",
+    ) -> None:
+        self._settings = settings
+        self._topics = list(topics)
+        self._on_record = on_record
+        self._on_batch = on_batch
+        self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._name = name
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def reader(self) -> asyncio.Task[None] | None:
+        """The reading task (done only if reading failed for good)."""
+        return self._reader
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(
+            **client_options(self._settings),
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # loads the metadata that partitions_for_topic reads
+            partitions = [
+                TopicPartition(topic, partition)
+                for topic in self._topics
+                for partition in sorted(consumer.partitions_for_topic(topic) or ())
+            ]
+            consumer.assign(partitions)
+            await consumer.seek_to_end(*partitions)
+            # Resolve the positions now: a lazy reset later could skip what comes meanwhile.
+            for partition in partitions:
+                await consumer.position(partition)
+        except BaseException:
+            await consumer.stop()
+            raise
+        self._consumer = consumer
+        self._reader = asyncio.create_task(self._read(consumer), name=self._name)
+
+    async def stop(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def _read(self, consumer: AIOKafkaConsumer) -> None:
+        while True:
+            try:
+                batches = await consumer.getmany(timeout_ms=1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("%s: reading failed; retrying", self._name, extra={"error": repr(exc)})
+                await asyncio.sleep(0.5)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._on_record(record)
+            if batches and self._on_batch is not None:
+                self._on_batch()
