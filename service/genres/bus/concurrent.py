@@ -32,6 +32,8 @@ from genres.bus.window import OffsetWindow
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+WindowKey = tuple[TopicPartition, int]
+"""A partition and its epoch (a new one each time the partition's offsets went backwards)."""
 
 
 class ConcurrentConsumer:
@@ -57,8 +59,11 @@ class ConcurrentConsumer:
         self._commit_interval = commit_interval
         self._retry_initial = retry_initial
         self._retry_max = retry_max
-        self._window = OffsetWindow()
-        self._chains: dict[Hashable, deque[ConsumerRecord[bytes, bytes]]] = {}
+        self._window: OffsetWindow[WindowKey] = OffsetWindow()
+        self._chains: dict[Hashable, deque[tuple[ConsumerRecord[bytes, bytes], WindowKey]]] = {}
+        # A partition's offsets only go backwards when its topic was re-created (or an empty
+        # broker replaced the old one); records from before get a window of their own.
+        self._epochs: dict[TopicPartition, int] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._commit_wanted = asyncio.Event()
@@ -98,35 +103,57 @@ class ConcurrentConsumer:
 
     async def _fetch_loop(self) -> None:
         while not self._stopping.is_set():
-            free = self._concurrency - self._window.in_flight
-            if free <= 0:
-                self._pause()
-                self._slot_freed.clear()
-                with contextlib.suppress(TimeoutError):
-                    # getmany keeps the group membership alive while paused.
-                    await asyncio.wait_for(self._slot_freed.wait(), timeout=0.5)
-                await self._consumer.getmany(timeout_ms=0)
-                continue
-            self._resume()
             try:
-                batches = await self._consumer.getmany(timeout_ms=200, max_records=free)
-            except KafkaError as exc:
-                log.warning("fetch failed, retrying: %s", exc)
+                await self._fetch_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Never die silently: a dead fetch loop would leave partitions unread forever.
+                log.exception("fetching failed; retrying")
                 await asyncio.sleep(1.0)
-                continue
-            for partition, records in batches.items():
-                for record in records:
-                    self._admit(partition, record)
+
+    async def _fetch_once(self) -> None:
+        free = self._concurrency - self._window.in_flight
+        if free <= 0:
+            self._pause()
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                # getmany keeps the group membership alive while paused.
+                await asyncio.wait_for(self._slot_freed.wait(), timeout=0.5)
+            await self._consumer.getmany(timeout_ms=0)
+            return
+        self._resume()
+        try:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=free)
+        except KafkaError as exc:
+            log.warning("fetch failed, retrying: %s", exc)
+            await asyncio.sleep(1.0)
+            return
+        for partition, records in batches.items():
+            for record in records:
+                self._admit(partition, record)
 
     def _admit(self, partition: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
-        self._window.add(partition, record.offset)
+        window_key: WindowKey = (partition, self._epochs.get(partition, 0))
+        try:
+            self._window.add(window_key, record.offset)
+        except ValueError:
+            log.error(
+                "offsets of %s went backwards to %d (topic re-created?): starting it over",
+                partition,
+                record.offset,
+            )
+            self._window.forget([window_key])
+            window_key = (partition, self._epochs.get(partition, 0) + 1)
+            self._epochs[partition] = window_key[1]
+            self._window.add(window_key, record.offset)
         # Unkeyed records have no order to keep.
         key: Hashable = record.key if record.key is not None else (partition, record.offset)
         chain = self._chains.get(key)
         if chain is not None:
-            chain.append(record)
+            chain.append((record, window_key))
             return
-        self._chains[key] = deque([record])
+        self._chains[key] = deque([(record, window_key)])
         task = asyncio.create_task(self._run_chain(key), name=f"record-{key!r}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -147,9 +174,9 @@ class ConcurrentConsumer:
         chain = self._chains[key]
         try:
             while chain:
-                record = chain[0]
+                record, window_key = chain[0]
                 await self._handle_until_done(record)
-                self._window.finish(TopicPartition(record.topic, record.partition), record.offset)
+                self._window.finish(window_key, record.offset)
                 chain.popleft()
                 self.handled += 1
                 self._slot_freed.set()
@@ -186,11 +213,12 @@ class ConcurrentConsumer:
             await asyncio.sleep(self._commit_interval)
 
     async def _commit(self) -> None:
+        # Only the current epoch of a partition is in the window (older ones are forgotten).
         offsets = self._window.to_commit()
         if not offsets:
             return
         try:
-            await self._consumer.commit(offsets)
+            await self._consumer.commit({key[0]: offset for key, offset in offsets.items()})
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance took the partitions: their records will be re-delivered.
             log.warning("commit failed: %s", exc)

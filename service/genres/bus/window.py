@@ -11,6 +11,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+P = TypeVar("P", bound=Hashable)
 
 
 @dataclass
@@ -21,11 +24,11 @@ class _Partition:
     committed: int | None = None
 
 
-class OffsetWindow:
-    """Tracks records in flight per partition; partitions are any hashable (TopicPartition)."""
+class OffsetWindow(Generic[P]):
+    """Tracks records in flight per partition; a partition is any hashable key."""
 
     def __init__(self) -> None:
-        self._partitions: dict[Hashable, _Partition] = {}
+        self._partitions: dict[P, _Partition] = {}
         self._in_flight = 0
 
     @property
@@ -33,7 +36,7 @@ class OffsetWindow:
         """Records added and not finished yet, over all partitions."""
         return self._in_flight
 
-    def add(self, partition: Hashable, offset: int) -> None:
+    def add(self, partition: P, offset: int) -> None:
         """A record was fetched. Offsets of one partition must be added in increasing order."""
         state = self._partitions.setdefault(partition, _Partition())
         if state.pending and offset <= state.pending[-1]:
@@ -41,7 +44,7 @@ class OffsetWindow:
         state.pending.append(offset)
         self._in_flight += 1
 
-    def finish(self, partition: Hashable, offset: int) -> None:
+    def finish(self, partition: P, offset: int) -> None:
         """A record's outcome is durable; the committable offset may move forward."""
         state = self._partitions.get(partition)
         if state is None or offset in state.finished or offset not in state.pending:
@@ -53,7 +56,7 @@ class OffsetWindow:
             state.finished.discard(done)
             state.committable = done + 1
 
-    def to_commit(self) -> dict[Hashable, int]:
+    def to_commit(self) -> dict[P, int]:
         """Offsets that may be committed and were not yet: one past the finished prefix."""
         return {
             partition: state.committable
@@ -61,23 +64,23 @@ class OffsetWindow:
             if state.committable is not None and state.committable != state.committed
         }
 
-    def committed(self, offsets: dict[Hashable, int]) -> None:
+    def committed(self, offsets: dict[P, int]) -> None:
         """The broker accepted these commits."""
         for partition, offset in offsets.items():
             state = self._partitions.get(partition)
             if state is not None:
                 state.committed = offset
 
-    def partitions(self) -> list[Hashable]:
+    def partitions(self) -> list[P]:
         return list(self._partitions)
 
-    def unfinished(self, partition: Hashable) -> list[int]:
+    def unfinished(self, partition: P) -> list[int]:
         state = self._partitions.get(partition)
         if state is None:
             return []
         return [offset for offset in state.pending if offset not in state.finished]
 
-    def forget(self, partitions: Iterable[Hashable]) -> None:
+    def forget(self, partitions: Iterable[P]) -> None:
         """Drop partitions that were revoked; their unfinished records will be re-delivered."""
         for partition in partitions:
             state = self._partitions.pop(partition, None)

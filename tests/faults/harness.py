@@ -1,0 +1,366 @@
+"""What the fault scenarios share: tracks, uploads, role processes, polling, figures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import signal
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.support.process import start_genres
+
+from genres.embedded import create_topics, fast_consumer_options
+from genres_contracts import topics
+
+# Every topic the service reads or writes (dead-letter topics included).
+SERVICE_TOPICS = (
+    topics.TRACK_UPLOADED,
+    topics.CLASSIFICATION_REQUESTED,
+    topics.GENRES_CLASSIFIED,
+    topics.GENRES_FAILED,
+    topics.RECOMMENDED_TAGS,
+)
+
+
+@dataclasses.dataclass
+class Figures:
+    """What every scenario reports."""
+
+    events: int
+    faults_injected: int
+    lost: int
+    wrong: int
+    duplicate_paid: int
+    run_time_s: float
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["run_time_s"] = round(self.run_time_s, 2)
+        return data
+
+
+@dataclasses.dataclass(frozen=True)
+class Track:
+    id: int
+    file_id: str
+    audio_url: str
+    plays: int
+
+    def upload(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "track_id": self.id,
+            "file_id": self.file_id,
+            "audio_url": self.audio_url,
+            **extra,
+        }
+
+
+def make_tracks(
+    count: int, *, start: int = 1, directives: Mapping[int, str] | None = None
+) -> list[Track]:
+    """Tracks ``start..start+count-1``; ``directives`` adds ``?fake=...`` to some audio URLs."""
+    tracks = []
+    for track_id in range(start, start + count):
+        url = f"https://cdn.test/audio/{track_id}/a{track_id}.mp3"
+        directive = (directives or {}).get(track_id)
+        if directive:
+            url += f"?fake={directive}"
+        tracks.append(Track(track_id, f"a{track_id}", url, plays=track_id * 7))
+    return tracks
+
+
+async def seed_tracks(engine: AsyncEngine, tracks: Iterable[Track]) -> None:
+    """Insert the tracks, each with an unrelated key in ``extra`` (``plays``)."""
+    rows = list(tracks)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO tracks (id, file_id, audio_url, extra) "
+                "SELECT i, f, u, jsonb_build_object('plays', p) "
+                "FROM unnest(CAST(:ids AS bigint[]), CAST(:files AS text[]), "
+                "CAST(:urls AS text[]), CAST(:plays AS integer[])) AS x(i, f, u, p)"
+            ),
+            {
+                "ids": [t.id for t in rows],
+                "files": [t.file_id for t in rows],
+                "urls": [t.audio_url for t in rows],
+                "plays": [t.plays for t in rows],
+            },
+        )
+
+
+async def replace_file(engine: AsyncEngine, track: Track, file_id: str) -> Track:
+    """The platform replaces a track's audio: a new ``file_id`` and URL in ``tracks``."""
+    new = dataclasses.replace(
+        track, file_id=file_id, audio_url=f"https://cdn.test/audio/{track.id}/{file_id}.mp3"
+    )
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE tracks SET file_id = :f, audio_url = :u WHERE id = :i"),
+            {"f": new.file_id, "u": new.audio_url, "i": new.id},
+        )
+    return new
+
+
+async def ensure_service_topics(bootstrap: str, prefix: str, partitions: int = 3) -> None:
+    names = [f"{prefix}{name}" for name in SERVICE_TOPICS]
+    await create_topics(bootstrap, names + [f"{name}.dlq" for name in names], partitions)
+
+
+async def publish(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[tuple[str | None, dict[str, Any] | bytes]],
+) -> int:
+    """Publish ``(key, value)`` records as a plain producer would (JSON, no headers)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        futures = []
+        for key, value in values:
+            raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+            futures.append(
+                await producer.send(topic, value=raw, key=key.encode() if key is not None else None)
+            )
+        await asyncio.gather(*futures)
+        return len(futures)
+    finally:
+        await producer.stop()
+
+
+async def publish_uploads(bootstrap: str, prefix: str, tracks: Iterable[Track]) -> int:
+    return await publish(
+        bootstrap,
+        f"{prefix}{topics.TRACK_UPLOADED}",
+        ((str(t.id), t.upload()) for t in tracks),
+    )
+
+
+async def read_topic(
+    bootstrap: str, topic: str, *, timeout: float = 30.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` from the beginning to its end now (empty if it is missing)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **fast_consumer_options(),
+    )
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        ids = consumer.partitions_for_topic(topic)
+        if not ids:
+            return []
+        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        # Tansu answers ListOffsets(latest) wrongly for batched records (the end offset of a
+        # partition holding one batch of 80 records is 1), so the end is the high watermark
+        # that fetch responses carry, which it gets right.
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            batches = await consumer.getmany(timeout_ms=100)
+            for records in batches.values():
+                found.extend(records)
+            if batches:
+                continue
+            ends = [consumer.highwater(p) for p in partitions]
+            positions = [await consumer.position(p) for p in partitions]
+            if all(
+                end is not None and pos >= end for end, pos in zip(ends, positions, strict=True)
+            ):
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within {timeout}s")
+    finally:
+        await consumer.stop()
+
+
+async def list_topics(bootstrap: str, prefix: str) -> list[str]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        return sorted(name for name in await consumer.topics() if name.startswith(prefix))
+    finally:
+        await consumer.stop()
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    diagnose: Callable[[], str] | None = None,
+) -> float:
+    """Poll ``condition`` until it holds; returns the seconds waited. Fails after ``timeout``."""
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > timeout:
+            extra = f"\n{diagnose()}" if diagnose is not None else ""
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{extra}")
+        await asyncio.sleep(interval)
+    return time.monotonic() - started
+
+
+async def poll_until(
+    condition: Callable[[], Awaitable[bool]], *, timeout: float, interval: float = 0.1
+) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True
+
+
+async def projected_count(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        value = await conn.scalar(
+            text("SELECT count(*) FROM tracks WHERE extra ? 'genre_predictions'")
+        )
+    return int(value or 0)
+
+
+async def current_projected(engine: AsyncEngine) -> set[int]:
+    """Tracks whose stored predictions are for their current file."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT id FROM tracks "
+                "WHERE extra ->> 'genre_predictions_file_id' IS NOT DISTINCT FROM file_id "
+                "AND extra ? 'genre_predictions'"
+            )
+        )
+        return {int(row.id) for row in rows}
+
+
+async def settled_tracks(engine: AsyncEngine) -> int:
+    """Tracks with predictions for their current file, or a recorded failure for it."""
+    async with engine.connect() as conn:
+        value = await conn.scalar(
+            text(
+                "SELECT count(*) FROM tracks t WHERE "
+                "(t.extra ? 'genre_predictions' "
+                " AND t.extra ->> 'genre_predictions_file_id' IS NOT DISTINCT FROM t.file_id) "
+                "OR EXISTS (SELECT 1 FROM genre_classifications g WHERE g.track_id = t.id "
+                " AND g.file_id = t.file_id AND g.status = 'failed')"
+            )
+        )
+    return int(value or 0)
+
+
+# -- role processes -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class RoleProcess:
+    role: str
+    process: asyncio.subprocess.Process
+    log: Path
+    starts: int = 1
+
+    @property
+    def alive(self) -> bool:
+        return self.process.returncode is None
+
+
+class Roles:
+    """``genres run <role>`` processes, one per role, each logging to ``<dir>/<role>.log``."""
+
+    def __init__(self, env: Mapping[str, str], log_dir: Path) -> None:
+        self.env = dict(env)
+        self.log_dir = log_dir
+        self.running: dict[str, RoleProcess] = {}
+        self.kills = 0
+
+    async def start(self, role: str, env: Mapping[str, str] | None = None) -> RoleProcess:
+        log = self.log_dir / f"{role}.log"
+        previous = self.running.get(role)
+        if previous is not None and previous.alive:
+            raise RuntimeError(f"{role} is already running")
+        with log.open("ab") as handle:
+            handle.write(f"--- start {role}\n".encode())
+        process = await start_genres("run", role, env=self.env | dict(env or {}), log=log)
+        entry = RoleProcess(role, process, log, starts=(previous.starts + 1) if previous else 1)
+        self.running[role] = entry
+        return entry
+
+    async def kill(self, role: str) -> None:
+        """SIGKILL: a crash, nothing cleaned up."""
+        entry = self.running[role]
+        entry.process.kill()
+        await entry.process.wait()
+        self.kills += 1
+
+    async def stop_all(self, timeout: float = 60.0) -> dict[str, int | None]:
+        """SIGTERM every role; returns their exit codes (SIGKILL after ``timeout``)."""
+        codes: dict[str, int | None] = {}
+        for entry in self.running.values():
+            if entry.alive:
+                entry.process.send_signal(signal.SIGTERM)
+        for role, entry in self.running.items():
+            try:
+                codes[role] = await asyncio.wait_for(entry.process.wait(), timeout)
+            except TimeoutError:
+                entry.process.kill()
+                await entry.process.wait()
+                codes[role] = None
+        return codes
+
+    async def kill_all(self) -> None:
+        for entry in self.running.values():
+            if entry.alive:
+                with contextlib.suppress(ProcessLookupError):
+                    entry.process.kill()
+                await entry.process.wait()
+
+    def logs(self) -> str:
+        return "\n".join(
+            path.read_text(errors="replace") for path in sorted(self.log_dir.glob("*.log"))
+        )
+
+    def tail(self, role: str, chars: int = 3000) -> str:
+        path = self.log_dir / f"{role}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+
+def service_env(
+    bootstrap: str,
+    prefix: str,
+    database_url: str,
+    *,
+    replicate_base_url: str,
+    token: str,
+    concurrency: int,
+    timeout_s: float = 20.0,
+    **extra: str,
+) -> dict[str, str]:
+    """Environment of every role process: fast group joins, the fake Replicate, no pacing."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "GENRES_TOPIC_PREFIX": prefix,
+        "DATABASE_URL": database_url,
+        "CLASSIFIER_BACKEND": "replicate",
+        "REPLICATE_API_TOKEN": token,
+        "REPLICATE_BASE_URL": replicate_base_url,
+        "REPLICATE_TIMEOUT_SECONDS": f"{timeout_s:g}",
+        "REPLICATE_MAX_PREDICTIONS_PER_MINUTE": "100000",
+        "CLASSIFIER_CONCURRENCY": str(concurrency),
+        "KAFKA_SESSION_TIMEOUT_MS": "1000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+        "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        **extra,
+    }

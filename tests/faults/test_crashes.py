@@ -1,0 +1,376 @@
+"""Scenario 1: ``kill -9`` a role three times mid-run, restarting it each time.
+
+Each role runs as its own ``genres run <role>`` process; the fake Replicate runs on the test's
+loop with ~200 ms per prediction so that the 500-upload run lasts long enough to be
+interrupted. Kill moments are drawn from a seeded RNG as points of progress (predictions
+created, rows projected, seconds of request traffic) plus a random delay, so every kill
+lands mid-run whatever the machine's speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.faults.checks import check, expected_predictions
+from tests.faults.harness import (
+    Figures,
+    Roles,
+    Track,
+    current_projected,
+    ensure_service_topics,
+    make_tracks,
+    poll_until,
+    projected_count,
+    publish_uploads,
+    replace_file,
+    seed_tracks,
+    service_env,
+)
+from tests.support.broker import KafkaTestBed
+from tests.support.fake_replicate import FakeReplicate
+from tests.support.service import FAKE_TOKEN
+
+from genres.bus.requester import Requester, RequestTimeout
+from genres.config import load_settings
+from genres_contracts import RecommendedTags
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+UPLOADS = 500
+KILLS = 3
+LATENCY_MS = 200
+SETTLE_TIMEOUT = 150.0
+
+
+def _env(
+    kafka: KafkaTestBed, database_url: str, fake: FakeReplicate, concurrency: int
+) -> dict[str, str]:
+    return service_env(
+        kafka.bootstrap_servers,
+        kafka.prefix,
+        database_url,
+        replicate_base_url=fake.base_url,
+        token=FAKE_TOKEN,
+        concurrency=concurrency,
+    )
+
+
+async def pending_claims(engine: AsyncEngine) -> int:
+    """Classifications claimed in the ledger and not finished: the records in flight."""
+    async with engine.connect() as conn:
+        value = await conn.scalar(
+            text("SELECT count(*) FROM genre_classifications WHERE status = 'pending'")
+        )
+    return int(value or 0)
+
+
+async def _settle(engine: AsyncEngine, count: int) -> bool:
+    async def done() -> bool:
+        return len(await current_projected(engine)) >= count
+
+    return await poll_until(done, timeout=SETTLE_TIMEOUT, interval=0.25)
+
+
+async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_little_twice(
+    kafka: KafkaTestBed,
+    database_url: str,
+    engine: AsyncEngine,
+    fake_replicate: FakeReplicate,
+    tmp_path: Path,
+    fault_report: Callable[[Figures], None],
+) -> None:
+    started = time.monotonic()
+    rng = random.Random(20261125)
+    concurrency = 16
+    fake_replicate.configure(latency_ms=LATENCY_MS)
+    tracks = make_tracks(UPLOADS)
+    await seed_tracks(engine, tracks)
+    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix)
+    roles = Roles(_env(kafka, database_url, fake_replicate, concurrency), tmp_path)
+    in_flight_at_kill: list[int] = []
+    created_at_kill: list[int] = []
+    uploaded = {(t.id, t.file_id): t.audio_url for t in tracks}
+    events = 0
+    try:
+        await roles.start("projector")
+        await roles.start("classifier")
+        events += await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
+        for number in range(KILLS):
+            # Each kill comes after the running process has created 10-20% of the run's
+            # predictions: it is busy, whatever the machine's speed.
+            target = fake_replicate.stats.creations + rng.randint(UPLOADS // 10, UPLOADS // 5)
+
+            async def reached(target: int = target) -> bool:
+                return fake_replicate.stats.creations >= target
+
+            assert await poll_until(reached, timeout=90, interval=0.02), roles.tail("classifier")
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
+            in_flight_at_kill.append(await pending_claims(engine))
+            created_at_kill.append(fake_replicate.stats.creations)
+            await roles.kill("classifier")
+            if number == 0:
+                # While it is down, the platform replaces the audio of 5% of the tracks: the
+                # old file's predictions must never land under the new file.
+                replaced: list[Track] = []
+                for track in rng.sample(tracks, UPLOADS // 20):
+                    new = await replace_file(engine, track, f"b{track.id}")
+                    uploaded[(new.id, new.file_id)] = new.audio_url
+                    replaced.append(new)
+                events += await publish_uploads(kafka.bootstrap_servers, kafka.prefix, replaced)
+            await roles.start("classifier")
+        settled = await _settle(engine, UPLOADS)
+    finally:
+        codes = await roles.stop_all()
+
+    verdict = await check(
+        engine,
+        kafka.bootstrap_servers,
+        kafka.prefix,
+        fake_stats=fake_replicate.stats,
+        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
+        uploaded_urls=uploaded,
+        crashes=KILLS,
+        concurrency=concurrency,
+    )
+    fault_report(
+        Figures(
+            events=events,
+            faults_injected=roles.kills,
+            lost=len(verdict.lost),
+            wrong=len(verdict.wrong),
+            duplicate_paid=verdict.duplicate_paid,
+            run_time_s=time.monotonic() - started,
+            details={
+                **verdict.summary(),
+                "claims_in_flight_at_kills": in_flight_at_kill,
+                "created_at_kills": created_at_kill,
+            },
+        )
+    )
+    verdict.assert_clean()
+    assert settled, roles.tail("projector") + roles.tail("classifier")
+    assert verdict.failed == 0
+    # Every kill lands mid-run: the run was not over, and claims were in flight in total.
+    assert all(n < events for n in created_at_kill), created_at_kill
+    assert sum(in_flight_at_kill) > 0
+    assert codes == {"projector": 0, "classifier": 0}, roles.tail("classifier")
+    assert fake_replicate.stats.running == 0
+
+
+async def test_the_projector_killed_three_times_mid_run_loses_nothing(
+    kafka: KafkaTestBed,
+    database_url: str,
+    engine: AsyncEngine,
+    fake_replicate: FakeReplicate,
+    tmp_path: Path,
+    fault_report: Callable[[Figures], None],
+) -> None:
+    started = time.monotonic()
+    rng = random.Random(20261126)
+    # A slower classifier keeps the projector busy for the whole run.
+    concurrency = 8
+    fake_replicate.configure(latency_ms=LATENCY_MS)
+    tracks = make_tracks(UPLOADS)
+    await seed_tracks(engine, tracks)
+    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix)
+    roles = Roles(_env(kafka, database_url, fake_replicate, concurrency), tmp_path)
+    projected_at_kill: list[int] = []
+    try:
+        await roles.start("projector")
+        await roles.start("classifier")
+        events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
+        for _ in range(KILLS):
+            target = await projected_count(engine) + rng.randint(UPLOADS // 10, UPLOADS // 5)
+
+            async def reached(target: int = target) -> bool:
+                return await projected_count(engine) >= target
+
+            assert await poll_until(reached, timeout=90, interval=0.05), roles.tail("projector")
+            await asyncio.sleep(rng.uniform(0.0, 0.3))
+            projected_at_kill.append(await projected_count(engine))
+            await roles.kill("projector")
+            await roles.start("projector")
+        settled = await _settle(engine, UPLOADS)
+    finally:
+        codes = await roles.stop_all()
+
+    verdict = await check(
+        engine,
+        kafka.bootstrap_servers,
+        kafka.prefix,
+        fake_stats=fake_replicate.stats,
+        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
+    )
+    fault_report(
+        Figures(
+            events=events,
+            faults_injected=roles.kills,
+            lost=len(verdict.lost),
+            wrong=len(verdict.wrong),
+            duplicate_paid=verdict.duplicate_paid,
+            run_time_s=time.monotonic() - started,
+            details={**verdict.summary(), "projected_at_kills": projected_at_kill},
+        )
+    )
+    verdict.assert_clean()
+    assert settled, roles.tail("projector")
+    assert all(n < UPLOADS for n in projected_at_kill), "every kill should land mid-run"
+    assert codes == {"projector": 0, "classifier": 0}, roles.tail("projector")
+
+
+async def test_the_responder_killed_three_times_with_requests_in_flight_never_answers_wrong(
+    kafka: KafkaTestBed,
+    database_url: str,
+    engine: AsyncEngine,
+    fake_replicate: FakeReplicate,
+    tmp_path: Path,
+    fault_report: Callable[[Figures], None],
+) -> None:
+    """Requesters get an answer or a timeout error, never a wrong answer.
+
+    Half the tracks are uploaded (classified and projected as usual); the other half are
+    classified on demand by the requests themselves. Clients keep ~24 requests in flight
+    (``wait_ms`` 0 or 1.5 s) while the responder is killed three times.
+    """
+    started = time.monotonic()
+    rng = random.Random(20261127)
+    concurrency = 32
+    fake_replicate.configure(latency_ms=LATENCY_MS)
+    tracks = make_tracks(UPLOADS)
+    by_id = {t.id: t for t in tracks}
+    await seed_tracks(engine, tracks)
+    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix)
+    # A short Replicate deadline: an on-demand marker lost with a killed responder is
+    # reclaimed after twice that.
+    env = _env(kafka, database_url, fake_replicate, concurrency) | {
+        "REPLICATE_TIMEOUT_SECONDS": "5"
+    }
+    roles = Roles(env, tmp_path)
+    settings = load_settings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        genres_topic_prefix=kafka.prefix,
+        database_url=database_url,
+    )
+    tally = {"requests": 0, "answered": 0, "pending": 0, "timeouts": 0, "errors": 0}
+    wrong: list[str] = []
+
+    def judge(track: Track, reply: RecommendedTags, limit: int) -> None:
+        expected = [
+            {"name": n, "score": c} for n, c in expected_predictions(track.audio_url)[:limit]
+        ]
+        got = [tag.model_dump() for tag in reply.tags]
+        if reply.track_id != track.id:
+            wrong.append(f"asked {track.id}, answered for {reply.track_id}")
+        elif reply.error is not None:
+            tally["errors"] += 1
+            wrong.append(f"track {track.id}: error {reply.error}")
+        elif reply.pending and not got:
+            tally["pending"] += 1
+        elif got != expected:
+            wrong.append(f"track {track.id}: {got} instead of {expected}")
+        else:
+            tally["answered"] += 1
+
+    stop = asyncio.Event()
+
+    async def client(requester: Requester, seed: int) -> None:
+        own = random.Random(seed)
+        while not stop.is_set():
+            track = by_id[own.randint(1, UPLOADS)]
+            wait_ms = own.choice((0, 1500))
+            limit = own.randint(1, 10)
+            tally["requests"] += 1
+            try:
+                reply = await requester.recommended_tags(
+                    track.id, limit=limit, wait_ms=wait_ms, timeout=wait_ms / 1000 + 3.0
+                )
+            except RequestTimeout:
+                tally["timeouts"] += 1
+                continue
+            judge(track, reply, limit)
+
+    try:
+        await roles.start("projector")
+        await roles.start("classifier")
+        await roles.start("responder")
+        events = await publish_uploads(
+            kafka.bootstrap_servers, kafka.prefix, tracks[: UPLOADS // 2]
+        )
+        async with Requester(settings) as requester:
+            clients = [asyncio.create_task(client(requester, seed)) for seed in range(24)]
+            try:
+                for _ in range(KILLS):
+                    # Requests flow for a while (and are answered), then the kill.
+                    answered = tally["answered"]
+
+                    async def flowing(answered: int = answered) -> bool:
+                        return tally["answered"] >= answered + 20
+
+                    assert await poll_until(flowing, timeout=60), roles.tail("responder")
+                    await asyncio.sleep(rng.uniform(0.5, 1.5))
+                    await roles.kill("responder")
+                    await asyncio.sleep(rng.uniform(0.0, 1.0))
+                    await roles.start("responder")
+                answered = tally["answered"]
+
+                async def recovered() -> bool:
+                    return tally["answered"] >= answered + 20
+
+                assert await poll_until(recovered, timeout=60), roles.tail("responder")
+            finally:
+                stop.set()
+                await asyncio.gather(*clients)
+
+            # Every track ends with its predictions, classified on demand when needed.
+            async def final(track: Track) -> RecommendedTags:
+                for _ in range(6):
+                    try:
+                        reply = await requester.recommended_tags(
+                            track.id, limit=10, wait_ms=10_000, timeout=15.0
+                        )
+                    except RequestTimeout:
+                        continue
+                    if not reply.pending:
+                        return reply
+                raise AssertionError(f"track {track.id} never got its tags")
+
+            gate = asyncio.Semaphore(32)
+
+            async def final_one(track: Track) -> None:
+                async with gate:
+                    judge(track, await final(track), 10)
+
+            await asyncio.gather(*(final_one(t) for t in tracks))
+        settled = await _settle(engine, UPLOADS)
+    finally:
+        codes = await roles.stop_all()
+
+    verdict = await check(
+        engine,
+        kafka.bootstrap_servers,
+        kafka.prefix,
+        fake_stats=fake_replicate.stats,
+        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
+    )
+    fault_report(
+        Figures(
+            events=events + tally["requests"] + len(tracks),
+            faults_injected=roles.kills,
+            lost=len(verdict.lost),
+            wrong=len(verdict.wrong) + len(wrong),
+            duplicate_paid=verdict.duplicate_paid,
+            run_time_s=time.monotonic() - started,
+            details={**verdict.summary(), **tally},
+        )
+    )
+    assert not wrong, "\n".join(wrong[:20])
+    verdict.assert_clean()
+    assert settled
+    assert codes["responder"] == 0, roles.tail("responder")
