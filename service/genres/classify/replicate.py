@@ -20,7 +20,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
 MAX_PREFER_WAIT = 60
 MIN_CANCEL_AFTER = 5
+CANCEL_AFTER_MARGIN = 5.0
 _RESET_HINT = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
 _SERVER_TEXT_LIMIT = 300
 
@@ -95,6 +96,7 @@ class ReplicateClassifier:
         max_attempts: int = 5,
         limiter: CreationLimiter | None = None,
         backoff: Backoff = Backoff(),
+        on_retry: Callable[[str], None] | None = None,
     ) -> None:
         if not clients:
             raise ValueError("at least one httpx.AsyncClient is needed")
@@ -110,6 +112,8 @@ class ReplicateClassifier:
         self._max_attempts = max_attempts
         self._limiter = limiter
         self._backoff = backoff
+        self._on_retry = on_retry
+        """Told the step (create, poll, output) of each HTTP call that is retried (metrics)."""
 
     @property
     def model(self) -> ModelRef:
@@ -153,11 +157,14 @@ class ReplicateClassifier:
     ) -> tuple[dict[str, Any], int]:
         attempts = 0
         body = {"version": self._version, "input": {"audio": audio, "output_format": "JSON"}}
-        cancel_after = max(MIN_CANCEL_AFTER, math.ceil(self._timeout))
+        # Our deadline comes first and cancels with a clear timeout; Replicate's own, a little
+        # later, stops the prediction even if this process died.
+        cancel_after = max(MIN_CANCEL_AFTER, math.ceil(self._timeout + CANCEL_AFTER_MARGIN))
         try:
             async for attempt in self._retrying(deadline):
                 with attempt:
                     attempts = attempt.num
+                    self._retrying_step(attempt.num, "create")
                     self._check_deadline(deadline, "before the prediction was created")
                     if self._limiter is not None:
                         await self._limiter.acquire()
@@ -207,6 +214,7 @@ class ReplicateClassifier:
         url = self._prediction_url(prediction, "get")
         async for attempt in self._retrying(deadline):
             with attempt:
+                self._retrying_step(attempt.num, "poll")
                 response = await self._send(
                     client, "GET", url, read_timeout=10.0, deadline=deadline
                 )
@@ -230,6 +238,7 @@ class ReplicateClassifier:
             )
         async for attempt in self._retrying(deadline):
             with attempt:
+                self._retrying_step(attempt.num, "output")
                 response = await self._send(
                     client, "GET", output, read_timeout=30.0, deadline=deadline
                 )
@@ -277,6 +286,10 @@ class ReplicateClassifier:
             )
 
     # -- HTTP ----------------------------------------------------------------------------
+
+    def _retrying_step(self, attempt: int, step: str) -> None:
+        if attempt > 1 and self._on_retry is not None:
+            self._on_retry(step)
 
     def _retrying(self, deadline: _Deadline) -> Any:
         def backoff_for(exc: Exception) -> bool | float:

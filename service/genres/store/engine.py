@@ -9,7 +9,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from genres.store.migrate import to_async_url
 
-__all__ = ["create_engine", "json_dumps"]
+__all__ = ["COMMAND_TIMEOUT_SECONDS", "CONNECT_TIMEOUT_SECONDS", "create_engine", "json_dumps"]
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+COMMAND_TIMEOUT_SECONDS = 30.0
 
 
 def json_dumps(value: Any) -> str:
@@ -38,6 +41,10 @@ def create_engine(
     * ``max_overflow`` defaults to ``pool_size``: bursts may double the connections.
     """
     connect_args: dict[str, Any] = {
+        # A partitioned network must not hang a role until TCP gives up (~15 min): the
+        # callers treat timeouts as transient and retry.
+        "timeout": CONNECT_TIMEOUT_SECONDS,
+        "command_timeout": COMMAND_TIMEOUT_SECONDS,
         "prepared_statement_cache_size": statement_cache_size,
         "server_settings": {"application_name": application_name},
     }

@@ -21,6 +21,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from genres.store.engine import COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS
 from genres_contracts import ErrorInfo, ModelRef, Prediction
 
 _KEY = "track_id = $1 AND file_id = $2 AND model_name = $3 AND model_version = $4"
@@ -91,6 +92,8 @@ class Ledger:
         finally:
             await engine.dispose()
         options.pop("prepared_statement_cache_size", None)
+        options.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
+        options.setdefault("command_timeout", COMMAND_TIMEOUT_SECONDS)
         pool = await asyncpg.create_pool(min_size=1, max_size=size, **options)
         return cls(pool)
 
