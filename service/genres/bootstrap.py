@@ -24,6 +24,10 @@ from genres.bus.producer import Publisher
 from genres.classify.factory import build_classifier, replicate_http_clients
 from genres.config import Settings
 from genres.errors import ConfigurationError
+from genres.observability.classifier import ObservedClassifier
+from genres.observability.health import HealthServer, broker_check, database_check
+from genres.observability.metrics import ServiceMetrics, prometheus_middleware
+from genres.observability.tracing import configure_tracing, telemetry_middleware
 from genres.store.engine import create_engine
 from genres.store.ledger import Ledger
 
@@ -48,6 +52,8 @@ class Service:
     publisher: Publisher
     classifier_consumer: ConcurrentConsumer | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    metrics: ServiceMetrics | None = None
+    health: HealthServer | None = None
 
 
 def database_url(settings: Settings) -> str:
@@ -60,6 +66,10 @@ def database_url(settings: Settings) -> str:
 async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[Service]:
     """Start ``roles``; on exit stop fetching, finish or hand back in-flight work, close all."""
     async with AsyncExitStack() as stack:
+        shutdown_tracing = configure_tracing()
+        if shutdown_tracing is not None:
+            stack.push_async_callback(shutdown_tracing)
+        metrics = ServiceMetrics(cost_per_second=settings.replicate_cost_per_second)
         await ensure_topics(settings)
         engine = create_engine(
             database_url(settings),
@@ -76,31 +86,66 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         publisher = Publisher.create(settings)
         await publisher.start()
         stack.push_async_callback(publisher.stop)
-        service = Service(settings=settings, engine=engine, publisher=publisher)
+        publisher.on_dead_letter = metrics.observe_dead_letter
+        service = Service(settings=settings, engine=engine, publisher=publisher, metrics=metrics)
+        if settings.health_port:
+            health = HealthServer(
+                host=settings.health_host,
+                port=settings.health_port,
+                metrics=metrics,
+                checks={
+                    "broker": broker_check(publisher.producer.client),
+                    "database": database_check(engine),
+                },
+            )
+            await health.start()
+            stack.push_async_callback(health.stop)
+            service.health = health
 
         if Role.CLASSIFIER in roles:
             clients = replicate_http_clients(settings)
             for client in clients:
                 stack.push_async_callback(client.aclose)
-            classifier = build_classifier(settings, clients)
+            backend = settings.backend.value
+            classifier = ObservedClassifier(
+                build_classifier(settings, clients, on_retry=metrics.observe_replicate_retry),
+                backend=backend,
+                metrics=metrics,
+            )
             stack.push_async_callback(classifier.aclose)
             ledger = await Ledger.connect(
                 database_url(settings), size=max(4, settings.classifier_concurrency // 4)
             )
             stack.push_async_callback(ledger.close)
             consumer = create_classifier_consumer(
-                settings, classifier=classifier, ledger=ledger, publisher=publisher
+                settings,
+                classifier=classifier,
+                ledger=ledger,
+                publisher=publisher,
+                on_outcome=lambda outcome: metrics.observe_outcome(backend, outcome),
             )
             await consumer.start()
             stack.push_async_callback(consumer.stop)
             service.classifier_consumer = consumer
+            metrics.watch_window(consumer)
+            metrics.watch_lag("classifier", consumer.kafka_consumer)
 
         if roles & {Role.PROJECTOR, Role.RESPONDER}:
-            broker = create_broker(settings)
+            broker = create_broker(
+                settings, middlewares=[*telemetry_middleware(), *prometheus_middleware(metrics)]
+            )
             if Role.PROJECTOR in roles:
                 from genres.bus.projector import register_projector
 
-                register_projector(broker, settings=settings, engine=engine, publisher=publisher)
+                register_projector(
+                    broker,
+                    settings=settings,
+                    engine=engine,
+                    publisher=publisher,
+                    on_projected=lambda report: metrics.observe_projection(
+                        written=report.written, stale=report.stale
+                    ),
+                )
             if Role.RESPONDER in roles:
                 from genres.bus.responder import register_responder
 
@@ -113,6 +158,11 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
                 service.extras["responder"] = responder
             await broker.start()
             stack.push_async_callback(broker.stop)
+            metrics.watch_subscribers("faststream", broker.subscribers)
+        if service.health is not None:
+            service.health.started = True
+            # Runs first on the way out: not ready while stopping.
+            stack.callback(setattr, service.health, "started", False)
         log.info("service started", extra={"roles": sorted(roles)})
         yield service
         log.info("service stopping", extra={"roles": sorted(roles)})

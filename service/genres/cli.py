@@ -35,7 +35,7 @@ def _settings(**overrides: Any) -> Settings:
         settings = load_settings(**overrides)
     except ConfigurationError as exc:
         _fail(str(exc), code=2)
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, secrets=[settings.replicate_token])
     return settings
 
 

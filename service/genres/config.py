@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     )
     replicate_model_name: str = "mtg/effnet-discogs"
     replicate_max_predictions_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 600
+    replicate_prefer_wait_seconds: Annotated[int, Field(ge=1, le=60)] = Field(
+        default=5,
+        description=(
+            "Prefer: wait on creation. Longer saves polls; shorter records the prediction's "
+            "id sooner, so a crash resumes it instead of paying again."
+        ),
+    )
     replicate_http_clients: Annotated[int, Field(ge=1, le=64)] = 16
     classifier_backend: Backend | None = Field(
         default=None, description="`replicate` when REPLICATE_ENABLED, else `local`."
@@ -77,6 +84,14 @@ class Settings(BaseSettings):
     audio_max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
     audio_allow_private_addresses: bool = False
     audio_max_seconds: Annotated[float, Field(gt=0)] = 30 * 60.0
+    health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        default=8080, description="Port of /healthz, /readyz and /metrics; 0 disables them."
+    )
+    health_host: str = Field(default="0.0.0.0", description="Address the health server binds.")
+    replicate_cost_per_second: Annotated[float, Field(ge=0)] = Field(
+        default=0.000095,
+        description="USD per second of Replicate predict_time (~$0.00019 per ~2 s run).",
+    )
 
     @field_validator("kafka_bootstrap_servers", "database_url", mode="before")
     @classmethod

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
@@ -24,12 +26,64 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
+REDACTED = "[redacted]"
+
+
+class RedactSecrets(logging.Filter):
+    """Replaces each configured secret in a record's message, arguments, extra fields and
+    exception text, whoever logged it (installed on the handler, so it sees every record)."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        super().__init__()
+        # Longest first, so a secret containing another is replaced whole.
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            for secret in self._secrets:
+                value = value.replace(secret, REDACTED)
+            return value
+        if isinstance(value, int | float | bool) or value is None:
+            return value
+        if isinstance(value, list | tuple | set | dict):
+            try:
+                text = json.dumps(value, default=str)
+            except (TypeError, ValueError):
+                text = str(value)
+        else:
+            text = str(value)
+        return self._scrub(text) if any(s in text for s in self._secrets) else value
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        if record.args:
+            if isinstance(record.args, dict):
+                record.args = {k: self._scrub(v) for k, v in record.args.items()}
+            else:
+                record.args = tuple(self._scrub(arg) for arg in record.args)
+        record.msg = self._scrub(record.msg)
+        for key, value in list(record.__dict__.items()):
+            if key not in _STANDARD and not key.startswith("_"):
+                record.__dict__[key] = self._scrub(value)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._scrub(record.stack_info)
+        return True
+
+
+def configure(level: str = "INFO", fmt: str = "json", secrets: Iterable[str | None] = ()) -> None:
+    """Log to stderr; every value in ``secrets`` is replaced by ``[redacted]`` wherever it
+    appears (message, arguments, extra fields, tracebacks)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets(secrets))
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

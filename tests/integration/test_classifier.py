@@ -101,15 +101,18 @@ async def test_force_reclassifies_a_classified_file(
     fake_replicate: FakeReplicate,
 ) -> None:
     settings = make_settings(fake_replicate)
+    classified = kafka.topic(topics.GENRES_CLASSIFIED)
     async with running(settings, CLASSIFIER), producer(kafka.bootstrap_servers) as client:
         await send_json(client, kafka.topic(topics.TRACK_UPLOADED), upload(9), key="9")
+        # The two topics are read concurrently: the request must come after the upload's result.
+        await collect(kafka.bootstrap_servers, classified, count=1)
         await send_json(
             client,
             kafka.topic(topics.CLASSIFICATION_REQUESTED),
             upload(9, reason="reclassify", force=True),
             key="9",
         )
-        await collect(kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=2)
+        await collect(kafka.bootstrap_servers, classified, count=2)
 
     assert fake_replicate.stats.creations_per_url == {"https://cdn.test/9/f1.mp3": 2}
 

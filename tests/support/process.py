@@ -20,7 +20,8 @@ def environment(extra: Mapping[str, str]) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.startswith(("REPLICATE_", "KAFKA_", "GENRES_", "CLASSIFIER_", "DATABASE_"))
     }
-    return base | {"LOG_FORMAT": "console"} | dict(extra)
+    # No health server unless a test asks: several processes run side by side.
+    return base | {"LOG_FORMAT": "console", "HEALTH_PORT": "0"} | dict(extra)
 
 
 def run_genres(

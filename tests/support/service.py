@@ -28,6 +28,8 @@ def service_settings(
         "kafka_heartbeat_interval_ms": 300,
         "kafka_fetch_max_wait_ms": 10,
         "log_format": "console",
+        # Off unless a test asks: tests run several services side by side.
+        "health_port": 0,
     }
     if fake is not None:
         values |= {

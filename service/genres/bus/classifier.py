@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
@@ -13,6 +14,7 @@ from genres.bus.records import parse
 from genres.classify.port import Classifier
 from genres.config import Settings
 from genres.errors import InvalidMessage
+from genres.observability.tracing import consume_span, outgoing_headers
 from genres.roles.classifier import Ledger, handle_classification
 from genres_contracts import (
     ClassificationFailed,
@@ -40,16 +42,27 @@ class PublishedOutcomes:
 
     async def classified(self, event: GenresClassified) -> None:
         await self._publisher.publish(
-            topics.GENRES_CLASSIFIED, event, key=track_key(event.track_id)
+            topics.GENRES_CLASSIFIED,
+            event,
+            key=track_key(event.track_id),
+            headers=outgoing_headers(),
         )
 
     async def failed(self, event: ClassificationFailed) -> None:
-        await self._publisher.publish(topics.GENRES_FAILED, event, key=track_key(event.track_id))
+        await self._publisher.publish(
+            topics.GENRES_FAILED, event, key=track_key(event.track_id), headers=outgoing_headers()
+        )
 
 
 def create_classifier_consumer(
-    settings: Settings, *, classifier: Classifier, ledger: Ledger, publisher: Publisher
+    settings: Settings,
+    *,
+    classifier: Classifier,
+    ledger: Ledger,
+    publisher: Publisher,
+    on_outcome: Callable[[str], None] | None = None,
 ) -> ConcurrentConsumer:
+    """``on_outcome`` is told each handled request's result (classified, failed, republished)."""
     by_topic = {settings.topic(name): (name, model) for name, model in INPUTS.items()}
     outcomes = PublishedOutcomes(publisher)
 
@@ -71,13 +84,31 @@ def create_classifier_consumer(
         source_event_id = request.event_id or derived_event_id(
             canonical, record.partition, record.offset
         )
-        await handle_classification(
+        handled = await handle_classification(
             request,
             source_event_id=source_event_id,
             classifier=classifier,
             ledger=ledger,
             outcomes=outcomes,
         )
+        if on_outcome is not None:
+            on_outcome(handled.result.value)
+        log.info(
+            "classification handled: %s",
+            handled.result.value,
+            extra={
+                "track_id": request.track_id,
+                "file_id": request.file_id,
+                "event_id": handled.event.event_id,
+                "source_event_id": source_event_id,
+                "result": handled.result.value,
+            },
+        )
+
+    async def traced(record: ConsumerRecord[bytes, bytes]) -> None:
+        # A child of the record's `traceparent`, current while the outcome is published.
+        with consume_span(record.topic, record.partition, record.offset, record.headers):
+            await handle(record)
 
     consumer = AIOKafkaConsumer(
         **client_options(settings),
@@ -91,7 +122,7 @@ def create_classifier_consumer(
     return ConcurrentConsumer(
         consumer,
         list(by_topic),
-        handle,
+        traced,
         concurrency=settings.classifier_concurrency,
         grace_seconds=min(settings.replicate_timeout_seconds, 60.0),
     )

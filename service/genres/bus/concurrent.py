@@ -78,6 +78,11 @@ class ConcurrentConsumer:
     def in_flight(self) -> int:
         return self._window.in_flight
 
+    @property
+    def kafka_consumer(self) -> AIOKafkaConsumer:
+        """The aiokafka consumer (for lag: positions and high watermarks)."""
+        return self._consumer
+
     async def start(self) -> None:
         await self._consumer.start()
         self._consumer.subscribe(self._topics, listener=_Listener(self))

@@ -55,5 +55,18 @@ async def dead_letter(
     )
     log.warning(
         "dead-lettered a record",
-        extra={"topic": topic, "partition": partition, "offset": offset, "reason": reason},
+        extra={
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "reason": reason,
+            # The key is the track id by convention; the value may not be readable at all.
+            "track_id": _key_text(key),
+        },
     )
+
+
+def _key_text(key: bytes | None) -> str | None:
+    if key is None:
+        return None
+    return key[:64].decode(errors="replace")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -33,6 +34,8 @@ class Publisher:
     def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
         self._producer = producer
         self._settings = settings
+        self.on_dead_letter: Callable[[str], None] | None = None
+        """Called with the original topic after each dead letter (metrics)."""
 
     @classmethod
     def create(cls, settings: Settings, **options: Any) -> Publisher:
@@ -101,3 +104,5 @@ class Publisher:
             value=value,
             headers=headers,
         )
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(topic)

@@ -31,6 +31,7 @@ from genres.bus.producer import Publisher
 from genres.bus.records import parse
 from genres.config import Settings
 from genres.errors import InvalidMessage
+from genres.observability.tracing import record_spans
 from genres.roles.projector import ProjectionReport, ProjectionStore, project
 from genres.store.projection import SqlProjectionStore
 from genres_contracts import GenresClassified, topics
@@ -157,8 +158,12 @@ def register_projector(
     publisher: Publisher,
     store: ProjectionStore | None = None,
     max_records: int = MAX_RECORDS,
+    on_projected: Callable[[ProjectionReport], None] | None = None,
 ) -> None:
-    """Subscribe the projector to ``track.genres_classified`` (group ``genres-projector``)."""
+    """Subscribe the projector to ``track.genres_classified`` (group ``genres-projector``).
+
+    ``on_projected`` is told each batch's report once it is durable (metrics).
+    """
     projection_store = store if store is not None else SqlProjectionStore(engine)
     fetch = consumer_options(settings)
 
@@ -182,7 +187,10 @@ def register_projector(
         if not records:
             return
         try:
-            await handle_batch(records, store=projection_store, publisher=publisher)
+            # One span per record, each continuing its classification's trace.
+            spans = [(r.topic, r.partition, r.offset, r.headers) for r in records]
+            with record_spans(f"{records[0].topic} project", spans):
+                report = await handle_batch(records, store=projection_store, publisher=publisher)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -193,3 +201,5 @@ def register_projector(
             await message.nack()
             return
         await message.ack()
+        if on_projected is not None:
+            on_projected(report)

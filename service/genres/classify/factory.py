@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 
 import httpx
 
 from genres.classify.pacing import CreationPacer
-from genres.classify.port import Classification, Classifier
+from genres.classify.port import Checkpoint, Classification, Classifier
 from genres.classify.replicate import ReplicateClassifier
 from genres.config import Backend, Settings
 from genres.errors import NotConfigured
@@ -19,7 +20,7 @@ class NoClassifier:
 
     model = ModelRef(name="none", version="0")
 
-    async def classify(self, audio: str) -> Classification:
+    async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
         raise NotConfigured("no classifier backend is configured (CLASSIFIER_BACKEND=none)")
 
     async def aclose(self) -> None:
@@ -41,10 +42,14 @@ def replicate_http_clients(settings: Settings) -> list[httpx.AsyncClient]:
 
 
 def build_classifier(
-    settings: Settings, http_clients: list[httpx.AsyncClient], *, allow_local_paths: bool = False
+    settings: Settings,
+    http_clients: list[httpx.AsyncClient],
+    *,
+    allow_local_paths: bool = False,
+    on_retry: Callable[[str], None] | None = None,
 ) -> Classifier:
     """The configured backend. Local paths only for the command line: a message must not be
-    able to name a file on the server."""
+    able to name a file on the server. ``on_retry``: Replicate's retried HTTP steps (metrics)."""
     backend = settings.backend
     if backend is Backend.REPLICATE:
         return ReplicateClassifier(
@@ -56,7 +61,9 @@ def build_classifier(
             top_n=settings.replicate_top_n,
             timeout_seconds=settings.replicate_timeout_seconds,
             max_attempts=settings.classifier_max_attempts,
+            prefer_wait=settings.replicate_prefer_wait_seconds,
             limiter=CreationPacer(settings.replicate_max_predictions_per_minute),
+            on_retry=on_retry,
         )
     if backend is Backend.LOCAL:
         from genres.classify.local.classifier import LocalClassifier

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +33,19 @@ class Classification:
     """Backend details worth logging (e.g. Replicate's prediction id)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Lets a backend with remote jobs (Replicate predictions) survive a crash of ours.
+
+    ``record`` is awaited with the job's id as soon as the job exists; a later attempt at the
+    same classification gets that id as ``resume`` and polls the job instead of paying for
+    a new one. Backends that run in-process ignore it.
+    """
+
+    resume: str | None
+    record: Callable[[str], Awaitable[None]]
+
+
 class Classifier(Protocol):
     """Classifies audio into genres. Raises ``genres.errors.ClassificationError`` subclasses."""
 
@@ -40,7 +54,7 @@ class Classifier(Protocol):
         """The model this classifier uses; part of the key that prevents paying twice."""
         ...
 
-    async def classify(self, audio: str) -> Classification:
+    async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
         """Classify the audio at ``audio`` (an http(s) URL; the local backend also takes a path)."""
         ...
 

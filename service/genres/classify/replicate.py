@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import stamina
 
-from genres.classify.port import Classification, Timings
+from genres.classify.port import Checkpoint, Classification, Timings
 from genres.classify.ranking import discogs_name, is_confidence, rank
 from genres.errors import (
     ClassificationError,
@@ -94,6 +94,7 @@ class ReplicateClassifier:
         top_n: int = 10,
         timeout_seconds: float = 120.0,
         max_attempts: int = 5,
+        prefer_wait: int = MAX_PREFER_WAIT,
         limiter: CreationLimiter | None = None,
         backoff: Backoff = Backoff(),
         on_retry: Callable[[str], None] | None = None,
@@ -110,6 +111,7 @@ class ReplicateClassifier:
         self._top_n = top_n
         self._timeout = timeout_seconds
         self._max_attempts = max_attempts
+        self._prefer_wait = max(1, min(MAX_PREFER_WAIT, prefer_wait))
         self._limiter = limiter
         self._backoff = backoff
         self._on_retry = on_retry
@@ -122,17 +124,33 @@ class ReplicateClassifier:
     async def aclose(self) -> None:
         """The HTTP clients belong to the composition root, which closes them."""
 
-    async def classify(self, audio: str) -> Classification:
+    async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
         started = time.monotonic()
         deadline = _Deadline(self._timeout)
         client = next(self._next_client)
-        prediction, attempts = await self._create(client, audio, deadline)
+        resumed = None
+        if checkpoint is not None and checkpoint.resume:
+            resumed = await self._resume(client, checkpoint.resume, deadline)
+        if resumed is None:
+            prediction, attempts = await self._create(client, audio, deadline)
+        else:
+            prediction, attempts = resumed, 1
+        recorded = resumed is not None
         try:
+            if checkpoint is not None and not recorded:
+                await checkpoint.record(prediction["id"])
+                recorded = True
             prediction = await self._until_output(client, prediction, deadline)
             scores = await self._fetch_output(client, prediction, deadline)
+        except asyncio.CancelledError:
+            # Shutting down: a recorded prediction is left to finish and the redelivered
+            # record resumes it; an unrecorded one would only be paid for again, so stop it.
+            if not recorded and prediction.get("status") not in FINAL_STATUSES:
+                await asyncio.shield(self._cancel(client, prediction))
+            raise
         except BaseException:
-            # Deadline, shutdown or a bad answer: a prediction still running is paid for
-            # until it stops, so stop it, even while this task is being cancelled.
+            # Deadline or a bad answer: a prediction still running is paid for until it
+            # stops, so stop it.
             if prediction.get("status") not in FINAL_STATUSES:
                 await asyncio.shield(self._cancel(client, prediction))
             raise
@@ -150,7 +168,27 @@ class ReplicateClassifier:
             extra={"prediction_id": prediction.get("id")},
         )
 
-    # -- step 1: create ------------------------------------------------------------------
+    # -- step 1: create, or resume ------------------------------------------------------
+
+    async def _resume(
+        self, client: httpx.AsyncClient, prediction_id: str, deadline: _Deadline
+    ) -> dict[str, Any] | None:
+        """The prediction an earlier attempt created, if it can still deliver."""
+        url = f"{self._base_url}/predictions/{quote(prediction_id, safe='')}"
+        try:
+            response = await self._send(client, "GET", url, read_timeout=10.0, deadline=deadline)
+            prediction = self._prediction(response)
+        except ClassificationError as exc:
+            log.info(
+                "cannot resume replicate prediction %s (%s); creating a new one",
+                prediction_id,
+                exc.kind,
+            )
+            return None
+        if prediction.get("status") in ("failed", "canceled", "aborted"):
+            return None
+        log.info("resumed replicate prediction", extra={"prediction_id": prediction_id})
+        return prediction
 
     async def _create(
         self, client: httpx.AsyncClient, audio: str, deadline: _Deadline
@@ -168,7 +206,7 @@ class ReplicateClassifier:
                     self._check_deadline(deadline, "before the prediction was created")
                     if self._limiter is not None:
                         await self._limiter.acquire()
-                    wait = max(1, min(MAX_PREFER_WAIT, math.floor(deadline.remaining)))
+                    wait = max(1, min(self._prefer_wait, math.floor(deadline.remaining)))
                     response = await self._send(
                         client,
                         "POST",

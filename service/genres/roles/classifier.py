@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from dataclasses import dataclass
@@ -9,9 +10,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from genres.classify.port import Classifier
+from genres.classify.port import Checkpoint, Classifier
 from genres.errors import ClassificationError
-from genres.store.ledger import Recorded
+from genres.store.ledger import Claimed, Recorded
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,
@@ -29,7 +30,9 @@ log = logging.getLogger(__name__)
 class Ledger(Protocol):
     async def claim(
         self, track_id: int, file_id: str, model: ModelRef, *, source_event_id: str, force: bool
-    ) -> Recorded | None: ...
+    ) -> Claimed | Recorded: ...
+
+    async def started(self, track_id: int, file_id: str, model: ModelRef, job_id: str) -> None: ...
 
     async def succeeded(
         self,
@@ -93,11 +96,11 @@ async def handle_classification(
     """
     force = isinstance(request, ClassificationRequested) and request.force
     model = classifier.model
-    recorded = await ledger.claim(
+    claim = await ledger.claim(
         request.track_id, request.file_id, model, source_event_id=source_event_id, force=force
     )
-    if recorded is not None:
-        event = _replay(recorded, request, source_event_id, model)
+    if isinstance(claim, Recorded):
+        event = _replay(claim, request, source_event_id, model)
         await _publish(outcomes, event)
         log.info(
             "duplicate request: republished the recorded outcome",
@@ -106,7 +109,13 @@ async def handle_classification(
         return Handled(Result.REPUBLISHED, event)
 
     try:
-        classification = await classifier.classify(str(request.audio_url))
+        # The job's id goes on record as soon as it exists: if this process dies, the
+        # redelivered record resumes the job instead of paying for another.
+        checkpoint = Checkpoint(
+            resume=claim.resume,
+            record=functools.partial(ledger.started, request.track_id, request.file_id, model),
+        )
+        classification = await classifier.classify(str(request.audio_url), checkpoint)
     except ClassificationError as exc:
         failed = ClassificationFailed(
             source_event_id=source_event_id,

@@ -85,6 +85,11 @@ async def project(
     if not events:
         return ProjectionReport(0, 0, 0, 0, 0, 0)
     result = await store.write(events)
+    # The ids of the latest event per (track, file), for the log lines.
+    ids = {
+        (e.track_id, e.file_id): {"event_id": e.event_id, "source_event_id": e.source_event_id}
+        for e in events
+    }
     for track_id in result.missing:
         # Never retried: the platform may have deleted the track, or not created it yet;
         # the classification stays in the topic for a later replay.
@@ -94,7 +99,12 @@ async def project(
     for track_id, file_id in result.stale:
         log.info(
             "dropped stale predictions",
-            extra={"track_id": track_id, "file_id": file_id},
+            extra={"track_id": track_id, "file_id": file_id, **ids.get((track_id, file_id), {})},
+        )
+    for track_id, file_id in result.written:
+        log.info(
+            "stored genre predictions",
+            extra={"track_id": track_id, "file_id": file_id, **ids.get((track_id, file_id), {})},
         )
     report = ProjectionReport(
         events=len(events),

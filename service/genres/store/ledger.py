@@ -35,17 +35,24 @@ _CLAIM = """
         VALUES ($1, $2, $3, $4, 'pending', $5, 0)
         ON CONFLICT (track_id, file_id, model_name, model_version) DO UPDATE
             SET status = 'pending', source_event_id = EXCLUDED.source_event_id,
-                predictions = NULL, error = NULL, event_id = NULL, updated_at = now()
+                predictions = NULL, error = NULL, event_id = NULL, updated_at = now(),
+                -- a job an interrupted attempt started is resumed, unless forced anew
+                job_id = CASE WHEN g.status = 'pending' AND NOT $6::boolean
+                              THEN g.job_id END
             WHERE $6::boolean
                OR g.status = 'pending'
                OR (g.status = 'failed' AND coalesce((g.error ->> 'retryable')::boolean, true))
         RETURNING true
     )
     SELECT EXISTS (SELECT 1 FROM claimed) AS claimed,
-           r.status, r.predictions, r.event_id, r.error, r.attempts, r.updated_at
+           r.status, r.predictions, r.event_id, r.error, r.attempts, r.updated_at, r.job_id
     FROM (SELECT 1) AS one
     LEFT JOIN genre_classifications AS r
       ON r.track_id = $1 AND r.file_id = $2 AND r.model_name = $3 AND r.model_version = $4
+"""
+
+_STARTED = f"""
+    UPDATE genre_classifications SET job_id = $5 WHERE {_KEY} AND status = 'pending'
 """
 
 _SUCCEEDED = f"""
@@ -61,6 +68,13 @@ _FAILED = f"""
         attempts = attempts + $7, predictions = NULL, updated_at = now()
     WHERE {_KEY}
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The classification is ours to run; ``resume`` is a job an interrupted attempt began."""
+
+    resume: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +116,16 @@ class Ledger:
 
     async def claim(
         self, track_id: int, file_id: str, model: ModelRef, *, source_event_id: str, force: bool
-    ) -> Recorded | None:
-        """Claim the classification; ``None`` means go ahead, else the outcome on record."""
+    ) -> Claimed | Recorded:
+        """Claim the classification, or get the outcome on record."""
         row = await self._pool.fetchrow(
             _CLAIM, *_key(track_id, file_id, model), source_event_id, force
         )
         assert row is not None  # the LEFT JOIN from one row always yields one
         if row["claimed"]:
-            return None
+            return Claimed(
+                resume=row["job_id"] if row["status"] == "pending" and not force else None
+            )
         error: dict[str, Any] | None = json.loads(row["error"]) if row["error"] else None
         predictions = json.loads(row["predictions"]) if row["predictions"] else []
         return Recorded(
@@ -121,6 +137,10 @@ class Ledger:
             attempts=max(1, row["attempts"]),
             classified_at=row["updated_at"],
         )
+
+    async def started(self, track_id: int, file_id: str, model: ModelRef, job_id: str) -> None:
+        """The backend's job for this classification exists (a redelivery resumes it)."""
+        await self._pool.execute(_STARTED, *_key(track_id, file_id, model), job_id)
 
     async def succeeded(
         self,

@@ -78,6 +78,8 @@ genre_classifications = Table(
     Column("source_event_id", Text, nullable=True),
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("error", JSONB, nullable=True),
+    # The backend's id of the job in flight (a Replicate prediction): a redelivery resumes it.
+    Column("job_id", Text, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("track_id", "file_id", "model_name", "model_version"),

@@ -29,7 +29,7 @@ from genres.classify.local.fetch import (
 )
 from genres.classify.local.model import MODEL_NAME, Analysis, MusicnnModel, analyse
 from genres.classify.local.tags import genre_indices
-from genres.classify.port import Classification, Timings
+from genres.classify.port import Checkpoint, Classification, Timings
 from genres.classify.ranking import rank
 from genres.errors import AudioError
 from genres_contracts import FailureKind, ModelRef
@@ -101,7 +101,8 @@ class LocalClassifier:
     def top_n(self) -> int:
         return self._top_n
 
-    async def classify(self, audio: str) -> Classification:
+    async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
+        """``checkpoint`` is ignored: nothing runs outside this process to resume."""
         if self._closed:
             raise RuntimeError("the classifier is closed")
         started = time.perf_counter()

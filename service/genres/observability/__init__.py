@@ -1,0 +1,1 @@
+"""Metrics, health and readiness over HTTP, and tracing: adapters the composition root wires."""
