@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import tempfile
@@ -128,7 +129,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "REPLICATE_BASE_URL": replicate_url,
             "REPLICATE_MAX_PREDICTIONS_PER_MINUTE": str(args.max_per_minute),
             "REPLICATE_HTTP_CLIENTS": str(args.http_clients),
-            "CLASSIFIER_CONCURRENCY": str(args.concurrency),
+            "CLASSIFIER_CONCURRENCY": str(args.concurrency // args.processes),
             "KAFKA_TOPIC_PARTITIONS": str(args.partitions),
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
@@ -140,10 +141,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await producer.start()
         log = workdir / "service.log"
         try:
-            async with (
-                genres_process("run", "classifier", env=env, log=log) as classifier,
-                genres_process("run", "projector", env=env, log=log),
-            ):
+            async with contextlib.AsyncExitStack() as stack:
+                classifiers = [
+                    await stack.enter_async_context(
+                        genres_process("run", "classifier", env=env, log=log)
+                    )
+                    for _ in range(args.processes)
+                ]
+                await stack.enter_async_context(
+                    genres_process("run", "projector", env=env, log=log)
+                )
                 # Warm up: group joins, connections, JIT-free but cache-warm paths.
                 warm = range(args.events + 1, total + 1)
                 await _publish(producer, warm)
@@ -152,11 +159,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError(f"warm-up incomplete; see {log}")
 
                 ids = range(1, args.events + 1)
-                cpu_before = _cpu_seconds(classifier.pid)
+                cpu_before = sum(_cpu_seconds(c.pid) for c in classifiers)
                 sent = await _publish(producer, ids)
                 first = min(sent.values())
                 arrived, failed = await _collect(consumer, set(ids), timeout=args.timeout)
-                cpu_used = _cpu_seconds(classifier.pid) - cpu_before
+                cpu_used = sum(_cpu_seconds(c.pid) for c in classifiers) - cpu_before
                 projected_at = await _wait_projected(engine, total, args.timeout)
                 async with httpx.AsyncClient() as http:
                     stats = (
@@ -178,6 +185,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "partitions": args.partitions,
         "http_clients": args.http_clients,
+        "classifier_processes": args.processes,
         "throughput_per_s": round(throughput, 1),
         "ideal_per_s": round(ideal, 1),
         "ratio": round(throughput / ideal, 3),
@@ -219,6 +227,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--partitions", type=int, default=3)
     p.add_argument("--http-clients", type=int, default=16)
+    p.add_argument(
+        "--processes", type=int, default=1, help="classifier processes sharing the concurrency"
+    )
     p.add_argument("--warmup", type=int, default=64)
     p.add_argument("--max-per-minute", type=int, default=100_000)
     p.add_argument("--timeout", type=float, default=300)

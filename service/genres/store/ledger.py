@@ -108,7 +108,7 @@ class Ledger:
         options.pop("prepared_statement_cache_size", None)
         options.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
         options.setdefault("command_timeout", COMMAND_TIMEOUT_SECONDS)
-        pool = await asyncpg.create_pool(min_size=1, max_size=size, **options)
+        pool = await asyncpg.create_pool(min_size=1, max_size=size, reset=_keep, **options)
         return cls(pool)
 
     async def close(self) -> None:
@@ -180,6 +180,11 @@ class Ledger:
             event_id,
             attempts,
         )
+
+
+async def _keep(connection: asyncpg.Connection) -> None:
+    """No reset on release: every statement stands alone and leaves no session state, and
+    asyncpg's default reset is a round trip per statement."""
 
 
 def _key(track_id: int, file_id: str, model: ModelRef) -> tuple[int, str, str, str]:
