@@ -112,6 +112,7 @@ async def run_demo(settings: Settings, path: Path | None, console: Console) -> i
             "kafka_heartbeat_interval_ms": 300,
             "kafka_fetch_max_wait_ms": 10,
             "kafka_topic_partitions": 1,
+            "health_port": 0,  # one process, no probes to answer
         }
     )
     async with _infrastructure(settings, steps) as settings:
