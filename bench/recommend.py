@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import time
 import uuid
@@ -28,94 +27,25 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from sqlalchemy import event, insert, text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import event, insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.support.bus import serving
 
+from bench.infra import kafka_broker, postgres_server, scratch_database
 from genres.bus.broker import client_options, create_broker, ensure_topics
 from genres.bus.producer import Publisher
 from genres.bus.requester import Requester
 from genres.bus.responder import RESPONDER_FETCH_MAX_WAIT_MS, register_responder
 from genres.config import Settings, load_settings
-from genres.embedded import EmbeddedBroker, EmbeddedPostgres
 from genres.store.engine import create_engine
-from genres.store.migrate import to_async_url, upgrade
 from genres.store.schema import tags, track_tags, tracks
 from genres.store.tracks import create_read_engine
 from genres_contracts import topics
 
-LOCAL_POSTGRES = (
-    "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
-    "postgresql+asyncpg://root@127.0.0.1:5432/postgres",
-)
 ECHO_TOPIC = "bench.echo"
 PREDICTIONS = [
     {"name": f"style{n} genre", "confidence": round(0.5 - n * 0.04, 4)} for n in range(10)
 ]
-
-
-# -- infrastructure ----------------------------------------------------------------------------
-
-
-async def _answers(url: str) -> bool:
-    engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": 2})
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-        return True
-    except Exception:
-        return False
-    finally:
-        await engine.dispose()
-
-
-async def _admin(server_url: str, statement: str) -> None:
-    engine = create_async_engine(
-        to_async_url(server_url), poolclass=NullPool, isolation_level="AUTOCOMMIT"
-    )
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
-@contextlib.asynccontextmanager
-async def kafka() -> AsyncIterator[str]:
-    from_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if from_env:
-        yield from_env
-        return
-    async with EmbeddedBroker() as broker:
-        yield broker.bootstrap_servers
-
-
-@contextlib.asynccontextmanager
-async def postgres_server() -> AsyncIterator[str]:
-    from_env = os.environ.get("DATABASE_URL", "").strip()
-    if from_env:
-        yield to_async_url(from_env)
-        return
-    for candidate in LOCAL_POSTGRES:
-        if await _answers(candidate):
-            yield candidate
-            return
-    async with EmbeddedPostgres() as embedded:
-        yield embedded.url
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(server_url: str) -> AsyncIterator[str]:
-    from sqlalchemy import make_url
-
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    await _admin(server_url, f'CREATE DATABASE "{name}"')
-    url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        await upgrade(url)
-        yield url
-    finally:
-        await _admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def seed(engine: AsyncEngine, count: int) -> None:
@@ -171,22 +101,8 @@ async def echo_server(settings: Settings) -> AsyncIterator[None]:
             headers=[(topics.CORRELATION_ID_HEADER, headers[topics.CORRELATION_ID_HEADER])],
         )
 
-    async def serve() -> None:
-        pending: set[asyncio.Task[None]] = set()
-        async for record in consumer:
-            task = asyncio.create_task(reply(record))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
-    server = asyncio.create_task(serve())
-    try:
+    async with serving(consumer, producer, reply):
         yield
-    finally:
-        server.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await server
-        await consumer.stop()
-        await producer.stop()
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -225,7 +141,11 @@ def summary(name: str, samples: list[float]) -> dict[str, float]:
 
 
 async def run(count: int, concurrency: int) -> dict[str, Any]:
-    async with kafka() as bootstrap, postgres_server() as server, fresh_database(server) as url:
+    async with (
+        kafka_broker() as bootstrap,
+        postgres_server() as (server, _kind),
+        scratch_database(server) as url,
+    ):
         settings = load_settings(
             kafka_bootstrap_servers=bootstrap,
             database_url=url,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy import text
@@ -59,11 +58,17 @@ async def seed_tracks(engine: AsyncEngine) -> None:
         )
 
 
-async def test_backfill_dry_run_lists_tracks_lacking_current_predictions(
-    kafka: KafkaTestBed, database_url: str, engine: AsyncEngine
-) -> None:
+@pytest.fixture
+async def seeded_env(kafka: KafkaTestBed, database_url: str, engine: AsyncEngine) -> dict[str, str]:
+    """The environment of a command run against the seeded tracks."""
     await seed_tracks(engine)
-    env = kafka.env() | {"DATABASE_URL": database_url}
+    return kafka.env() | {"DATABASE_URL": database_url}
+
+
+async def test_backfill_dry_run_lists_tracks_lacking_current_predictions(
+    seeded_env: dict[str, str],
+) -> None:
+    env = seeded_env
     result = await asyncio.to_thread(run_genres, "backfill", "--dry-run", env=env)
 
     assert result.returncode == 0, result.stderr
@@ -75,15 +80,12 @@ async def test_backfill_dry_run_lists_tracks_lacking_current_predictions(
 
 
 async def test_backfill_waits_for_outcomes_and_is_safe_to_run_twice(
-    kafka: KafkaTestBed,
-    make_settings: Callable[..., Settings],
+    replicate_settings: Settings,
     fake_replicate: FakeReplicate,
-    database_url: str,
-    engine: AsyncEngine,
+    seeded_env: dict[str, str],
 ) -> None:
-    await seed_tracks(engine)
-    env = kafka.env() | {"DATABASE_URL": database_url}
-    async with running(make_settings(fake_replicate), ALL_ROLES):
+    env = seeded_env
+    async with running(replicate_settings, ALL_ROLES):
         first = await asyncio.to_thread(
             run_genres, "backfill", "--wait", "--timeout", "60", "--concurrency", "2", env=env
         )
@@ -99,14 +101,12 @@ async def test_backfill_waits_for_outcomes_and_is_safe_to_run_twice(
 
 async def test_recommend_asks_the_running_service_over_the_bus(
     kafka: KafkaTestBed,
-    make_settings: Callable[..., Settings],
+    replicate_settings: Settings,
     fake_replicate: FakeReplicate,
-    database_url: str,
-    engine: AsyncEngine,
+    seeded_env: dict[str, str],
 ) -> None:
-    await seed_tracks(engine)
-    env = kafka.env() | {"DATABASE_URL": database_url}
-    async with running(make_settings(fake_replicate), ALL_ROLES):
+    env = seeded_env
+    async with running(replicate_settings, ALL_ROLES):
         waited = await asyncio.to_thread(
             run_genres, "recommend", "1", "--limit", "3", "--wait-ms", "20000", "--json", env=env
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
 
 import pytest
 from sqlalchemy import text
@@ -42,21 +41,34 @@ async def wait_for_predictions(
     raise AssertionError(f"track {track_id} was not projected within {timeout}s")
 
 
-async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags(
-    kafka: KafkaTestBed,
-    make_settings: Callable[..., Settings],
-    fake_replicate: FakeReplicate,
-    engine: AsyncEngine,
+async def insert_track(
+    engine: AsyncEngine, track_id: int, file_id: str, extra: dict[str, object] | None = None
 ) -> None:
-    settings = make_settings(fake_replicate)
+    """One track whose audio is ``https://cdn.test/<id>.mp3``; ``extra`` is the column's
+    default (``{}``) unless given."""
     async with engine.begin() as conn:
         await conn.execute(
             text(
-                "INSERT INTO tracks (id, file_id, audio_url, extra) VALUES "
-                "(668, 'b2c1e0', 'https://cdn.test/668.mp3', '{\"plays\": 12}')"
-            )
+                "INSERT INTO tracks (id, file_id, audio_url, extra) "
+                "VALUES (:i, :f, :u, CAST(:e AS jsonb))"
+            ),
+            {
+                "i": track_id,
+                "f": file_id,
+                "u": f"https://cdn.test/{track_id}.mp3",
+                "e": json.dumps(extra or {}),
+            },
         )
-    async with running(settings, ALL_ROLES), producer(kafka.bootstrap_servers) as client:
+
+
+async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags(
+    kafka: KafkaTestBed,
+    replicate_settings: Settings,
+    fake_replicate: FakeReplicate,
+    engine: AsyncEngine,
+) -> None:
+    await insert_track(engine, 668, "b2c1e0", {"plays": 12})
+    async with running(replicate_settings, ALL_ROLES), producer(kafka.bootstrap_servers) as client:
         await send_json(
             client,
             kafka.topic(topics.TRACK_UPLOADED),
@@ -77,7 +89,7 @@ async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags
             await conn.execute(
                 text("INSERT INTO track_tags (track_id, tag_id) VALUES (668, :t)"), {"t": tag_id}
             )
-        async with Requester(settings) as requester:
+        async with Requester(replicate_settings) as requester:
             reply = await requester.recommended_tags(668, limit=3, timeout=10)
 
     assert extra["plays"] == 12
@@ -95,19 +107,12 @@ async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags
 
 async def test_a_request_for_an_unclassified_track_classifies_it_on_demand_and_waits(
     kafka: KafkaTestBed,
-    make_settings: Callable[..., Settings],
+    replicate_settings: Settings,
     fake_replicate: FakeReplicate,
     engine: AsyncEngine,
 ) -> None:
-    settings = make_settings(fake_replicate)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url) "
-                "VALUES (5, 'v1', 'https://cdn.test/5.mp3')"
-            )
-        )
-    async with running(settings, ALL_ROLES), Requester(settings) as requester:
+    await insert_track(engine, 5, "v1")
+    async with running(replicate_settings, ALL_ROLES), Requester(replicate_settings) as requester:
         replies = await asyncio.gather(
             *(requester.recommended_tags(5, limit=4, wait_ms=15_000) for _ in range(5))
         )

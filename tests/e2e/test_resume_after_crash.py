@@ -12,10 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import collect, producer, send_json, values
+from tests.support.bus import collect, values
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import start_genres, stop
-from tests.support.service import FAKE_TOKEN
+from tests.support.service import classifier_process_env, upload_numbered_tracks
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -31,33 +31,18 @@ async def test_predictions_running_at_a_kill_are_resumed_not_paid_again(
     tmp_path: Path,
 ) -> None:
     fake_replicate.configure(latency_ms=3000)
-    env = kafka.env() | {
-        "DATABASE_URL": database_url,
-        "CLASSIFIER_BACKEND": "replicate",
-        "REPLICATE_API_TOKEN": FAKE_TOKEN,
-        "REPLICATE_BASE_URL": fake_replicate.base_url,
-        "CLASSIFIER_CONCURRENCY": str(COUNT),
-        "KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        "HEALTH_PORT": "0",
+    env = classifier_process_env(
+        kafka,
+        database_url,
+        fake_replicate,
+        concurrency=COUNT,
+        HEALTH_PORT="0",
         # The id comes back after 1 s rather than with the result.
-        "REPLICATE_PREFER_WAIT_SECONDS": "1",
-    }
+        REPLICATE_PREFER_WAIT_SECONDS="1",
+    )
     log = tmp_path / "classifier.log"
     first = await start_genres("run", "classifier", env=env, log=log)
-    async with producer(kafka.bootstrap_servers) as client:
-        await kafka.create_topics(topics.TRACK_UPLOADED, topics.GENRES_CLASSIFIED)
-        for track_id in range(1, COUNT + 1):
-            await send_json(
-                client,
-                kafka.topic(topics.TRACK_UPLOADED),
-                {
-                    "track_id": track_id,
-                    "file_id": "f",
-                    "audio_url": f"https://cdn.test/{track_id}.mp3",
-                },
-                key=str(track_id),
-            )
+    await upload_numbered_tracks(kafka, COUNT)
 
     async def recorded() -> bool:
         async with engine.connect() as conn:

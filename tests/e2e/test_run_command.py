@@ -9,10 +9,10 @@ import pytest
 
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import collect, producer, send_json, values
+from tests.support.bus import collect, values
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import run_genres, start_genres, stop
-from tests.support.service import FAKE_TOKEN
+from tests.support.service import classifier_process_env, upload_numbered_tracks
 
 pytestmark = pytest.mark.integration
 
@@ -37,31 +37,11 @@ async def test_sigterm_mid_run_loses_nothing_and_a_restart_finishes_the_rest(
     kafka: KafkaTestBed, database_url: str, fake_replicate: FakeReplicate, tmp_path: Path
 ) -> None:
     fake_replicate.configure(latency_ms=400)
-    env = kafka.env() | {
-        "DATABASE_URL": database_url,
-        "CLASSIFIER_BACKEND": "replicate",
-        "REPLICATE_API_TOKEN": FAKE_TOKEN,
-        "REPLICATE_BASE_URL": fake_replicate.base_url,
-        "CLASSIFIER_CONCURRENCY": "8",
-        "KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-    }
+    env = classifier_process_env(kafka, database_url, fake_replicate, concurrency=8)
     count = 60
     log = tmp_path / "classifier.log"
     first = await start_genres("run", "classifier", env=env, log=log)
-    async with producer(kafka.bootstrap_servers) as client:
-        await kafka.create_topics(topics.TRACK_UPLOADED, topics.GENRES_CLASSIFIED)
-        for track_id in range(1, count + 1):
-            await send_json(
-                client,
-                kafka.topic(topics.TRACK_UPLOADED),
-                {
-                    "track_id": track_id,
-                    "file_id": "f",
-                    "audio_url": f"https://cdn.test/{track_id}.mp3",
-                },
-                key=str(track_id),
-            )
+    await upload_numbered_tracks(kafka, count)
     # Let part of the work finish, then stop the process in the middle of the run.
     await collect(kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=10)
     assert await stop(first) == 0, log.read_text()

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.harness import read_topic
+from tests.faults.harness import Figures, Track, read_topic
 from tests.support.fake_replicate import FakeStats, load_labels, scores_for
 
 from genres.classify.ranking import discogs_name, rank
@@ -91,6 +92,28 @@ class Verdict:
             "failure_kinds": dict(sorted(self.failure_kinds.items())),
             "duplicate_bound": self.duplicate_bound,
         }
+
+    def figures(
+        self,
+        *,
+        events: int,
+        faults_injected: int,
+        started: float,
+        lost: int = 0,
+        wrong: int = 0,
+        **details: Any,
+    ) -> Figures:
+        """The scenario's figures: this verdict's counts (plus ``lost``/``wrong`` found by the
+        scenario itself), the run time since ``started`` and the summary plus ``details``."""
+        return Figures(
+            events=events,
+            faults_injected=faults_injected,
+            lost=len(self.lost) + lost,
+            wrong=len(self.wrong) + wrong,
+            duplicate_paid=self.duplicate_paid,
+            run_time_s=time.monotonic() - started,
+            details={**self.summary(), **details},
+        )
 
 
 async def check(
@@ -189,3 +212,23 @@ async def check(
         verdict.duplicate_paid = sum(n - 1 for n in fake_stats.creations_per_url.values() if n > 1)
     verdict.duplicate_bound = crashes * concurrency
     return verdict
+
+
+async def check_tracks(
+    engine: AsyncEngine,
+    bootstrap: str,
+    prefix: str,
+    tracks: Iterable[Track],
+    *,
+    fake_stats: FakeStats | None,
+    **options: Any,
+) -> Verdict:
+    """:func:`check` for tracks seeded by :func:`~tests.faults.harness.seed_tracks`."""
+    return await check(
+        engine,
+        bootstrap,
+        prefix,
+        fake_stats=fake_stats,
+        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
+        **options,
+    )

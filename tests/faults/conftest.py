@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.faults.harness import Figures
+from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.faults.harness import Figures, Scenario
 
 _FIGURES_KEY = pytest.StashKey[list[dict[str, Any]]]()
 _PATH_KEY = pytest.StashKey[Path]()
@@ -72,3 +73,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     path = config.stash.get(_PATH_KEY, None)
     if path is not None:
         terminalreporter.write_line(f"figures written to {path}")
+
+
+@pytest.fixture
+def scenario(
+    database_url: str,
+    engine: AsyncEngine,
+    tmp_path: Path,
+    fault_report: Callable[[Figures], None],
+) -> Scenario:
+    return Scenario(database_url, engine, tmp_path, fault_report)

@@ -15,9 +15,12 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.support.bus import reader
+from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import start_genres
+from tests.support.service import FAKE_TOKEN
 
-from genres.embedded import create_topics, fast_consumer_options
+from genres.embedded import create_topics
 from genres_contracts import topics
 
 # Every topic the service reads or writes (dead-letter topics included).
@@ -116,6 +119,14 @@ async def ensure_service_topics(bootstrap: str, prefix: str, partitions: int = 3
     await create_topics(bootstrap, names + [f"{name}.dlq" for name in names], partitions)
 
 
+async def prepare(
+    engine: AsyncEngine, bootstrap: str, prefix: str, tracks: Iterable[Track]
+) -> None:
+    """Seed the tracks and create the service's topics: what every scenario starts with."""
+    await seed_tracks(engine, tracks)
+    await ensure_service_topics(bootstrap, prefix)
+
+
 async def publish(
     bootstrap: str,
     topic: str,
@@ -149,12 +160,7 @@ async def read_topic(
     bootstrap: str, topic: str, *, timeout: float = 30.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic`` from the beginning to its end now (empty if it is missing)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **fast_consumer_options(),
-    )
+    consumer = reader(bootstrap)
     await consumer.start()
     try:
         await consumer._client.force_metadata_update()
@@ -234,6 +240,17 @@ async def projected_count(engine: AsyncEngine) -> int:
     return int(value or 0)
 
 
+async def projected_reaches(
+    engine: AsyncEngine, target: int, *, timeout: float, interval: float = 0.1
+) -> bool:
+    """Poll until at least ``target`` tracks hold predictions (False after ``timeout``)."""
+
+    async def reached() -> bool:
+        return await projected_count(engine) >= target
+
+    return await poll_until(reached, timeout=timeout, interval=interval)
+
+
 async def current_projected(engine: AsyncEngine) -> set[int]:
     """Tracks whose stored predictions are for their current file."""
     async with engine.connect() as conn:
@@ -245,6 +262,17 @@ async def current_projected(engine: AsyncEngine) -> set[int]:
             )
         )
         return {int(row.id) for row in rows}
+
+
+async def all_projected(
+    engine: AsyncEngine, count: int, *, timeout: float, interval: float = 0.25
+) -> bool:
+    """Poll until ``count`` tracks hold predictions for their current file."""
+
+    async def done() -> bool:
+        return len(await current_projected(engine)) >= count
+
+    return await poll_until(done, timeout=timeout, interval=interval)
 
 
 async def settled_tracks(engine: AsyncEngine) -> int:
@@ -260,6 +288,35 @@ async def settled_tracks(engine: AsyncEngine) -> int:
             )
         )
     return int(value or 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Scenario:
+    """What every scenario runs with: the test's database, a folder for the role processes'
+    logs, and the report its figures go to (the ``scenario`` fixture)."""
+
+    database_url: str
+    engine: AsyncEngine
+    log_dir: Path
+    report: Callable[[Figures], None]
+
+    async def prepare(self, bootstrap: str, prefix: str, tracks: Iterable[Track]) -> None:
+        await prepare(self.engine, bootstrap, prefix, tracks)
+
+    def roles(
+        self,
+        bootstrap: str,
+        prefix: str,
+        fake: FakeReplicate,
+        *,
+        concurrency: int,
+        **options: Any,
+    ) -> Roles:
+        """The role processes (none started) for this database and ``fake``."""
+        env = fake_service_env(
+            bootstrap, prefix, self.database_url, fake, concurrency=concurrency, **options
+        )
+        return Roles(env, self.log_dir)
 
 
 # -- role processes -------------------------------------------------------------------------
@@ -297,6 +354,11 @@ class Roles:
         entry = RoleProcess(role, process, log, starts=(previous.starts + 1) if previous else 1)
         self.running[role] = entry
         return entry
+
+    async def start_each(self, *roles: str) -> None:
+        """Start the roles one after the other."""
+        for role in roles:
+            await self.start(role)
 
     async def kill(self, role: str) -> None:
         """SIGKILL: a crash, nothing cleaned up."""
@@ -364,3 +426,25 @@ def service_env(
         "KAFKA_FETCH_MAX_WAIT_MS": "10",
         **extra,
     }
+
+
+def fake_service_env(
+    bootstrap: str,
+    prefix: str,
+    database_url: str,
+    fake: FakeReplicate,
+    *,
+    concurrency: int,
+    token: str = FAKE_TOKEN,
+    **options: Any,
+) -> dict[str, str]:
+    """:func:`service_env` for role processes talking to ``fake``."""
+    return service_env(
+        bootstrap,
+        prefix,
+        database_url,
+        replicate_base_url=fake.base_url,
+        token=token,
+        concurrency=concurrency,
+        **options,
+    )

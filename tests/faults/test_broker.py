@@ -25,28 +25,26 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.checks import check, expected_predictions
+from tests.faults.checks import check_tracks, expected_predictions
 from tests.faults.harness import (
     Figures,
     Roles,
+    Scenario,
     Track,
+    all_projected,
     current_projected,
     ensure_service_topics,
     make_tracks,
     poll_until,
     projected_count,
+    projected_reaches,
     publish_uploads,
-    seed_tracks,
-    service_env,
 )
 from tests.support.fake_replicate import FakeReplicate
-from tests.support.service import FAKE_TOKEN
 
 from genres.bus.requester import Requester, RequestTimeout
 from genres.config import load_settings
@@ -57,6 +55,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 ROLES = ("projector", "classifier", "responder")
 CONCURRENCY = 16
+
+
+def _liveness(roles: Roles) -> tuple[dict[str, bool], dict[str, int]]:
+    """Whether each role's process is alive, and how many times each was started."""
+    alive = {role: roles.running[role].alive for role in ROLES}
+    starts = {role: roles.running[role].starts for role in ROLES}
+    return alive, starts
 
 
 async def _answers_correctly(
@@ -83,42 +88,24 @@ async def _answers_correctly(
 async def test_a_broker_frozen_for_10_s_mid_run_is_rejoined_without_a_restart(
     embedded_broker: EmbeddedBroker,
     topic_prefix: str,
-    database_url: str,
-    engine: AsyncEngine,
     fake_replicate: FakeReplicate,
-    tmp_path: Path,
-    fault_report: Callable[[Figures], None],
+    scenario: Scenario,
 ) -> None:
+    engine = scenario.engine
     started = time.monotonic()
     rng = random.Random(2026112502)
     count = 300
     bootstrap = embedded_broker.bootstrap_servers
     fake_replicate.configure(latency_ms=200)
     tracks = make_tracks(count)
-    await seed_tracks(engine, tracks)
-    await ensure_service_topics(bootstrap, topic_prefix)
-    roles = Roles(
-        service_env(
-            bootstrap,
-            topic_prefix,
-            database_url,
-            replicate_base_url=fake_replicate.base_url,
-            token=FAKE_TOKEN,
-            concurrency=CONCURRENCY,
-        ),
-        tmp_path,
-    )
+    await scenario.prepare(bootstrap, topic_prefix, tracks)
+    roles = scenario.roles(bootstrap, topic_prefix, fake_replicate, concurrency=CONCURRENCY)
     frozen_at = 0
     try:
-        for role in ROLES:
-            await roles.start(role)
+        await roles.start_each(*ROLES)
         events = await publish_uploads(bootstrap, topic_prefix, tracks)
         target = rng.randint(count // 5, count * 2 // 5)
-
-        async def reached() -> bool:
-            return await projected_count(engine) >= target
-
-        assert await poll_until(reached, timeout=90), roles.tail("classifier")
+        assert await projected_reaches(engine, target, timeout=90), roles.tail("classifier")
         frozen_at = await projected_count(engine)
         embedded_broker.freeze()
         try:
@@ -126,38 +113,31 @@ async def test_a_broker_frozen_for_10_s_mid_run_is_rejoined_without_a_restart(
             assert all(roles.running[role].alive for role in ROLES), roles.logs()[-3000:]
         finally:
             embedded_broker.thaw()
-
-        async def done() -> bool:
-            return len(await current_projected(engine)) >= count
-
-        settled = await poll_until(done, timeout=120, interval=0.25)
+        settled = await all_projected(engine, count, timeout=120, interval=0.25)
         await _answers_correctly(
-            bootstrap, topic_prefix, database_url, tracks[-1].id, tracks[-1].audio_url
+            bootstrap, topic_prefix, scenario.database_url, tracks[-1].id, tracks[-1].audio_url
         )
-        alive = {role: roles.running[role].alive for role in ROLES}
-        starts = {role: roles.running[role].starts for role in ROLES}
+        alive, starts = _liveness(roles)
     finally:
         codes = await roles.stop_all()
 
-    verdict = await check(
+    verdict = await check_tracks(
         engine,
         bootstrap,
         topic_prefix,
+        tracks,
         fake_stats=fake_replicate.stats,
-        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
         # A freeze may cost a rebalance; records in flight then are at most one window.
         crashes=1,
         concurrency=CONCURRENCY,
     )
-    fault_report(
-        Figures(
+    scenario.report(
+        verdict.figures(
             events=events,
             faults_injected=1,
-            lost=len(verdict.lost),
-            wrong=len(verdict.wrong),
-            duplicate_paid=verdict.duplicate_paid,
-            run_time_s=time.monotonic() - started,
-            details={**verdict.summary(), "projected_when_frozen": frozen_at, "freeze_s": 10},
+            started=started,
+            projected_when_frozen=frozen_at,
+            freeze_s=10,
         )
     )
     verdict.assert_clean()
@@ -213,12 +193,10 @@ async def _probe_until_every_partition_flows(
 async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
     embedded_broker: EmbeddedBroker,
     topic_prefix: str,
-    database_url: str,
-    engine: AsyncEngine,
     fake_replicate: FakeReplicate,
-    tmp_path: Path,
-    fault_report: Callable[[Figures], None],
+    scenario: Scenario,
 ) -> None:
+    engine = scenario.engine
     started = time.monotonic()
     before, after = 60, 150
     bootstrap = embedded_broker.bootstrap_servers
@@ -226,22 +204,10 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
     first = make_tracks(before)
     second = make_tracks(after, start=before + 1)
     probes = make_tracks(300, start=10_001)
-    await seed_tracks(engine, first + second + probes)
-    await ensure_service_topics(bootstrap, topic_prefix)
-    roles = Roles(
-        service_env(
-            bootstrap,
-            topic_prefix,
-            database_url,
-            replicate_base_url=fake_replicate.base_url,
-            token=FAKE_TOKEN,
-            concurrency=CONCURRENCY,
-        ),
-        tmp_path,
-    )
+    await scenario.prepare(bootstrap, topic_prefix, first + second + probes)
+    roles = scenario.roles(bootstrap, topic_prefix, fake_replicate, concurrency=CONCURRENCY)
     try:
-        for role in ROLES:
-            await roles.start(role)
+        await roles.start_each(*ROLES)
         events = await publish_uploads(bootstrap, topic_prefix, first)
 
         async def first_done() -> bool:
@@ -265,21 +231,20 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
 
         settled = await poll_until(all_done, timeout=90, interval=0.25)
         await _answers_correctly(
-            bootstrap, topic_prefix, database_url, second[-1].id, second[-1].audio_url
+            bootstrap, topic_prefix, scenario.database_url, second[-1].id, second[-1].audio_url
         )
-        alive = {role: roles.running[role].alive for role in ROLES}
-        starts = {role: roles.running[role].starts for role in ROLES}
+        alive, starts = _liveness(roles)
     finally:
         codes = await roles.stop_all()
 
     projected = await current_projected(engine)
     probe_ids = {t.id for t in probes}
-    verdict = await check(
+    verdict = await check_tracks(
         engine,
         bootstrap,
         topic_prefix,
+        first + second + probes,
         fake_stats=fake_replicate.stats,
-        seeded_extra={t.id: {"plays": t.plays} for t in first + second + probes},
     )
     # Tracks 1..60 were processed before the restart: their events went with the old broker.
     # Probes are allowed to be skipped (see the helper); every track uploaded after the
@@ -291,7 +256,7 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
         for item in verdict.wrong
         if "without an event" not in item or int(item.split()[1].rstrip(":")) > before
     ]
-    fault_report(
+    scenario.report(
         Figures(
             events=events,
             faults_injected=1,

@@ -12,30 +12,24 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.checks import check, expected_predictions
+from tests.faults.checks import check_tracks, expected_predictions
 from tests.faults.harness import (
-    Figures,
-    Roles,
+    Scenario,
     Track,
-    current_projected,
-    ensure_service_topics,
+    all_projected,
     make_tracks,
     poll_until,
     projected_count,
+    projected_reaches,
     publish_uploads,
     replace_file,
-    seed_tracks,
-    service_env,
 )
 from tests.support.broker import KafkaTestBed
 from tests.support.fake_replicate import FakeReplicate
-from tests.support.service import FAKE_TOKEN
 
 from genres.bus.requester import Requester, RequestTimeout
 from genres.config import load_settings
@@ -49,19 +43,6 @@ LATENCY_MS = 200
 SETTLE_TIMEOUT = 150.0
 
 
-def _env(
-    kafka: KafkaTestBed, database_url: str, fake: FakeReplicate, concurrency: int
-) -> dict[str, str]:
-    return service_env(
-        kafka.bootstrap_servers,
-        kafka.prefix,
-        database_url,
-        replicate_base_url=fake.base_url,
-        token=FAKE_TOKEN,
-        concurrency=concurrency,
-    )
-
-
 async def pending_claims(engine: AsyncEngine) -> int:
     """Classifications claimed in the ledger and not finished: the records in flight."""
     async with engine.connect() as conn:
@@ -72,35 +53,30 @@ async def pending_claims(engine: AsyncEngine) -> int:
 
 
 async def _settle(engine: AsyncEngine, count: int) -> bool:
-    async def done() -> bool:
-        return len(await current_projected(engine)) >= count
-
-    return await poll_until(done, timeout=SETTLE_TIMEOUT, interval=0.25)
+    return await all_projected(engine, count, timeout=SETTLE_TIMEOUT, interval=0.25)
 
 
 async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_little_twice(
     kafka: KafkaTestBed,
-    database_url: str,
-    engine: AsyncEngine,
     fake_replicate: FakeReplicate,
-    tmp_path: Path,
-    fault_report: Callable[[Figures], None],
+    scenario: Scenario,
 ) -> None:
+    engine = scenario.engine
     started = time.monotonic()
     rng = random.Random(20261125)
     concurrency = 16
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
-    await seed_tracks(engine, tracks)
-    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix)
-    roles = Roles(_env(kafka, database_url, fake_replicate, concurrency), tmp_path)
+    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
+    roles = scenario.roles(
+        kafka.bootstrap_servers, kafka.prefix, fake_replicate, concurrency=concurrency
+    )
     in_flight_at_kill: list[int] = []
     created_at_kill: list[int] = []
     uploaded = {(t.id, t.file_id): t.audio_url for t in tracks}
     events = 0
     try:
-        await roles.start("projector")
-        await roles.start("classifier")
+        await roles.start_each("projector", "classifier")
         events += await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
         for number in range(KILLS):
             # Each kill comes after the running process has created 10-20% of the run's
@@ -129,29 +105,23 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
     finally:
         codes = await roles.stop_all()
 
-    verdict = await check(
+    verdict = await check_tracks(
         engine,
         kafka.bootstrap_servers,
         kafka.prefix,
+        tracks,
         fake_stats=fake_replicate.stats,
-        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
         uploaded_urls=uploaded,
         crashes=KILLS,
         concurrency=concurrency,
     )
-    fault_report(
-        Figures(
+    scenario.report(
+        verdict.figures(
             events=events,
             faults_injected=roles.kills,
-            lost=len(verdict.lost),
-            wrong=len(verdict.wrong),
-            duplicate_paid=verdict.duplicate_paid,
-            run_time_s=time.monotonic() - started,
-            details={
-                **verdict.summary(),
-                "claims_in_flight_at_kills": in_flight_at_kill,
-                "created_at_kills": created_at_kill,
-            },
+            started=started,
+            claims_in_flight_at_kills=in_flight_at_kill,
+            created_at_kills=created_at_kill,
         )
     )
     verdict.assert_clean()
@@ -166,33 +136,29 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
 
 async def test_the_projector_killed_three_times_mid_run_loses_nothing(
     kafka: KafkaTestBed,
-    database_url: str,
-    engine: AsyncEngine,
     fake_replicate: FakeReplicate,
-    tmp_path: Path,
-    fault_report: Callable[[Figures], None],
+    scenario: Scenario,
 ) -> None:
+    engine = scenario.engine
     started = time.monotonic()
     rng = random.Random(20261126)
     # A slower classifier keeps the projector busy for the whole run.
     concurrency = 8
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
-    await seed_tracks(engine, tracks)
-    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix)
-    roles = Roles(_env(kafka, database_url, fake_replicate, concurrency), tmp_path)
+    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
+    roles = scenario.roles(
+        kafka.bootstrap_servers, kafka.prefix, fake_replicate, concurrency=concurrency
+    )
     projected_at_kill: list[int] = []
     try:
-        await roles.start("projector")
-        await roles.start("classifier")
+        await roles.start_each("projector", "classifier")
         events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
         for _ in range(KILLS):
             target = await projected_count(engine) + rng.randint(UPLOADS // 10, UPLOADS // 5)
-
-            async def reached(target: int = target) -> bool:
-                return await projected_count(engine) >= target
-
-            assert await poll_until(reached, timeout=90, interval=0.05), roles.tail("projector")
+            assert await projected_reaches(engine, target, timeout=90, interval=0.05), roles.tail(
+                "projector"
+            )
             await asyncio.sleep(rng.uniform(0.0, 0.3))
             projected_at_kill.append(await projected_count(engine))
             await roles.kill("projector")
@@ -201,22 +167,19 @@ async def test_the_projector_killed_three_times_mid_run_loses_nothing(
     finally:
         codes = await roles.stop_all()
 
-    verdict = await check(
+    verdict = await check_tracks(
         engine,
         kafka.bootstrap_servers,
         kafka.prefix,
+        tracks,
         fake_stats=fake_replicate.stats,
-        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
     )
-    fault_report(
-        Figures(
+    scenario.report(
+        verdict.figures(
             events=events,
             faults_injected=roles.kills,
-            lost=len(verdict.lost),
-            wrong=len(verdict.wrong),
-            duplicate_paid=verdict.duplicate_paid,
-            run_time_s=time.monotonic() - started,
-            details={**verdict.summary(), "projected_at_kills": projected_at_kill},
+            started=started,
+            projected_at_kills=projected_at_kill,
         )
     )
     verdict.assert_clean()
@@ -227,11 +190,8 @@ async def test_the_projector_killed_three_times_mid_run_loses_nothing(
 
 async def test_the_responder_killed_three_times_with_requests_in_flight_never_answers_wrong(
     kafka: KafkaTestBed,
-    database_url: str,
-    engine: AsyncEngine,
     fake_replicate: FakeReplicate,
-    tmp_path: Path,
-    fault_report: Callable[[Figures], None],
+    scenario: Scenario,
 ) -> None:
     """Requesters get an answer or a timeout error, never a wrong answer.
 
@@ -239,24 +199,27 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
     classified on demand by the requests themselves. Clients keep ~24 requests in flight
     (``wait_ms`` 0 or 1.5 s) while the responder is killed three times.
     """
+    engine = scenario.engine
     started = time.monotonic()
     rng = random.Random(20261127)
     concurrency = 32
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
     by_id = {t.id: t for t in tracks}
-    await seed_tracks(engine, tracks)
-    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix)
+    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
     # A short Replicate deadline: an on-demand marker lost with a killed responder is
     # reclaimed after twice that.
-    env = _env(kafka, database_url, fake_replicate, concurrency) | {
-        "REPLICATE_TIMEOUT_SECONDS": "5"
-    }
-    roles = Roles(env, tmp_path)
+    roles = scenario.roles(
+        kafka.bootstrap_servers,
+        kafka.prefix,
+        fake_replicate,
+        concurrency=concurrency,
+        timeout_s=5,
+    )
     settings = load_settings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         genres_topic_prefix=kafka.prefix,
-        database_url=database_url,
+        database_url=scenario.database_url,
     )
     tally = {"requests": 0, "answered": 0, "pending": 0, "timeouts": 0, "errors": 0}
     wrong: list[str] = []
@@ -297,9 +260,7 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
             judge(track, reply, limit)
 
     try:
-        await roles.start("projector")
-        await roles.start("classifier")
-        await roles.start("responder")
+        await roles.start_each("projector", "classifier", "responder")
         events = await publish_uploads(
             kafka.bootstrap_servers, kafka.prefix, tracks[: UPLOADS // 2]
         )
@@ -352,22 +313,20 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
     finally:
         codes = await roles.stop_all()
 
-    verdict = await check(
+    verdict = await check_tracks(
         engine,
         kafka.bootstrap_servers,
         kafka.prefix,
+        tracks,
         fake_stats=fake_replicate.stats,
-        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
     )
-    fault_report(
-        Figures(
+    scenario.report(
+        verdict.figures(
             events=events + tally["requests"] + len(tracks),
             faults_injected=roles.kills,
-            lost=len(verdict.lost),
-            wrong=len(verdict.wrong) + len(wrong),
-            duplicate_paid=verdict.duplicate_paid,
-            run_time_s=time.monotonic() - started,
-            details={**verdict.summary(), **tally},
+            started=started,
+            wrong=len(wrong),
+            **tally,
         )
     )
     assert not wrong, "\n".join(wrong[:20])

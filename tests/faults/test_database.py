@@ -17,30 +17,23 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.checks import check
+from tests.faults.checks import check_tracks
 from tests.faults.harness import (
-    Figures,
-    Roles,
+    Scenario,
+    all_projected,
     current_projected,
-    ensure_service_topics,
     make_tracks,
-    poll_until,
     projected_count,
+    projected_reaches,
     publish_uploads,
     read_topic,
-    seed_tracks,
-    service_env,
 )
 from tests.faults.tcp_proxy import TcpProxy
 from tests.support.broker import KafkaTestBed
 from tests.support.fake_replicate import FakeReplicate
-from tests.support.service import FAKE_TOKEN
 
 from genres.embedded import fast_consumer_options
 from genres_contracts import topics
@@ -78,44 +71,31 @@ async def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int,
 async def test_the_projector_waits_out_a_10_s_database_outage_and_commits_nothing_unwritten(
     mode: str,
     kafka: KafkaTestBed,
-    database_url: str,
-    engine: AsyncEngine,
     fake_replicate: FakeReplicate,
-    tmp_path: Path,
-    fault_report: Callable[[Figures], None],
+    scenario: Scenario,
 ) -> None:
+    engine = scenario.engine
     started = time.monotonic()
     rng = random.Random(2026112503)
     count = 300 if mode == "refuse" else 200
     concurrency = 16
     fake_replicate.configure(latency_ms=150)
     tracks = make_tracks(count)
-    await seed_tracks(engine, tracks)
-    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix)
+    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
     classified_topic = kafka.topic(topics.GENRES_CLASSIFIED)
-    roles = Roles(
-        service_env(
-            kafka.bootstrap_servers,
-            kafka.prefix,
-            database_url,
-            replicate_base_url=fake_replicate.base_url,
-            token=FAKE_TOKEN,
-            concurrency=concurrency,
-        ),
-        tmp_path,
+    roles = scenario.roles(
+        kafka.bootstrap_servers, kafka.prefix, fake_replicate, concurrency=concurrency
     )
     unwritten_below_commit: list[int] = []
-    async with TcpProxy.for_database(database_url) as proxy:
+    async with TcpProxy.for_database(scenario.database_url) as proxy:
         try:
-            await roles.start("projector", {"DATABASE_URL": proxy.url_through(database_url)})
+            await roles.start(
+                "projector", {"DATABASE_URL": proxy.url_through(scenario.database_url)}
+            )
             await roles.start("classifier")
             events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
             target = rng.randint(count // 5, count * 2 // 5)
-
-            async def reached() -> bool:
-                return await projected_count(engine) >= target
-
-            assert await poll_until(reached, timeout=90), roles.tail("projector")
+            assert await projected_reaches(engine, target, timeout=90), roles.tail("projector")
             projected_at_cut = await projected_count(engine)
             log_before = roles.tail("projector", 10**7)
             if mode == "refuse":
@@ -140,39 +120,30 @@ async def test_the_projector_waits_out_a_10_s_database_outage_and_commits_nothin
             finally:
                 await proxy.restore()
             retries = roles.tail("projector", 10**7)[len(log_before) :].count(RETRY_LINE)
-
-            async def done() -> bool:
-                return len(await current_projected(engine)) >= count
-
-            settled = await poll_until(done, timeout=90, interval=0.25)
+            settled = await all_projected(engine, count, timeout=90, interval=0.25)
             starts = roles.running["projector"].starts
         finally:
             codes = await roles.stop_all()
 
-    verdict = await check(
+    verdict = await check_tracks(
         engine,
         kafka.bootstrap_servers,
         kafka.prefix,
+        tracks,
         fake_stats=fake_replicate.stats,
-        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
     )
-    fault_report(
-        Figures(
+    scenario.report(
+        verdict.figures(
             events=events,
             faults_injected=1,
-            lost=len(verdict.lost) + len(unwritten_below_commit),
-            wrong=len(verdict.wrong),
-            duplicate_paid=verdict.duplicate_paid,
-            run_time_s=time.monotonic() - started,
-            details={
-                **verdict.summary(),
-                "mode": mode,
-                "outage_s": OUTAGE_S,
-                "projected_at_cut": projected_at_cut,
-                "projected_in_outage": projected_in_outage,
-                "retries_logged": retries,
-                "proxy_connections": proxy.connections,
-            },
+            started=started,
+            lost=len(unwritten_below_commit),
+            mode=mode,
+            outage_s=OUTAGE_S,
+            projected_at_cut=projected_at_cut,
+            projected_in_outage=projected_in_outage,
+            retries_logged=retries,
+            proxy_connections=proxy.connections,
         )
     )
     verdict.assert_clean()

@@ -17,33 +17,29 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.checks import check
+from tests.faults.checks import check_tracks
 from tests.faults.harness import (
-    Figures,
     Roles,
-    ensure_service_topics,
+    Scenario,
+    fake_service_env,
     list_topics,
     make_tracks,
     poll_until,
     publish,
     publish_uploads,
     read_topic,
-    seed_tracks,
-    service_env,
     settled_tracks,
 )
 from tests.support.broker import KafkaTestBed
 from tests.support.fake_replicate import FakeConfig, FakeReplicate, _detail, _Prediction
 from tests.support.process import run_genres
-from tests.support.service import FAKE_TOKEN
 
 from genres.bus.requester import Requester, RequestTimeout
 from genres.config import load_settings
@@ -76,12 +72,10 @@ async def _settle(engine: AsyncEngine, count: int, timeout: float = 120) -> bool
 
 async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
     kafka: KafkaTestBed,
-    database_url: str,
-    engine: AsyncEngine,
     fake_replicate: FakeReplicate,
-    tmp_path: Path,
-    fault_report: Callable[[Figures], None],
+    scenario: Scenario,
 ) -> None:
+    engine = scenario.engine
     started = time.monotonic()
     count = 400
     fake_replicate.configure(
@@ -95,24 +89,17 @@ async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
     )
     directives = _directives(count)
     tracks = make_tracks(count, directives=directives)
-    await seed_tracks(engine, tracks)
-    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix)
-    roles = Roles(
-        service_env(
-            kafka.bootstrap_servers,
-            kafka.prefix,
-            database_url,
-            replicate_base_url=fake_replicate.base_url,
-            token=FAKE_TOKEN,
-            concurrency=64,
-            timeout_s=8,
-            CLASSIFIER_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
-        ),
-        tmp_path,
+    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
+    roles = scenario.roles(
+        kafka.bootstrap_servers,
+        kafka.prefix,
+        fake_replicate,
+        concurrency=64,
+        timeout_s=8,
+        CLASSIFIER_MAX_ATTEMPTS=str(MAX_ATTEMPTS),
     )
     try:
-        await roles.start("projector")
-        await roles.start("classifier")
+        await roles.start_each("projector", "classifier")
         events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
         settled = await _settle(engine, count)
 
@@ -124,12 +111,8 @@ async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
         codes = await roles.stop_all()
 
     stats = fake_replicate.stats
-    verdict = await check(
-        engine,
-        kafka.bootstrap_servers,
-        kafka.prefix,
-        fake_stats=stats,
-        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
+    verdict = await check_tracks(
+        engine, kafka.bootstrap_servers, kafka.prefix, tracks, fake_stats=stats
     )
     wrong_kind: list[str] = []
     transient = 0
@@ -160,26 +143,21 @@ async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
         "failed": sum(1 for d in directives.values() if d == "fail"),
         "hang": sum(1 for d in directives.values() if d == "hang"),
     }
-    fault_report(
-        Figures(
+    scenario.report(
+        verdict.figures(
             events=events,
             faults_injected=sum(injected.values()),
-            lost=len(verdict.lost),
-            wrong=len(verdict.wrong) + len(wrong_kind),
-            duplicate_paid=verdict.duplicate_paid,
-            run_time_s=time.monotonic() - started,
-            details={
-                **verdict.summary(),
-                "injected": injected,
-                "transient_failures": transient,
-                "creation_attempts": stats.creation_attempts,
-                "creations": stats.creations,
-                "wait_timeouts_polled": stats.wait_timeouts,
-                "cancels": stats.cancels,
-                "cancel_after_expiries": stats.cancel_after_expiries,
-                "running_at_end": stats.running,
-                "max_attempts_per_track": max(stats.attempts_per_url.values()),
-            },
+            started=started,
+            wrong=len(wrong_kind),
+            injected=injected,
+            transient_failures=transient,
+            creation_attempts=stats.creation_attempts,
+            creations=stats.creations,
+            wait_timeouts_polled=stats.wait_timeouts,
+            cancels=stats.cancels,
+            cancel_after_expiries=stats.cancel_after_expiries,
+            running_at_end=stats.running,
+            max_attempts_per_track=max(stats.attempts_per_url.values()),
         )
     )
     verdict.assert_clean()
@@ -250,38 +228,34 @@ def _hits(text: str) -> list[str]:
 
 async def test_the_replicate_token_appears_in_no_log_event_error_or_dead_letter(
     kafka: KafkaTestBed,
-    database_url: str,
-    engine: AsyncEngine,
     leaky_fake: LeakyFake,
-    tmp_path: Path,
-    fault_report: Callable[[Figures], None],
+    scenario: Scenario,
 ) -> None:
+    engine = scenario.engine
     started = time.monotonic()
     count = 100
     directives = {t: "fail" for t in range(5, count + 1, 10)} | {50: "hang"}
     tracks = make_tracks(count, directives=directives)
-    await seed_tracks(engine, tracks)
-    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix)
-    env = service_env(
+    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
+    env = fake_service_env(
         kafka.bootstrap_servers,
         kafka.prefix,
-        database_url,
-        replicate_base_url=leaky_fake.base_url,
+        scenario.database_url,
+        leaky_fake,
         token=SECRET,
         concurrency=32,
         timeout_s=6,
         LOG_LEVEL="DEBUG",
     )
-    roles = Roles(env, tmp_path)
+    roles = Roles(env, scenario.log_dir)
     settings = load_settings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         genres_topic_prefix=kafka.prefix,
-        database_url=database_url,
+        database_url=scenario.database_url,
     )
     replies: list[str] = []
     try:
-        for role in ("projector", "classifier", "responder"):
-            await roles.start(role)
+        await roles.start_each("projector", "classifier", "responder")
         events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
         # Poison records for the dead-letter topics.
         events += await publish(
@@ -338,30 +312,20 @@ async def test_the_replicate_token_appears_in_no_log_event_error_or_dead_letter(
         captured[topic] = "\n".join(parts)
     leaks = {where: _hits(text) for where, text in captured.items() if SECRET in text}
     stats = leaky_fake.stats
-    verdict = await check(
-        engine,
-        kafka.bootstrap_servers,
-        kafka.prefix,
-        fake_stats=stats,
-        seeded_extra={t.id: {"plays": t.plays} for t in tracks},
+    verdict = await check_tracks(
+        engine, kafka.bootstrap_servers, kafka.prefix, tracks, fake_stats=stats
     )
     failures_text = captured.get(kafka.topic(topics.GENRES_FAILED), "")
-    fault_report(
-        Figures(
+    scenario.report(
+        verdict.figures(
             events=events,
             faults_injected=stats.rejected_5xx + stats.rejected_429 + len(directives),
-            lost=len(verdict.lost),
-            wrong=len(verdict.wrong),
-            duplicate_paid=verdict.duplicate_paid,
-            run_time_s=time.monotonic() - started,
-            details={
-                **verdict.summary(),
-                "leaks": sum(len(v) for v in leaks.values()),
-                "log_bytes": len(captured["logs"]),
-                "records_scanned": records,
-                "dlq_headers_scanned": dlq_headers,
-                "redacted_in_failures": failures_text.count("[redacted]"),
-            },
+            started=started,
+            leaks=sum(len(v) for v in leaks.values()),
+            log_bytes=len(captured["logs"]),
+            records_scanned=records,
+            dlq_headers_scanned=dlq_headers,
+            redacted_in_failures=failures_text.count("[redacted]"),
         )
     )
     assert not leaks, leaks

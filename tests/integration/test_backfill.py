@@ -4,28 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from aiokafka import AIOKafkaConsumer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bus.backfill import run_backfill
-from genres.bus.broker import ensure_topics
 from genres.bus.outcomes import OutcomeWatcher
 from genres.bus.producer import Publisher, track_key
-from genres.config import Settings, load_settings
+from genres.config import Settings
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,
     GenresClassified,
     topics,
 )
+from tests.support.bus import read_from_start
 
 pytestmark = pytest.mark.integration
 
@@ -53,29 +50,6 @@ ROWS: list[tuple[int, str | None, str | None, dict[str, Any]]] = [
 ELIGIBLE = [1, 3, 5, 6]
 
 
-@pytest.fixture
-def settings(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Settings:
-    return load_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=database_url,
-        genres_topic_prefix=topic_prefix,
-        kafka_session_timeout_ms=1000,
-        kafka_heartbeat_interval_ms=300,
-        kafka_fetch_max_wait_ms=10,
-    )
-
-
-@pytest_asyncio.fixture
-async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
-    await ensure_topics(settings)
-    publisher = Publisher.create(settings)
-    await publisher.start()
-    try:
-        yield publisher
-    finally:
-        await publisher.stop()
-
-
 @pytest_asyncio.fixture
 async def tracks(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
@@ -90,25 +64,13 @@ async def tracks(engine: AsyncEngine) -> None:
 
 
 async def requests_on_the_bus(settings: Settings, count: int) -> list[ClassificationRequested]:
-    consumer = AIOKafkaConsumer(
+    # anything more than expected would arrive within a few more fetches
+    records = await read_from_start(
+        settings.kafka_bootstrap_servers,
         settings.topic(topics.CLASSIFICATION_REQUESTED),
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
+        count,
+        then_wait_ms=300,
     )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-        # anything more than expected would arrive within a few more fetches
-        for batch in (await consumer.getmany(timeout_ms=300)).values():
-            records.extend(batch)
-    finally:
-        await consumer.stop()
     for record in records:
         assert record.key == track_key(
             ClassificationRequested.model_validate_json(record.value).track_id

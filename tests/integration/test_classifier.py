@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,6 +24,21 @@ pytestmark = pytest.mark.integration
 CLASSIFIER = frozenset({Role.CLASSIFIER})
 
 
+@asynccontextmanager
+async def classifying(kafka: KafkaTestBed, settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    """The classifier role running, and a producer to send it records."""
+    async with running(settings, CLASSIFIER), producer(kafka.bootstrap_servers) as client:
+        yield client
+
+
+async def collect_classified(
+    kafka: KafkaTestBed, *, count: int
+) -> list[ConsumerRecord[bytes, bytes]]:
+    return await collect(
+        kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=count
+    )
+
+
 def upload(track_id: int, file_id: str = "f1", **extra: Any) -> dict[str, Any]:
     return {
         "track_id": track_id,
@@ -33,11 +50,10 @@ def upload(track_id: int, file_id: str = "f1", **extra: Any) -> dict[str, Any]:
 
 async def test_uploads_are_classified_and_published_with_their_source_event(
     kafka: KafkaTestBed,
-    make_settings: Callable[..., Settings],
+    replicate_settings: Settings,
     fake_replicate: FakeReplicate,
 ) -> None:
-    settings = make_settings(fake_replicate)
-    async with running(settings, CLASSIFIER), producer(kafka.bootstrap_servers) as client:
+    async with classifying(kafka, replicate_settings) as client:
         for track_id in range(1, 11):
             await send_json(
                 client,
@@ -45,9 +61,7 @@ async def test_uploads_are_classified_and_published_with_their_source_event(
                 upload(track_id, event_id=f"up-{track_id}", auto_tag=track_id == 3),
                 key=str(track_id),
             )
-        records = await collect(
-            kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=10
-        )
+        records = await collect_classified(kafka, count=10)
 
     events = {event["track_id"]: event for event in values(records)}
     assert sorted(events) == list(range(1, 11))
@@ -68,12 +82,11 @@ async def test_uploads_are_classified_and_published_with_their_source_event(
 
 async def test_duplicate_uploads_are_classified_once_and_republished(
     kafka: KafkaTestBed,
-    make_settings: Callable[..., Settings],
+    replicate_settings: Settings,
     fake_replicate: FakeReplicate,
     engine: AsyncEngine,
 ) -> None:
-    settings = make_settings(fake_replicate)
-    async with running(settings, CLASSIFIER), producer(kafka.bootstrap_servers) as client:
+    async with classifying(kafka, replicate_settings) as client:
         for _ in range(3):
             await send_json(client, kafka.topic(topics.TRACK_UPLOADED), upload(7), key="7")
         await send_json(
@@ -82,9 +95,7 @@ async def test_duplicate_uploads_are_classified_once_and_republished(
             upload(7, reason="backfill"),
             key="7",
         )
-        records = await collect(
-            kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=4
-        )
+        records = await collect_classified(kafka, count=4)
 
     events = values(records)
     assert len(events) == 4
@@ -97,12 +108,11 @@ async def test_duplicate_uploads_are_classified_once_and_republished(
 
 async def test_force_reclassifies_a_classified_file(
     kafka: KafkaTestBed,
-    make_settings: Callable[..., Settings],
+    replicate_settings: Settings,
     fake_replicate: FakeReplicate,
 ) -> None:
-    settings = make_settings(fake_replicate)
     classified = kafka.topic(topics.GENRES_CLASSIFIED)
-    async with running(settings, CLASSIFIER), producer(kafka.bootstrap_servers) as client:
+    async with classifying(kafka, replicate_settings) as client:
         await send_json(client, kafka.topic(topics.TRACK_UPLOADED), upload(9), key="9")
         # The two topics are read concurrently: the request must come after the upload's result.
         await collect(kafka.bootstrap_servers, classified, count=1)
@@ -119,16 +129,13 @@ async def test_force_reclassifies_a_classified_file(
 
 async def test_a_new_file_of_the_same_track_is_classified_again(
     kafka: KafkaTestBed,
-    make_settings: Callable[..., Settings],
+    replicate_settings: Settings,
     fake_replicate: FakeReplicate,
 ) -> None:
-    settings = make_settings(fake_replicate)
-    async with running(settings, CLASSIFIER), producer(kafka.bootstrap_servers) as client:
+    async with classifying(kafka, replicate_settings) as client:
         await send_json(client, kafka.topic(topics.TRACK_UPLOADED), upload(4, "a"), key="4")
         await send_json(client, kafka.topic(topics.TRACK_UPLOADED), upload(4, "b"), key="4")
-        records = await collect(
-            kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=2
-        )
+        records = await collect_classified(kafka, count=2)
 
     assert [e["file_id"] for e in values(records)] == ["a", "b"]
     assert sum(fake_replicate.stats.creations_per_url.values()) == 2
@@ -136,12 +143,11 @@ async def test_a_new_file_of_the_same_track_is_classified_again(
 
 async def test_permanent_failures_publish_classification_failed_once(
     kafka: KafkaTestBed,
-    make_settings: Callable[..., Settings],
+    replicate_settings: Settings,
     fake_replicate: FakeReplicate,
 ) -> None:
-    settings = make_settings(fake_replicate)
     bad = {"track_id": 5, "file_id": "x", "audio_url": "https://cdn.test/5.mp3?fake=fail"}
-    async with running(settings, CLASSIFIER), producer(kafka.bootstrap_servers) as client:
+    async with classifying(kafka, replicate_settings) as client:
         await send_json(client, kafka.topic(topics.TRACK_UPLOADED), bad, key="5")
         await send_json(client, kafka.topic(topics.TRACK_UPLOADED), bad, key="5")
         records = await collect(kafka.bootstrap_servers, kafka.topic(topics.GENRES_FAILED), count=2)
@@ -160,14 +166,12 @@ async def test_a_poison_record_is_dead_lettered_and_the_next_one_is_classified(
 ) -> None:
     settings = make_settings(fake_replicate, kafka_topic_partitions=1)
     uploaded = kafka.topic(topics.TRACK_UPLOADED)
-    async with running(settings, CLASSIFIER), producer(kafka.bootstrap_servers) as client:
+    async with classifying(kafka, settings) as client:
         await send_json(client, uploaded, b"{not json", key="1")
         await send_json(client, uploaded, {"track_id": -3, "file_id": "f"}, key="2")
         await send_json(client, uploaded, upload(3), key="3")
         dead = await collect(kafka.bootstrap_servers, f"{uploaded}.dlq", count=2)
-        classified = await collect(
-            kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=1
-        )
+        classified = await collect_classified(kafka, count=1)
 
     assert [record.value for record in dead] == [
         b"{not json",
@@ -191,12 +195,12 @@ async def test_concurrency_goes_beyond_the_partition_count(
 ) -> None:
     fake_replicate.configure(latency_ms=500)
     settings = make_settings(fake_replicate, kafka_topic_partitions=1, classifier_concurrency=16)
-    async with running(settings, CLASSIFIER), producer(kafka.bootstrap_servers) as client:
+    async with classifying(kafka, settings) as client:
         for track_id in range(1, 33):
             await send_json(
                 client, kafka.topic(topics.TRACK_UPLOADED), upload(track_id), key=str(track_id)
             )
-        await collect(kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=32)
+        await collect_classified(kafka, count=32)
         await asyncio.sleep(0)
 
     assert fake_replicate.stats.max_running >= 8

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,13 +15,14 @@ from aiokafka.structs import TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.broker import create_broker, ensure_topics
+from genres.bus.broker import create_broker
 from genres.bus.producer import Publisher, track_key
 from genres.bus.projector import register_projector
-from genres.config import Settings, load_settings
+from genres.config import Settings
 from genres.roles.projector import project
 from genres.store.projection import SqlProjectionStore
 from genres_contracts import GenresClassified, topics
+from tests.support.bus import read_from_start
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
@@ -303,29 +303,6 @@ async def test_a_file_replaced_while_waiting_for_the_lock_is_not_overwritten(
 # -- through the broker --------------------------------------------------------------------------
 
 
-@pytest.fixture
-def settings(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Settings:
-    return load_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=database_url,
-        genres_topic_prefix=topic_prefix,
-        kafka_session_timeout_ms=1000,
-        kafka_heartbeat_interval_ms=300,
-        kafka_fetch_max_wait_ms=10,
-    )
-
-
-@pytest_asyncio.fixture
-async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
-    await ensure_topics(settings)
-    publisher = Publisher.create(settings)
-    await publisher.start()
-    try:
-        yield publisher
-    finally:
-        await publisher.stop()
-
-
 @pytest_asyncio.fixture
 async def running_projector(
     settings: Settings, engine: AsyncEngine, publisher: Publisher
@@ -346,23 +323,7 @@ async def _raw_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 async def _read_all(settings: Settings, topic: str, count: int) -> list[Any]:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
+    return await read_from_start(settings.kafka_bootstrap_servers, topic, count)
 
 
 @pytest.mark.usefixtures("running_projector")

