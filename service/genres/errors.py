@@ -3,7 +3,6 @@
     GenresError
     ├── ConfigurationError              bad settings: stop at start with one line
     ├── InvalidMessage                  a record that cannot be parsed or validated: dead-letter
-    ├── TrackNotFound                   the track is not in the database: skip / reply not_found
     └── ClassificationError             a classification did not produce predictions
         ├── RetryableClassificationError       may succeed later: retry within the deadline
         │   ├── RateLimited                    HTTP 429 (carries the server's retry hint)
@@ -34,14 +33,6 @@ class ConfigurationError(GenresError):
 
 class InvalidMessage(GenresError):
     """A record that cannot be parsed or validated."""
-
-
-class TrackNotFound(GenresError):
-    """The track is not in the database."""
-
-    def __init__(self, track_id: int) -> None:
-        super().__init__(f"track {track_id} does not exist")
-        self.track_id = track_id
 
 
 class ClassificationError(GenresError):

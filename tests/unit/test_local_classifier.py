@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from genres.classify.local import LocalClassifier, MusicnnModel, classify_once
+from genres.classify.local import LocalClassifier, MusicnnModel
 from genres.classify.local.model import TAGS_PATH
 from genres.classify.local.tags import genre_names
 from genres.classify.port import Classifier
@@ -128,8 +128,10 @@ async def test_from_settings(model: MusicnnModel) -> None:
     assert local.model.version == model.version
 
 
-async def test_classify_once() -> None:
-    result = await classify_once(str(SAMPLES / "ambi_drone.flac"), Settings(replicate_top_n=2))
+async def test_from_settings_takes_top_n_and_classifies_a_path() -> None:
+    async with httpx.AsyncClient() as client:
+        local = LocalClassifier.from_settings(Settings(replicate_top_n=2), client)
+        result = await local.classify(str(SAMPLES / "ambi_drone.flac"))
     assert [p.name for p in result.predictions][:1] == ["ambient"]
     assert len(result.predictions) == 2
 

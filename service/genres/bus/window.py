@@ -74,12 +74,6 @@ class OffsetWindow(Generic[P]):
     def partitions(self) -> list[P]:
         return list(self._partitions)
 
-    def unfinished(self, partition: P) -> list[int]:
-        state = self._partitions.get(partition)
-        if state is None:
-            return []
-        return [offset for offset in state.pending if offset not in state.finished]
-
     def forget(self, partitions: Iterable[P]) -> None:
         """Drop partitions that were revoked; their unfinished records will be re-delivered."""
         for partition in partitions:

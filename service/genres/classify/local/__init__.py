@@ -1,11 +1,11 @@
 """The embedded classifier backend (``CLASSIFIER_BACKEND=local``): musicnn's MSD model on ONNX.
 
-``LocalClassifier`` implements ``genres.classify.port.Classifier``; ``classify_once`` classifies
-one file or URL for the command line.
+``LocalClassifier`` implements ``genres.classify.port.Classifier``; the composition root builds
+it (``genres.classify.factory.build_classifier``), the command line included.
 """
 
-from genres.classify.local.classifier import LocalClassifier, classify_once
+from genres.classify.local.classifier import LocalClassifier
 from genres.classify.local.fetch import FetchPolicy
 from genres.classify.local.model import MODEL_NAME, MusicnnModel
 
-__all__ = ["MODEL_NAME", "FetchPolicy", "LocalClassifier", "MusicnnModel", "classify_once"]
+__all__ = ["MODEL_NAME", "FetchPolicy", "LocalClassifier", "MusicnnModel"]

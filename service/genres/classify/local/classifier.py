@@ -181,27 +181,3 @@ class LocalClassifier:
     async def aclose(self) -> None:
         """Marks the classifier closed; the HTTP client belongs to the caller."""
         self._closed = True
-
-
-async def classify_once(
-    audio: str,
-    settings: Settings | None = None,
-    *,
-    http_client: httpx.AsyncClient | None = None,
-) -> Classification:
-    """Classify one file or URL with the local model (for the CLI's ``genres classify``).
-
-    Loads the model, and makes and closes an HTTP client unless one is given.
-    """
-    from genres.config import Settings
-
-    settings = settings if settings is not None else Settings()
-    own_client = http_client is None
-    client = http_client if http_client is not None else httpx.AsyncClient()
-    classifier = LocalClassifier.from_settings(settings, client)
-    try:
-        return await classifier.classify(audio)
-    finally:
-        await classifier.aclose()
-        if own_client:
-            await client.aclose()
