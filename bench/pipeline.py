@@ -29,6 +29,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 
+from bench.cpu import cpu_snapshot, cpu_used_since
 from bench.infra import (
     fake_replicate_process,
     genres_process,
@@ -128,7 +129,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "REPLICATE_API_TOKEN": FAKE_TOKEN,
             "REPLICATE_BASE_URL": replicate_url,
             "REPLICATE_MAX_PREDICTIONS_PER_MINUTE": str(args.max_per_minute),
-            "REPLICATE_HTTP_CLIENTS": str(args.http_clients),
             "CLASSIFIER_CONCURRENCY": str(args.concurrency // args.processes),
             "KAFKA_TOPIC_PARTITIONS": str(args.partitions),
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
@@ -160,15 +160,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 ids = range(1, args.events + 1)
                 cpu_before = sum(_cpu_seconds(c.pid) for c in classifiers)
+                machine_before = cpu_snapshot()
+                stats_url = replicate_url.removesuffix("/v1") + "/_fake/stats"
+                sampler = asyncio.create_task(_sample_running(stats_url))
                 sent = await _publish(producer, ids)
                 first = min(sent.values())
                 arrived, failed = await _collect(consumer, set(ids), timeout=args.timeout)
+                sampler.cancel()
+                running = await sampler
                 cpu_used = sum(_cpu_seconds(c.pid) for c in classifiers) - cpu_before
+                burst = cpu_used_since(machine_before)
                 projected_at = await _wait_projected(engine, total, args.timeout)
                 async with httpx.AsyncClient() as http:
-                    stats = (
-                        await http.get(replicate_url.removesuffix("/v1") + "/_fake/stats")
-                    ).json()
+                    stats = (await http.get(stats_url)).json()
         finally:
             await producer.stop()
             await consumer.stop()
@@ -184,7 +188,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "replicate_latency_ms": args.latency_ms,
         "concurrency": args.concurrency,
         "partitions": args.partitions,
-        "http_clients": args.http_clients,
         "classifier_processes": args.processes,
         "throughput_per_s": round(throughput, 1),
         "ideal_per_s": round(ideal, 1),
@@ -197,10 +200,26 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # Contention on a shared machine stretches wall time; CPU per event does not.
         "classifier_cpu_ms_per_event": round(cpu_used * 1000 / max(1, len(arrived)), 2),
         "load_average_1m": round(os.getloadavg()[0], 2),
+        # Everything shares two cores: CPU seconds per process kind during the burst.
+        "burst_cpu_s": burst,
+        # Little's law: predictions running at Replicate on average (ideal: concurrency).
+        "mean_running_predictions": round(sum(running) / len(running), 1) if running else None,
         "first_publish_to_last_projection_s": (
             round(projected_at - first, 2) if projected_at is not None else None
         ),
     }
+
+
+async def _sample_running(stats_url: str) -> list[int]:
+    """The fake's count of running predictions, every 250 ms until cancelled."""
+    samples: list[int] = []
+    async with httpx.AsyncClient() as http:
+        try:
+            while True:
+                samples.append((await http.get(stats_url)).json()["running"])
+                await asyncio.sleep(0.25)
+        except asyncio.CancelledError:
+            return samples
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -226,7 +245,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=250)
     p.add_argument("--concurrency", type=int, default=64)
     p.add_argument("--partitions", type=int, default=3)
-    p.add_argument("--http-clients", type=int, default=16)
     p.add_argument(
         "--processes", type=int, default=1, help="classifier processes sharing the concurrency"
     )

@@ -21,7 +21,7 @@ from genres.bus.broker import create_broker, ensure_topics
 from genres.bus.classifier import create_classifier_consumer
 from genres.bus.concurrent import ConcurrentConsumer
 from genres.bus.producer import Publisher
-from genres.classify.factory import build_classifier, replicate_http_clients
+from genres.classify.factory import open_classifier
 from genres.config import Settings
 from genres.errors import ConfigurationError
 from genres.observability.classifier import ObservedClassifier
@@ -103,16 +103,14 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             service.health = health
 
         if Role.CLASSIFIER in roles:
-            clients = replicate_http_clients(settings)
-            for client in clients:
-                stack.push_async_callback(client.aclose)
             backend = settings.backend.value
             classifier = ObservedClassifier(
-                build_classifier(settings, clients, on_retry=metrics.observe_replicate_retry),
+                await stack.enter_async_context(
+                    open_classifier(settings, on_retry=metrics.observe_replicate_retry)
+                ),
                 backend=backend,
                 metrics=metrics,
             )
-            stack.push_async_callback(classifier.aclose)
             ledger = await Ledger.connect(
                 database_url(settings), size=max(4, settings.classifier_concurrency // 4)
             )

@@ -98,16 +98,10 @@ def classify(
         _fail(f"{source}: no such file")
 
     async def go() -> Classification:
-        from genres.classify.factory import build_classifier, replicate_http_clients
+        from genres.classify.factory import open_classifier
 
-        clients = replicate_http_clients(settings)
-        classifier = build_classifier(settings, clients, allow_local_paths=True)
-        try:
+        async with open_classifier(settings, allow_local_paths=True) as classifier:
             return await classifier.classify(source)
-        finally:
-            await classifier.aclose()
-            for client in clients:
-                await client.aclose()
 
     result = _run(go())
     if as_json:

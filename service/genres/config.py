@@ -49,7 +49,6 @@ class Settings(BaseSettings):
             "id sooner, so a crash resumes it instead of paying again."
         ),
     )
-    replicate_http_clients: Annotated[int, Field(ge=1, le=64)] = 16
     classifier_backend: Backend | None = Field(
         default=None, description="`replicate` when REPLICATE_ENABLED, else `local`."
     )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
 
-import httpx
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -36,30 +40,46 @@ async def fake() -> AsyncIterator[FakeReplicate]:
         yield server
 
 
+@dataclass
+class Sent:
+    """A request as the adapter sent it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytearray = field(default_factory=bytearray)
+
+
 @pytest_asyncio.fixture
-async def sent() -> AsyncIterator[list[httpx.Request]]:
+async def sent() -> AsyncIterator[list[Sent]]:
     yield []
 
 
 @pytest_asyncio.fixture
-async def client(sent: list[httpx.Request]) -> AsyncIterator[httpx.AsyncClient]:
-    async def record(request: httpx.Request) -> None:
-        sent.append(request)
+async def client(sent: list[Sent]) -> AsyncIterator[aiohttp.ClientSession]:
+    async def started(_: Any, __: SimpleNamespace, params: Any) -> None:
+        sent.append(Sent(params.method, params.url.path, dict(params.headers)))
 
-    async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
+    async def chunk(_: Any, __: SimpleNamespace, params: Any) -> None:
+        sent[-1].body += params.chunk
+
+    tracing = aiohttp.TraceConfig()
+    tracing.on_request_start.append(started)
+    tracing.on_request_chunk_sent.append(chunk)
+    async with aiohttp.ClientSession(trace_configs=[tracing]) as http:
         yield http
 
 
 def adapter(
     fake: FakeReplicate,
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     *,
     timeout: float = 10.0,
     token: str = TOKEN,
     top_n: int = 10,
 ) -> ReplicateClassifier:
     return ReplicateClassifier(
-        clients=[client],
+        session=client,
         token=token,
         base_url=fake.base_url,
         version=VERSION,
@@ -71,7 +91,7 @@ def adapter(
 
 
 async def test_returns_top_n_ranked_renamed_and_rounded(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     url = "https://cdn.test/audio/668.mp3"
     result = await adapter(fake, client, top_n=7).classify(url)
@@ -90,15 +110,15 @@ async def test_returns_top_n_ranked_renamed_and_rounded(
 
 
 async def test_creation_asks_to_wait_within_the_deadline_and_sets_cancel_after(
-    fake: FakeReplicate, client: httpx.AsyncClient, sent: list[httpx.Request]
+    fake: FakeReplicate, client: aiohttp.ClientSession, sent: list[Sent]
 ) -> None:
     await adapter(fake, client, timeout=30).classify("https://cdn.test/a.mp3")
 
-    create = next(r for r in sent if r.method == "POST" and r.url.path.endswith("/predictions"))
+    create = next(r for r in sent if r.method == "POST" and r.path.endswith("/predictions"))
     assert create.headers["Prefer"] in {"wait=29", "wait=30"}
     assert create.headers["Cancel-After"] == "35s"  # our deadline plus a margin
     assert create.headers["Authorization"] == f"Bearer {TOKEN}"
-    body = httpx.Response(200, content=create.content).json()
+    body = json.loads(create.body)
     assert body == {
         "version": VERSION,
         "input": {"audio": "https://cdn.test/a.mp3", "output_format": "JSON"},
@@ -106,7 +126,7 @@ async def test_creation_asks_to_wait_within_the_deadline_and_sets_cancel_after(
 
 
 async def test_polls_past_the_wait_window_until_final(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     fake.configure(max_wait_s=1.0, slow_ms=2500)
     result = await adapter(fake, client).classify("https://cdn.test/slow.mp3?fake=slow")
@@ -119,7 +139,7 @@ async def test_polls_past_the_wait_window_until_final(
 
 
 async def test_polling_errors_do_not_create_a_second_prediction(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     fake.configure(max_wait_s=1.0, slow_ms=2000, get_5xx_rate=0.5, seed=3)
     await adapter(fake, client).classify("https://cdn.test/flaky.mp3?fake=slow")
@@ -129,7 +149,7 @@ async def test_polling_errors_do_not_create_a_second_prediction(
 
 
 async def test_cancels_the_prediction_when_the_deadline_passes(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     started = time.monotonic()
     with pytest.raises(ClassificationTimeout) as caught:
@@ -145,7 +165,7 @@ async def test_cancels_the_prediction_when_the_deadline_passes(
 
 
 async def test_throttled_creation_waits_for_the_reset_hint_then_succeeds(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     fake.configure(rate_limit_reset_s=1)
     started = time.monotonic()
@@ -158,7 +178,7 @@ async def test_throttled_creation_waits_for_the_reset_hint_then_succeeds(
 
 
 async def test_throttling_beyond_the_deadline_gives_up_at_once_as_rate_limited(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     fake.configure(rate_limit_rate=1.0, rate_limit_reset_s=30, retry_after_header=True)
     started = time.monotonic()
@@ -172,7 +192,7 @@ async def test_throttling_beyond_the_deadline_gives_up_at_once_as_rate_limited(
 
 
 async def test_server_errors_on_creation_are_retried(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     result = await adapter(fake, client).classify("https://cdn.test/e.mp3?fake=5xx-once")
 
@@ -182,7 +202,7 @@ async def test_server_errors_on_creation_are_retried(
 
 
 async def test_accepts_output_present_while_still_processing(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     # The output shows at 1 s; the prediction turns `succeeded` only at 4 s.
     fake.configure(latency_ms=1000, early_output_ms=3000, max_wait_s=0.5)
@@ -197,7 +217,7 @@ async def test_accepts_output_present_while_still_processing(
 
 @pytest.mark.parametrize("directive", ["malformed", "bad-json", "missing-output"])
 async def test_malformed_output_is_a_permanent_error_and_not_retried(
-    fake: FakeReplicate, client: httpx.AsyncClient, directive: str
+    fake: FakeReplicate, client: aiohttp.ClientSession, directive: str
 ) -> None:
     url = f"https://cdn.test/m.mp3?fake={directive}"
     with pytest.raises(MalformedOutput) as caught:
@@ -209,7 +229,7 @@ async def test_malformed_output_is_a_permanent_error_and_not_retried(
 
 
 async def test_failed_prediction_is_permanent_and_carries_its_error_text(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     url = "https://cdn.test/f.mp3?fake=fail"
     with pytest.raises(PredictionFailed) as caught:
@@ -225,7 +245,7 @@ async def test_failed_prediction_is_permanent_and_carries_its_error_text(
 
 
 async def test_canceled_prediction_is_reported_as_canceled(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     with pytest.raises(PredictionFailed) as caught:
         await adapter(fake, client).classify("https://cdn.test/c.mp3?fake=cancel")
@@ -234,7 +254,7 @@ async def test_canceled_prediction_is_reported_as_canceled(
 
 
 async def test_a_refused_token_is_permanent_and_never_echoed(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     secret = "r8_wrong_secret_value"
     with pytest.raises(RequestRejected) as caught:
@@ -246,7 +266,7 @@ async def test_a_refused_token_is_permanent_and_never_echoed(
 
 
 async def test_the_token_never_appears_in_logs_or_errors(
-    fake: FakeReplicate, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+    fake: FakeReplicate, client: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     fake.configure(max_wait_s=1.0, slow_ms=1500, rate_limit_reset_s=0)
@@ -265,7 +285,7 @@ async def test_the_token_never_appears_in_logs_or_errors(
 
 
 async def test_a_give_up_reports_how_many_attempts_were_made(
-    fake: FakeReplicate, client: httpx.AsyncClient
+    fake: FakeReplicate, client: aiohttp.ClientSession
 ) -> None:
     fake.configure(error_5xx_rate=1.0)
     with pytest.raises(ServiceUnavailable) as caught:

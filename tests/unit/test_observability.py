@@ -182,33 +182,37 @@ def test_headers_round_trip_a_traceparent() -> None:
 
 
 async def test_replicate_retries_and_predict_time_reach_the_metrics() -> None:
-    import httpx
+    import aiohttp
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
 
     from genres.classify.replicate import Backoff, ReplicateClassifier
     from genres.observability.classifier import ObservedClassifier
 
-    answers = iter([503, 200])
+    answers = iter([503, 201])
 
-    def reply(request: httpx.Request) -> httpx.Response:
+    async def reply(request: web.Request) -> web.Response:
         if next(answers) == 503:
-            return httpx.Response(503, json={"detail": "busy"})
-        return httpx.Response(
-            201,
-            json={
+            return web.json_response({"detail": "busy"}, status=503)
+        return web.json_response(
+            {
                 "id": "p1",
                 "status": "succeeded",
                 "output": {"Electronic---Ambient": 0.7, "Rock---Punk": 0.2},
                 "metrics": {"predict_time": 2.0},
             },
+            status=201,
         )
 
+    app = web.Application()
+    app.router.add_post("/v1/predictions", reply)
     metrics = ServiceMetrics(cost_per_second=0.0001)
-    async with httpx.AsyncClient(transport=httpx.MockTransport(reply)) as client:
+    async with TestServer(app) as server, aiohttp.ClientSession() as session:
         classifier = ObservedClassifier(
             ReplicateClassifier(
-                clients=[client],
+                session=session,
                 token="r8_x",
-                base_url="https://api.replicate.test/v1",
+                base_url=str(server.make_url("/v1")),
                 version="0" * 64,
                 backoff=Backoff(initial=0.01, maximum=0.01, jitter=0.0),
                 on_retry=metrics.observe_replicate_retry,

@@ -29,8 +29,13 @@ def rank(
     Rounding comes last so that two labels that differ only past the 4th decimal keep the
     model's order.
     """
-    # A heap keeps the top N of 400 labels without sorting them all (classifier hot path).
-    best = heapq.nsmallest(top_n, scores.items(), key=lambda item: (-item[1], name(item[0])))
+    if top_n <= 0 or not scores:
+        return ()
+    # Classifier hot path: the N-th best score from a C-level heap over the bare values, then
+    # only the labels at or above it (ties included) are sorted by score and name.
+    cut = heapq.nlargest(top_n, scores.values())[-1]
+    tied = [item for item in scores.items() if item[1] >= cut]
+    best = sorted(tied, key=lambda item: (-item[1], name(item[0])))[:top_n]
     return tuple(
         Prediction(name=name(label), confidence=round(score, CONFIDENCE_DECIMALS))
         for label, score in best

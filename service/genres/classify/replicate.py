@@ -15,17 +15,17 @@ a message, since server texts are scrubbed of it too.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import json
 import logging
 import math
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote, urlsplit
 
-import httpx
+import aiohttp
 import stamina
 
 from genres.classify.port import Checkpoint, Classification, Timings
@@ -50,6 +50,8 @@ MIN_CANCEL_AFTER = 5
 CANCEL_AFTER_MARGIN = 5.0
 _RESET_HINT = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
 _SERVER_TEXT_LIMIT = 300
+MAX_BODY_BYTES = 8 * 1024 * 1024
+"""A prediction or a 400-label output file is a few KB; anything this large is not one."""
 
 
 class CreationLimiter(Protocol):
@@ -71,6 +73,24 @@ class Backoff:
     poll_maximum: float = 2.0
 
 
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    """An HTTP answer read in full (bodies here are small and capped)."""
+
+    method: str
+    url: str
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
 class _Deadline:
     def __init__(self, seconds: float) -> None:
         self.at = time.monotonic() + seconds
@@ -86,7 +106,7 @@ class ReplicateClassifier:
     def __init__(
         self,
         *,
-        clients: Sequence[httpx.AsyncClient],
+        session: aiohttp.ClientSession,
         token: str,
         base_url: str,
         version: str,
@@ -99,10 +119,7 @@ class ReplicateClassifier:
         backoff: Backoff = Backoff(),
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
-        if not clients:
-            raise ValueError("at least one httpx.AsyncClient is needed")
-        self._clients = tuple(clients)
-        self._next_client = itertools.cycle(self._clients)
+        self._session = session
         self._token = token
         self._base_url = base_url.rstrip("/")
         self._api_host = urlsplit(self._base_url).netloc
@@ -122,12 +139,12 @@ class ReplicateClassifier:
         return self._model
 
     async def aclose(self) -> None:
-        """The HTTP clients belong to the composition root, which closes them."""
+        """The HTTP session belongs to the composition root, which closes it."""
 
     async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
         started = time.monotonic()
         deadline = _Deadline(self._timeout)
-        client = next(self._next_client)
+        client = self._session
         resumed = None
         if checkpoint is not None and checkpoint.resume:
             resumed = await self._resume(client, checkpoint.resume, deadline)
@@ -171,7 +188,7 @@ class ReplicateClassifier:
     # -- step 1: create, or resume ------------------------------------------------------
 
     async def _resume(
-        self, client: httpx.AsyncClient, prediction_id: str, deadline: _Deadline
+        self, client: aiohttp.ClientSession, prediction_id: str, deadline: _Deadline
     ) -> dict[str, Any] | None:
         """The prediction an earlier attempt created, if it can still deliver."""
         url = f"{self._base_url}/predictions/{quote(prediction_id, safe='')}"
@@ -191,7 +208,7 @@ class ReplicateClassifier:
         return prediction
 
     async def _create(
-        self, client: httpx.AsyncClient, audio: str, deadline: _Deadline
+        self, client: aiohttp.ClientSession, audio: str, deadline: _Deadline
     ) -> tuple[dict[str, Any], int]:
         attempts = 0
         body = {"version": self._version, "input": {"audio": audio, "output_format": "JSON"}}
@@ -211,7 +228,7 @@ class ReplicateClassifier:
                         client,
                         "POST",
                         f"{self._base_url}/predictions",
-                        json=body,
+                        payload=body,
                         headers={"Prefer": f"wait={wait}", "Cancel-After": f"{cancel_after}s"},
                         read_timeout=wait + 5.0,
                         deadline=deadline,
@@ -230,7 +247,7 @@ class ReplicateClassifier:
     # -- step 2: poll --------------------------------------------------------------------
 
     async def _until_output(
-        self, client: httpx.AsyncClient, prediction: dict[str, Any], deadline: _Deadline
+        self, client: aiohttp.ClientSession, prediction: dict[str, Any], deadline: _Deadline
     ) -> dict[str, Any]:
         delay = self._backoff.poll_initial
         while True:
@@ -247,7 +264,7 @@ class ReplicateClassifier:
             prediction = await self._get_prediction(client, prediction, deadline)
 
     async def _get_prediction(
-        self, client: httpx.AsyncClient, prediction: dict[str, Any], deadline: _Deadline
+        self, client: aiohttp.ClientSession, prediction: dict[str, Any], deadline: _Deadline
     ) -> dict[str, Any]:
         url = self._prediction_url(prediction, "get")
         async for attempt in self._retrying(deadline):
@@ -262,8 +279,8 @@ class ReplicateClassifier:
     # -- step 3: output ------------------------------------------------------------------
 
     async def _fetch_output(
-        self, client: httpx.AsyncClient, prediction: dict[str, Any], deadline: _Deadline
-    ) -> dict[str, float]:
+        self, client: aiohttp.ClientSession, prediction: dict[str, Any], deadline: _Deadline
+    ) -> Mapping[str, float]:
         output = prediction.get("output")
         if isinstance(output, list) and len(output) == 1:
             output = output[0]
@@ -292,9 +309,16 @@ class ReplicateClassifier:
         return self._scores(document)
 
     @staticmethod
-    def _scores(document: Mapping[str, object]) -> dict[str, float]:
+    def _scores(document: Mapping[str, object]) -> Mapping[str, float]:
         if not document:
             raise MalformedOutput("the output JSON has no labels")
+        values = document.values()
+        # The usual document, all floats, checked at C speed (NaN fails the comparison).
+        if all(type(value) is float for value in values) and all(
+            0.0 <= value <= 1.0  # type: ignore[operator]
+            for value in values
+        ):
+            return document  # type: ignore[return-value]
         bad = [label for label, value in document.items() if not is_confidence(value)]
         if bad:
             raise MalformedOutput(
@@ -305,17 +329,21 @@ class ReplicateClassifier:
 
     # -- cancel --------------------------------------------------------------------------
 
-    async def _cancel(self, client: httpx.AsyncClient, prediction: dict[str, Any]) -> None:
+    async def _cancel(self, client: aiohttp.ClientSession, prediction: dict[str, Any]) -> None:
         try:
             url = self._prediction_url(prediction, "cancel")
-            response = await client.post(
-                url, headers=self._auth_headers(url), timeout=httpx.Timeout(10.0)
-            )
+            async with client.post(
+                url,
+                headers=self._auth_headers(url),
+                timeout=aiohttp.ClientTimeout(total=10.0),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
             log.info(
                 "replicate prediction cancelled",
-                extra={"prediction_id": prediction.get("id"), "status": response.status_code},
+                extra={"prediction_id": prediction.get("id"), "status": status},
             )
-        except (httpx.HTTPError, ClassificationError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ClassificationError) as exc:
             # Cancel-After stops it on Replicate's side in any case.
             log.warning(
                 "could not cancel replicate prediction %s: %s",
@@ -350,34 +378,41 @@ class ReplicateClassifier:
 
     async def _send(
         self,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         method: str,
         url: str,
         *,
         read_timeout: float,
         deadline: _Deadline,
-        json: object | None = None,
+        payload: object | None = None,
         headers: Mapping[str, str] | None = None,
-    ) -> httpx.Response:
+    ) -> _Reply:
         remaining = deadline.remaining
         if remaining <= 0:
             raise ClassificationTimeout(f"no time left for {method} {self._redact_url(url)}")
-        timeout = httpx.Timeout(
-            connect=min(10.0, remaining), read=min(read_timeout, remaining), write=10.0, pool=10.0
+        # `total` keeps every call, connection and body included, inside the deadline.
+        timeout = aiohttp.ClientTimeout(
+            total=remaining, connect=min(10.0, remaining), sock_read=min(read_timeout, remaining)
         )
+        auth = self._auth_headers(url)
         try:
-            return await client.request(
+            async with client.request(
                 method,
                 url,
-                json=json,
-                headers={**self._auth_headers(url), **(headers or {})},
+                json=payload,
+                headers={**auth, **(headers or {})},
                 timeout=timeout,
-            )
-        except httpx.TimeoutException as exc:
+                # Output files may redirect to storage; the API never does, and a redirect
+                # must never carry the token anywhere.
+                allow_redirects=not auth,
+            ) as response:
+                body = await _read_capped(response)
+                return _Reply(method, url, response.status, response.headers, body)
+        except TimeoutError as exc:
             raise ClassificationTimeout(
                 f"{method} {self._redact_url(url)} timed out ({type(exc).__name__})"
             ) from None
-        except httpx.TransportError as exc:
+        except aiohttp.ClientError as exc:
             raise ServiceUnavailable(
                 f"{method} {self._redact_url(url)} failed: {type(exc).__name__}"
             ) from None
@@ -388,24 +423,24 @@ class ReplicateClassifier:
             return {}
         return {"Authorization": f"Bearer {self._token}"}
 
-    def _prediction(self, response: httpx.Response) -> dict[str, Any]:
+    def _prediction(self, response: _Reply) -> dict[str, Any]:
         self._raise_for_status(response)
         try:
             prediction = response.json()
         except ValueError:
             raise ServiceUnavailable(
-                f"Replicate answered {response.status_code} with a body that is not JSON"
+                f"Replicate answered {response.status} with a body that is not JSON"
             ) from None
         if not isinstance(prediction, dict) or not isinstance(prediction.get("id"), str):
             raise ServiceUnavailable("Replicate answered with something that is not a prediction")
         return prediction
 
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        status = response.status_code
+    def _raise_for_status(self, response: _Reply) -> None:
+        status = response.status
         if status < 400:
             return
         detail = self._server_text(response)
-        what = f"{response.request.method} {self._redact_url(str(response.request.url))}"
+        what = f"{response.method} {self._redact_url(response.url)}"
         if status == 429:
             raise RateLimited(
                 f"Replicate throttled {what}: {detail}", retry_after=self._retry_after(response)
@@ -414,7 +449,7 @@ class ReplicateClassifier:
             raise ServiceUnavailable(f"Replicate answered {status} to {what}: {detail}")
         raise RequestRejected(f"Replicate refused {what} with {status}: {detail}")
 
-    def _retry_after(self, response: httpx.Response) -> float | None:
+    def _retry_after(self, response: _Reply) -> float | None:
         header = response.headers.get("Retry-After")
         if header is not None:
             try:
@@ -424,7 +459,7 @@ class ReplicateClassifier:
         match = _RESET_HINT.search(response.text)
         return float(match.group(1)) if match else None
 
-    def _server_text(self, response: httpx.Response) -> str:
+    def _server_text(self, response: _Reply) -> str:
         try:
             body = response.json()
             text = body.get("detail") or body.get("title") if isinstance(body, dict) else None
@@ -463,3 +498,14 @@ class ReplicateClassifier:
 
     def _redact_url(self, url: str) -> str:
         return self._scrub(url.split("?", 1)[0])
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+    if (response.content_length or 0) > MAX_BODY_BYTES:
+        raise MalformedOutput(f"answer of {response.content_length} bytes is too large")
+    body = bytearray()
+    async for chunk in response.content.iter_any():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise MalformedOutput(f"answer larger than {MAX_BODY_BYTES} bytes")
+    return bytes(body)

@@ -1,7 +1,7 @@
 """The embedded classifier backend (``CLASSIFIER_BACKEND=local``): musicnn's MSD model on ONNX.
 
 ``LocalClassifier`` implements ``genres.classify.port.Classifier``; the composition root builds
-it (``genres.classify.factory.build_classifier``), the command line included.
+it (``genres.classify.factory.open_classifier``), the command line included.
 """
 
 from genres.classify.local.classifier import LocalClassifier
