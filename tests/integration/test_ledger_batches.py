@@ -1,0 +1,96 @@
+"""The ledger's batched statements on a real PostgreSQL: many callers, one statement each step."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from genres.store.ledger import Claimed, Ledger, Recorded
+from genres_contracts import ModelRef, Prediction
+
+pytestmark = pytest.mark.integration
+
+MODEL = ModelRef(name="mtg/effnet-discogs", version="v1")
+PREDICTIONS = (Prediction(name="ambient electronic", confidence=0.7),)
+
+
+async def test_concurrent_claims_starts_and_outcomes_match_one_at_a_time_semantics(
+    database_url: str,
+) -> None:
+    ledger = await Ledger.connect(database_url, size=4)
+    try:
+        tracks = range(1, 41)
+        claims = await asyncio.gather(
+            *(ledger.claim(t, "f1", MODEL, source_event_id=f"e{t}", force=False) for t in tracks)
+        )
+        assert all(claim == Claimed(resume=None) for claim in claims)
+
+        # Even tracks finish; odd ones only get as far as starting their job.
+        await asyncio.gather(
+            *(ledger.started(t, "f1", MODEL, f"job-{t}") for t in tracks),
+        )
+        classified_at = datetime(2026, 11, 26, tzinfo=UTC)
+        await asyncio.gather(
+            *(
+                ledger.succeeded(
+                    t,
+                    "f1",
+                    MODEL,
+                    event_id=f"out-{t}",
+                    predictions=PREDICTIONS,
+                    attempts=1,
+                    classified_at=classified_at,
+                )
+                for t in tracks
+                if t % 2 == 0
+            )
+        )
+
+        again = await asyncio.gather(
+            *(ledger.claim(t, "f1", MODEL, source_event_id=f"r{t}", force=False) for t in tracks),
+            # A new file of a finished track is a new classification.
+            ledger.claim(2, "f2", MODEL, source_event_id="new-file", force=False),
+        )
+    finally:
+        await ledger.close()
+
+    for track_id, claim in zip(tracks, again, strict=False):
+        if track_id % 2 == 0:
+            assert isinstance(claim, Recorded)
+            assert (claim.status, claim.event_id) == ("succeeded", f"out-{track_id}")
+            assert claim.predictions == PREDICTIONS
+            assert claim.classified_at == classified_at
+        else:
+            # Interrupted: claimed again, resuming the job already paid for.
+            assert claim == Claimed(resume=f"job-{track_id}")
+    assert again[-1] == Claimed(resume=None)
+    assert ledger._claims.batches < 2 * len(tracks)
+
+
+async def test_the_same_track_claimed_twice_at_once_is_claimed_once_per_statement(
+    database_url: str,
+) -> None:
+    ledger = await Ledger.connect(database_url, size=2)
+    try:
+        await ledger.claim(7, "f1", MODEL, source_event_id="e1", force=False)
+        await ledger.succeeded(
+            7,
+            "f1",
+            MODEL,
+            event_id="out-7",
+            predictions=PREDICTIONS,
+            attempts=1,
+            classified_at=datetime.now(UTC),
+        )
+        first, second = await asyncio.gather(
+            ledger.claim(7, "f1", MODEL, source_event_id="e2", force=False),
+            ledger.claim(7, "f1", MODEL, source_event_id="e3", force=False),
+        )
+    finally:
+        await ledger.close()
+
+    assert isinstance(first, Recorded)
+    assert isinstance(second, Recorded)
+    assert first.event_id == second.event_id == "out-7"
