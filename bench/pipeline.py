@@ -57,7 +57,7 @@ def _upload(track_id: int) -> bytes:
 
 
 async def _outcome_consumer(bootstrap: str) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=10)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=50)
     await consumer.start()
     partitions = []
     for topic in (topics.GENRES_CLASSIFIED, topics.GENRES_FAILED):
@@ -162,12 +162,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 cpu_before = sum(_cpu_seconds(c.pid) for c in classifiers)
                 machine_before = cpu_snapshot()
                 stats_url = replicate_url.removesuffix("/v1") + "/_fake/stats"
-                sampler = asyncio.create_task(_sample_running(stats_url))
                 sent = await _publish(producer, ids)
                 first = min(sent.values())
                 arrived, failed = await _collect(consumer, set(ids), timeout=args.timeout)
-                sampler.cancel()
-                running = await sampler
                 cpu_used = sum(_cpu_seconds(c.pid) for c in classifiers) - cpu_before
                 burst = cpu_used_since(machine_before)
                 projected_at = await _wait_projected(engine, total, args.timeout)
@@ -202,24 +199,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_1m": round(os.getloadavg()[0], 2),
         # Everything shares two cores: CPU seconds per process kind during the burst.
         "burst_cpu_s": burst,
-        # Little's law: predictions running at Replicate on average (ideal: concurrency).
-        "mean_running_predictions": round(sum(running) / len(running), 1) if running else None,
         "first_publish_to_last_projection_s": (
             round(projected_at - first, 2) if projected_at is not None else None
         ),
     }
-
-
-async def _sample_running(stats_url: str) -> list[int]:
-    """The fake's count of running predictions, every 250 ms until cancelled."""
-    samples: list[int] = []
-    async with httpx.AsyncClient() as http:
-        try:
-            while True:
-                samples.append((await http.get(stats_url)).json()["running"])
-                await asyncio.sleep(0.25)
-        except asyncio.CancelledError:
-            return samples
 
 
 def _cpu_seconds(pid: int) -> float:

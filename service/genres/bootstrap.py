@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import AsyncIterator
@@ -174,7 +175,18 @@ async def serve(settings: Settings, roles: frozenset[Role]) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with running(settings, roles):
+            _freeze_startup_heap()
             await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+def _freeze_startup_heap() -> None:
+    """Keep what startup built (modules, clients, settings) out of the cyclic collector's scans.
+
+    Measured in the classifier under load: a full collection scanned that heap in ~140 ms
+    every ~3 s, stalling every record in flight; frozen, it scans only what the work made.
+    """
+    gc.collect()
+    gc.freeze()

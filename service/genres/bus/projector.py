@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 GROUP = "genres-projector"
 MAX_RECORDS = 500
 RETRY_WAIT_MAX_SECONDS = 5.0
+PROJECTOR_FETCH_MAX_WAIT_MS = 100
+PROJECTOR_FETCH_MIN_BYTES = 64 * 1024
 # After an unexpected error the batch is rewound; the pause keeps a bug from spinning a core.
 REWIND_PAUSE_SECONDS = 1.0
 
@@ -178,7 +180,10 @@ def register_projector(
         decoder=_leave_undecoded,
         title="genres-projector",
         description="Stores each track's current genre predictions in tracks.extra.",
-        fetch_max_wait_ms=fetch["fetch_max_wait_ms"],
+        # Batches are the point here: let the broker gather records rather than answer each
+        # fetch with the one or two that just arrived (measured: CPU per event of both).
+        fetch_max_wait_ms=max(fetch["fetch_max_wait_ms"], PROJECTOR_FETCH_MAX_WAIT_MS),
+        fetch_min_bytes=PROJECTOR_FETCH_MIN_BYTES,
         session_timeout_ms=fetch["session_timeout_ms"],
         heartbeat_interval_ms=fetch["heartbeat_interval_ms"],
     )

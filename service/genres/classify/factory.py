@@ -97,6 +97,9 @@ def build_replicate_classifier(
         timeout_seconds=settings.replicate_timeout_seconds,
         max_attempts=settings.classifier_max_attempts,
         prefer_wait=settings.replicate_prefer_wait_seconds,
-        limiter=CreationPacer(settings.replicate_max_predictions_per_minute),
+        limiter=CreationPacer(
+            settings.replicate_max_predictions_per_minute,
+            concurrency=settings.classifier_concurrency,
+        ),
         on_retry=on_retry,
     )

@@ -15,17 +15,18 @@ a message, since server texts are scrubbed of it too.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
+import random
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import aiohttp
+import orjson
 import stamina
 
 from genres.classify.port import Checkpoint, Classification, Timings
@@ -44,6 +45,8 @@ from genres_contracts import FailureKind, ModelRef
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
 MAX_PREFER_WAIT = 60
 MIN_CANCEL_AFTER = 5
@@ -60,6 +63,9 @@ class CreationLimiter(Protocol):
     async def acquire(self) -> None: ...
 
     def throttled(self, retry_after: float | None) -> None: ...
+
+    def observe(self, latency: float) -> None:
+        """A prediction took ``latency`` seconds from creation to its output."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,8 @@ class _Reply:
         return self.body.decode("utf-8", "replace")
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        # orjson: the 400-label output file is the largest thing the classifier parses.
+        return orjson.loads(self.body)
 
 
 class _Deadline:
@@ -149,19 +156,25 @@ class ReplicateClassifier:
         if checkpoint is not None and checkpoint.resume:
             resumed = await self._resume(client, checkpoint.resume, deadline)
         if resumed is None:
-            prediction, attempts = await self._create(client, audio, deadline)
+            prediction, attempts, sent_at = await self._create(client, audio, deadline)
         else:
-            prediction, attempts = resumed, 1
-        recorded = resumed is not None
+            prediction, attempts, sent_at = resumed, 1, None
+        # A prediction still running goes on record while we wait for it, so that a crash
+        # resumes it instead of paying again. One already final (the usual case: Prefer: wait
+        # outlasts it) is not: its outcome is recorded moments later, and the statement would
+        # cost the database a third write per classification for those moments.
+        recording = None
+        if checkpoint is not None and resumed is None and not _final(prediction):
+            recording = asyncio.ensure_future(checkpoint.record(prediction["id"]))
         try:
-            if checkpoint is not None and not recorded:
-                await checkpoint.record(prediction["id"])
-                recorded = True
             prediction = await self._until_output(client, prediction, deadline)
             scores = await self._fetch_output(client, prediction, deadline)
+            if recording is not None:
+                await recording
         except asyncio.CancelledError:
             # Shutting down: a recorded prediction is left to finish and the redelivered
             # record resumes it; an unrecorded one would only be paid for again, so stop it.
+            recorded = resumed is not None or _succeeded(recording)
             if not recorded and prediction.get("status") not in FINAL_STATUSES:
                 await asyncio.shield(self._cancel(client, prediction))
             raise
@@ -171,6 +184,11 @@ class ReplicateClassifier:
             if prediction.get("status") not in FINAL_STATUSES:
                 await asyncio.shield(self._cancel(client, prediction))
             raise
+        finally:
+            if recording is not None and not recording.done():
+                recording.cancel()
+        if sent_at is not None and self._limiter is not None:
+            self._limiter.observe(time.monotonic() - sent_at)
         predictions = rank(scores, self._top_n, discogs_name)
         metrics = prediction.get("metrics") or {}
         predict_time = metrics.get("predict_time") if isinstance(metrics, dict) else None
@@ -209,40 +227,44 @@ class ReplicateClassifier:
 
     async def _create(
         self, client: aiohttp.ClientSession, audio: str, deadline: _Deadline
-    ) -> tuple[dict[str, Any], int]:
+    ) -> tuple[dict[str, Any], int, float]:
+        """The prediction, the attempts made, and when the one that created it was sent."""
         attempts = 0
         body = {"version": self._version, "input": {"audio": audio, "output_format": "JSON"}}
         # Our deadline comes first and cancels with a clear timeout; Replicate's own, a little
         # later, stops the prediction even if this process died.
         cancel_after = max(MIN_CANCEL_AFTER, math.ceil(self._timeout + CANCEL_AFTER_MARGIN))
+
+        async def create(attempt: int) -> tuple[dict[str, Any], float]:
+            nonlocal attempts
+            attempts = attempt
+            self._check_deadline(deadline, "before the prediction was created")
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            wait = max(1, min(self._prefer_wait, math.floor(deadline.remaining)))
+            sent_at = time.monotonic()
+            response = await self._send(
+                client,
+                "POST",
+                f"{self._base_url}/predictions",
+                payload=body,
+                headers={"Prefer": f"wait={wait}", "Cancel-After": f"{cancel_after}s"},
+                read_timeout=wait + 5.0,
+                deadline=deadline,
+            )
+            try:
+                return self._prediction(response), sent_at
+            except RateLimited as exc:
+                if self._limiter is not None:
+                    self._limiter.throttled(exc.retry_after)
+                raise
+
         try:
-            async for attempt in self._retrying(deadline):
-                with attempt:
-                    attempts = attempt.num
-                    self._retrying_step(attempt.num, "create")
-                    self._check_deadline(deadline, "before the prediction was created")
-                    if self._limiter is not None:
-                        await self._limiter.acquire()
-                    wait = max(1, min(self._prefer_wait, math.floor(deadline.remaining)))
-                    response = await self._send(
-                        client,
-                        "POST",
-                        f"{self._base_url}/predictions",
-                        payload=body,
-                        headers={"Prefer": f"wait={wait}", "Cancel-After": f"{cancel_after}s"},
-                        read_timeout=wait + 5.0,
-                        deadline=deadline,
-                    )
-                    try:
-                        prediction = self._prediction(response)
-                    except RateLimited as exc:
-                        if self._limiter is not None:
-                            self._limiter.throttled(exc.retry_after)
-                        raise
+            prediction, sent_at = await self._with_retries("create", deadline, create)
         except ClassificationError as exc:
             exc.attempts = max(1, attempts)
             raise
-        return prediction, attempts
+        return prediction, attempts, sent_at
 
     # -- step 2: poll --------------------------------------------------------------------
 
@@ -267,14 +289,12 @@ class ReplicateClassifier:
         self, client: aiohttp.ClientSession, prediction: dict[str, Any], deadline: _Deadline
     ) -> dict[str, Any]:
         url = self._prediction_url(prediction, "get")
-        async for attempt in self._retrying(deadline):
-            with attempt:
-                self._retrying_step(attempt.num, "poll")
-                response = await self._send(
-                    client, "GET", url, read_timeout=10.0, deadline=deadline
-                )
-                polled = self._prediction(response)
-        return polled
+
+        async def poll(_: int) -> dict[str, Any]:
+            response = await self._send(client, "GET", url, read_timeout=10.0, deadline=deadline)
+            return self._prediction(response)
+
+        return await self._with_retries("poll", deadline, poll)
 
     # -- step 3: output ------------------------------------------------------------------
 
@@ -291,17 +311,16 @@ class ReplicateClassifier:
                 f"prediction {prediction.get('id')} has no JSON file output "
                 f"(got {type(output).__name__})"
             )
-        async for attempt in self._retrying(deadline):
-            with attempt:
-                self._retrying_step(attempt.num, "output")
-                response = await self._send(
-                    client, "GET", output, read_timeout=30.0, deadline=deadline
-                )
-                self._raise_for_status(response)
-                try:
-                    document = response.json()
-                except ValueError:
-                    raise MalformedOutput("the output file is not JSON") from None
+
+        async def fetch(_: int) -> Any:
+            response = await self._send(client, "GET", output, read_timeout=30.0, deadline=deadline)
+            self._raise_for_status(response)
+            try:
+                return response.json()
+            except ValueError:
+                raise MalformedOutput("the output file is not JSON") from None
+
+        document = await self._with_retries("output", deadline, fetch)
         if not isinstance(document, dict):
             raise MalformedOutput(
                 f"the output JSON is a {type(document).__name__}, not a label map"
@@ -353,28 +372,53 @@ class ReplicateClassifier:
 
     # -- HTTP ----------------------------------------------------------------------------
 
-    def _retrying_step(self, attempt: int, step: str) -> None:
-        if attempt > 1 and self._on_retry is not None:
-            self._on_retry(step)
+    async def _with_retries(
+        self, step: str, deadline: _Deadline, call: Callable[[int], Awaitable[T]]
+    ) -> T:
+        """``call(attempt)`` until it succeeds, fails for good, or attempts or time run out.
 
-    def _retrying(self, deadline: _Deadline) -> Any:
-        def backoff_for(exc: Exception) -> bool | float:
-            if not isinstance(exc, RetryableClassificationError):
-                return False
-            if isinstance(exc, RateLimited) and exc.retry_after is not None:
-                if exc.retry_after >= deadline.remaining:
-                    return False
-                return exc.retry_after
-            return deadline.remaining > 0
-
-        return stamina.retry_context(
-            on=backoff_for,
-            attempts=self._max_attempts,
+        The first attempt runs outside stamina: building a retry context costs about as
+        much CPU as the HTTP call it guards (profiled), and most calls succeed at once.
+        """
+        try:
+            return await call(1)
+        except Exception as exc:
+            pause = self._pause_before_retry(exc, deadline)
+            if pause is None or self._max_attempts <= 1:
+                raise
+        await asyncio.sleep(pause)
+        async for attempt in stamina.retry_context(
+            on=lambda exc: (
+                self._pause_before_retry(exc, deadline) is not None and self._retry_after_hint(exc)
+            ),
+            attempts=self._max_attempts - 1,
             timeout=max(deadline.remaining, 0.001),
             wait_initial=self._backoff.initial,
             wait_max=self._backoff.maximum,
             wait_jitter=self._backoff.jitter,
+        ):
+            with attempt:
+                if self._on_retry is not None:
+                    self._on_retry(step)
+                return await call(attempt.num + 1)
+        raise AssertionError("unreachable: stamina raises when it stops retrying")
+
+    def _pause_before_retry(self, exc: Exception, deadline: _Deadline) -> float | None:
+        """Seconds to wait before retrying after ``exc``, or None when it must not be."""
+        if not isinstance(exc, RetryableClassificationError) or deadline.remaining <= 0:
+            return None
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            return exc.retry_after if exc.retry_after < deadline.remaining else None
+        return min(
+            self._backoff.initial + random.uniform(0, self._backoff.jitter), deadline.remaining
         )
+
+    @staticmethod
+    def _retry_after_hint(exc: Exception) -> bool | float:
+        """stamina's answer: the server's own wait when it gave one, else its backoff."""
+        if isinstance(exc, RateLimited) and exc.retry_after is not None:
+            return exc.retry_after
+        return True
 
     async def _send(
         self,
@@ -509,3 +553,15 @@ async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
         if len(body) > MAX_BODY_BYTES:
             raise MalformedOutput(f"answer larger than {MAX_BODY_BYTES} bytes")
     return bytes(body)
+
+
+def _succeeded(task: asyncio.Future[None] | None) -> bool:
+    """The task finished without an error (and its error, if any, counts as seen)."""
+    if task is None or not task.done() or task.cancelled():
+        return False
+    return task.exception() is None
+
+
+def _final(prediction: Mapping[str, Any]) -> bool:
+    """Nothing more will happen to it (an output may arrive before `succeeded`)."""
+    return prediction.get("status") in FINAL_STATUSES or prediction.get("output") is not None

@@ -34,27 +34,31 @@ class Batcher(Generic[Item, Result]):
         *,
         key: Callable[[Item], Hashable],
         max_size: int = 256,
+        max_in_flight: int = 2,
     ) -> None:
         self._run = run
         self._key = key
         self._max_size = max_size
+        self._max_in_flight = max_in_flight
         self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
         self.batches = 0
         """Batches run so far (statements saved = items - batches)."""
 
     async def submit(self, item: Item) -> Result:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain(), name="batcher")
+        if len(self._workers) < self._max_in_flight:
+            worker = asyncio.create_task(self._drain(), name="batcher")
+            self._workers.add(worker)
+            worker.add_done_callback(self._workers.discard)
         return await future
 
     async def close(self) -> None:
         """Stop; callers still waiting get an error instead of waiting forever."""
-        if self._worker is not None and not self._worker.done():
-            self._worker.cancel()
-            await asyncio.gather(self._worker, return_exceptions=True)
+        for worker in list(self._workers):
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
         for _, future in self._waiting:
             _set_exception(future, RuntimeError("the batcher was closed"))
         self._waiting.clear()
