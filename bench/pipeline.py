@@ -130,6 +130,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "REPLICATE_BASE_URL": replicate_url,
             "REPLICATE_MAX_PREDICTIONS_PER_MINUTE": str(args.max_per_minute),
             "CLASSIFIER_CONCURRENCY": str(args.concurrency // args.processes),
+            **(
+                {"CLASSIFIER_RECORDS_IN_FLIGHT": str(args.records_in_flight // args.processes)}
+                if args.records_in_flight
+                else {}
+            ),
             "KAFKA_TOPIC_PARTITIONS": str(args.partitions),
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
@@ -186,6 +191,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency": args.concurrency,
         "partitions": args.partitions,
         "classifier_processes": args.processes,
+        # Records around the classifications (claimed, recording, publishing); the default
+        # is twice the concurrency.
+        "records_in_flight": args.records_in_flight or 2 * args.concurrency,
         "throughput_per_s": round(throughput, 1),
         "ideal_per_s": round(ideal, 1),
         "ratio": round(throughput / ideal, 3),
@@ -230,6 +238,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--partitions", type=int, default=3)
     p.add_argument(
         "--processes", type=int, default=1, help="classifier processes sharing the concurrency"
+    )
+    p.add_argument(
+        "--records-in-flight",
+        type=int,
+        default=0,
+        help="CLASSIFIER_RECORDS_IN_FLIGHT (default: the service's, twice the concurrency)",
     )
     p.add_argument("--warmup", type=int, default=64)
     p.add_argument("--max-per-minute", type=int, default=100_000)

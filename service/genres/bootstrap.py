@@ -22,6 +22,7 @@ from genres.bus.broker import create_broker, ensure_topics
 from genres.bus.classifier import create_classifier_consumer
 from genres.bus.concurrent import ConcurrentConsumer
 from genres.bus.producer import Publisher
+from genres.classify.bounded import BoundedClassifier
 from genres.classify.factory import open_classifier
 from genres.config import Settings
 from genres.errors import ConfigurationError
@@ -105,15 +106,18 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
 
         if Role.CLASSIFIER in roles:
             backend = settings.backend.value
-            classifier = ObservedClassifier(
-                await stack.enter_async_context(
-                    open_classifier(settings, on_retry=metrics.observe_replicate_retry)
+            classifier = BoundedClassifier(
+                ObservedClassifier(
+                    await stack.enter_async_context(
+                        open_classifier(settings, on_retry=metrics.observe_replicate_retry)
+                    ),
+                    backend=backend,
+                    metrics=metrics,
                 ),
-                backend=backend,
-                metrics=metrics,
+                limit=settings.classifier_concurrency,
             )
             ledger = await Ledger.connect(
-                database_url(settings), size=max(4, settings.classifier_concurrency // 4)
+                database_url(settings), size=max(4, settings.records_in_flight // 8)
             )
             stack.push_async_callback(ledger.close)
             consumer = create_classifier_consumer(

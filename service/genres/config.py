@@ -52,7 +52,17 @@ class Settings(BaseSettings):
     classifier_backend: Backend | None = Field(
         default=None, description="`replicate` when REPLICATE_ENABLED, else `local`."
     )
-    classifier_concurrency: Annotated[int, Field(ge=1, le=10_000)] = 64
+    classifier_concurrency: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=64, description="Classifications (paid predictions) in flight per process."
+    )
+    classifier_records_in_flight: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        default=None,
+        description=(
+            "Records fetched and not yet finished per process (the commit window); fetching "
+            "pauses when full. Default: twice CLASSIFIER_CONCURRENCY, so that claiming, "
+            "recording and publishing never hold a classification's slot."
+        ),
+    )
     classifier_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
 
     # Infrastructure (INTERFACE.md)
@@ -118,6 +128,13 @@ class Settings(BaseSettings):
         if self.classifier_backend is not None:
             return self.classifier_backend
         return Backend.REPLICATE if self.replicate_enabled else Backend.LOCAL
+
+    @property
+    def records_in_flight(self) -> int:
+        """The classifier's commit window: CLASSIFIER_RECORDS_IN_FLIGHT, else twice the
+        classifications in flight (never fewer than those)."""
+        wanted = self.classifier_records_in_flight or 2 * self.classifier_concurrency
+        return max(wanted, self.classifier_concurrency)
 
     @property
     def replicate_token(self) -> str | None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
-from genres.classify.pacing import CreationPacer
+from genres.classify.pacing import HEADROOM, CreationPacer
 
 
 async def test_creations_are_spread_to_the_configured_rate() -> None:
@@ -37,3 +38,38 @@ async def test_a_429_pauses_every_creation_until_the_hint_passes() -> None:
     started = time.monotonic()
     await asyncio.gather(*(pacer.acquire() for _ in range(5)))
     assert time.monotonic() - started >= 0.45
+
+
+async def test_without_an_observed_latency_creations_are_not_spaced() -> None:
+    pacer = CreationPacer(per_minute=100_000, concurrency=10)
+    started = time.monotonic()
+    await asyncio.gather(*(pacer.acquire() for _ in range(10)))
+    assert pacer.spacing == 0.0
+    assert time.monotonic() - started < 0.05
+
+
+async def test_a_burst_is_spread_over_a_fraction_of_the_observed_latency() -> None:
+    pacer = CreationPacer(per_minute=100_000, concurrency=10)
+    pacer.observe(0.3)
+    assert pacer.spacing == 0.3 / (10 * HEADROOM)
+
+    times: list[float] = []
+
+    async def create() -> None:
+        await pacer.acquire()
+        times.append(time.monotonic())
+
+    await asyncio.gather(*(create() for _ in range(10)))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    # Ten creations that arrived together leave one spacing apart (not at once, nor slower
+    # than concurrency / latency with headroom allows).
+    assert min(gaps) >= pacer.spacing * 0.8
+    assert times[-1] - times[0] <= 0.3
+
+
+def test_the_latency_is_a_moving_average_of_observations() -> None:
+    pacer = CreationPacer(per_minute=600, concurrency=4)
+    pacer.observe(1.0)
+    for _ in range(50):
+        pacer.observe(2.0)
+    assert 1.9 < pacer.spacing * 4 * HEADROOM < 2.0

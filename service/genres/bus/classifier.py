@@ -116,13 +116,13 @@ def create_classifier_consumer(
         group_id=settings.group(GROUP),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        max_poll_records=settings.classifier_concurrency,
+        max_poll_records=settings.records_in_flight,
         max_partition_fetch_bytes=2 * 1024 * 1024,
     )
     return ConcurrentConsumer(
         consumer,
         list(by_topic),
         traced,
-        concurrency=settings.classifier_concurrency,
+        concurrency=settings.records_in_flight,
         grace_seconds=min(settings.replicate_timeout_seconds, 60.0),
     )

@@ -127,6 +127,7 @@ class ReplicateClassifier:
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
         self._session = session
+        self._background: set[asyncio.Future[None]] = set()
         self._token = token
         self._base_url = base_url.rstrip("/")
         self._api_host = urlsplit(self._base_url).netloc
@@ -147,6 +148,17 @@ class ReplicateClassifier:
 
     async def aclose(self) -> None:
         """The HTTP session belongs to the composition root, which closes it."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=5.0)
+
+    def _in_background(self, task: asyncio.Future[None]) -> None:
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("could not record a replicate prediction's id: %s", exc)
 
     async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
         started = time.monotonic()
@@ -159,13 +171,17 @@ class ReplicateClassifier:
             prediction, attempts, sent_at = await self._create(client, audio, deadline)
         else:
             prediction, attempts, sent_at = resumed, 1, None
-        # A prediction still running goes on record while we wait for it, so that a crash
-        # resumes it instead of paying again. One already final (the usual case: Prefer: wait
-        # outlasts it) is not: its outcome is recorded moments later, and the statement would
-        # cost the database a third write per classification for those moments.
+        # The prediction's id goes on record as soon as it exists, so that a crash resumes it
+        # instead of paying again. A prediction still running is awaited behind that record;
+        # for one already final (the usual case: Prefer: wait outlasts it) the output is
+        # fetched and returned without waiting for the database, as its outcome is recorded
+        # moments later in any case.
         recording = None
-        if checkpoint is not None and resumed is None and not _final(prediction):
+        if checkpoint is not None and resumed is None:
             recording = asyncio.ensure_future(checkpoint.record(prediction["id"]))
+            if _final(prediction):
+                self._in_background(recording)
+                recording = None
         try:
             prediction = await self._until_output(client, prediction, deadline)
             scores = await self._fetch_output(client, prediction, deadline)
