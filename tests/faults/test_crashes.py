@@ -143,7 +143,7 @@ async def test_the_projector_killed_three_times_mid_run_loses_nothing(
     started = time.monotonic()
     rng = random.Random(20261126)
     # A slower classifier keeps the projector busy for the whole run.
-    concurrency = 8
+    concurrency = 4
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
     await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
