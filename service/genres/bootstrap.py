@@ -131,6 +131,7 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             stack.push_async_callback(consumer.stop)
             service.classifier_consumer = consumer
             metrics.watch_window(consumer)
+            metrics.watch_classifications(classifier)
             metrics.watch_lag("classifier", consumer.kafka_consumer)
 
         if roles & {Role.PROJECTOR, Role.RESPONDER}:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -43,6 +44,7 @@ def test_hooks_count_in_a_registry_of_their_own() -> None:
     first.observe_dead_letter("track.uploaded")
     first.observe_projection(written=4, stale=1)
     first.watch_window(Window())
+    first.watch_classifications(SimpleNamespace(running=2))
 
     found = values(first)
     assert (
@@ -63,6 +65,7 @@ def test_hooks_count_in_a_registry_of_their_own() -> None:
     assert found[("genres_projections_written_total", ())] == 4
     assert found[("genres_projections_stale_total", ())] == 1
     assert found[("genres_classifier_records_in_flight", ())] == 3
+    assert found[("genres_classifications_in_flight", ())] == 2
     assert found[("genres_classifier_records_handled_total", ())] == 10
     assert found[("genres_classifier_handler_retries_total", ())] == 2
     assert ("genres_classifier_records_in_flight", ()) not in values(second)

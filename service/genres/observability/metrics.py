@@ -36,6 +36,13 @@ class WindowedConsumer(Protocol):
     retried: int
 
 
+class Slots(Protocol):
+    """What the metrics read from ``genres.classify.bounded.BoundedClassifier``."""
+
+    @property
+    def running(self) -> int: ...
+
+
 class KafkaPositions(Protocol):
     """The part of aiokafka's consumer that lag is computed from."""
 
@@ -117,6 +124,7 @@ class ServiceMetrics:
             registry=self.registry,
         )
         self._window: WindowedConsumer | None = None
+        self._slots: Slots | None = None
         self._lag_sources: list[_LagSource] = []
         self.registry.register(_WindowCollector(self))
 
@@ -152,6 +160,10 @@ class ServiceMetrics:
         """Report the classifier's records in flight, records handled and handler retries."""
         self._window = consumer
 
+    def watch_classifications(self, slots: Slots) -> None:
+        """Report the classifications running now (at most CLASSIFIER_CONCURRENCY)."""
+        self._slots = slots
+
     def watch_lag(self, name: str, consumer: KafkaPositions) -> None:
         """Report ``consumer``'s lag per assigned partition under the label ``consumer=name``."""
         self._lag_sources.append(_LagSource(name, consumer))
@@ -182,6 +194,13 @@ class ServiceMetrics:
             ).set(max(0, highwater - position))
 
     def _window_metrics(self) -> Iterator[Metric]:
+        if self._slots is not None:
+            running = GaugeMetricFamily(
+                "genres_classifications_in_flight",
+                "Classifications (paid predictions) running now; at most CLASSIFIER_CONCURRENCY.",
+            )
+            running.add_metric([], self._slots.running)
+            yield running
         window = self._window
         if window is None:
             return
