@@ -67,9 +67,19 @@ async def test_a_burst_is_spread_over_a_fraction_of_the_observed_latency() -> No
     assert times[-1] - times[0] <= 0.3
 
 
-def test_the_latency_is_a_moving_average_of_observations() -> None:
+def test_a_slow_outlier_does_not_slow_creations_down() -> None:
     pacer = CreationPacer(per_minute=600, concurrency=4)
-    pacer.observe(1.0)
-    for _ in range(50):
+    for _ in range(20):
         pacer.observe(2.0)
-    assert 1.9 < pacer.spacing * 4 * HEADROOM < 2.0
+    typical = pacer.spacing
+    pacer.observe(120.0)  # a cold start
+    assert pacer.spacing == typical == 2.0 / (4 * HEADROOM)
+
+
+def test_the_spacing_follows_a_lasting_change_of_latency() -> None:
+    pacer = CreationPacer(per_minute=600, concurrency=4)
+    for _ in range(100):
+        pacer.observe(2.0)
+    for _ in range(100):
+        pacer.observe(0.5)
+    assert pacer.spacing == 0.5 / (4 * HEADROOM)

@@ -5,7 +5,8 @@ pacer spreads creations evenly (a leaky bucket that holds about one second's wor
 429 pauses every creation in the process until the server's reset hint has passed, instead of
 letting each in-flight classification find out for itself.
 
-It also spaces creations by a fraction of the predictions' observed latency divided by the
+It also spaces creations by a fraction of the predictions' typical latency (the lower quartile
+of the last 100: a cold start or a slow track must not slow the others) divided by the
 concurrency. Records that start together (a burst of uploads, a batch of claims) otherwise
 finish together, then free their slots together and start the next ones together: the
 classifier runs in convoys whose every member waits for the whole convoy's CPU work, cycle
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 
 from aiolimiter import AsyncLimiter
 
 HEADROOM = 1.5
 """Spacing allows this many times ``concurrency / latency`` creations a second."""
-LATENCY_WEIGHT = 0.1
-"""Weight of each new observation in the latency's moving average."""
+LATENCIES_KEPT = 100
+"""Recent latencies the typical one is taken from."""
 
 
 class CreationPacer:
@@ -37,6 +39,7 @@ class CreationPacer:
         self._paused_until = 0.0
         self.paused_total = 0.0
         self._concurrency = concurrency
+        self._latencies: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self._latency: float | None = None
         self._next_at = 0.0
 
@@ -49,10 +52,9 @@ class CreationPacer:
 
     def observe(self, latency: float) -> None:
         """A prediction took ``latency`` seconds from creation to output."""
-        if self._latency is None:
-            self._latency = latency
-        else:
-            self._latency += LATENCY_WEIGHT * (latency - self._latency)
+        self._latencies.append(latency)
+        recent = sorted(self._latencies)
+        self._latency = recent[len(recent) // 4]
 
     async def acquire(self) -> None:
         while (wait := self._paused_until - time.monotonic()) > 0:
