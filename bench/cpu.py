@@ -29,19 +29,21 @@ def _kind(pid: int) -> str:
     return "other"
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process (OSError once it is gone)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def _processes() -> dict[int, tuple[str, float]]:
     found: dict[int, tuple[str, float]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            found[int(entry.name)] = (_kind(int(entry.name)), cpu_seconds(int(entry.name)))
         except OSError:
             continue
-        found[int(entry.name)] = (
-            _kind(int(entry.name)),
-            (int(fields[11]) + int(fields[12])) / _TICK,
-        )
     return found
 
 

@@ -29,7 +29,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import text
 
-from bench.cpu import cpu_snapshot, cpu_used_since
+from bench.cpu import cpu_seconds, cpu_snapshot, cpu_used_since
 from bench.infra import (
     fake_replicate_process,
     genres_process,
@@ -164,13 +164,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     raise RuntimeError(f"warm-up incomplete; see {log}")
 
                 ids = range(1, args.events + 1)
-                cpu_before = sum(_cpu_seconds(c.pid) for c in classifiers)
+                cpu_before = sum(cpu_seconds(c.pid) for c in classifiers)
                 machine_before = cpu_snapshot()
                 stats_url = replicate_url.removesuffix("/v1") + "/_fake/stats"
                 sent = await _publish(producer, ids)
                 first = min(sent.values())
                 arrived, failed = await _collect(consumer, set(ids), timeout=args.timeout)
-                cpu_used = sum(_cpu_seconds(c.pid) for c in classifiers) - cpu_before
+                cpu_used = sum(cpu_seconds(c.pid) for c in classifiers) - cpu_before
                 burst = cpu_used_since(machine_before)
                 projected_at = await _wait_projected(engine, total, args.timeout)
                 async with httpx.AsyncClient() as http:
@@ -211,12 +211,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             round(projected_at - first, 2) if projected_at is not None else None
         ),
     }
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _wait_projected(engine: Any, total: int, timeout: float) -> float | None:

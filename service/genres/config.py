@@ -118,6 +118,16 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _window_holds_the_classifications(self) -> Self:
+        records = self.classifier_records_in_flight
+        if records is not None and records < self.classifier_concurrency:
+            raise ValueError(
+                f"CLASSIFIER_RECORDS_IN_FLIGHT ({records}) is below CLASSIFIER_CONCURRENCY "
+                f"({self.classifier_concurrency}): that many classifications could never run"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _backend_is_usable(self) -> Self:
         if self.backend is Backend.REPLICATE and not self.replicate_token:
             raise ValueError("the Replicate backend is enabled but REPLICATE_API_TOKEN is not set")
@@ -132,9 +142,8 @@ class Settings(BaseSettings):
     @property
     def records_in_flight(self) -> int:
         """The classifier's commit window: CLASSIFIER_RECORDS_IN_FLIGHT, else twice the
-        classifications in flight (never fewer than those)."""
-        wanted = self.classifier_records_in_flight or 2 * self.classifier_concurrency
-        return max(wanted, self.classifier_concurrency)
+        classifications in flight."""
+        return self.classifier_records_in_flight or 2 * self.classifier_concurrency
 
     @property
     def replicate_token(self) -> str | None:

@@ -76,3 +76,14 @@ def test_the_token_is_not_shown_in_the_settings_repr(monkeypatch: pytest.MonkeyP
     settings = load_settings()
     assert "r8_very_secret" not in repr(settings)
     assert settings.replicate_token == "r8_very_secret"
+
+
+def test_records_in_flight_default_to_twice_the_classifications() -> None:
+    assert load_settings(classifier_concurrency=10).records_in_flight == 20
+    assert load_settings(classifier_records_in_flight=100).records_in_flight == 100
+
+
+def test_a_window_smaller_than_the_concurrency_is_refused() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(classifier_concurrency=16, classifier_records_in_flight=8)
+    assert "CLASSIFIER_RECORDS_IN_FLIGHT" in str(caught.value)

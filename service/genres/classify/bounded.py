@@ -21,20 +21,20 @@ class BoundedClassifier:
     def __init__(self, inner: Classifier, *, limit: int) -> None:
         self._inner = inner
         self._slots = asyncio.Semaphore(limit)
-        self.limit = limit
+        self.running = 0
+        """Classifications running now."""
 
     @property
     def model(self) -> ModelRef:
         return self._inner.model
-
-    @property
-    def running(self) -> int:
-        """Classifications running now."""
-        return self.limit - self._slots._value
 
     async def aclose(self) -> None:
         await self._inner.aclose()
 
     async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
         async with self._slots:
-            return await self._inner.classify(audio, checkpoint)
+            self.running += 1
+            try:
+                return await self._inner.classify(audio, checkpoint)
+            finally:
+                self.running -= 1

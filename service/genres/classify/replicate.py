@@ -399,14 +399,15 @@ class ReplicateClassifier:
         try:
             return await call(1)
         except Exception as exc:
-            pause = self._pause_before_retry(exc, deadline)
-            if pause is None or self._max_attempts <= 1:
+            decision = self._backoff_for(exc, deadline)
+            if decision is False or self._max_attempts <= 1:
                 raise
-        await asyncio.sleep(pause)
+        # The wait stamina would have made before the second attempt.
+        if decision is True:
+            decision = self._backoff.initial + random.uniform(0, self._backoff.jitter)
+        await asyncio.sleep(min(decision, deadline.remaining))
         async for attempt in stamina.retry_context(
-            on=lambda exc: (
-                self._pause_before_retry(exc, deadline) is not None and self._retry_after_hint(exc)
-            ),
+            on=lambda exc: self._backoff_for(exc, deadline),
             attempts=self._max_attempts - 1,
             timeout=max(deadline.remaining, 0.001),
             wait_initial=self._backoff.initial,
@@ -419,21 +420,14 @@ class ReplicateClassifier:
                 return await call(attempt.num + 1)
         raise AssertionError("unreachable: stamina raises when it stops retrying")
 
-    def _pause_before_retry(self, exc: Exception, deadline: _Deadline) -> float | None:
-        """Seconds to wait before retrying after ``exc``, or None when it must not be."""
-        if not isinstance(exc, RetryableClassificationError) or deadline.remaining <= 0:
-            return None
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            return exc.retry_after if exc.retry_after < deadline.remaining else None
-        return min(
-            self._backoff.initial + random.uniform(0, self._backoff.jitter), deadline.remaining
-        )
-
     @staticmethod
-    def _retry_after_hint(exc: Exception) -> bool | float:
-        """stamina's answer: the server's own wait when it gave one, else its backoff."""
+    def _backoff_for(exc: Exception, deadline: _Deadline) -> bool | float:
+        """stamina's ``on``: False to give up, the server's own wait when it gave one that
+        fits the deadline, else True (exponential backoff)."""
+        if not isinstance(exc, RetryableClassificationError) or deadline.remaining <= 0:
+            return False
         if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            return exc.retry_after
+            return exc.retry_after if exc.retry_after < deadline.remaining else False
         return True
 
     async def _send(

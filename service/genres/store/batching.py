@@ -2,8 +2,9 @@
 
 Sixty-four classifications in flight reach the same ledger step at nearly the same time. Run
 one by one, they queue for pool connections and each costs a statement's CPU on both sides;
-run as one statement over arrays, they cost about one. A batch starts at once when none is
-running, so a lone caller waits for nothing; callers arriving while one runs form the next.
+run as one statement over arrays, they cost about one. A batch starts at once while fewer than
+``max_in_flight`` are running, so a lone caller waits for nothing; callers arriving while
+they run form the next.
 """
 
 from __future__ import annotations
