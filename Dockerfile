@@ -48,7 +48,9 @@ COPY contracts/ contracts/
 COPY service/ service/
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --all-packages \
-    && /app/.venv/bin/genres --help >/dev/null
+    && /app/.venv/bin/genres --help >/dev/null \
+    && /app/.venv/bin/python -c "from aiokafka import codec; \
+assert codec.has_snappy() and codec.has_lz4() and codec.has_zstd(), 'Kafka codecs missing'"
 
 # --------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

@@ -1,4 +1,4 @@
-"""``python -m bench NAME [options]``: pipeline, projector, recommend, local-model."""
+"""``python -m bench NAME [options]``: one of ``BENCHES``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import sys
 
 BENCHES = {
     "pipeline": "bench.pipeline",
+    "cap": "bench.cap",
+    "compression": "bench.compression",
     "projector": "bench.projector",
     "recommend": "bench.recommend",
     "local-model": "bench.local_model",

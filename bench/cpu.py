@@ -11,6 +11,7 @@ _KINDS = (
     ("genres run projector", "projector"),
     ("fake_replicate", "fake_replicate"),
     ("tansu", "broker"),
+    ("kafka.Kafka", "broker"),
     ("postgres", "postgresql"),
     ("bench", "bench"),
 )

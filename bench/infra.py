@@ -12,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
+from tests.support.apache_kafka import ApacheKafka
 from tests.support.database import LOCAL_CANDIDATES, _admin, _answers, database_url_for
 
 from genres.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -22,11 +23,25 @@ GENRES = str(Path(sys.executable).with_name("genres"))
 
 @contextlib.asynccontextmanager
 async def kafka_broker() -> AsyncIterator[str]:
-    """``KAFKA_BOOTSTRAP_SERVERS`` when set, else an embedded Tansu for the run."""
+    """``KAFKA_BOOTSTRAP_SERVERS`` when set; else ``BENCH_BROKER``: ``tansu`` (the default,
+    embedded) or ``kafka`` (Apache Kafka run with java, as the tests run it)."""
     from_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if from_env:
         yield from_env
         return
+    kind = os.environ.get("BENCH_BROKER", "tansu").strip().lower()
+    if kind == "kafka":
+        # Started from this (main) thread: the JVM dies with the thread that spawned it.
+        kafka = ApacheKafka().start()
+        print(f"broker: Apache Kafka {kafka.version}", flush=True)
+        try:
+            yield kafka.bootstrap_servers
+        finally:
+            kafka.close()
+        return
+    if kind != "tansu":
+        raise SystemExit(f"BENCH_BROKER={kind!r}: expected tansu or kafka")
+    print("broker: Tansu (embedded)", flush=True)
     broker = EmbeddedBroker()
     await broker.astart()
     try:

@@ -139,6 +139,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "1000",
             "LOG_LEVEL": "WARNING",
+            "KAFKA_COMPRESSION": args.compression,
         }
         await ensure_topics(load_settings(**{k.lower(): v for k, v in env.items()}))
         consumer = await _outcome_consumer(bootstrap)
@@ -205,6 +206,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         # Contention on a shared machine stretches wall time; CPU per event does not.
         "classifier_cpu_ms_per_event": round(cpu_used * 1000 / max(1, len(arrived)), 2),
         "load_average_1m": round(os.getloadavg()[0], 2),
+        "kafka_compression": args.compression,
         # Everything shares two cores: CPU seconds per process kind during the burst.
         "burst_cpu_s": burst,
         "first_publish_to_last_projection_s": (
@@ -238,6 +240,12 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="CLASSIFIER_RECORDS_IN_FLIGHT (default: the service's, twice the concurrency)",
+    )
+    p.add_argument(
+        "--compression",
+        default="gzip",
+        choices=["none", "gzip", "snappy", "lz4", "zstd"],
+        help="KAFKA_COMPRESSION of the service's processes",
     )
     p.add_argument("--warmup", type=int, default=64)
     p.add_argument("--max-per-minute", type=int, default=100_000)

@@ -5,7 +5,7 @@
 Uses ``KAFKA_BOOTSTRAP_SERVERS`` when set, else an embedded Tansu; ``DATABASE_URL`` when set,
 else the local PostgreSQL on 127.0.0.1:5432, else an embedded one (a fresh database is
 created and dropped). Runs the responder in-process, then times, through the same
-:class:`~genres.bus.requester.Requester`:
+:class:`~genres_contracts.kafka.GenresClient` (as the service configures it):
 
 * ``recommend``: ``RecommendedTagsRequest`` for tracks with cached predictions;
 * ``raw``: a bare echo: the request goes to a topic, a group-less aiokafka consumer (same
@@ -34,7 +34,7 @@ from tests.support.bus import serving
 from bench.infra import kafka_broker, postgres_server, scratch_database
 from genres.bus.broker import client_options, create_broker, ensure_topics
 from genres.bus.producer import Publisher
-from genres.bus.requester import Requester
+from genres.bus.requester import genres_client
 from genres.bus.responder import RESPONDER_FETCH_MAX_WAIT_MS, register_responder
 from genres.config import Settings, load_settings
 from genres.store.engine import create_engine
@@ -178,17 +178,18 @@ async def run(count: int, concurrency: int) -> dict[str, Any]:
             await runtime.start()
             await broker.start()
             try:
-                async with echo_server(settings), Requester(settings) as requester:
+                async with echo_server(settings), genres_client(settings) as client:
 
                     async def recommend(n: int) -> object:
-                        reply = await requester.recommended_tags(n % count + 1, limit=5)
+                        reply = await client.recommended_tags(n % count + 1, limit=5)
                         assert reply.tags, reply
                         assert not reply.pending, reply
                         return reply
 
                     async def raw(n: int) -> object:
-                        return await requester.request(
-                            ECHO_TOPIC, {"track_id": n % count + 1, "limit": 5}, timeout=10
+                        request = {"track_id": n % count + 1, "limit": 5}
+                        return await client.request(
+                            ECHO_TOPIC, json.dumps(request).encode(), timeout=10
                         )
 
                     # warm-up: group join, connection pools, statement caches

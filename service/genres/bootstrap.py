@@ -29,6 +29,14 @@ from genres.errors import ConfigurationError
 from genres.observability.classifier import ObservedClassifier
 from genres.observability.health import HealthServer, broker_check, database_check
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware
+from genres.observability.stalls import (
+    CommittedProgress,
+    LocalProgress,
+    PositionProgress,
+    StallWatchdog,
+    SubscriberErrors,
+    subscriber_consumer,
+)
 from genres.observability.tracing import configure_tracing, telemetry_middleware
 from genres.store.engine import create_engine
 from genres.store.ledger import Ledger
@@ -72,6 +80,8 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         if shutdown_tracing is not None:
             stack.push_async_callback(shutdown_tracing)
         metrics = ServiceMetrics(cost_per_second=settings.replicate_cost_per_second)
+        watchdog = StallWatchdog(settings.kafka_stall_seconds)
+        metrics.watch_stalls(watchdog)
         await ensure_topics(settings)
         engine = create_engine(
             database_url(settings),
@@ -98,6 +108,7 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
                 checks={
                     "broker": broker_check(publisher.producer.client),
                     "database": database_check(engine),
+                    "partitions": watchdog.check,
                 },
             )
             await health.start()
@@ -133,15 +144,24 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             metrics.watch_window(consumer)
             metrics.watch_classifications(classifier)
             metrics.watch_lag("classifier", consumer.kafka_consumer)
+            consumer.on_error = watchdog.reporter(Role.CLASSIFIER.value)
+            kafka_consumer = consumer.kafka_consumer
+            watchdog.watch(
+                Role.CLASSIFIER.value,
+                LocalProgress(lambda: kafka_consumer, consumer.progress),
+                # A record may take its classification's whole deadline without any error.
+                patience=settings.replicate_timeout_seconds + settings.kafka_stall_seconds,
+            )
 
         if roles & {Role.PROJECTOR, Role.RESPONDER}:
             broker = create_broker(
                 settings, middlewares=[*telemetry_middleware(), *prometheus_middleware(metrics)]
             )
+            subscribers: dict[str, Any] = {}
             if Role.PROJECTOR in roles:
                 from genres.bus.projector import register_projector
 
-                register_projector(
+                subscribers[Role.PROJECTOR.value] = register_projector(
                     broker,
                     settings=settings,
                     engine=engine,
@@ -149,20 +169,45 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
                     on_projected=lambda report: metrics.observe_projection(
                         written=report.written, stale=report.stale
                     ),
+                    on_error=watchdog.reporter(Role.PROJECTOR.value),
+                )
+                # It commits after storing: its position runs ahead of the work.
+                watchdog.watch(
+                    Role.PROJECTOR.value,
+                    CommittedProgress(subscriber_consumer(subscribers[Role.PROJECTOR.value])),
                 )
             if Role.RESPONDER in roles:
                 from genres.bus.responder import register_responder
 
                 responder = register_responder(
-                    broker, settings=settings, engine=engine, publisher=publisher
+                    broker,
+                    settings=settings,
+                    engine=engine,
+                    publisher=publisher,
+                    watchdog=watchdog,
+                )
+                subscribers[Role.RESPONDER.value] = responder.subscriber
+                # ACK_FIRST: a request is done once handed to its task.
+                watchdog.watch(
+                    Role.RESPONDER.value,
+                    PositionProgress(subscriber_consumer(responder.subscriber)),
                 )
                 # The outcome listener must be positioned before requests are taken.
                 await responder.start()
                 stack.push_async_callback(responder.stop)
                 service.extras["responder"] = responder
+            # FastStream retries its fetch errors itself and only logs them: the reasons.
+            errors = SubscriberErrors(watchdog, subscribers)
+            faststream_log = logging.getLogger("genres.faststream")
+            faststream_log.addHandler(errors)
+            stack.callback(faststream_log.removeHandler, errors)
             await broker.start()
             stack.push_async_callback(broker.stop)
             metrics.watch_subscribers("faststream", broker.subscribers)
+        # Stops first on the way out: a role draining is not a stall.
+        await watchdog.start()
+        stack.push_async_callback(watchdog.stop)
+        service.extras["watchdog"] = watchdog
         if service.health is not None:
             service.health.started = True
             # Runs first on the way out: not ready while stopping.

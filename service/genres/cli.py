@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.table import Table
 from genres import logs
 from genres.config import Settings, load_settings
 from genres.errors import ConfigurationError, GenresError
+from genres_contracts import RecommendedTags
 
 app = typer.Typer(
     name="genres",
@@ -131,38 +133,64 @@ def recommend(
     wait_ms: Annotated[
         int, typer.Option(min=0, max=30_000, help="Wait this long for a classification.")
     ] = 0,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the reply.")] = 10.0,
+    timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds to wait for the reply, beyond --wait-ms.")
+    ] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the reply as JSON.")] = False,
 ) -> None:
-    """Ask the running service for a track's recommended tags, over the bus."""
-    from genres.bus.requester import Requester
+    """Ask the running service for a track's recommended tags, over the bus.
+
+    Exit codes: 0 answered (also when pending or no classifier is configured), 1 no such
+    track or the service failed, 2 invalid request or configuration, 3 no answer (the
+    broker is unreachable or no reply came in time).
+    """
+    from genres.bus.requester import genres_client
+    from genres_contracts.kafka import (
+        GenresClientError,
+        InvalidRequest,
+        RequestTimedOut,
+        TrackNotFound,
+        Unavailable,
+    )
 
     settings = _settings()
+    if settings.log_level.upper() != "DEBUG":
+        # The one line printed below says what aiokafka's own error lines would.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
-    async def go() -> Any:
-        async with Requester(settings) as requester:
-            return await requester.recommended_tags(
-                track_id, limit=limit, wait_ms=wait_ms, timeout=timeout + wait_ms / 1000
-            )
+    async def go() -> RecommendedTags | GenresClientError:
+        try:
+            async with genres_client(settings) as client:
+                return await client.recommended_tags(
+                    track_id, limit=limit, wait_ms=wait_ms, timeout=timeout + wait_ms / 1000
+                )
+        except GenresClientError as exc:
+            return exc
 
-    reply = _run(go())
-    if as_json:
-        print(reply.model_dump_json())
-    elif reply.error is not None:
-        _fail(f"{reply.error.kind}: {reply.error.message}")
+    outcome = _run(go())
+    if isinstance(outcome, GenresClientError):
+        if as_json and outcome.reply is not None:
+            print(outcome.reply.model_dump_json())
+        kind = {TrackNotFound: "not_found", InvalidRequest: "invalid_request"}.get(type(outcome))
+        code = {InvalidRequest: 2, RequestTimedOut: 3, Unavailable: 3}.get(type(outcome), 1)
+        _fail(f"{kind}: {outcome}" if kind else str(outcome), code=code)
+    elif as_json:
+        print(outcome.model_dump_json())
     else:
-        table = Table(title=f"track {reply.track_id}")
-        table.add_column("tag")
-        table.add_column("score", justify="right")
-        for tag in reply.tags:
-            table.add_row(tag.name, f"{tag.score:.4f}")
-        console.print(table)
-        if not reply.available:
-            console.print("no classifier is configured (available: false)")
-        elif reply.pending:
-            console.print("a classification was requested and is not done yet (pending)")
-    if reply.error is not None:
-        raise typer.Exit(1)
+        _print_tags(outcome)
+
+
+def _print_tags(reply: RecommendedTags) -> None:
+    table = Table(title=f"track {reply.track_id}")
+    table.add_column("tag")
+    table.add_column("score", justify="right")
+    for tag in reply.tags:
+        table.add_row(tag.name, f"{tag.score:.4f}")
+    console.print(table)
+    if not reply.available:
+        console.print("no classifier is configured (available: false)")
+    elif reply.pending:
+        console.print("a classification was requested and is not done yet (pending)")
 
 
 @app.command()

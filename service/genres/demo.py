@@ -29,12 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import ALL_ROLES, running
 from genres.bus.producer import track_key
-from genres.bus.requester import Requester
+from genres.bus.requester import genres_client
 from genres.config import Settings
 from genres.embedded import EmbeddedBroker, EmbeddedPostgres
 from genres.store.engine import create_engine
 from genres.store.migrate import upgrade
 from genres_contracts import RecommendedTags, TrackUploaded, topics
+from genres_contracts.kafka import GenresClientError
 
 SAMPLE = Path(__file__).parent / "samples" / "loop_garzul.flac"
 PROJECTION_TIMEOUT = 120.0
@@ -126,31 +127,34 @@ async def run_demo(settings: Settings, path: Path | None, console: Console) -> i
         finally:
             await engine.dispose()
     _print_reply(console, reply, steps)
-    return 0 if reply.error is None and reply.tags else 1
+    return 0 if isinstance(reply, RecommendedTags) and reply.tags else 1
 
 
 async def _pipeline(
     settings: Settings, engine: AsyncEngine, audio: Path, audio_url: str, steps: _Steps
-) -> RecommendedTags:
+) -> RecommendedTags | GenresClientError:
     file_id = hashlib.sha256(await asyncio.to_thread(audio.read_bytes)).hexdigest()[:12]
     with steps.step("starting classifier, projector and responder"):
         service = running(settings, ALL_ROLES)
-        await service.__aenter__()
+        roles = await service.__aenter__()
     try:
         with steps.step("inserting the track"):
             track_id = await _insert_track(engine, file_id, audio_url)
         upload = TrackUploaded.model_validate(
             {"track_id": track_id, "file_id": file_id, "audio_url": audio_url}
         )
-        async with Requester(settings) as requester:
-            with steps.step(f"publishing track.uploaded for track {track_id}"):
-                await requester.publisher.publish(
-                    topics.TRACK_UPLOADED, upload, key=track_key(track_id)
-                )
-            with steps.step("classifying and projecting into tracks.extra"):
-                await _wait_for_projection(engine, track_id, file_id)
-            with steps.step("asking for recommended tags over the bus"):
-                return await requester.recommended_tags(track_id, limit=5, timeout=30)
+        try:
+            async with genres_client(settings) as client:
+                with steps.step(f"publishing track.uploaded for track {track_id}"):
+                    await roles.publisher.publish(
+                        topics.TRACK_UPLOADED, upload, key=track_key(track_id)
+                    )
+                with steps.step("classifying and projecting into tracks.extra"):
+                    await _wait_for_projection(engine, track_id, file_id)
+                with steps.step("asking for recommended tags over the bus"):
+                    return await client.recommended_tags(track_id, limit=5, timeout=30)
+        except GenresClientError as exc:
+            return exc
     finally:
         with steps.step("stopping everything"):
             await service.__aexit__(None, None, None)
@@ -182,9 +186,11 @@ async def _wait_for_projection(engine: AsyncEngine, track_id: int, file_id: str)
     raise TimeoutError(f"track {track_id} was not projected within {PROJECTION_TIMEOUT:g}s")
 
 
-def _print_reply(console: Console, reply: RecommendedTags, steps: _Steps) -> None:
-    if reply.error is not None:
-        console.print(f"[red]the responder answered {reply.error.kind}: {reply.error.message}[/]")
+def _print_reply(
+    console: Console, reply: RecommendedTags | GenresClientError, steps: _Steps
+) -> None:
+    if isinstance(reply, GenresClientError):
+        console.print(f"[red]no recommended tags: {reply}[/]", highlight=False)
         return
     table = Table(title=f"recommended tags for track {reply.track_id}")
     table.add_column("tag")

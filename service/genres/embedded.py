@@ -107,11 +107,15 @@ async def create_topics(
 ) -> list[str]:
     """Create ``names`` (idempotent: existing topics are left as they are).
 
-    Returns the names actually created. Raises ``RuntimeError`` for any other broker error.
+    Returns the names actually created, once the broker serves all of ``names`` (Apache
+    Kafka's brokers learn of new topics a moment after CreateTopics returns). Raises
+    ``RuntimeError`` for any other broker error.
     ``client_options`` go to ``AIOKafkaAdminClient`` (security settings, for instance).
     """
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
+
+    from genres.bus.broker import wait_for_topics
 
     wanted = list(dict.fromkeys(names))
     if not wanted:
@@ -125,6 +129,7 @@ async def create_topics(
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]
         if not missing:
+            await wait_for_topics(admin, wanted, timeout_s)
             return []
         try:
             response = await admin.create_topics(
@@ -132,6 +137,7 @@ async def create_topics(
                 timeout_ms=timeout_ms,
             )
         except TopicAlreadyExistsError:  # some aiokafka versions raise instead of returning
+            await wait_for_topics(admin, wanted, timeout_s)
             return []
         created: list[str] = []
         failures: list[str] = []
@@ -143,6 +149,7 @@ async def create_topics(
                 failures.append(f"{topic}: error {code} {message or ''}".strip())
         if failures:
             raise RuntimeError("cannot create topics: " + "; ".join(failures))
+        await wait_for_topics(admin, wanted, timeout_s)
         return created
     finally:
         await admin.close()

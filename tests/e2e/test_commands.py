@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import socket
 
 import pytest
 from sqlalchemy import text
@@ -16,8 +18,6 @@ from tests.support.broker import KafkaTestBed
 from tests.support.bus import collect, values
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import run_genres
-
-pytestmark = pytest.mark.integration
 
 
 async def test_migrate_creates_the_schema_and_is_safe_to_repeat(empty_database_url: str) -> None:
@@ -123,6 +123,24 @@ async def test_recommend_asks_the_running_service_over_the_bus(
         kafka.bootstrap_servers, kafka.topic(topics.CLASSIFICATION_REQUESTED), count=1, timeout=5
     )
     assert [v["reason"] for v in values(requested)] == ["on_demand"]
+
+
+def test_recommend_without_an_answer_says_why_in_one_line(kafka: KafkaTestBed) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    unreachable = run_genres(
+        "recommend", "1", env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{closed_port}"}
+    )
+    assert unreachable.returncode == 3
+    assert unreachable.stderr == (
+        f"error: cannot reach the Kafka broker at 127.0.0.1:{closed_port}\n"
+    )
+
+    nobody = run_genres("recommend", "1", "--timeout", "0.5", "--json", env=kafka.env())
+    assert nobody.returncode == 3
+    assert nobody.stdout == ""
+    assert re.fullmatch(r"error: no reply to request \w+ on \S+ within 0.5 s\n", nobody.stderr)
 
 
 def test_classify_refuses_a_missing_file_with_a_clear_message() -> None:

@@ -5,11 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-import pytest
-
 from tests.support.process import run_genres
-
-pytestmark = pytest.mark.integration
 
 
 def leftover_processes() -> set[str]:

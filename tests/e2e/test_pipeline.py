@@ -6,19 +6,16 @@ import asyncio
 import json
 import time
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import ALL_ROLES, running
-from genres.bus.requester import Requester
+from genres.bus.requester import genres_client
 from genres.config import Settings
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json
 from tests.support.fake_replicate import FakeReplicate
-
-pytestmark = pytest.mark.integration
 
 
 async def stored_predictions(engine: AsyncEngine, track_id: int) -> dict[str, object] | None:
@@ -89,8 +86,8 @@ async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags
             await conn.execute(
                 text("INSERT INTO track_tags (track_id, tag_id) VALUES (668, :t)"), {"t": tag_id}
             )
-        async with Requester(replicate_settings) as requester:
-            reply = await requester.recommended_tags(668, limit=3, timeout=10)
+        async with genres_client(replicate_settings) as client:
+            reply = await client.recommended_tags(668, limit=3, timeout=10)
 
     assert extra["plays"] == 12
     assert extra["genre_predictions_file_id"] == "b2c1e0"
@@ -112,9 +109,9 @@ async def test_a_request_for_an_unclassified_track_classifies_it_on_demand_and_w
     engine: AsyncEngine,
 ) -> None:
     await insert_track(engine, 5, "v1")
-    async with running(replicate_settings, ALL_ROLES), Requester(replicate_settings) as requester:
+    async with running(replicate_settings, ALL_ROLES), genres_client(replicate_settings) as client:
         replies = await asyncio.gather(
-            *(requester.recommended_tags(5, limit=4, wait_ms=15_000) for _ in range(5))
+            *(client.recommended_tags(5, limit=4, wait_ms=15_000) for _ in range(5))
         )
         extra = await wait_for_predictions(engine, 5)
 

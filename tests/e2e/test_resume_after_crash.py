@@ -6,7 +6,6 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,8 +16,6 @@ from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import start_genres, stop
 from tests.support.service import classifier_process_env, upload_numbered_tracks
 from tests.support.waiting import eventually
-
-pytestmark = pytest.mark.integration
 
 COUNT = 8
 

@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
-
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import collect, values
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import run_genres, start_genres, stop
 from tests.support.service import classifier_process_env, upload_numbered_tracks
-
-pytestmark = pytest.mark.integration
 
 
 def test_a_bad_configuration_stops_at_start_with_one_clear_line() -> None:

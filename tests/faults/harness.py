@@ -275,6 +275,15 @@ async def all_projected(
     return await poll_until(done, timeout=timeout, interval=interval)
 
 
+async def pending_claims(engine: AsyncEngine) -> int:
+    """Classifications claimed in the ledger and not finished: the records in flight."""
+    async with engine.connect() as conn:
+        value = await conn.scalar(
+            text("SELECT count(*) FROM genre_classifications WHERE status = 'pending'")
+        )
+    return int(value or 0)
+
+
 async def settled_tracks(engine: AsyncEngine) -> int:
     """Tracks with predictions for their current file, or a recorded failure for it."""
     async with engine.connect() as conn:
@@ -343,16 +352,21 @@ class Roles:
         self.running: dict[str, RoleProcess] = {}
         self.kills = 0
 
-    async def start(self, role: str, env: Mapping[str, str] | None = None) -> RoleProcess:
-        log = self.log_dir / f"{role}.log"
-        previous = self.running.get(role)
+    async def start(
+        self, role: str, env: Mapping[str, str] | None = None, *, name: str | None = None
+    ) -> RoleProcess:
+        """Start ``genres run <role>``; ``name`` (default: the role) tells apart several
+        processes of one role: it keys :attr:`running` and names the log."""
+        name = name or role
+        log = self.log_dir / f"{name}.log"
+        previous = self.running.get(name)
         if previous is not None and previous.alive:
-            raise RuntimeError(f"{role} is already running")
+            raise RuntimeError(f"{name} is already running")
         with log.open("ab") as handle:
-            handle.write(f"--- start {role}\n".encode())
+            handle.write(f"--- start {name}\n".encode())
         process = await start_genres("run", role, env=self.env | dict(env or {}), log=log)
         entry = RoleProcess(role, process, log, starts=(previous.starts + 1) if previous else 1)
-        self.running[role] = entry
+        self.running[name] = entry
         return entry
 
     async def start_each(self, *roles: str) -> None:
@@ -366,6 +380,18 @@ class Roles:
         entry.process.kill()
         await entry.process.wait()
         self.kills += 1
+
+    async def stop(self, name: str, timeout: float = 60.0) -> int | None:
+        """SIGTERM one process and wait for its exit code (None: SIGKILLed after ``timeout``)."""
+        entry = self.running[name]
+        if entry.alive:
+            entry.process.send_signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(entry.process.wait(), timeout)
+        except TimeoutError:
+            entry.process.kill()
+            await entry.process.wait()
+            return None
 
     async def stop_all(self, timeout: float = 60.0) -> dict[str, int | None]:
         """SIGTERM every role; returns their exit codes (SIGKILL after ``timeout``)."""

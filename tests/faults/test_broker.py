@@ -46,10 +46,11 @@ from tests.faults.harness import (
 )
 from tests.support.fake_replicate import FakeReplicate
 
-from genres.bus.requester import Requester, RequestTimeout
+from genres.bus.requester import genres_client
 from genres.config import load_settings
 from genres.embedded import EmbeddedBroker
 from genres_contracts import topics
+from genres_contracts.kafka import RequestTimedOut
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -70,14 +71,14 @@ async def _answers_correctly(
     settings = load_settings(
         kafka_bootstrap_servers=bootstrap, genres_topic_prefix=prefix, database_url=database_url
     )
-    async with Requester(settings) as requester:
+    async with genres_client(settings) as client:
         # A request sent before the responder rejoined a restarted broker may be skipped
         # (see the module): ask again until answered.
         for _ in range(12):
             try:
-                reply = await requester.recommended_tags(track_id, limit=3, timeout=5.0)
+                reply = await client.recommended_tags(track_id, limit=3, timeout=5.0)
                 break
-            except RequestTimeout:
+            except RequestTimedOut:
                 continue
         else:
             raise AssertionError(f"no reply for track {track_id}")

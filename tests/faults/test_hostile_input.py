@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-import pytest
 from aiokafka import AIOKafkaProducer
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import collect, header, values
@@ -15,8 +14,6 @@ from tests.support.fake_replicate import FakeReplicate
 from genres.bootstrap import Role, running
 from genres.config import Settings
 from genres_contracts import topics
-
-pytestmark = pytest.mark.integration
 
 GOOD = {"file_id": "f", "audio_url": "https://cdn.test/ok.mp3"}
 

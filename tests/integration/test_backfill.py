@@ -24,8 +24,6 @@ from genres_contracts import (
 )
 from tests.support.bus import read_from_start
 
-pytestmark = pytest.mark.integration
-
 PREDICTIONS = [{"name": "ambient electronic", "confidence": 0.2}]
 
 # (id, file_id, audio_url, extra): which rows a backfill must pick

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import pytest
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,8 +17,6 @@ from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import collect, header, producer, send_json, values
 from tests.support.fake_replicate import FakeReplicate
-
-pytestmark = pytest.mark.integration
 
 CLASSIFIER = frozenset({Role.CLASSIFIER})
 
@@ -194,7 +191,13 @@ async def test_concurrency_goes_beyond_the_partition_count(
     fake_replicate: FakeReplicate,
 ) -> None:
     fake_replicate.configure(latency_ms=500)
-    settings = make_settings(fake_replicate, kafka_topic_partitions=1, classifier_concurrency=16)
+    settings = make_settings(
+        fake_replicate,
+        kafka_topic_partitions=1,
+        classifier_concurrency=16,
+        # The account's cap (600 a minute: 5 in flight at 500 ms) is not what is tested here.
+        replicate_max_predictions_per_minute=100_000,
+    )
     async with classifying(kafka, settings) as client:
         for track_id in range(1, 33):
             await send_json(

@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import random
 
-import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from genres.bus.concurrent import ConcurrentConsumer
 from genres.embedded import fast_consumer_options
 from tests.support.broker import KafkaTestBed
 from tests.support.waiting import eventually
-
-pytestmark = pytest.mark.integration
 
 COUNT = 30
 

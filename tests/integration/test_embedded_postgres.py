@@ -6,7 +6,6 @@ import asyncio
 import os
 import time
 
-import pytest
 from sqlalchemy import inspect, text
 
 from genres.embedded import EmbeddedPostgres
@@ -26,7 +25,6 @@ def _gone(pid: int) -> bool:
 
 
 # Runs whatever the other fixtures chose: it starts its own server.
-pytestmark = pytest.mark.integration
 
 
 async def test_embedded_postgres_lifecycle() -> None:

@@ -460,6 +460,66 @@ async def test_sliding_window_limiter_throttles_with_reset_hint_and_retry_after(
     assert fake_replicate.stats.rate_limited_by_window == 1
 
 
+def test_official_client_meets_the_scaled_window_cap_and_its_reset_hint(
+    client: Client, fake_replicate_thread: FakeReplicateThread
+) -> None:
+    fake_replicate_thread.configure(max_creations_per_minute=3, window_s=2.0)
+    for i in range(3):
+        client.predictions.create(version=VERSION, input=json_input(audio(f"sw{i}")))
+    with pytest.raises(ReplicateError) as raised:
+        client.predictions.create(version=VERSION, input=json_input(audio("sw3")))
+    assert raised.value.status == 429
+    assert raised.value.detail is not None
+    # A 2-second window frees its first slot within 2 s: the hint says so, rounded up.
+    assert raised.value.detail in (
+        "Request was throttled. Your rate limit resets in ~1s.",
+        "Request was throttled. Your rate limit resets in ~2s.",
+    )
+    time.sleep(2.05)
+    client.predictions.create(version=VERSION, input=json_input(audio("sw3")))
+    stats = fake_replicate_thread.stats
+    assert stats.creations == 4
+    assert stats.rate_limited_by_window == stats.rejected_429 == 1
+    assert stats.max_creations_in_window == 3
+
+
+async def test_the_window_count_and_arrival_times_are_kept_with_the_limiter_off(
+    fake_replicate: FakeReplicate,
+) -> None:
+    fake_replicate.configure(window_s=0.5)
+    async with httpx.AsyncClient() as http:
+        for i in range(3):
+            assert (await create(http, fake_replicate, audio(f"t{i}"))).status_code == 201
+        await asyncio.sleep(0.6)
+        assert (await create(http, fake_replicate, audio("t3"))).status_code == 201
+        times = (await http.get(f"{fake_replicate.root_url}/_fake/creations")).json()["times"]
+
+    assert fake_replicate.stats.max_creations_in_window == 3
+    assert len(times) == 4
+    assert times == sorted(times)
+    assert times[3] - times[2] >= 0.6
+    assert fake_replicate.creation_times == times
+
+
+async def test_latency_jitter_spreads_completion_times_within_its_bounds(
+    fake_replicate: FakeReplicate,
+) -> None:
+    fake_replicate.configure(latency_ms=300, latency_jitter_ms=100, start_delay_ms=0)
+    async with httpx.AsyncClient() as http:
+        created = [
+            (await create(http, fake_replicate, audio(f"j{i}"))).json()["id"] for i in range(40)
+        ]
+    # When each is due to end (timers may fire late on a busy machine; the draw does not).
+    totals = []
+    for pid in created:
+        prediction = fake_replicate._predictions[pid]
+        assert prediction.end_mono is not None
+        totals.append(prediction.end_mono - prediction.created_mono)
+    assert min(totals) >= 0.2
+    assert max(totals) <= 0.4
+    assert max(totals) - min(totals) > 0.1
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 
 import aiohttp
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,8 +19,6 @@ from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.service import service_settings
-
-pytestmark = pytest.mark.integration
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-import pytest
-
 from genres.store.ledger import Claimed, Ledger, Recorded
 from genres_contracts import ModelRef, Prediction
-
-pytestmark = pytest.mark.integration
 
 MODEL = ModelRef(name="mtg/effnet-discogs", version="v1")
 PREDICTIONS = (Prediction(name="ambient electronic", confidence=0.7),)

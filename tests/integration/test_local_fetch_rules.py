@@ -28,8 +28,6 @@ from genres.classify.local.tags import genre_names
 from genres.errors import AudioError, ClassificationTimeout, ServiceUnavailable
 from genres_contracts import FailureKind
 
-pytestmark = pytest.mark.integration
-
 SAMPLE = Path(__file__).resolve().parents[2] / "service" / "genres" / "samples" / "ambi_drone.flac"
 GENRES = genre_names(json.loads(TAGS_PATH.read_text()))
 

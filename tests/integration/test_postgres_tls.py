@@ -7,8 +7,6 @@ from sqlalchemy import make_url, text
 
 from genres.store.engine import create_engine
 
-pytestmark = pytest.mark.integration
-
 
 async def test_a_url_requiring_tls_gets_tls_or_a_clear_refusal(postgres_server_url: str) -> None:
     url = make_url(postgres_server_url)

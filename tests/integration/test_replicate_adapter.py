@@ -31,8 +31,6 @@ VERSION = "1532dd069fb4f0e27c6833e28815f6b8c194dfec76fd9cd73460540fd720ffe1"
 TOKEN = "r8_fake_token"
 FAST = Backoff(initial=0.02, maximum=0.1, jitter=0.0, poll_initial=0.05, poll_maximum=0.2)
 
-pytestmark = pytest.mark.integration
-
 
 @pytest_asyncio.fixture
 async def fake() -> AsyncIterator[FakeReplicate]:

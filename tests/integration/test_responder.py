@@ -1,4 +1,4 @@
-"""The responder on a real broker and a real PostgreSQL, asked through the real requester."""
+"""The responder on a real broker and a real PostgreSQL, asked through the genres client."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from genres.bus.broker import create_broker, ensure_topics
 from genres.bus.producer import Publisher
 from genres.bus.records import parse
-from genres.bus.requester import Requester
+from genres.bus.requester import genres_client
 from genres.bus.responder import ResponderRuntime, register_responder
 from genres.config import Settings, load_settings
 from genres.store.schema import classification_requests, tags, track_tags, tracks
@@ -32,8 +32,7 @@ from genres_contracts import (
     RecommendedTags,
     topics,
 )
-
-pytestmark = pytest.mark.integration
+from genres_contracts.kafka import GenresClient, InvalidRequest, TrackNotFound, read_reply
 
 PREDICTIONS = [
     {"name": "ambient electronic", "confidence": 0.5},
@@ -94,7 +93,7 @@ def cached(file_id: str = "f1") -> dict[str, Any]:
 class Service:
     settings: Settings
     runtime: ResponderRuntime
-    requester: Requester
+    client: GenresClient
     publisher: Publisher
 
 
@@ -108,8 +107,8 @@ async def running_responder(settings: Settings, engine: AsyncEngine) -> AsyncIte
     await runtime.start()
     await broker.start()
     try:
-        async with Requester(settings) as requester:
-            yield Service(settings, runtime, requester, publisher)
+        async with genres_client(settings) as client:
+            yield Service(settings, runtime, client, publisher)
     finally:
         await broker.stop()
         await runtime.stop()
@@ -167,7 +166,7 @@ async def test_cached_predictions_minus_own_tags_case_insensitively(
     service: Service, engine: AsyncEngine
 ) -> None:
     await add_track(engine, 1, extra=cached(), own_tags=("Experimental Electronic", "rock"))
-    reply = await service.requester.recommended_tags(1, limit=3)
+    reply = await service.client.recommended_tags(1, limit=3)
     assert reply == RecommendedTags(
         track_id=1,
         tags=[
@@ -178,8 +177,8 @@ async def test_cached_predictions_minus_own_tags_case_insensitively(
         available=True,
         pending=False,
     )
-    assert names(await service.requester.recommended_tags(1, limit=1)) == ["ambient electronic"]
-    assert len((await service.requester.recommended_tags(1, limit=20)).tags) == 4
+    assert names(await service.client.recommended_tags(1, limit=1)) == ["ambient electronic"]
+    assert len((await service.client.recommended_tags(1, limit=20)).tags) == 4
 
 
 async def test_a_cached_answer_reads_the_track_in_one_statement(engine: AsyncEngine) -> None:
@@ -211,9 +210,9 @@ async def test_predictions_for_another_file_are_stale(
     legacy = {"genre_predictions": PREDICTIONS}
     await add_track(engine, 4, file_id="f4", extra=legacy)  # legacy row, the track has a file
     await add_track(engine, 5, file_id=None, audio_url=None, extra=legacy)  # legacy, no file
-    assert (await service.requester.recommended_tags(3)).pending is True
-    assert (await service.requester.recommended_tags(4)).pending is True
-    legacy_reply = await service.requester.recommended_tags(5, limit=2)
+    assert (await service.client.recommended_tags(3)).pending is True
+    assert (await service.client.recommended_tags(4)).pending is True
+    legacy_reply = await service.client.recommended_tags(5, limit=2)
     assert names(legacy_reply) == ["ambient electronic", "experimental electronic"]
     assert legacy_reply.pending is False
 
@@ -227,7 +226,7 @@ async def test_one_on_demand_request_for_many_concurrent_asks(
     await add_track(engine, 10, file_id="f10", audio_url="https://cdn.example/a/f10.mp3")
     async with reading(settings, settings.topic(topics.CLASSIFICATION_REQUESTED)) as requested:
         replies = await asyncio.gather(
-            *(service.requester.recommended_tags(10, wait_ms=0) for _ in range(20))
+            *(service.client.recommended_tags(10, wait_ms=0) for _ in range(20))
         )
         assert all(r.pending and r.tags == [] and r.available and r.error is None for r in replies)
         records = await drain(requested, 2.0)
@@ -246,15 +245,13 @@ async def test_a_waiting_request_gets_the_outcome_and_does_not_block_others(
     loop = asyncio.get_running_loop()
     async with reading(settings, settings.topic(topics.CLASSIFICATION_REQUESTED)) as requested:
         started = loop.time()
-        waiting = asyncio.create_task(
-            service.requester.recommended_tags(20, limit=3, wait_ms=20_000)
-        )
+        waiting = asyncio.create_task(service.client.recommended_tags(20, limit=3, wait_ms=20_000))
         request = parse(ClassificationRequested, (await first(requested)).value)
         assert (request.track_id, request.file_id) == (20, "f20")
 
         # meanwhile, other requests are answered at once
         for _ in range(3):
-            other = await service.requester.recommended_tags(21, limit=1)
+            other = await service.client.recommended_tags(21, limit=1)
             assert names(other) == ["ambient electronic"]
         assert not waiting.done()
 
@@ -283,7 +280,7 @@ async def test_a_wait_that_ends_first_answers_pending(
     await add_track(engine, 30, file_id="f30")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    reply = await service.requester.recommended_tags(30, wait_ms=700)
+    reply = await service.client.recommended_tags(30, wait_ms=700)
     assert reply.pending is True
     assert reply.tags == []
     assert 0.6 <= loop.time() - started < 5
@@ -295,7 +292,7 @@ async def test_a_track_that_cannot_be_classified_gets_no_tags(
     await add_track(engine, 40, audio_url=None)
     await add_track(engine, 41, audio_url="not a url")
     for track_id in (40, 41):
-        reply = await service.requester.recommended_tags(track_id, wait_ms=0)
+        reply = await service.client.recommended_tags(track_id, wait_ms=0)
         assert (reply.tags, reply.available, reply.pending, reply.error) == ([], True, False, None)
 
 
@@ -316,7 +313,11 @@ async def test_claims_are_exclusive_until_stale(engine: AsyncEngine) -> None:
 
 
 async def test_unknown_track_is_not_found(service: Service) -> None:
-    reply = await service.requester.recommended_tags(999_999)
+    with pytest.raises(TrackNotFound, match="999999 does not exist") as raised:
+        await service.client.recommended_tags(999_999)
+    assert raised.value.track_id == 999_999
+    reply = raised.value.reply
+    assert reply is not None
     assert reply.error is not None
     assert reply.error.kind == "not_found"
     assert (reply.track_id, reply.tags, reply.pending) == (999_999, [], False)
@@ -334,11 +335,15 @@ async def test_unknown_track_is_not_found(service: Service) -> None:
 async def test_unreadable_requests_get_invalid_request(
     service: Service, value: bytes, track_id: int | None
 ) -> None:
-    raw = await service.requester.request(topics.RECOMMENDED_TAGS, value, timeout=10)
+    raw = await service.client.request(topics.RECOMMENDED_TAGS, value, timeout=10)
     reply = json.loads(raw)
     assert reply["error"]["kind"] == "invalid_request"
     assert reply["error"]["message"]
     assert (reply["track_id"], reply["tags"], reply["pending"]) == (track_id, [], False)
+    with pytest.raises(InvalidRequest, match="invalid request: ") as raised:
+        read_reply(raw)
+    assert raised.value.reply is not None
+    assert raised.value.reply.track_id == track_id
 
 
 async def test_a_request_without_reply_to_is_dead_lettered(
@@ -362,7 +367,7 @@ async def test_odd_correlation_ids_are_echoed_as_they_came(
 ) -> None:
     await add_track(engine, 50, extra=cached())
     topic = settings.topic(topics.RECOMMENDED_TAGS)
-    reply_topic = service.requester.reply_topic
+    reply_topic = service.client.reply_topic
     async with reading(settings, reply_topic) as replies:
         await service.publisher.producer.send_and_wait(
             topic,
@@ -385,9 +390,8 @@ async def test_without_a_classifier_nothing_is_available(
         reading(settings, settings.topic(topics.CLASSIFICATION_REQUESTED)) as requested,
     ):
         for track_id in (60, 61):
-            reply = await running.requester.recommended_tags(track_id, wait_ms=1000)
+            reply = await running.client.recommended_tags(track_id, wait_ms=1000)
             assert (reply.available, reply.tags, reply.pending) == (False, [], False)
         assert await drain(requested, 0.5) == []
-        missing = await running.requester.recommended_tags(62)
-        assert missing.error is not None
-        assert missing.error.kind == "not_found"
+        with pytest.raises(TrackNotFound):
+            await running.client.recommended_tags(62)

@@ -17,8 +17,6 @@ from genres.store.migrate import VERSION_TABLE, current_revision, head_revision,
 from genres.store.schema import ALL_TABLES
 from tests.support.broker import KafkaTestBed
 
-pytestmark = pytest.mark.integration
-
 
 async def _produce(bootstrap: str, topic: str, value: bytes, key: bytes = b"1") -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap)

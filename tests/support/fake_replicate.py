@@ -10,7 +10,8 @@ It is good enough for our own httpx adapter and for the official ``replicate`` c
 * Faults at global rates drawn from a seeded RNG (:class:`FakeConfig`), a sliding-window
   creation limiter, and per-track directives in the audio URL's query string
   (``?fake=fail,slow``; see :data:`DIRECTIVES`).
-* Counters in-process (:attr:`FakeReplicate.stats`) and over HTTP (``GET /_fake/stats``);
+* Counters in-process (:attr:`FakeReplicate.stats`) and over HTTP (``GET /_fake/stats``), the
+  arrival time of every accepted creation (``GET /_fake/creations``);
   ``POST /_fake/config`` patches knobs, ``POST /_fake/reset`` clears counters and predictions.
 
 The official client takes the server root as its ``base_url`` (it adds ``/v1`` to its paths):
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -106,6 +108,8 @@ class FakeConfig:
     """Expected bearer token; ``None`` or empty accepts any request."""
     latency_ms: float = 200.0
     """From creation to ``succeeded`` (start delay included)."""
+    latency_jitter_ms: float = 0.0
+    """Each prediction's latency is drawn uniformly from ``latency_ms`` ± this."""
     start_delay_ms: float = 10.0
     """From creation to ``processing``."""
     seed: int = 0
@@ -131,7 +135,10 @@ class FakeConfig:
     """Every prediction shows its output while still ``processing`` for ``early_output_ms``."""
     early_output_ms: float = 300.0
     max_creations_per_minute: int | None = None
-    """A real sliding-window limiter on accepted creations (429 beyond it); ``None``: off."""
+    """A strict sliding-window limiter: at most this many accepted creations in any
+    ``window_s`` seconds (429 beyond it, with Replicate's reset hint); ``None``: off."""
+    window_s: float = 60.0
+    """The limiter's window (Replicate: a minute); tests scale it down."""
     output_cache_size: int = 4096
     """Output documents kept (per audio URL); each is ~16 kB."""
     retention_s: float = 3600.0
@@ -153,6 +160,8 @@ class FakeStats:
     rejected_5xx: int = 0
     rate_limited_by_window: int = 0
     """429s from ``max_creations_per_minute`` (also in ``rejected_429``)."""
+    max_creations_in_window: int = 0
+    """The most accepted creations seen in any ``window_s`` seconds (limiter on or off)."""
     gets: int = 0
     get_5xx: int = 0
     file_gets: int = 0
@@ -441,6 +450,8 @@ class FakeReplicate:
         self._predictions: dict[str, _Prediction] = {}
         self._once_done: set[tuple[str, str]] = set()
         self._window: collections.deque[float] = collections.deque()
+        self._creation_times: list[float] = []
+        self._epoch = 0.0
         self._ended: collections.deque[tuple[float, str]] = collections.deque()
         self._outputs: collections.OrderedDict[tuple[str, str], bytes] = collections.OrderedDict()
         self._rng = random.Random(self.config.seed)
@@ -463,6 +474,7 @@ class FakeReplicate:
                 web.post("/v1/predictions/{id}/cancel", self._handle_cancel),
                 web.get("/files/{name}", self._handle_file),
                 web.get("/_fake/stats", self._handle_stats),
+                web.get("/_fake/creations", self._handle_creations),
                 web.get("/_fake/config", self._handle_get_config),
                 web.post("/_fake/config", self._handle_config),
                 web.post("/_fake/reset", self._handle_reset),
@@ -473,6 +485,7 @@ class FakeReplicate:
         site = web.TCPSite(runner, host, port, backlog=2048, reuse_address=True)
         await site.start()
         self._runner = runner
+        self._epoch = self._now()
         self._host = host
         address = runner.addresses[0]
         self._port = int(address[1])
@@ -532,6 +545,9 @@ class FakeReplicate:
         self._stats = FakeStats()
         self._once_done.clear()
         self._window.clear()
+        self._creation_times.clear()
+        with contextlib.suppress(RuntimeError):  # no running loop: the epoch stays
+            self._epoch = self._now()
         self._rng = random.Random(self.config.seed)
         self._rng_seed = self.config.seed
 
@@ -614,15 +630,28 @@ class FakeReplicate:
 
     def _window_check(self, now: float) -> int | None:
         """Seconds until a slot frees when the creation window is full, else ``None``."""
+        span = self.config.window_s
+        window = self._window
+        # A creation at t counts in (t, t + span]: one exactly a window ago has left it.
+        while window and window[0] <= now - span:
+            window.popleft()
         limit = self.config.max_creations_per_minute
         if limit is None or limit <= 0:
             return None
-        window = self._window
-        while window and window[0] <= now - 60.0:
-            window.popleft()
         if len(window) >= limit:
-            return max(1, math.ceil(window[0] + 60.0 - now))
+            return max(1, math.ceil(window[0] + span - now))
         return None
+
+    def _count_creation(self, now: float) -> None:
+        self._window.append(now)
+        self._creation_times.append(now - self._epoch)
+        stats = self._stats
+        stats.max_creations_in_window = max(stats.max_creations_in_window, len(self._window))
+
+    @property
+    def creation_times(self) -> list[float]:
+        """When each accepted creation arrived: seconds since the fake started (or reset)."""
+        return list(self._creation_times)
 
     # -- handlers -----------------------------------------------------------------------
 
@@ -680,8 +709,7 @@ class FakeReplicate:
         if config.error_5xx_rate > 0 and rng.random() < config.error_5xx_rate:
             return self._server_error(rng.choice(config.create_5xx_statuses or [500]))
 
-        if config.max_creations_per_minute:
-            self._window.append(now)
+        self._count_creation(now)
         prediction = self._new_prediction(version, payload, audio, directives, now, cancel_after)
         stats.creations += 1
         stats.creations_per_url[audio] = stats.creations_per_url.get(audio, 0) + 1
@@ -726,6 +754,8 @@ class FakeReplicate:
             config.malformed_rate > 0 and rng.random() < config.malformed_rate
         )
         duration = (config.slow_ms if slow else config.latency_ms) / 1000.0
+        if config.latency_jitter_ms > 0 and not slow:
+            duration += rng.uniform(-config.latency_jitter_ms, config.latency_jitter_ms) / 1000.0
         done_at = now + max(duration, start_delay)
 
         if payload.get("output_format", "Visualization") != "JSON":
@@ -856,6 +886,9 @@ class FakeReplicate:
 
     async def _handle_stats(self, request: web.Request) -> web.Response:
         return _json(self._stats.as_dict())
+
+    async def _handle_creations(self, request: web.Request) -> web.Response:
+        return _json({"times": self._creation_times, "now": self._now() - self._epoch})
 
     async def _handle_get_config(self, request: web.Request) -> web.Response:
         return _json(dataclasses.asdict(self.config))

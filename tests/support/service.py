@@ -33,6 +33,7 @@ def service_settings(
         "kafka_session_timeout_ms": 1000,
         "kafka_heartbeat_interval_ms": 300,
         "kafka_fetch_max_wait_ms": 10,
+        "kafka_enable_idempotence": kafka.idempotence,
         "log_format": "console",
         # Off unless a test asks: tests run several services side by side.
         "health_port": 0,
@@ -65,17 +66,18 @@ def replicate_settings(
 
 
 @pytest.fixture
-def settings(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Settings:
+def settings(kafka: KafkaTestBed, database_url: str) -> Settings:
     """In-process roles on this test's topic prefix and database, with fast group joins.
 
     Test modules needing other settings define their own ``settings`` fixture."""
     return load_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=database_url,
-        genres_topic_prefix=topic_prefix,
+        genres_topic_prefix=kafka.prefix,
         kafka_session_timeout_ms=1000,
         kafka_heartbeat_interval_ms=300,
         kafka_fetch_max_wait_ms=10,
+        kafka_enable_idempotence=kafka.idempotence,
     )
 
 

@@ -159,3 +159,13 @@ def test_environment_names_are_settings_the_service_knows() -> None:
     text = COMPOSE.read_text(encoding="utf-8")
     for name in example:
         assert "${" + name in text, name
+
+
+def test_kafka_is_the_version_the_tests_run() -> None:
+    """The compose file's apache/kafka image is the Kafka the tests start
+    (``tests/support/kafka/pom.xml``), so what is tested is what is deployed."""
+    from tests.support.apache_kafka import pom_version
+
+    image = _file()["services"]["kafka"]["image"]
+    assert image == f"apache/kafka:{pom_version()}"
+    assert _file()["services"]["kafka"]["environment"]["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"

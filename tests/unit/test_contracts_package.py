@@ -1,32 +1,46 @@
-"""``contracts/`` is a distribution of its own that depends on pydantic alone."""
+"""``contracts/`` is a distribution of its own: pydantic alone, aiokafka only with ``[kafka]``."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
+import re
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-UV = shutil.which("uv") or "uv"  # the project is managed with uv; CI installs it first
+from tests.support.contracts_venv import build_contracts_wheel
 
 
-def test_contracts_wheel_requires_only_pydantic(tmp_path: Path) -> None:
-    subprocess.run(
-        [UV, "build", "--wheel", "--out-dir", str(tmp_path), str(ROOT / "contracts")],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("genres_contracts-*.whl")
+def test_contracts_wheel_requires_pydantic_and_aiokafka_only_with_the_kafka_extra(
+    tmp_path: Path,
+) -> None:
+    wheel = build_contracts_wheel(tmp_path)
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
-        requires = [
-            line.split(":", 1)[1].strip()
-            for line in archive.read(metadata).decode().splitlines()
-            if line.startswith("Requires-Dist:")
-        ]
-    assert [r.split(">")[0].split("=")[0].strip() for r in requires] == ["pydantic"]
+        lines = archive.read(metadata).decode().splitlines()
+    requires = [line.split(":", 1)[1].strip() for line in lines if line.startswith("Requires-Dist")]
+    assert [r for r in requires if "extra ==" not in r] == ["pydantic>=2.8"]
+    assert [r for r in requires if "extra ==" in r] == [
+        "aiokafka[lz4,snappy,zstd]>=0.12; extra == 'kafka'"
+    ]
+    assert "Provides-Extra: kafka" in lines
     packages = {name.split("/")[0] for name in names if not name.endswith("dist-info/")}
     assert "genres" not in packages
     assert "genres_contracts" in packages
+    assert "genres_contracts/kafka/__init__.py" in names
+    assert "genres_contracts/py.typed" in names
+
+
+def _python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
+
+
+def test_the_readme_shows_the_examples_the_tests_run() -> None:
+    """README.md copies the two examples of contracts/README.md, which the tests run."""
+    root = Path(__file__).resolve().parents[2]
+    tested = _python_blocks(root / "contracts" / "README.md")
+    shown = _python_blocks(root / "README.md")
+    for needle in ("GenresClient(", "KafkaBroker("):
+        original = [block for block in tested if needle in block]
+        copies = [block for block in shown if needle in block]
+        assert len(original) == 1
+        assert copies == original

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
@@ -105,6 +106,7 @@ def create_broker(settings: Settings, **extra: Any) -> KafkaBroker:
         acks="all",
         enable_idempotence=settings.kafka_enable_idempotence,
         linger_ms=1,
+        compression_type=settings.compression_type,
         security=faststream_security(settings),
         # Through our handlers and format; its per-message lines are DEBUG noise at INFO.
         logger=logging.getLogger("genres.faststream"),
@@ -114,27 +116,65 @@ def create_broker(settings: Settings, **extra: Any) -> KafkaBroker:
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
-    """Create the topics that are missing; returns those it created."""
+    """Create the topics that are missing; returns those it created.
+
+    Returns once the broker serves every wanted topic (see :func:`wait_for_topics`)."""
     wanted = list(all_topics(settings) if names is None else names)
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [name for name in wanted if name not in existing]
-        if not missing:
-            return []
-        new_topics = [
-            NewTopic(
-                name,
-                num_partitions=settings.kafka_topic_partitions,
-                replication_factor=settings.kafka_replication_factor,
-            )
-            for name in missing
-        ]
-        # Another instance may have created them first.
-        with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(new_topics)
-        log.info("created topics", extra={"topics": missing})
+        if missing:
+            new_topics = [
+                NewTopic(
+                    name,
+                    num_partitions=settings.kafka_topic_partitions,
+                    replication_factor=settings.kafka_replication_factor,
+                )
+                for name in missing
+            ]
+            # Another instance may have created them first.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(new_topics)
+            log.info("created topics", extra={"topics": missing})
+        await wait_for_topics(admin, wanted)
         return missing
     finally:
         await admin.close()
+
+
+async def wait_for_topics(
+    admin: AIOKafkaAdminClient, names: Iterable[str], timeout_s: float = 30.0
+) -> dict[str, list[int]]:
+    """Wait until the broker's metadata shows every topic with a leader for each partition;
+    returns each topic's partitions.
+
+    Apache Kafka (KRaft) answers CreateTopics once its controller has committed the topics;
+    the brokers learn of them a moment later, and a client asking in between hears "unknown
+    topic" or "not leader". Whoever created the topics, another instance included, they are
+    served when this returns. Raises ``TimeoutError`` naming the topics still missing.
+    """
+    wanted = list(dict.fromkeys(names))
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        described = {entry["topic"]: entry for entry in await admin.describe_topics(wanted)}
+        pending = [
+            name
+            for name in wanted
+            if name not in described
+            or described[name]["error_code"] != 0
+            or not described[name]["partitions"]
+            or any(p["error_code"] != 0 or p["leader"] < 0 for p in described[name]["partitions"])
+        ]
+        if not pending:
+            return {
+                name: sorted(p["partition"] for p in described[name]["partitions"])
+                for name in wanted
+            }
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(
+                f"the broker does not serve these topics after {timeout_s:g} s: "
+                + ", ".join(pending)
+            )
+        await asyncio.sleep(0.05)

@@ -110,6 +110,7 @@ def create_classifier_consumer(
         with consume_span(record.topic, record.partition, record.offset, record.headers):
             await handle(record)
 
+    grace_seconds = min(settings.replicate_timeout_seconds, 60.0)
     consumer = AIOKafkaConsumer(
         **client_options(settings),
         **consumer_options(settings),
@@ -118,11 +119,19 @@ def create_classifier_consumer(
         auto_offset_reset="earliest",
         max_poll_records=settings.records_in_flight,
         max_partition_fetch_bytes=2 * 1024 * 1024,
+        # aiokafka's default is the session timeout: a member still draining its revoked
+        # window after that is dropped from the group, and the next owner runs the same
+        # records again (paid twice with no crash). The group waits for the drain instead
+        # (grace, the 10 s given to cancelled records, a margin); a dead member is still
+        # dropped after the session timeout.
+        rebalance_timeout_ms=max(
+            settings.kafka_session_timeout_ms, int((grace_seconds + 15.0) * 1000)
+        ),
     )
     return ConcurrentConsumer(
         consumer,
         list(by_topic),
         traced,
         concurrency=settings.records_in_flight,
-        grace_seconds=min(settings.replicate_timeout_seconds, 60.0),
+        grace_seconds=grace_seconds,
     )

@@ -32,6 +32,8 @@ from genres.bus.window import OffsetWindow
 log = logging.getLogger(__name__)
 
 Handler = Callable[[ConsumerRecord[bytes, bytes]], Awaitable[None]]
+ErrorHook = Callable[[BaseException, TopicPartition | None], None]
+"""Told each error met (fetch, handler, commit) and its partition when known."""
 WindowKey = tuple[TopicPartition, int]
 """A partition and its epoch (a new one each time the partition's offsets went backwards)."""
 
@@ -73,6 +75,8 @@ class ConcurrentConsumer:
         self._commit_task: asyncio.Task[None] | None = None
         self.handled = 0
         self.retried = 0
+        #: set by the composition root: the stall watchdog's reporter (the reason it gives)
+        self.on_error: ErrorHook | None = None
 
     @property
     def in_flight(self) -> int:
@@ -82,6 +86,15 @@ class ConcurrentConsumer:
     def kafka_consumer(self) -> AIOKafkaConsumer:
         """The aiokafka consumer (for lag: positions and high watermarks)."""
         return self._consumer
+
+    def progress(self, partition: TopicPartition) -> int | None:
+        """The committed prefix of ``partition`` (below it every record is finished and
+        committed); None when no record of it was fetched since it was assigned."""
+        return self._window.progress((partition, self._epochs.get(partition, 0)))
+
+    def _note(self, error: BaseException, partition: TopicPartition | None = None) -> None:
+        if self.on_error is not None:
+            self.on_error(error, partition)
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -112,9 +125,10 @@ class ConcurrentConsumer:
                 await self._fetch_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # Never die silently: a dead fetch loop would leave partitions unread forever.
                 log.exception("fetching failed; retrying")
+                self._note(exc)
                 await asyncio.sleep(1.0)
 
     async def _fetch_once(self) -> None:
@@ -132,6 +146,7 @@ class ConcurrentConsumer:
             batches = await self._consumer.getmany(timeout_ms=200, max_records=free)
         except KafkaError as exc:
             log.warning("fetch failed, retrying: %s", exc)
+            self._note(exc)
             await asyncio.sleep(1.0)
             return
         for partition, records in batches.items():
@@ -197,9 +212,10 @@ class ConcurrentConsumer:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 # Infrastructure trouble (database, broker): the record stays uncommitted.
                 self.retried += 1
+                self._note(exc, TopicPartition(record.topic, record.partition))
                 log.exception(
                     "handler failed; retrying in %.1fs",
                     delay,
@@ -227,6 +243,7 @@ class ConcurrentConsumer:
         except (CommitFailedError, KafkaError) as exc:
             # A rebalance took the partitions: their records will be re-delivered.
             log.warning("commit failed: %s", exc)
+            self._note(exc)
             return
         self._window.committed(offsets)
 

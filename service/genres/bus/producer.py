@@ -44,6 +44,7 @@ class Publisher:
             acks="all",
             enable_idempotence=settings.kafka_enable_idempotence,
             linger_ms=1,
+            compression_type=settings.compression_type,
             max_request_size=16 * 1024 * 1024,
             **options,
         )

@@ -53,6 +53,8 @@ RETRYABLE_SQLSTATE_CLASSES = ("08", "53", "57")
 RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 
 T = TypeVar("T")
+ErrorHook = Callable[[BaseException], None]
+"""Told each failure met (the stall watchdog gives the last one as a stall's reason)."""
 
 
 @dataclass(frozen=True)
@@ -89,10 +91,22 @@ def _sqlstate(exc: DBAPIError) -> str | None:
     return None
 
 
-async def retrying(action: Callable[[], Awaitable[T]], *, what: str) -> T:
+async def retrying(
+    action: Callable[[], Awaitable[T]], *, what: str, on_error: ErrorHook | None = None
+) -> T:
     """Run ``action`` until it succeeds, waiting at most ~5 s between transient failures."""
+
+    async def noted() -> T:
+        try:
+            return await action()
+        except Exception as exc:
+            if on_error is not None:
+                on_error(exc)
+            raise
+
     attempts = 0
-    for attempt in stamina.retry_context(
+    # ``async for``: the backoff must not block the event loop (heartbeats, /readyz, stalls).
+    async for attempt in stamina.retry_context(
         on=is_retryable, attempts=None, timeout=None, wait_max=RETRY_WAIT_MAX_SECONDS
     ):
         with attempt:
@@ -101,12 +115,16 @@ async def retrying(action: Callable[[], Awaitable[T]], *, what: str) -> T:
                 log.warning(
                     "retrying after a transient failure", extra={"what": what, "attempt": attempts}
                 )
-            return await action()
+            return await noted()
     raise AssertionError("unreachable: stamina retries without a limit")  # pragma: no cover
 
 
 async def handle_batch(
-    records: Sequence[Record], *, store: ProjectionStore, publisher: Publisher
+    records: Sequence[Record],
+    *,
+    store: ProjectionStore,
+    publisher: Publisher,
+    on_error: ErrorHook | None = None,
 ) -> ProjectionReport:
     """Dead-letter what cannot be read, project the rest; returns once it is all durable."""
     events: list[GenresClassified] = []
@@ -126,8 +144,11 @@ async def handle_batch(
                     headers=record.headers,
                 ),
                 what="dead-letter",
+                on_error=on_error,
             )
-    return await retrying(lambda: project(events, store=store), what="projection")
+    return await retrying(
+        lambda: project(events, store=store), what="projection", on_error=on_error
+    )
 
 
 def _records(message: StreamMessage[Any]) -> list[Record]:
@@ -161,15 +182,17 @@ def register_projector(
     store: ProjectionStore | None = None,
     max_records: int = MAX_RECORDS,
     on_projected: Callable[[ProjectionReport], None] | None = None,
-) -> None:
+    on_error: ErrorHook | None = None,
+) -> Any:
     """Subscribe the projector to ``track.genres_classified`` (group ``genres-projector``).
 
-    ``on_projected`` is told each batch's report once it is durable (metrics).
+    ``on_projected`` is told each batch's report once it is durable (metrics); ``on_error``
+    each failure met while storing one (the stall watchdog). Returns the subscriber.
     """
     projection_store = store if store is not None else SqlProjectionStore(engine)
     fetch = consumer_options(settings)
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         settings.topic(topics.GENRES_CLASSIFIED),
         batch=True,
         group_id=settings.group(GROUP),
@@ -187,6 +210,8 @@ def register_projector(
         session_timeout_ms=fetch["session_timeout_ms"],
         heartbeat_interval_ms=fetch["heartbeat_interval_ms"],
     )
+
+    @subscriber
     async def project_genres(message: KafkaMessage) -> None:
         records = _records(message)
         if not records:
@@ -195,16 +220,22 @@ def register_projector(
             # One span per record, each continuing its classification's trace.
             spans = [(r.topic, r.partition, r.offset, r.headers) for r in records]
             with record_spans(f"{records[0].topic} project", spans):
-                report = await handle_batch(records, store=projection_store, publisher=publisher)
+                report = await handle_batch(
+                    records, store=projection_store, publisher=publisher, on_error=on_error
+                )
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # Not transient and not the record's fault (a bug, a schema problem): rewind so
             # the batch is fetched again rather than skipped, and let it be seen in the logs.
             log.exception("projection failed; the batch will be fetched again")
+            if on_error is not None:
+                on_error(exc)
             await asyncio.sleep(REWIND_PAUSE_SECONDS)
             await message.nack()
             return
         await message.ack()
         if on_projected is not None:
             on_projected(report)
+
+    return subscriber

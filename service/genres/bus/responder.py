@@ -63,6 +63,7 @@ from genres.bus.records import parse
 from genres.bus.tail import TopicTail
 from genres.config import Backend, Settings
 from genres.errors import InvalidMessage
+from genres.observability.stalls import StallWatchdog
 from genres.roles.responder import Outcome, OutcomeWatch, recommend
 from genres.store.tracks import (
     TrackView,
@@ -140,6 +141,7 @@ class OutcomeListener:
         *,
         fetch_max_wait_ms: int = RESPONDER_FETCH_MAX_WAIT_MS,
         start_timeout: float = 30.0,
+        watchdog: StallWatchdog | None = None,
     ) -> None:
         self._start_timeout = start_timeout
         self._topics: dict[str, type[Outcome]] = {
@@ -153,6 +155,7 @@ class OutcomeListener:
             self._offer,
             fetch_max_wait_ms=fetch_max_wait_ms,
             name="genres-outcomes",
+            watchdog=watchdog,
         )
 
     @contextlib.asynccontextmanager
@@ -241,6 +244,7 @@ class ResponderRuntime:
     #: the engine for the hot read path (no pre-ping); ``engine`` when None
     read_engine: AsyncEngine | None = None
     own_read_engine: bool = False
+    #: the FastStream subscriber of requests (its consumer exists while the broker runs)
     subscriber: Any = None
     _slots: asyncio.Semaphore = field(init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
@@ -389,6 +393,7 @@ def register_responder(
     stale_after: float | None = None,
     read_engine: AsyncEngine | None = None,
     read_pool_size: int = 10,
+    watchdog: StallWatchdog | None = None,
 ) -> ResponderRuntime:
     """Subscribe the responder to ``track.recommended_tags`` on ``broker``.
 
@@ -397,7 +402,7 @@ def register_responder(
     the runtime makes (and disposes) one on ``engine``'s URL with
     :func:`~genres.store.tracks.create_read_engine` (no pre-ping: one round trip per
     cached answer). ``engine`` serves the on-demand claims. Start the returned runtime
-    before the broker.
+    before the broker. ``watchdog`` watches the outcome listener's partitions.
     """
     own_read_engine = read_engine is None
     if read_engine is None:
@@ -413,6 +418,7 @@ def register_responder(
         outcomes=OutcomeListener(
             settings,
             fetch_max_wait_ms=min(settings.kafka_fetch_max_wait_ms, RESPONDER_FETCH_MAX_WAIT_MS),
+            watchdog=watchdog,
         ),
         max_in_flight=max_in_flight,
         stale_after=2 * settings.replicate_timeout_seconds if stale_after is None else stale_after,
@@ -425,7 +431,7 @@ def register_responder(
     async def handle_request(record: Any) -> None:
         await runtime.accept(record)
 
-    runtime.subscriber = broker.subscriber(
+    runtime.subscriber = subscriber = broker.subscriber(
         settings.topic(topics.RECOMMENDED_TAGS),
         group_id=settings.group(GROUP),
         auto_offset_reset="earliest",
@@ -436,5 +442,6 @@ def register_responder(
         title="recommended_tags",
         description="Answers RecommendedTagsRequest with RecommendedTags on reply_to.",
         **options,
-    )(handle_request)
+    )
+    subscriber(handle_request)
     return runtime

@@ -14,14 +14,26 @@ import logging
 from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-from genres.bus.broker import client_options
+from genres.bus.broker import client_options, wait_for_topics
 from genres.config import Settings
+from genres.observability.stalls import PositionProgress, StallWatchdog
 
 log = logging.getLogger(__name__)
 
 OnRecord = Callable[[ConsumerRecord[bytes, bytes]], None]
 OnBatch = Callable[[], None]
+
+
+async def _served_partitions(settings: Settings, topics: Sequence[str]) -> dict[str, list[int]]:
+    """Each topic's partitions, once the broker serves them all (``TimeoutError`` if not)."""
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    await admin.start()
+    try:
+        return await wait_for_topics(admin, topics)
+    finally:
+        await admin.close()
 
 
 class TopicTail:
@@ -36,6 +48,7 @@ class TopicTail:
         on_batch: OnBatch | None = None,
         fetch_max_wait_ms: int = 10,
         name: str = "tail",
+        watchdog: StallWatchdog | None = None,
     ) -> None:
         self._settings = settings
         self._topics = list(topics)
@@ -45,6 +58,10 @@ class TopicTail:
         self._name = name
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
+        # Every reader is watched (its position is its progress): by the service's watchdog
+        # when given, else by one of its own, whose ERROR lines a command's reader still gets.
+        self._own_watchdog = watchdog is None
+        self._watchdog = watchdog or StallWatchdog(settings.kafka_stall_seconds)
 
     @property
     def reader(self) -> asyncio.Task[None] | None:
@@ -60,11 +77,13 @@ class TopicTail:
         )
         await consumer.start()
         try:
-            await consumer.topics()  # loads the metadata that partitions_for_topic reads
+            # The partitions come from the admin client: a consumer that has not subscribed
+            # knows no topic's partitions yet (Tansu's metadata listed them all; Kafka's not).
+            served = await _served_partitions(self._settings, self._topics)
             partitions = [
                 TopicPartition(topic, partition)
                 for topic in self._topics
-                for partition in sorted(consumer.partitions_for_topic(topic) or ())
+                for partition in served[topic]
             ]
             consumer.assign(partitions)
             await consumer.seek_to_end(*partitions)
@@ -76,8 +95,14 @@ class TopicTail:
             raise
         self._consumer = consumer
         self._reader = asyncio.create_task(self._read(consumer), name=self._name)
+        self._watchdog.watch(self._name, PositionProgress(lambda: self._consumer))
+        if self._own_watchdog:
+            await self._watchdog.start()
 
     async def stop(self) -> None:
+        self._watchdog.unwatch(self._name)
+        if self._own_watchdog:
+            await self._watchdog.stop()
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
@@ -95,10 +120,18 @@ class TopicTail:
                 raise
             except Exception as exc:
                 log.warning("%s: reading failed; retrying", self._name, extra={"error": repr(exc)})
+                self._watchdog.note_error(self._name, exc)
                 await asyncio.sleep(0.5)
                 continue
-            for records in batches.values():
-                for record in records:
-                    self._on_record(record)
+            try:
+                for records in batches.values():
+                    for record in records:
+                        self._on_record(record)
+            except Exception as exc:
+                # A callback's bug ends the reader (``reader`` holds why); the records behind
+                # then wait, and the watchdog names this as the reason.
+                log.exception("%s: handling a record failed; reading stopped", self._name)
+                self._watchdog.note_error(self._name, exc)
+                raise
             if batches and self._on_batch is not None:
                 self._on_batch()

@@ -22,6 +22,7 @@ class _Partition:
     finished: set[int] = field(default_factory=set)
     committable: int | None = None
     committed: int | None = None
+    first: int | None = None
 
 
 class OffsetWindow(Generic[P]):
@@ -42,6 +43,8 @@ class OffsetWindow(Generic[P]):
         if state.pending and offset <= state.pending[-1]:
             raise ValueError(f"offset {offset} added after {state.pending[-1]} on {partition}")
         state.pending.append(offset)
+        if state.first is None:
+            state.first = offset
         self._in_flight += 1
 
     def finish(self, partition: P, offset: int) -> None:
@@ -70,6 +73,15 @@ class OffsetWindow(Generic[P]):
             state = self._partitions.get(partition)
             if state is not None:
                 state.committed = offset
+
+    def progress(self, partition: P) -> int | None:
+        """The offset below which the partition's records are finished and committed: the
+        last commit, else the first record added (what came before it was committed before
+        it was fetched); None when none was added."""
+        state = self._partitions.get(partition)
+        if state is None:
+            return None
+        return state.committed if state.committed is not None else state.first
 
     def partitions(self) -> list[P]:
         return list(self._partitions)

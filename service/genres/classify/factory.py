@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 import httpx
@@ -65,8 +66,12 @@ async def open_classifier(
     async with contextlib.AsyncExitStack() as stack:
         classifier: Classifier
         if settings.backend is Backend.REPLICATE:
+            pacer = await creation_pacer(settings)
+            stack.push_async_callback(pacer.aclose)
             session = await stack.enter_async_context(replicate_session(settings))
-            classifier = build_replicate_classifier(settings, session, on_retry=on_retry)
+            classifier = build_replicate_classifier(
+                settings, session, on_retry=on_retry, pacer=pacer
+            )
         elif settings.backend is Backend.LOCAL:
             from genres.classify.local.classifier import LocalClassifier
 
@@ -80,13 +85,34 @@ async def open_classifier(
         yield classifier
 
 
+async def creation_pacer(settings: Settings, **options: Any) -> CreationPacer:
+    """The pace of Replicate creations: booked in the database when there is one, so that
+    every classifier process on the account keeps to one cap and a restart does not burst;
+    else this process's own. ``options``: :class:`CreationPacer`'s (tests scale time)."""
+    book = None
+    if settings.database_url:
+        from genres.store.pace import DatabaseSlotBook, account_of
+
+        book = await DatabaseSlotBook.connect(
+            settings.database_url, account_of(settings.replicate_token or "")
+        )
+    return CreationPacer(
+        settings.replicate_max_predictions_per_minute,
+        concurrency=settings.classifier_concurrency,
+        book=book,
+        **options,
+    )
+
+
 def build_replicate_classifier(
     settings: Settings,
     session: aiohttp.ClientSession,
     *,
     on_retry: Callable[[str], None] | None = None,
+    pacer: CreationPacer | None = None,
 ) -> ReplicateClassifier:
-    """``on_retry``: told each retried HTTP step (metrics)."""
+    """``on_retry``: told each retried HTTP step (metrics). ``pacer``: the creations' pace
+    (:func:`creation_pacer`; without one, this process's own)."""
     return ReplicateClassifier(
         session=session,
         token=settings.replicate_token or "",
@@ -97,7 +123,9 @@ def build_replicate_classifier(
         timeout_seconds=settings.replicate_timeout_seconds,
         max_attempts=settings.classifier_max_attempts,
         prefer_wait=settings.replicate_prefer_wait_seconds,
-        limiter=CreationPacer(
+        limiter=pacer
+        if pacer is not None
+        else CreationPacer(
             settings.replicate_max_predictions_per_minute,
             concurrency=settings.classifier_concurrency,
         ),

@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from genres.observability.stalls import StalledPartitions, StallWatchdog
+
 log = logging.getLogger(__name__)
 
 # Replicate's create->output latency: ~2 s of model time plus queueing and polling.
@@ -167,6 +169,10 @@ class ServiceMetrics:
     def watch_lag(self, name: str, consumer: KafkaPositions) -> None:
         """Report ``consumer``'s lag per assigned partition under the label ``consumer=name``."""
         self._lag_sources.append(_LagSource(name, consumer))
+
+    def watch_stalls(self, watchdog: StallWatchdog) -> None:
+        """Report ``genres_partition_stalled`` per partition the watchdog watches."""
+        self.registry.register(StalledPartitions(watchdog))
 
     def watch_subscribers(self, name: str, subscribers: Iterable[Any]) -> None:
         """FastStream subscribers: their aiokafka consumers exist only once started."""

@@ -117,25 +117,29 @@ async def backfill(
         done += 1
         progress(done, total)
 
-    async with asyncio.TaskGroup() as group:
-        async for page in tracks.eligible(limit=limit):
-            for track in page:
-                seen += 1
-                try:
-                    request = request_for(track)
-                except ValidationError:
-                    report.skipped += 1
-                    done += 1
-                    progress(done, total)
-                    log.warning(
-                        "skipped a track whose row cannot make a request",
-                        extra={"track_id": track.track_id},
-                    )
-                    continue
-                await slots.acquire()
-                # Recorded before sending so that an outcome can never beat its id home.
-                report.event_ids.append(request.event_id or "")
-                group.create_task(send(request))
+    try:
+        async with asyncio.TaskGroup() as group:
+            async for page in tracks.eligible(limit=limit):
+                for track in page:
+                    seen += 1
+                    try:
+                        request = request_for(track)
+                    except ValidationError:
+                        report.skipped += 1
+                        done += 1
+                        progress(done, total)
+                        log.warning(
+                            "skipped a track whose row cannot make a request",
+                            extra={"track_id": track.track_id},
+                        )
+                        continue
+                    await slots.acquire()
+                    # Recorded before sending so that an outcome can never beat its id home.
+                    report.event_ids.append(request.event_id or "")
+                    group.create_task(send(request))
+    except ExceptionGroup as failed:
+        # The first publish error stops the run: the caller sees it, not asyncio's group.
+        raise failed.exceptions[0] from None
     report.eligible = seen
     log.info(
         "backfill published",

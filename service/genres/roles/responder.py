@@ -11,8 +11,9 @@ Semantics are the specification's ``GET /tracks/{id}/recommended-tags`` (INTERFA
   service tracked file ids) count as current only when the track has no ``file_id`` either:
   a track with a file cannot prove the predictions are for it, so they are stale and the
   track is classified again on demand;
-* without current predictions: a track with no ``file_id`` or no usable ``audio_url`` gets
-  empty tags with ``available: true`` (nothing can be classified); otherwise one
+* without current predictions: a track with no ``file_id`` or no usable ``audio_url``, or
+  whose current file's classification failed for good, gets empty tags with
+  ``available: true`` (nothing can be classified); otherwise one
   ``ClassificationRequested(reason=on_demand)`` is published by whichever request wins the
   claim (``on_demand``), and the reply is ``pending: true`` at once (``wait_ms == 0``) or the
   outcome's predictions as soon as it is known within ``wait_ms`` (``pending: true`` when the
@@ -152,8 +153,10 @@ async def recommend(
             return RecommendedTags(
                 track_id=track_id, tags=recommended(predictions, view.tag_names, request.limit)
             )
-        if not view.file_id or not view.audio_url:
-            return RecommendedTags(track_id=track_id, tags=[])  # nothing to classify
+        if not view.file_id or not view.audio_url or view.failed:
+            # nothing to classify, or its classification failed for good (a reclassification
+            # with `force` is the way to try again)
+            return RecommendedTags(track_id=track_id, tags=[])
         try:
             classification = ClassificationRequested(
                 event_id=str(uuid.uuid4()),

@@ -149,17 +149,7 @@ class Ledger:
     @classmethod
     async def connect(cls, database_url: str, *, size: int = 10) -> Ledger:
         """A pool on ``DATABASE_URL`` (any PostgreSQL scheme; SQLAlchemy reads the URL)."""
-        url = make_url(database_url).set(drivername="postgresql+asyncpg")
-        engine = create_async_engine(url)
-        try:
-            _, options = engine.dialect.create_connect_args(url)
-        finally:
-            await engine.dispose()
-        options.pop("prepared_statement_cache_size", None)
-        options.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
-        options.setdefault("command_timeout", COMMAND_TIMEOUT_SECONDS)
-        pool = await asyncpg.create_pool(min_size=1, max_size=size, reset=_keep, **options)
-        return cls(pool)
+        return cls(await connect_pool(database_url, size=size))
 
     async def close(self) -> None:
         for batcher in (self._claims, self._starts, self._successes):
@@ -241,6 +231,20 @@ class Ledger:
             event_id,
             attempts,
         )
+
+
+async def connect_pool(database_url: str, *, size: int) -> asyncpg.Pool:
+    """An asyncpg pool on ``DATABASE_URL`` (any PostgreSQL scheme; SQLAlchemy reads the URL)."""
+    url = make_url(database_url).set(drivername="postgresql+asyncpg")
+    engine = create_async_engine(url)
+    try:
+        _, options = engine.dialect.create_connect_args(url)
+    finally:
+        await engine.dispose()
+    options.pop("prepared_statement_cache_size", None)
+    options.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
+    options.setdefault("command_timeout", COMMAND_TIMEOUT_SECONDS)
+    return await asyncpg.create_pool(min_size=1, max_size=size, reset=_keep, **options)
 
 
 Key = tuple[int, str, str, str]

@@ -1,8 +1,8 @@
 """The tables the service reads and writes (SQLAlchemy Core).
 
 ``tracks``, ``tags`` and ``track_tags`` belong to the platform (INTERFACE.md's minimal schema;
-the migration creates them only when missing). ``genre_classifications`` and
-``classification_requests`` are the service's own.
+the migration creates them only when missing). ``genre_classifications``,
+``classification_requests`` and ``replicate_pace`` are the service's own.
 """
 
 from __future__ import annotations
@@ -95,8 +95,17 @@ classification_requests = Table(
     PrimaryKeyConstraint("track_id", "file_id"),
 )
 
+replicate_pace = Table(
+    "replicate_pace",
+    metadata,
+    # One row per Replicate account (a digest of its token): no creation before next_at.
+    Column("account", Text, nullable=False),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("account"),
+)
+
 PLATFORM_TABLES = ("tracks", "tags", "track_tags")
-SERVICE_TABLES = ("genre_classifications", "classification_requests")
+SERVICE_TABLES = ("genre_classifications", "classification_requests", "replicate_pace")
 ALL_TABLES = PLATFORM_TABLES + SERVICE_TABLES
 
 __all__ = [
@@ -107,6 +116,7 @@ __all__ = [
     "classification_requests",
     "genre_classifications",
     "metadata",
+    "replicate_pace",
     "tags",
     "track_tags",
     "tracks",

@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Interval, String, delete, func, literal, select
+from sqlalchemy import Boolean, Interval, String, delete, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -25,7 +25,13 @@ from sqlalchemy.pool import NullPool
 
 from genres.store.engine import json_dumps
 from genres.store.migrate import to_async_url
-from genres.store.schema import classification_requests, tags, track_tags, tracks
+from genres.store.schema import (
+    classification_requests,
+    genre_classifications,
+    tags,
+    track_tags,
+    tracks,
+)
 from genres_contracts import Prediction
 
 __all__ = [
@@ -54,6 +60,9 @@ class TrackView:
     predictions: tuple[Prediction, ...] | None
     predictions_file_id: str | None
     tag_names: tuple[str, ...]
+    failed: bool = False
+    """A classification of the current file failed for good (the ledger says so): asking
+    again would only republish the failure."""
 
 
 def _predictions(value: Any) -> tuple[Prediction, ...] | None:
@@ -89,6 +98,15 @@ _TRACK_VIEW = select(
     tracks.c.extra["genre_predictions"].label("predictions"),
     tracks.c.extra["genre_predictions_file_id"].astext.label("predictions_file_id"),
     func.coalesce(_TAG_NAMES, literal([], ARRAY(String))).label("tag_names"),
+    exists()
+    .where(
+        genre_classifications.c.track_id == tracks.c.id,
+        genre_classifications.c.file_id == tracks.c.file_id,
+        genre_classifications.c.status == "failed",
+        # the classifier's own claim rule: a failure without the flag counts as retryable
+        ~func.coalesce(genre_classifications.c.error["retryable"].astext.cast(Boolean), True),
+    )
+    .label("failed"),
 )
 
 
@@ -123,6 +141,7 @@ async def track_view(
         predictions=_predictions(row.predictions),
         predictions_file_id=row.predictions_file_id,
         tag_names=tuple(row.tag_names or ()),
+        failed=bool(row.failed),
     )
 
 

@@ -1,0 +1,36 @@
+# Tasks, one target per test tier. Every target runs through uv, which installs what it needs.
+#   make lint        ruff, format check, mypy (strict)
+#   make unit        the rules and pure code, no servers (seconds)
+#   make fast        everything but the fault suite
+#   make test        the whole suite (what CI and README's `uv run pytest` run)
+# The broker is chosen as README says (GENRES_TESTS_BROKER=kafka|tansu|docker forces one).
+
+PYTEST := uv run pytest -p no:cacheprovider
+
+.PHONY: lint unit integration e2e faults fast test ci
+
+lint:
+	uv run ruff check .
+	uv run ruff format --check .
+	uv run mypy
+
+unit:
+	$(PYTEST) -m unit
+
+integration:
+	$(PYTEST) -m integration
+
+e2e:
+	$(PYTEST) -m e2e
+
+faults:
+	$(PYTEST) -m faults
+
+fast:
+	$(PYTEST) -m "not faults"
+
+test:
+	$(PYTEST)
+
+ci:
+	bash .ci/run

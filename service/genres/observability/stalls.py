@@ -1,0 +1,523 @@
+"""Loud partitions: a consumer that cannot make progress on a partition it owns says so.
+
+Every few seconds the watchdog samples, for each partition a watched consumer owns, its
+*progress offset* (below it every record is done: the committed offset of a consumer that
+commits after the work, the commit window's committed prefix for the classifier, the position
+of a reader that is done with a record once it has it) and its *end* (the high watermark). A
+partition is **stalled** when records wait there (end > progress) and progress has not moved
+for longer than the bound (``KAFKA_STALL_SECONDS``), whatever the cause: a fetch error, a
+record the client library cannot decode, a handler retrying against a dead dependency, a bug
+that hangs.
+
+A consumer whose records may legitimately take longer than the bound (a classification runs
+up to its deadline) is watched with more ``patience``: silent slowness is a stall only past
+it, while a partition whose consumer reports errors is stalled past the bound.
+
+When a partition turns stalled: one ERROR line naming role, topic, partition, offset and the
+reason (the last error the consumer reported for it, else "no progress"), repeated every
+``repeat_every`` seconds while it lasts, and an INFO line when it moves again. The state is
+read by ``genres_partition_stalled`` and by the ``partitions`` check of ``/readyz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+PartitionKey = tuple[str, int]
+
+REPEAT_SECONDS = 60.0
+MAX_INTERVAL_SECONDS = 5.0
+NO_ERROR = "no progress and no error reported"
+
+
+class ProgressSource(Protocol):
+    """What the watchdog samples from one consumer (partitions are aiokafka TopicPartitions)."""
+
+    def assignment(self) -> Iterable[Any]: ...
+
+    def highwater(self, partition: Any) -> int | None: ...
+
+    async def progress(self, partition: Any) -> int | None:
+        """The offset below which every record of ``partition`` is done; None if unknown."""
+        ...
+
+
+class Reporter(Protocol):
+    """A consumer's hook: ``report(error)``, or ``report(error, partition)`` when known."""
+
+    def __call__(self, error: BaseException, partition: Any = None, /) -> None: ...
+
+
+@dataclass(frozen=True)
+class Stall:
+    role: str
+    topic: str
+    partition: int
+    offset: int
+    """The first record not done (the progress offset)."""
+    end: int
+    seconds: float
+    """How long records have waited there without progress."""
+    reason: str
+
+    @property
+    def waiting(self) -> int:
+        return self.end - self.offset
+
+    def describe(self) -> str:
+        return f"{self.role} {self.topic}[{self.partition}] at offset {self.offset}: {self.reason}"
+
+
+@dataclass
+class _Partition:
+    progress: int | None = None
+    end: int | None = None
+    moved_at: float = -math.inf
+    """When progress last moved (-inf: not seen moving since watched)."""
+    waiting_since: float | None = None
+    """Since when records have waited without progress (None: nothing waits)."""
+    stall: Stall | None = None
+    logged_at: float = -math.inf
+
+
+@dataclass
+class _Watched:
+    source: ProgressSource
+    patience: float
+    partitions: dict[PartitionKey, _Partition] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Error:
+    at: float
+    text: str
+
+
+class PartitionsStalled(Exception):
+    """The readiness check's failure: names every stalled partition."""
+
+
+class StallWatchdog:
+    """Samples the progress of every watched consumer and says when a partition stalls.
+
+    ``clock`` is injected so the rule can be tested without waiting; :meth:`sample` is one
+    pass, :meth:`start` runs it every ``interval`` seconds (at most 5 s, by default a fifth
+    of the bound).
+    """
+
+    def __init__(
+        self,
+        bound: float,
+        *,
+        clock: Clock = time.monotonic,
+        interval: float | None = None,
+        repeat_every: float = REPEAT_SECONDS,
+        sample_timeout: float | None = None,
+    ) -> None:
+        self.bound = bound
+        self.interval = interval if interval is not None else min(MAX_INTERVAL_SECONDS, bound / 5)
+        self.repeat_every = repeat_every
+        self._sample_timeout = sample_timeout if sample_timeout is not None else self.interval
+        self._clock = clock
+        self._watched: dict[str, _Watched] = {}
+        self._errors: dict[tuple[str, PartitionKey | None], _Error] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    # -- what is watched ---------------------------------------------------------------------
+
+    def watch(self, role: str, source: ProgressSource, *, patience: float | None = None) -> None:
+        """Watch ``source``'s partitions under ``role`` (one source per role).
+
+        ``patience``: how long records may wait without progress when the consumer reports
+        no error (at least the bound; by default the bound).
+        """
+        self._watched[role] = _Watched(source, max(self.bound, patience or self.bound))
+
+    def unwatch(self, role: str) -> None:
+        watched = self._watched.pop(role, None)
+        for key in list(self._errors):
+            if key[0] == role:
+                del self._errors[key]
+        if watched is not None:
+            for (topic, partition), state in watched.partitions.items():
+                if state.stall is not None:
+                    log.info(
+                        "no longer watching stalled partition %s[%d] of %s",
+                        topic,
+                        partition,
+                        role,
+                        extra={"role": role, "topic": topic, "partition": partition},
+                    )
+
+    def note_error(self, role: str, error: BaseException | str, partition: Any = None) -> None:
+        """The consumer ``role`` met ``error`` (on ``partition``, a TopicPartition, if known).
+
+        The newest one becomes the reason given for its stalled partitions."""
+        text = error if isinstance(error, str) else _describe(error)
+        key = None if partition is None else (str(partition.topic), int(partition.partition))
+        self._errors[(role, key)] = _Error(self._clock(), text)
+
+    def reporter(self, role: str) -> Reporter:
+        """A hook for a consumer: ``report(error, partition_or_None)``."""
+
+        def report(error: BaseException, partition: Any = None, /) -> None:
+            self.note_error(role, error, partition)
+
+        return report
+
+    # -- the rule ----------------------------------------------------------------------------
+
+    async def sample(self) -> None:
+        """Sample every watched consumer once and apply the rule."""
+        roles = list(self._watched.items())
+        samples = await asyncio.gather(*(self._sample_source(w.source) for _, w in roles))
+        now = self._clock()
+        for (role, watched), sampled in zip(roles, samples, strict=True):
+            if self._watched.get(role) is watched:
+                self._apply(role, watched, sampled, now)
+
+    async def _sample_source(
+        self, source: ProgressSource
+    ) -> dict[PartitionKey, tuple[int | None, int | None]]:
+        try:
+            assigned = sorted(source.assignment() or (), key=_order)
+        except Exception as exc:  # a consumer stopping: nothing owned this time
+            log.debug("assignment not sampled: %r", exc)
+            return {}
+        found: dict[PartitionKey, tuple[int | None, int | None]] = {}
+        for partition in assigned:
+            found[(str(partition.topic), int(partition.partition))] = (None, None)
+
+        async def progress_of_all() -> None:
+            for partition in assigned:
+                key = (str(partition.topic), int(partition.partition))
+                found[key] = (await source.progress(partition), found[key][1])
+
+        # A broker round trip may hang while the broker is away: keep what was sampled.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(progress_of_all(), self._sample_timeout)
+        for partition in assigned:
+            key = (str(partition.topic), int(partition.partition))
+            with contextlib.suppress(Exception):
+                found[key] = (found[key][0], source.highwater(partition))
+        return found
+
+    def _apply(
+        self,
+        role: str,
+        watched: _Watched,
+        sampled: Mapping[PartitionKey, tuple[int | None, int | None]],
+        now: float,
+    ) -> None:
+        for key in list(watched.partitions):
+            if key not in sampled:  # revoked: its new owner watches it
+                state = watched.partitions.pop(key)
+                if state.stall is not None:
+                    self._log_released(state.stall, now, "revoked")
+        for key, (progress, end) in sampled.items():
+            state = watched.partitions.setdefault(key, _Partition())
+            if progress is not None and progress != state.progress:
+                if state.progress is not None:
+                    state.moved_at = now
+                state.progress = progress
+                state.waiting_since = None
+            if end is not None:
+                state.end = end
+            if state.progress is None or state.end is None or state.end <= state.progress:
+                state.waiting_since = None  # nothing waits: an idle partition is not stalled
+                self._report(state, None, now)
+                continue
+            if state.waiting_since is None:
+                state.waiting_since = now
+            stall = self._judge(
+                role, watched, key, (state.progress, state.end, state.waiting_since), state, now
+            )
+            self._report(state, stall, now)
+
+    def _judge(
+        self,
+        role: str,
+        watched: _Watched,
+        key: PartitionKey,
+        waiting: tuple[int, int, float],
+        state: _Partition,
+        now: float,
+    ) -> Stall | None:
+        progress, end, since = waiting
+        waited = now - since
+        if waited <= self.bound:
+            return None
+        error = self._error_for(role, key, since=state.moved_at)
+        erring = error is not None and error.at >= since
+        if not erring and waited <= watched.patience:
+            return None
+        reason = NO_ERROR
+        if error is not None:
+            # An error from before the records began to wait may be stale: say how old.
+            reason = error.text if erring else f"{error.text} ({now - error.at:.0f}s ago)"
+        return Stall(
+            role=role,
+            topic=key[0],
+            partition=key[1],
+            offset=progress,
+            end=end,
+            seconds=waited,
+            reason=reason,
+        )
+
+    def _error_for(self, role: str, key: PartitionKey, *, since: float) -> _Error | None:
+        candidates = [
+            e for e in (self._errors.get((role, key)), self._errors.get((role, None))) if e
+        ]
+        newest = max(candidates, key=lambda e: e.at, default=None)
+        return newest if newest is not None and newest.at >= since else None
+
+    def _report(self, state: _Partition, stall: Stall | None, now: float) -> None:
+        previous, state.stall = state.stall, stall
+        if stall is None:
+            if previous is not None:
+                self._log_released(previous, now, "moving again")
+            return
+        if previous is None or now - state.logged_at >= self.repeat_every:
+            state.logged_at = now
+            log.error(
+                "partition stalled: %s %s[%d] at offset %d, %d records waiting, no progress "
+                "for %.1fs: %s",
+                stall.role,
+                stall.topic,
+                stall.partition,
+                stall.offset,
+                stall.waiting,
+                stall.seconds,
+                stall.reason,
+                extra={
+                    "role": stall.role,
+                    "topic": stall.topic,
+                    "partition": stall.partition,
+                    "offset": stall.offset,
+                    "records_waiting": stall.waiting,
+                    "stalled_seconds": round(stall.seconds, 1),
+                    "reason": stall.reason,
+                },
+            )
+
+    def _log_released(self, stall: Stall, now: float, how: str) -> None:
+        log.info(
+            "partition %s: %s %s[%d] (stalled at offset %d)",
+            how,
+            stall.role,
+            stall.topic,
+            stall.partition,
+            stall.offset,
+            extra={"role": stall.role, "topic": stall.topic, "partition": stall.partition},
+        )
+
+    # -- what is read ------------------------------------------------------------------------
+
+    def stalls(self) -> list[Stall]:
+        return [
+            state.stall
+            for watched in self._watched.values()
+            for state in watched.partitions.values()
+            if state.stall is not None
+        ]
+
+    def partitions(self) -> Iterator[tuple[str, str, int, bool]]:
+        """``(role, topic, partition, stalled)`` of every partition owned at the last sample."""
+        for role, watched in self._watched.items():
+            for (topic, partition), state in sorted(watched.partitions.items()):
+                yield role, topic, partition, state.stall is not None
+
+    async def check(self) -> None:
+        """The readiness check: raises naming the stalled partitions."""
+        stalls = self.stalls()
+        if stalls:
+            raise PartitionsStalled("; ".join(stall.describe() for stall in stalls))
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="stall-watchdog")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sample()
+            except Exception:  # the watchdog must outlive whatever it watches
+                log.exception("sampling partition progress failed")
+
+
+def _describe(error: BaseException) -> str:
+    name = type(error).__name__
+    text = " ".join(str(error).split())[:300]
+    if not text:
+        return name
+    return text if text.startswith(name) else f"{name}: {text}"  # aiokafka's name themselves
+
+
+def _order(partition: Any) -> tuple[str, int]:
+    return (str(partition.topic), int(partition.partition))
+
+
+# -- sources -------------------------------------------------------------------------------------
+
+ConsumerRef = Callable[[], Any]
+"""Returns the current aiokafka consumer, or None while there is none (not started, stopped)."""
+
+
+class _ConsumerSource:
+    def __init__(self, consumer: ConsumerRef) -> None:
+        self._consumer = consumer
+
+    def assignment(self) -> Iterable[Any]:
+        consumer = self._consumer()
+        if consumer is None:
+            return ()
+        assigned: Iterable[Any] = consumer.assignment()
+        return assigned
+
+    def highwater(self, partition: Any) -> int | None:
+        consumer = self._consumer()
+        if consumer is None:
+            return None
+        end: int | None = consumer.highwater(partition)
+        return end
+
+
+class PositionProgress(_ConsumerSource):
+    """A reader that is done with a record once it has it: its position is its progress.
+
+    The group-less readers (outcome listeners, reply readers) and the responder's subscriber
+    (``ACK_FIRST``: a request is handed to a task of its own) are watched this way.
+    """
+
+    async def progress(self, partition: Any) -> int | None:
+        consumer = self._consumer()
+        if consumer is None:
+            return None
+        position: int = await consumer.position(partition)
+        return position
+
+
+class CommittedProgress(_ConsumerSource):
+    """A group consumer that commits after the work (the projector): the committed offset.
+
+    Its position runs ahead of the work (a batch is fetched before it is stored), so only the
+    broker's committed offset tells progress: one round trip per partition and sample. A group
+    that never committed a partition is at its beginning.
+    """
+
+    async def progress(self, partition: Any) -> int | None:
+        consumer = self._consumer()
+        if consumer is None:
+            return None
+        committed: int | None = await consumer.committed(partition)
+        if committed is None:
+            beginnings = await consumer.beginning_offsets([partition])
+            committed = beginnings.get(partition)
+        return committed
+
+
+class LocalProgress(_ConsumerSource):
+    """A consumer that knows its own progress (the classifier's commit window).
+
+    ``local(partition)`` is the committed prefix, or None when no record of the partition is in
+    the window since it was assigned: then nothing fetched is undone and the position counts.
+    """
+
+    def __init__(self, consumer: ConsumerRef, local: Callable[[Any], int | None]) -> None:
+        super().__init__(consumer)
+        self._local = local
+
+    async def progress(self, partition: Any) -> int | None:
+        known = self._local(partition)
+        if known is not None:
+            return known
+        return await PositionProgress(self._consumer).progress(partition)
+
+
+def subscriber_consumer(subscriber: Any) -> ConsumerRef:
+    """A FastStream subscriber's aiokafka consumer, which exists only while it runs."""
+    return lambda: getattr(subscriber, "consumer", None)
+
+
+# -- FastStream's own errors ---------------------------------------------------------------------
+
+
+class SubscriberErrors(logging.Handler):
+    """Notes the errors FastStream logs for its subscribers (fetch errors it retries itself).
+
+    FastStream reports a failed fetch only by logging it (with the exception) from the
+    subscriber's consume loop; the loop's frame in the traceback tells which subscriber it
+    was. An error that names none is noted for all of them.
+    """
+
+    def __init__(self, watchdog: StallWatchdog, roles: Mapping[str, Any]) -> None:
+        super().__init__(level=logging.ERROR)
+        self._watchdog = watchdog
+        self._roles = dict(roles)  # role -> subscriber
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info is None or record.exc_info[1] is None:
+            return
+        error = record.exc_info[1]
+        owners = _owners(record.exc_info[2], self._roles) or list(self._roles)
+        for role in owners:
+            self._watchdog.note_error(role, error)
+
+
+def _owners(trace: TracebackType | None, roles: Mapping[str, Any]) -> list[str]:
+    by_id = {id(subscriber): role for role, subscriber in roles.items()}
+    while trace is not None:
+        role = by_id.get(id(trace.tb_frame.f_locals.get("self")))
+        if role is not None:
+            return [role]
+        trace = trace.tb_next
+    return []
+
+
+# -- metrics -------------------------------------------------------------------------------------
+
+
+class StalledPartitions(Collector):
+    """``genres_partition_stalled{role, topic, partition}``: 1 while stalled, else 0."""
+
+    def __init__(self, watchdog: StallWatchdog) -> None:
+        self._watchdog = watchdog
+
+    def collect(self) -> Iterable[Metric]:
+        gauge = GaugeMetricFamily(
+            "genres_partition_stalled",
+            "1 while records wait on the partition and its consumer makes no progress for "
+            "longer than KAFKA_STALL_SECONDS; 0 for every other partition owned.",
+            labels=["role", "topic", "partition"],
+        )
+        for role, topic, partition, stalled in self._watchdog.partitions():
+            gauge.add_metric([role, topic, str(partition)], 1.0 if stalled else 0.0)
+        return [gauge]
+
+    def describe(self) -> Iterable[Metric]:
+        return []

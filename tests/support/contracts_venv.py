@@ -1,0 +1,66 @@
+"""The contracts distribution built as a wheel and installed alone into a fresh virtualenv.
+
+Installs resolve with the versions of this test environment as constraints, from uv's cache
+(``--offline``) when it holds them, else from the package registry.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+UV = shutil.which("uv") or "uv"  # the project is managed with uv; CI installs it first
+
+
+def _uv(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([UV, *args], check=False, capture_output=True, text=True, timeout=300)
+
+
+def build_contracts_wheel(out_dir: Path) -> Path:
+    """``uv build`` of ``contracts/``; returns the wheel."""
+    done = _uv("build", "--wheel", "--out-dir", str(out_dir), str(ROOT / "contracts"))
+    assert done.returncode == 0, done.stderr
+    (wheel,) = out_dir.glob("genres_contracts-*.whl")
+    return wheel
+
+
+def _constraints(path: Path) -> Path:
+    """Pins of this environment (the service's own distributions left out)."""
+    pins = sorted(
+        {
+            f"{dist.metadata['Name']}=={dist.version}"
+            for dist in metadata.distributions()
+            if not dist.metadata["Name"].lower().startswith("genres")
+        }
+    )
+    path.write_text("\n".join(pins) + "\n", encoding="utf-8")
+    return path
+
+
+def fresh_venv(directory: Path, wheel: Path, extras: str = "") -> Path:
+    """A new virtualenv in ``directory`` with ``wheel`` (plus ``[extras]``) and what it pulls
+    in, nothing else; returns its Python."""
+    venv = directory / "venv"
+    done = _uv("venv", "--quiet", "--python", sys.executable, str(venv))
+    assert done.returncode == 0, done.stderr
+    python = venv / "bin" / "python"
+    requirement = f"genres-contracts{f'[{extras}]' if extras else ''} @ {wheel.as_uri()}"
+    constraints = _constraints(directory / "constraints.txt")
+    install = ["pip", "install", "--python", str(python), "-c", str(constraints), requirement]
+    done = _uv(*install, "--offline")
+    if done.returncode != 0:  # uv's cache lacks an index page or a wheel: ask the registry
+        done = _uv(*install)
+    assert done.returncode == 0, done.stderr
+    return python
+
+
+def installed(python: Path) -> set[str]:
+    """Normalised names of the distributions installed in ``python``'s environment."""
+    done = _uv("pip", "list", "--python", str(python), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    return {entry["name"].lower().replace("_", "-") for entry in json.loads(done.stdout)}

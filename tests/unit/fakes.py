@@ -1,0 +1,562 @@
+"""In-memory fakes of the roles' ports, for testing the rules without servers.
+
+Each fake mirrors the semantics of the adapter it stands for (named in its docstring) and
+nothing more: state in dicts and lists, no timing, no I/O. Where an adapter's rule is
+written in SQL, the fake restates it in a few lines of Python; the rule tests then pin that
+behaviour down, and the same tests are what the SQL adapter must pass (see
+/tmp/notes/rules.md for which rules live where).
+
+Every fake can be told to fail a method (``failures["name"] = exc``): the failure stands
+until removed, as a database or broker that is down stays down.
+
+Steps are written to a ``Journal`` shared by the fakes of one test, so tests can assert the
+order in which the role used its ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from genres.classify.port import Checkpoint, Classification, Timings
+from genres.errors import ClassificationError
+from genres.roles.backfill import BackfillTrack
+from genres.roles.projector import AUTO_TAG_MAX_TOTAL, ProjectionResult, auto_tag_candidates
+from genres.roles.responder import Outcome
+from genres.store.ledger import Claimed, Recorded
+from genres.store.tracks import TrackView
+from genres_contracts import (
+    ClassificationFailed,
+    ClassificationRequested,
+    ErrorInfo,
+    GenresClassified,
+    ModelRef,
+    Prediction,
+)
+
+Journal = list[str]
+"""Steps in the order the role took them, e.g. ``"ledger.claim"``, ``"outcomes.classified"``."""
+
+EPOCH = datetime(2026, 11, 25, 19, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    """Time that moves only when the test says so.
+
+    ``now()`` gives seconds (monotonic, like ``loop.time()``), ``utcnow()`` a datetime.
+    Waiters register an ``asyncio.Event`` and are woken on every ``advance``.
+    """
+
+    def __init__(self, start: datetime = EPOCH) -> None:
+        self._start = start
+        self._seconds = 0.0
+        self._listeners: set[asyncio.Event] = set()
+
+    def now(self) -> float:
+        return self._seconds
+
+    def utcnow(self) -> datetime:
+        return self._start + timedelta(seconds=self._seconds)
+
+    def advance(self, seconds: float) -> None:
+        self._seconds += seconds
+        for listener in self._listeners:
+            listener.set()
+
+    @contextlib.contextmanager
+    def listening(self, event: asyncio.Event) -> Iterator[None]:
+        self._listeners.add(event)
+        try:
+            yield
+        finally:
+            self._listeners.discard(event)
+
+
+class _Failing:
+    """``failures[name]`` makes method ``name`` raise that exception (until removed)."""
+
+    failures: dict[str, BaseException]
+
+    def _step(self, name: str) -> None:
+        error = self.failures.get(name)
+        if error is not None:
+            raise error
+
+
+async def settle(rounds: int = 20) -> None:
+    """Let every ready task run as far as it can (zero-length yields only, no sleeping)."""
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
+# -- classifier ------------------------------------------------------------------------------
+
+
+@dataclass
+class LedgerRow:
+    """One ``genre_classifications`` row."""
+
+    status: str  # pending | succeeded | failed
+    source_event_id: str
+    attempts: int = 0
+    job_id: str | None = None
+    event_id: str | None = None
+    predictions: tuple[Prediction, ...] | None = None
+    error: ErrorInfo | None = None
+    retryable: bool | None = None
+    updated_at: datetime = EPOCH
+
+
+LedgerKey = tuple[int, str, str, str]
+
+
+class FakeLedger(_Failing):
+    """``store/ledger.py``'s ``Ledger``: the claim rules of ``_CLAIM`` in Python.
+
+    A claim succeeds when there is no row, when ``force``, when the row is ``pending`` (an
+    interrupted attempt: its job is resumed unless forced), or when it ``failed`` retryably.
+    Otherwise the outcome on record comes back as ``Recorded``. ``attempts`` add up over
+    attempts and are not reset by a claim, as in SQL.
+    """
+
+    def __init__(self, journal: Journal | None = None, *, clock: FakeClock | None = None) -> None:
+        self.rows: dict[LedgerKey, LedgerRow] = {}
+        self.journal: Journal = journal if journal is not None else []
+        self.failures = {}
+        self._clock = clock or FakeClock()
+
+    @staticmethod
+    def key(track_id: int, file_id: str, model: ModelRef) -> LedgerKey:
+        return (track_id, file_id, model.name, model.version)
+
+    def row(self, track_id: int, file_id: str, model: ModelRef) -> LedgerRow:
+        return self.rows[self.key(track_id, file_id, model)]
+
+    async def claim(
+        self, track_id: int, file_id: str, model: ModelRef, *, source_event_id: str, force: bool
+    ) -> Claimed | Recorded:
+        self.journal.append("ledger.claim")
+        self._step("claim")
+        key = self.key(track_id, file_id, model)
+        row = self.rows.get(key)
+        if row is None:
+            self.rows[key] = LedgerRow("pending", source_event_id, updated_at=self._clock.utcnow())
+            return Claimed(resume=None)
+        if force or row.status == "pending" or (row.status == "failed" and row.retryable):
+            resume = row.job_id if row.status == "pending" and not force else None
+            self.rows[key] = LedgerRow(
+                "pending",
+                source_event_id,
+                attempts=row.attempts,
+                job_id=resume,
+                updated_at=self._clock.utcnow(),
+            )
+            return Claimed(resume=resume)
+        assert row.event_id is not None
+        return Recorded(
+            status=row.status,
+            event_id=row.event_id,
+            predictions=row.predictions or (),
+            error=row.error,
+            retryable=bool(row.retryable) if row.error is not None else False,
+            attempts=max(1, row.attempts),
+            classified_at=row.updated_at,
+        )
+
+    async def started(self, track_id: int, file_id: str, model: ModelRef, job_id: str) -> None:
+        self.journal.append("ledger.started")
+        self._step("started")
+        row = self.rows.get(self.key(track_id, file_id, model))
+        if row is not None and row.status == "pending":
+            row.job_id = job_id
+
+    async def succeeded(
+        self,
+        track_id: int,
+        file_id: str,
+        model: ModelRef,
+        *,
+        event_id: str,
+        predictions: tuple[Prediction, ...],
+        attempts: int,
+        classified_at: datetime,
+    ) -> None:
+        self.journal.append("ledger.succeeded")
+        self._step("succeeded")
+        row = self.rows.get(self.key(track_id, file_id, model))
+        if row is None:
+            return  # an UPDATE of no row
+        row.status, row.predictions, row.event_id = "succeeded", predictions, event_id
+        row.attempts += attempts
+        row.error, row.retryable, row.updated_at = None, None, classified_at
+
+    async def failed(
+        self,
+        track_id: int,
+        file_id: str,
+        model: ModelRef,
+        *,
+        event_id: str,
+        error: ErrorInfo,
+        retryable: bool,
+        attempts: int,
+    ) -> None:
+        self.journal.append("ledger.failed")
+        self._step("failed")
+        row = self.rows.get(self.key(track_id, file_id, model))
+        if row is None:
+            return
+        row.status, row.error, row.retryable, row.event_id = "failed", error, retryable, event_id
+        row.attempts += attempts
+        row.predictions, row.updated_at = None, self._clock.utcnow()
+
+
+class FakeOutcomes(_Failing):
+    """``bus/classifier.py``'s ``PublishedOutcomes``: events in the order the broker got them."""
+
+    def __init__(self, journal: Journal | None = None) -> None:
+        self.published: list[GenresClassified | ClassificationFailed] = []
+        self.journal: Journal = journal if journal is not None else []
+        self.failures = {}
+
+    async def classified(self, event: GenresClassified) -> None:
+        self.journal.append("outcomes.classified")
+        self._step("classified")
+        self.published.append(event)
+
+    async def failed(self, event: ClassificationFailed) -> None:
+        self.journal.append("outcomes.failed")
+        self._step("failed")
+        self.published.append(event)
+
+
+@dataclass
+class FakeClassifier:
+    """The ``Classifier`` port: answers from ``predictions`` or raises ``error``.
+
+    With ``job_id`` set it behaves like a backend with remote jobs: it records the job's id
+    through the checkpoint before answering (a resumed call records nothing new).
+    ``crash`` is raised after the job is recorded, as a process dying mid-classification;
+    ``gate``, when given, holds every call there until it is set (a job still running).
+    """
+
+    model: ModelRef = field(default_factory=lambda: ModelRef(name="fake/model", version="1"))
+    predictions: tuple[Prediction, ...] = (
+        Prediction(name="ambient electronic", confidence=0.6),
+        Prediction(name="downtempo electronic", confidence=0.2),
+    )
+    attempts: int = 1
+    error: ClassificationError | None = None
+    job_id: str | None = None
+    crash: BaseException | None = None
+    gate: asyncio.Event | None = None
+    journal: Journal = field(default_factory=list)
+    calls: list[tuple[str, str | None]] = field(default_factory=list)
+    """(audio, checkpoint.resume) of every call."""
+
+    async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
+        self.journal.append("classifier.classify")
+        self.calls.append((audio, checkpoint.resume if checkpoint else None))
+        if self.job_id is not None and checkpoint is not None and checkpoint.resume is None:
+            await checkpoint.record(self.job_id)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.crash is not None:
+            raise self.crash
+        if self.error is not None:
+            raise self.error
+        return Classification(
+            predictions=self.predictions,
+            model=self.model,
+            timings=Timings(total=0.0),
+            attempts=self.attempts,
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+# -- projector -------------------------------------------------------------------------------
+
+
+@dataclass
+class FakeTrack:
+    """A ``tracks`` row with its tag names (``track_tags`` joined to ``tags``)."""
+
+    file_id: str | None
+    audio_url: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+
+
+class FakeProjectionStore(_Failing):
+    """``store/projection.py``'s ``SqlProjectionStore``, the SQL restated.
+
+    * ``PROJECT_BATCH``: per track, the last event of the batch whose ``file_id`` is the
+      track's current one is written (two keys merged into ``extra``); earlier matching
+      events are ``superseded``, others ``stale``, unknown tracks ``missing``; written
+      tracks lose their on-demand marker.
+    * ``CREATE_TAGS`` / ``LINK_TAGS``: for written events with ``auto_tag``, the candidates
+      of ``auto_tag_candidates`` (the Python half) the track lacks case-insensitively are
+      linked best first while the track has fewer than ``AUTO_TAG_MAX_TOTAL`` tags; a tag
+      spelled differently only in case is reused (exact spelling first, then the oldest).
+    * One transaction: a failure changes nothing.
+    """
+
+    def __init__(self, tracks: dict[int, FakeTrack] | None = None) -> None:
+        self.tracks: dict[int, FakeTrack] = tracks if tracks is not None else {}
+        self.tag_names: list[str] = []
+        """The ``tags`` table, oldest first."""
+        self.markers: set[tuple[int, str]] = set()
+        """``classification_requests``: on-demand requests outstanding."""
+        self.batches: list[list[GenresClassified]] = []
+        self.failures = {}
+
+    async def write(self, events: Sequence[GenresClassified]) -> ProjectionResult:
+        self.batches.append(list(events))
+        self._step("write")
+        last: dict[int, int] = {}
+        for n, event in enumerate(events):
+            track = self.tracks.get(event.track_id)
+            if track is not None and track.file_id == event.file_id:
+                last[event.track_id] = n
+        written: list[tuple[int, str]] = []
+        stale: list[tuple[int, str]] = []
+        missing: list[int] = []
+        superseded = 0
+        for n, event in enumerate(events):
+            track = self.tracks.get(event.track_id)
+            if track is None:
+                missing.append(event.track_id)
+            elif track.file_id != event.file_id:
+                stale.append((event.track_id, event.file_id))
+            elif last[event.track_id] == n:
+                written.append((event.track_id, event.file_id))
+            else:
+                superseded += 1
+        added = 0
+        for event in (events[n] for n in sorted(last.values())):
+            track = self.tracks[event.track_id]
+            track.extra = {
+                **track.extra,
+                "genre_predictions": [
+                    {"name": p.name, "confidence": p.confidence} for p in event.predictions
+                ],
+                "genre_predictions_file_id": event.file_id,
+            }
+            self.markers.discard((event.track_id, event.file_id))
+            if event.auto_tag:
+                added += self._auto_tag(track, auto_tag_candidates(event.predictions))
+        return ProjectionResult(
+            written=written,
+            stale=stale,
+            missing=missing,
+            superseded=superseded,
+            tags_added=added,
+        )
+
+    def _auto_tag(self, track: FakeTrack, candidates: list[str]) -> int:
+        added = 0
+        for name in candidates:
+            have = {tag.casefold() for tag in track.tags}
+            if name.casefold() in have or len(track.tags) >= AUTO_TAG_MAX_TOTAL:
+                continue
+            track.tags.append(self._tag_named(name))
+            added += 1
+        return added
+
+    def _tag_named(self, name: str) -> str:
+        if name in self.tag_names:
+            return name
+        for existing in self.tag_names:
+            if existing.casefold() == name.casefold():
+                return existing
+        self.tag_names.append(name)
+        return name
+
+
+# -- responder -------------------------------------------------------------------------------
+
+
+class FakeTracks(_Failing):
+    """The ``TrackReader`` port (``store/tracks.py``'s ``track_view``).
+
+    ``on_read`` runs after each read, before the role goes on: a hook for things that
+    happen meanwhile (an outcome published, the track's audio replaced).
+    """
+
+    def __init__(self, views: dict[int, TrackView] | None = None) -> None:
+        self.views: dict[int, TrackView] = views if views is not None else {}
+        self.reads: list[int] = []
+        self.on_read: Callable[[int], None] | None = None
+        self.failures = {}
+
+    async def __call__(self, track_id: int, /) -> TrackView | None:
+        self.reads.append(track_id)
+        self._step("read")
+        view = self.views.get(track_id)
+        if self.on_read is not None:
+            self.on_read(track_id)
+        return view
+
+
+class FakeOnDemand(_Failing):
+    """The ``OnDemand`` port (``claim_on_demand`` + ``ResponderRuntime.on_demand``).
+
+    A marker per (track, file): the caller that sets it publishes, everyone else gets
+    False until the marker is cleared (the projector stored predictions) or is older than
+    ``stale_after`` seconds. A failed publish drops the marker again. The claim yields to
+    the loop first, as the database round trip does, so concurrent callers interleave.
+    """
+
+    def __init__(self, clock: FakeClock | None = None, *, stale_after: float = 240.0) -> None:
+        self.clock = clock or FakeClock()
+        self.stale_after = stale_after
+        self.markers: dict[tuple[int, str], float] = {}
+        self.published: list[ClassificationRequested] = []
+        self.calls = 0
+        self.failures = {}
+
+    async def __call__(self, request: ClassificationRequested, /) -> bool:
+        self.calls += 1
+        await asyncio.sleep(0)
+        key = (request.track_id, request.file_id)
+        claimed_at = self.markers.get(key)
+        if claimed_at is not None and claimed_at >= self.clock.now() - self.stale_after:
+            return False
+        self.markers[key] = self.clock.now()
+        try:
+            self._step("publish")
+        except BaseException:
+            del self.markers[key]
+            raise
+        self.published.append(request)
+        return True
+
+
+class _FakeWatch:
+    """``bus/responder.py``'s ``_Watch`` on a ``FakeClock``: outcomes offered from the start."""
+
+    def __init__(self, owner: FakeOutcomeWaiter) -> None:
+        self._owner = owner
+        self._outcomes: list[Outcome] = []
+        self._changed = asyncio.Event()
+
+    def offer(self, outcome: Outcome) -> None:
+        self._outcomes.append(outcome)
+        self._changed.set()
+
+    async def wait(self, file_id: str, within: float) -> Outcome | None:
+        clock = self._owner.clock
+        deadline = clock.now() + within
+        self._owner.waits.append((file_id, within))
+        self._owner.waiting += 1
+        try:
+            with clock.listening(self._changed):
+                while True:
+                    for outcome in self._outcomes:
+                        if outcome.file_id == file_id:
+                            return outcome
+                    if clock.now() >= deadline:
+                        return None
+                    self._changed.clear()
+                    await self._changed.wait()
+        finally:
+            self._owner.waiting -= 1
+
+
+class FakeOutcomeWaiter:
+    """The ``OutcomeWaiter`` port (``bus/responder.py``'s ``OutcomeListener``).
+
+    ``publish`` is an outcome arriving from the broker: every watch of its track open at
+    that moment gets it.
+    """
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        self.clock = clock or FakeClock()
+        self._watches: dict[int, list[_FakeWatch]] = {}
+        self.watched: list[int] = []
+        self.waits: list[tuple[str, float]] = []
+        """(file_id, seconds) of every wait."""
+        self.waiting = 0
+        """Waits in progress."""
+
+    @contextlib.asynccontextmanager
+    async def watch(self, track_id: int) -> AsyncIterator[_FakeWatch]:
+        watch = _FakeWatch(self)
+        self.watched.append(track_id)
+        self._watches.setdefault(track_id, []).append(watch)
+        try:
+            yield watch
+        finally:
+            self._watches[track_id].remove(watch)
+
+    def publish(self, outcome: Outcome) -> None:
+        for watch in self._watches.get(outcome.track_id, []):
+            watch.offer(outcome)
+
+    @property
+    def open_watches(self) -> int:
+        return sum(len(w) for w in self._watches.values())
+
+
+# -- backfill --------------------------------------------------------------------------------
+
+
+class FakeBackfillStore(_Failing):
+    """The ``BackfillStore`` port (``store/backfill.py``'s ``SqlBackfillStore``) over tracks
+    already known to be eligible: the selection itself is SQL and is not restated here.
+
+    Pages of ``page_size`` ordered by id, at most ``limit`` tracks in all.
+    """
+
+    def __init__(self, tracks: Sequence[BackfillTrack], *, page_size: int = 1000) -> None:
+        self.tracks = sorted(tracks, key=lambda t: t.track_id)
+        self.page_size = page_size
+        self.limits: list[tuple[str, int | None]] = []
+        self.failures = {}
+
+    async def count(self, *, limit: int | None) -> int:
+        self.limits.append(("count", limit))
+        self._step("count")
+        return len(self.tracks) if limit is None else min(limit, len(self.tracks))
+
+    async def eligible(self, *, limit: int | None) -> AsyncIterator[Sequence[BackfillTrack]]:
+        self.limits.append(("eligible", limit))
+        chosen = self.tracks if limit is None else self.tracks[:limit]
+        for start in range(0, len(chosen), self.page_size):
+            self._step("eligible")
+            await asyncio.sleep(0)
+            yield chosen[start : start + self.page_size]
+
+
+class FakePublish:
+    """The backfill's ``Publish``: records requests; ``gate`` holds publishes until set;
+    ``fail_at`` makes the n-th call (1-based) raise ``error``."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.published: list[ClassificationRequested] = []
+        self.calls = 0
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.fail_at: int | None = None
+        self.error: BaseException = ConnectionError("broker down")
+
+    async def __call__(self, request: ClassificationRequested) -> None:
+        self.calls += 1
+        call = self.calls
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await self.gate.wait()
+            if call == self.fail_at:
+                raise self.error
+            self.published.append(request)
+        finally:
+            self.in_flight -= 1
