@@ -29,14 +29,14 @@ from genres.errors import ConfigurationError
 from genres.observability.classifier import ObservedClassifier
 from genres.observability.health import HealthServer, broker_check, database_check
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware
-from genres.observability.stalls import (
+from genres.observability.progress import (
     CommittedProgress,
     LocalProgress,
     PositionProgress,
-    StallWatchdog,
     SubscriberErrors,
     subscriber_consumer,
 )
+from genres.observability.stalls import StallWatchdog
 from genres.observability.tracing import configure_tracing, telemetry_middleware
 from genres.store.engine import create_engine
 from genres.store.ledger import Ledger

@@ -13,15 +13,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from genres.bus.window import OffsetWindow
-from genres.observability.stalls import (
-    NO_ERROR,
+from genres.observability.progress import (
     CommittedProgress,
     LocalProgress,
-    PartitionsStalled,
     PositionProgress,
+    SubscriberErrors,
+)
+from genres.observability.stalls import (
+    NO_ERROR,
+    PartitionsStalled,
     StalledPartitions,
     StallWatchdog,
-    SubscriberErrors,
 )
 
 TOPIC = "track.genres_classified"

@@ -18,7 +18,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from genres.bus.broker import client_options, wait_for_topics
 from genres.config import Settings
-from genres.observability.stalls import PositionProgress, StallWatchdog
+from genres.observability.progress import PositionProgress
+from genres.observability.stalls import StallWatchdog
 
 log = logging.getLogger(__name__)
 
