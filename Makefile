@@ -1,5 +1,5 @@
 # Tasks, one target per test tier. Every target runs through uv, which installs what it needs.
-#   make lint        ruff, format check, mypy (strict)
+#   make lint        ruff, format check, mypy (strict), import contracts
 #   make unit        the rules and pure code, no servers (seconds)
 #   make fast        everything but the fault suite
 #   make test        the whole suite (what CI and README's `uv run pytest` run)
@@ -13,6 +13,7 @@ lint:
 	uv run ruff check .
 	uv run ruff format --check .
 	uv run mypy
+	uv run lint-imports
 
 unit:
 	$(PYTEST) -m unit

@@ -16,7 +16,8 @@ from tests.support.apache_kafka import ApacheKafka
 from tests.support.database import LOCAL_CANDIDATES, _admin, _answers, database_url_for
 
 from genres.embedded import EmbeddedBroker, EmbeddedPostgres
-from genres.store.migrate import to_async_url, upgrade
+from genres.store.engine import to_async_url
+from genres.store.migrate import upgrade
 
 GENRES = str(Path(sys.executable).with_name("genres"))
 

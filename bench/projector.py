@@ -29,10 +29,53 @@ from genres.bus.producer import Publisher, encode, track_key
 from genres.bus.projector import register_projector
 from genres.config import load_settings
 from genres.embedded import EmbeddedBroker
-from genres.roles.projector import ProjectionStore
+from genres.roles.projector import ProjectionResult, ProjectionStore
 from genres.store.engine import create_engine
-from genres.store.projection import RowAtATimeProjectionStore, SqlProjectionStore
+from genres.store.projection import SqlProjectionStore, predictions_json
 from genres_contracts import GenresClassified, topics
+
+# The baseline's statement: the service writes a batch in one (``store/projection.py``).
+PROJECT_ONE = text(
+    """
+UPDATE tracks
+SET extra = COALESCE(extra, '{}'::jsonb) || jsonb_build_object(
+    'genre_predictions', CAST(:predictions AS jsonb),
+    'genre_predictions_file_id', CAST(:file_id AS text)
+)
+WHERE id = :track_id AND file_id = :file_id
+RETURNING id
+"""
+)
+
+
+class RowAtATimeProjectionStore:
+    """The naive write, one UPDATE and one transaction per event: this benchmark's baseline.
+
+    It does no auto-tagging and no marker cleanup; it exists to measure what batching buys.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def write(self, events: Sequence[GenresClassified]) -> ProjectionResult:
+        written: list[tuple[int, str]] = []
+        stale: list[tuple[int, str]] = []
+        for event in events:
+            async with self._engine.begin() as connection:
+                result = await connection.execute(
+                    PROJECT_ONE,
+                    {
+                        "track_id": event.track_id,
+                        "file_id": event.file_id,
+                        "predictions": predictions_json(event),
+                    },
+                )
+                if result.first() is None:
+                    stale.append((event.track_id, event.file_id))
+                else:
+                    written.append((event.track_id, event.file_id))
+        return ProjectionResult(written=written, stale=stale)
+
 
 GENRES = [
     "ambient electronic",

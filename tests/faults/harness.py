@@ -15,12 +15,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.support.bus import reader
+from tests.support.bus import create_topics, reader
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import start_genres
 from tests.support.service import FAKE_TOKEN
 
-from genres.embedded import create_topics
 from genres_contracts import topics
 
 # Every topic the service reads or writes (dead-letter topics included).

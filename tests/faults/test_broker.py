@@ -45,14 +45,14 @@ from tests.faults.harness import (
     publish_uploads,
 )
 from tests.support.fake_replicate import FakeReplicate
+from tests.support.tansu import TansuUnderTest
 
 from genres.bus.requester import genres_client
 from genres.config import load_settings
-from genres.embedded import EmbeddedBroker
 from genres_contracts import topics
 from genres_contracts.kafka import RequestTimedOut
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300)]
 
 ROLES = ("projector", "classifier", "responder")
 CONCURRENCY = 16
@@ -87,7 +87,7 @@ async def _answers_correctly(
 
 
 async def test_a_broker_frozen_for_10_s_mid_run_is_rejoined_without_a_restart(
-    embedded_broker: EmbeddedBroker,
+    embedded_broker: TansuUnderTest,
     topic_prefix: str,
     fake_replicate: FakeReplicate,
     scenario: Scenario,
@@ -192,7 +192,7 @@ async def _probe_until_every_partition_flows(
 
 
 async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
-    embedded_broker: EmbeddedBroker,
+    embedded_broker: TansuUnderTest,
     topic_prefix: str,
     fake_replicate: FakeReplicate,
     scenario: Scenario,

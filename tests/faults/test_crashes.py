@@ -36,7 +36,7 @@ from genres.config import load_settings
 from genres_contracts import RecommendedTags
 from genres_contracts.kafka import GenresClient, GenresClientError, RequestTimedOut
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300)]
 
 UPLOADS = 500
 KILLS = 3

@@ -33,12 +33,12 @@ from tests.faults.harness import (
 )
 from tests.faults.tcp_proxy import TcpProxy
 from tests.support.broker import KafkaTestBed
+from tests.support.bus import fast_consumer_options
 from tests.support.fake_replicate import FakeReplicate
 
-from genres.embedded import fast_consumer_options
 from genres_contracts import topics
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.timeout(240)]
 
 OUTAGE_S = 10.0
 RETRY_LINE = "retrying after a transient failure"

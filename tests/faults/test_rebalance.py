@@ -54,7 +54,7 @@ from tests.support.fake_replicate import FakeReplicate
 from genres.bus.classifier import GROUP
 from genres_contracts import topics
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.timeout(300)]
 
 UPLOADS = 600
 PARTITIONS = 6

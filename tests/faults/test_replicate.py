@@ -46,7 +46,7 @@ from genres.config import load_settings
 from genres_contracts import topics
 from genres_contracts.kafka import RequestTimedOut
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.timeout(240)]
 
 MAX_ATTEMPTS = 5
 TRANSIENT = {"unavailable", "rate_limited", "timeout"}

@@ -24,7 +24,7 @@ from genres.config import Settings, load_settings
 from tests.support.fake_replicate import FakeConfig, FakeReplicate
 from tests.support.waiting import eventually
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120)]
 
 TOKEN = "r8_fake_token"
 CAP = 20

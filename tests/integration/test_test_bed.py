@@ -12,10 +12,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.embedded import EmbeddedBroker, create_topics, fast_consumer_options
 from genres.store.migrate import VERSION_TABLE, current_revision, head_revision, upgrade
 from genres.store.schema import ALL_TABLES
 from tests.support.broker import KafkaTestBed
+from tests.support.bus import create_topics, fast_consumer_options
+from tests.support.tansu import TansuUnderTest
 
 
 async def _produce(bootstrap: str, topic: str, value: bytes, key: bytes = b"1") -> None:
@@ -92,7 +93,7 @@ def test_topic_prefixes_differ(topic_prefix: str, kafka: KafkaTestBed) -> None:
     assert kafka.topic("track.uploaded") == f"{topic_prefix}track.uploaded"
 
 
-async def test_freeze_and_thaw(embedded_broker: EmbeddedBroker) -> None:
+async def test_freeze_and_thaw(embedded_broker: TansuUnderTest) -> None:
     bootstrap = embedded_broker.bootstrap_servers
     (topic,) = await create_topics(bootstrap, ["frozen"], partitions=1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
@@ -113,7 +114,7 @@ async def test_freeze_and_thaw(embedded_broker: EmbeddedBroker) -> None:
 
 
 def test_broker_stop_leaves_no_process() -> None:
-    broker = EmbeddedBroker().start()
+    broker = TansuUnderTest().start()
     pid = broker.pid
     assert pid is not None
     broker.freeze()
@@ -124,7 +125,7 @@ def test_broker_stop_leaves_no_process() -> None:
 
 
 async def test_broker_restart_keeps_the_port_and_comes_back_empty(
-    embedded_broker: EmbeddedBroker,
+    embedded_broker: TansuUnderTest,
 ) -> None:
     bootstrap = embedded_broker.bootstrap_servers
     await create_topics(bootstrap, ["before-restart"], partitions=1)

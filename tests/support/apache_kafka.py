@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Self
 from xml.etree import ElementTree
 
-from genres.embedded import _api_versions_probe, free_port
+from genres.embedded import api_versions_probe, free_port
 
 POM = Path(__file__).with_name("kafka") / "pom.xml"
 MAIN_CLASS = "kafka.Kafka"
@@ -419,7 +419,7 @@ class ApacheKafka:
                 raise KafkaStartError(
                     f"Apache Kafka exited with {process.returncode}:\n{self.log_text()}"
                 )
-            if _api_versions_probe(self.host, self.port, timeout=1.0):
+            if api_versions_probe(self.host, self.port, timeout=1.0):
                 return
             if time.monotonic() > deadline:
                 raise KafkaStartError(

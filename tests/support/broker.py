@@ -27,15 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from genres.embedded import (
-    EmbeddedBroker,
-    _api_versions_probe,
-    create_topics,
-    fast_consumer_options,
-    free_port,
-)
+from genres.embedded import EmbeddedBroker, api_versions_probe, free_port
 from tests.support import apache_kafka
+from tests.support.bus import create_topics, fast_consumer_options
 from tests.support.infra import docker_available
+from tests.support.tansu import TansuUnderTest
 
 BROKER_CHOICES = ("env", "docker", "kafka", "tansu")
 
@@ -66,7 +62,7 @@ class KafkaTestBed:
         return self.kind in ("kafka", "docker")
 
     def consumer_options(self) -> dict[str, int]:
-        """Fast consumer settings (see ``genres.embedded.fast_consumer_options``)."""
+        """Fast consumer settings (see ``tests.support.bus.fast_consumer_options``)."""
         return fast_consumer_options()
 
     def env(self) -> dict[str, str]:
@@ -166,7 +162,7 @@ def _docker_kafka() -> Generator[_Broker, None, None]:
         container = container.with_env(name, value)
     with container:
         deadline = time.monotonic() + 120
-        while not _api_versions_probe("127.0.0.1", port, 1.0):
+        while not api_versions_probe("127.0.0.1", port, 1.0):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"apache/kafka:{version} did not answer on port {port}")
             time.sleep(0.2)
@@ -232,9 +228,9 @@ def kafka(_kafka_broker: _Broker, topic_prefix: str) -> KafkaTestBed:
 
 
 @pytest.fixture
-def embedded_broker() -> Iterator[EmbeddedBroker]:
+def embedded_broker() -> Iterator[TansuUnderTest]:
     """A private Tansu for this test only (freeze/thaw/kill/restart at will)."""
-    with EmbeddedBroker() as broker:
+    with TansuUnderTest() as broker:
         yield broker
 
 

@@ -12,7 +12,6 @@ from typing import Any, cast
 
 import pytest
 from faststream.kafka import KafkaBroker
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from genres.bus import asyncapi
 from genres.bus.classifier import INPUTS as CLASSIFIER_INPUTS
@@ -20,6 +19,7 @@ from genres.bus.producer import Publisher
 from genres.bus.projector import register_projector
 from genres.bus.responder import register_responder
 from genres.config import Settings
+from genres.store.engine import create_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / asyncapi.DEFAULT_PATH
@@ -190,8 +190,8 @@ async def test_documented_topics_and_groups_are_those_the_roles_register() -> No
         database_url="postgresql://docs@localhost/docs",
         genres_topic_prefix="",
     )
-    assert settings.async_database_url is not None
-    engine = create_async_engine(settings.async_database_url)  # never connects
+    assert settings.database_url is not None
+    engine = create_engine(settings.database_url)  # never connects
     broker = KafkaBroker("localhost:9092")
     publisher = cast(Publisher, object())
     register_projector(broker, settings=settings, engine=engine, publisher=publisher)

@@ -1,4 +1,7 @@
-"""The database engine the composition root creates (asyncpg under SQLAlchemy's asyncio)."""
+"""The one way to reach PostgreSQL: SQLAlchemy's asyncio engine on asyncpg, with timeouts.
+
+(The ledger's hot path talks to asyncpg directly, on a pool built from the same URL and
+timeouts: ``genres.store.ledger.connect_pool``.)"""
 
 from __future__ import annotations
 
@@ -6,13 +9,27 @@ import json
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
-from genres.store.migrate import to_async_url
-
-__all__ = ["COMMAND_TIMEOUT_SECONDS", "CONNECT_TIMEOUT_SECONDS", "create_engine", "json_dumps"]
+__all__ = [
+    "COMMAND_TIMEOUT_SECONDS",
+    "CONNECT_TIMEOUT_SECONDS",
+    "create_engine",
+    "json_dumps",
+    "to_async_url",
+]
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 COMMAND_TIMEOUT_SECONDS = 30.0
+
+
+def to_async_url(url: str) -> str:
+    """The same URL with the asyncpg driver (accepts ``postgres://``, ``postgresql://`` and
+    ``postgresql+<any driver>://``)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("postgres"):
+        raise ValueError("not a PostgreSQL URL")
+    return f"postgresql+asyncpg://{rest}"
 
 
 def json_dumps(value: Any) -> str:
@@ -30,6 +47,7 @@ def create_engine(
     application_name: str = "genres",
     echo: bool = False,
     pre_ping: bool = True,
+    autocommit: bool = False,
 ) -> AsyncEngine:
     """An ``AsyncEngine`` on ``url`` (any PostgreSQL scheme; the asyncpg driver is forced).
 
@@ -38,7 +56,9 @@ def create_engine(
       hot paths whose callers retry on connection errors (the classifier) turn it off.
     * ``statement_cache_size``: SQLAlchemy's prepared-statement cache per connection. ``0``
       turns both it and asyncpg's own cache off (for PgBouncer in transaction mode).
-    * ``max_overflow`` defaults to ``pool_size``: bursts may double the connections.
+    * ``max_overflow`` defaults to ``pool_size``: bursts may double the connections;
+      ``pool_size=0`` opens a connection per use (``NullPool``).
+    * ``autocommit``: every statement commits on its own (single-statement reads).
     """
     connect_args: dict[str, Any] = {
         # A partitioned network must not hang a role until TCP gives up (~15 min): the
@@ -50,6 +70,15 @@ def create_engine(
     }
     if statement_cache_size == 0:
         connect_args["statement_cache_size"] = 0
+    options: dict[str, Any] = {
+        "json_serializer": json_dumps,
+        "connect_args": connect_args,
+        "echo": echo,
+    }
+    if autocommit:
+        options["isolation_level"] = "AUTOCOMMIT"
+    if pool_size == 0:
+        return create_async_engine(to_async_url(url), poolclass=NullPool, **options)
     return create_async_engine(
         to_async_url(url),
         pool_size=pool_size,
@@ -57,7 +86,5 @@ def create_engine(
         pool_timeout=pool_timeout,
         pool_pre_ping=pre_ping,
         pool_recycle=1800,
-        json_serializer=json_dumps,
-        connect_args=connect_args,
-        echo=echo,
+        **options,
     )

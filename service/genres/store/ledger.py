@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from genres.store.batching import Batcher
-from genres.store.engine import COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS
+from genres.store.engine import COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS, to_async_url
 from genres_contracts import ErrorInfo, ModelRef, Prediction
 
 _KEY = "track_id = $1 AND file_id = $2 AND model_name = $3 AND model_version = $4"
@@ -235,7 +235,7 @@ class Ledger:
 
 async def connect_pool(database_url: str, *, size: int) -> asyncpg.Pool:
     """An asyncpg pool on ``DATABASE_URL`` (any PostgreSQL scheme; SQLAlchemy reads the URL)."""
-    url = make_url(database_url).set(drivername="postgresql+asyncpg")
+    url = make_url(to_async_url(database_url))
     engine = create_async_engine(url)
     try:
         _, options = engine.dialect.create_connect_args(url)

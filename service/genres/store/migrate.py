@@ -18,13 +18,14 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
+from genres.store.engine import to_async_url
+
 __all__ = [
     "MIGRATIONS_DIR",
     "VERSION_TABLE",
     "alembic_config",
     "current_revision",
     "head_revision",
-    "to_async_url",
     "upgrade",
     "upgrade_sync",
 ]
@@ -33,14 +34,6 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "genres_alembic_version"
 # pg_advisory_lock key: a fixed 64-bit number ("genres" + "mig" in ASCII), one per database.
 ADVISORY_LOCK_KEY = 0x67656E7265736D67
-
-
-def to_async_url(url: str) -> str:
-    """The same URL with the asyncpg driver (accepts ``postgres://`` and ``postgresql://``)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.startswith("postgres"):
-        raise ValueError("not a PostgreSQL URL")
-    return f"postgresql+asyncpg://{rest}"
 
 
 def alembic_config(url: str | None = None) -> Config:

@@ -22,7 +22,7 @@ from genres.roles.projector import (
 )
 from genres_contracts import GenresClassified
 
-__all__ = ["RowAtATimeProjectionStore", "SqlProjectionStore", "predictions_json"]
+__all__ = ["SqlProjectionStore", "predictions_json"]
 
 # One statement: match the batch against the tracks, keep the last matching event per track,
 # merge the predictions, drop the on-demand markers, and say what happened to every event.
@@ -131,18 +131,6 @@ ON CONFLICT DO NOTHING
 """
 )
 
-PROJECT_ONE = text(
-    """
-UPDATE tracks
-SET extra = COALESCE(extra, '{}'::jsonb) || jsonb_build_object(
-    'genre_predictions', CAST(:predictions AS jsonb),
-    'genre_predictions_file_id', CAST(:file_id AS text)
-)
-WHERE id = :track_id AND file_id = :file_id
-RETURNING id
-"""
-)
-
 
 def predictions_json(event: GenresClassified) -> str:
     """The stored list: ``[{"name", "confidence"}]`` best first, nothing else."""
@@ -223,32 +211,3 @@ async def _auto_tag(connection: AsyncConnection, events: Sequence[GenresClassifi
         {"track_ids": track_ids, "names": names, "ranks": ranks, "max_total": AUTO_TAG_MAX_TOTAL},
     )
     return max(linked.rowcount, 0)
-
-
-class RowAtATimeProjectionStore:
-    """The naive write, one UPDATE and one transaction per event: the benchmark's baseline only.
-
-    It does no auto-tagging and no marker cleanup; it exists to measure what batching buys.
-    """
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-
-    async def write(self, events: Sequence[GenresClassified]) -> ProjectionResult:
-        written: list[tuple[int, str]] = []
-        stale: list[tuple[int, str]] = []
-        for event in events:
-            async with self._engine.begin() as connection:
-                result = await connection.execute(
-                    PROJECT_ONE,
-                    {
-                        "track_id": event.track_id,
-                        "file_id": event.file_id,
-                        "predictions": predictions_json(event),
-                    },
-                )
-                if result.first() is None:
-                    stale.append((event.track_id, event.file_id))
-                else:
-                    written.append((event.track_id, event.file_id))
-        return ProjectionResult(written=written, stale=stale)

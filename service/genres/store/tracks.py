@@ -20,11 +20,9 @@ from pydantic import ValidationError
 from sqlalchemy import Boolean, Interval, String, delete, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from genres.store.engine import json_dumps
-from genres.store.migrate import to_async_url
+from genres.store.engine import create_engine
 from genres.store.schema import (
     classification_requests,
     genre_classifications,
@@ -192,31 +190,15 @@ def create_read_engine(
     statement_cache_size: int = 256,
     application_name: str = "genres-responder",
 ) -> AsyncEngine:
-    """An engine for the responder's reads: autocommit, and no pre-ping at checkout.
-
-    ``pool_size=0`` gives a ``NullPool`` (a connection per use; tests).
+    """An engine for the responder's reads: autocommit, and no pre-ping at checkout (its
+    reads retry once on a dropped connection). ``pool_size=0``: a connection per use (tests).
     """
-    connect_args: dict[str, Any] = {
-        "prepared_statement_cache_size": statement_cache_size,
-        "server_settings": {"application_name": application_name},
-    }
-    if statement_cache_size == 0:
-        connect_args["statement_cache_size"] = 0
-    if pool_size == 0:
-        return create_async_engine(
-            to_async_url(url),
-            poolclass=NullPool,
-            isolation_level="AUTOCOMMIT",
-            json_serializer=json_dumps,
-            connect_args=connect_args,
-        )
-    return create_async_engine(
-        to_async_url(url),
+    return create_engine(
+        url,
         pool_size=pool_size,
-        max_overflow=pool_size if max_overflow is None else max_overflow,
-        pool_pre_ping=False,
-        pool_recycle=1800,
-        isolation_level="AUTOCOMMIT",
-        json_serializer=json_dumps,
-        connect_args=connect_args,
+        max_overflow=max_overflow,
+        statement_cache_size=statement_cache_size,
+        application_name=application_name,
+        pre_ping=False,
+        autocommit=True,
     )
