@@ -43,8 +43,8 @@ from bench.infra import (
     scratch_database,
 )
 from bench.pipeline import FAKE_TOKEN, _collect, _outcome_consumer, _publish
-from genres.bus.broker import ensure_topics
 from genres.config import load_settings
+from genres.kafka.broker import ensure_topics
 
 CAP = 600
 WINDOW_S = 60.0

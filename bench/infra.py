@@ -15,9 +15,9 @@ from pathlib import Path
 from tests.support.apache_kafka import ApacheKafka
 from tests.support.database import LOCAL_CANDIDATES, _admin, _answers, database_url_for
 
+from genres.database.engine import to_async_url
+from genres.database.migrate import upgrade
 from genres.embedded import EmbeddedBroker, EmbeddedPostgres
-from genres.store.engine import to_async_url
-from genres.store.migrate import upgrade
 
 GENRES = str(Path(sys.executable).with_name("genres"))
 

@@ -38,9 +38,9 @@ from bench.infra import (
     postgres_server,
     scratch_database,
 )
-from genres.bus.broker import ensure_topics
 from genres.config import load_settings
-from genres.store.engine import create_engine
+from genres.database.engine import create_engine
+from genres.kafka.broker import ensure_topics
 from genres_contracts import topics
 
 FAKE_TOKEN = "r8_fake_token"

@@ -24,14 +24,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.infra import postgres_server, scratch_database
-from genres.bus.broker import create_broker, ensure_topics
-from genres.bus.producer import Publisher, encode, track_key
-from genres.bus.projector import register_projector
 from genres.config import load_settings
+from genres.database.engine import create_engine
 from genres.embedded import EmbeddedBroker
-from genres.roles.projector import ProjectionResult, ProjectionStore
-from genres.store.engine import create_engine
-from genres.store.projection import SqlProjectionStore, predictions_json
+from genres.kafka.broker import create_broker, ensure_topics
+from genres.kafka.producer import Publisher, encode, track_key
+from genres.projector.entry import register_projector
+from genres.projector.rule import ProjectionResult, ProjectionStore
+from genres.projector.store import SqlProjectionStore, predictions_json
 from genres_contracts import GenresClassified, topics
 
 # The baseline's statement: the service writes a batch in one (``store/projection.py``).

@@ -32,14 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.bus import serving
 
 from bench.infra import kafka_broker, postgres_server, scratch_database
-from genres.bus.broker import client_options, create_broker, ensure_topics
-from genres.bus.producer import Publisher
-from genres.bus.requester import genres_client
-from genres.bus.responder import RESPONDER_FETCH_MAX_WAIT_MS, register_responder
 from genres.config import Settings, load_settings
-from genres.store.engine import create_engine
-from genres.store.schema import tags, track_tags, tracks
-from genres.store.tracks import create_read_engine
+from genres.database.engine import create_engine
+from genres.database.schema import tags, track_tags, tracks
+from genres.kafka.broker import client_options, create_broker, ensure_topics
+from genres.kafka.client import genres_client
+from genres.kafka.producer import Publisher
+from genres.responder.entry import RESPONDER_FETCH_MAX_WAIT_MS, register_responder
+from genres.responder.tracks import create_read_engine
 from genres_contracts import topics
 
 ECHO_TOPIC = "bench.echo"

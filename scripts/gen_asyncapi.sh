@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-uv run python -m genres.bus.asyncapi docs/asyncapi.json
+uv run python -m genres.asyncapi docs/asyncapi.json
 cli=tools/asyncapi/node_modules/.bin/asyncapi
 if [[ -x "$cli" ]]; then
     metrics="$(mktemp)"

@@ -18,15 +18,19 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.broker import create_broker, ensure_topics
-from genres.bus.classifier import create_classifier_consumer
-from genres.bus.concurrent import ConcurrentConsumer
-from genres.bus.producer import Publisher
-from genres.classify.bounded import BoundedClassifier
+from genres.backfill.entry import run_backfill
+from genres.backfill.rule import BackfillReport, Progress, no_progress
+from genres.classifier.bounded import BoundedClassifier
+from genres.classifier.entry import create_classifier_consumer
+from genres.classifier.ledger import PostgresLedger
+from genres.classifier.observed import ObservedClassifier
 from genres.classify.factory import open_classifier
 from genres.config import Settings
+from genres.database.engine import create_engine
 from genres.errors import ConfigurationError
-from genres.observability.classifier import ObservedClassifier
+from genres.kafka.broker import create_broker, ensure_topics
+from genres.kafka.concurrent import ConcurrentConsumer
+from genres.kafka.producer import Publisher
 from genres.observability.health import HealthServer, broker_check, database_check
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware
 from genres.observability.progress import (
@@ -38,8 +42,6 @@ from genres.observability.progress import (
 )
 from genres.observability.stalls import StallWatchdog
 from genres.observability.tracing import configure_tracing, telemetry_middleware
-from genres.store.engine import create_engine
-from genres.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,7 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
                 ),
                 limit=settings.classifier_concurrency,
             )
-            ledger = await Ledger.connect(
+            ledger = await PostgresLedger.connect(
                 database_url(settings), size=max(4, settings.records_in_flight // 8)
             )
             stack.push_async_callback(ledger.close)
@@ -159,7 +161,7 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             )
             subscribers: dict[str, Any] = {}
             if Role.PROJECTOR in roles:
-                from genres.bus.projector import register_projector
+                from genres.projector.entry import register_projector
 
                 subscribers[Role.PROJECTOR.value] = register_projector(
                     broker,
@@ -177,7 +179,7 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
                     CommittedProgress(subscriber_consumer(subscribers[Role.PROJECTOR.value])),
                 )
             if Role.RESPONDER in roles:
-                from genres.bus.responder import register_responder
+                from genres.responder.entry import register_responder
 
                 responder = register_responder(
                     broker,
@@ -240,3 +242,36 @@ def _freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+async def backfill(
+    settings: Settings,
+    *,
+    dry_run: bool,
+    limit: int | None,
+    concurrency: int,
+    wait: bool,
+    timeout: float,
+    progress: Progress = no_progress,
+) -> BackfillReport:
+    """``genres backfill``: its engine and publisher (none for a dry run, which only reads)."""
+    engine = create_engine(database_url(settings), pool_size=2)
+    publisher = None if dry_run else Publisher.create(settings)
+    try:
+        if publisher is not None:
+            await publisher.start()
+        return await run_backfill(
+            settings,
+            engine,
+            publisher,
+            limit=limit,
+            concurrency=concurrency,
+            dry_run=dry_run,
+            wait=wait,
+            timeout=timeout,
+            progress=progress,
+        )
+    finally:
+        if publisher is not None:
+            await publisher.stop()
+        await engine.dispose()

@@ -78,7 +78,7 @@ def run(
 def migrate() -> None:
     """Create or upgrade the schema (the platform's tables only when missing)."""
     from genres.bootstrap import database_url
-    from genres.store.migrate import upgrade
+    from genres.database.migrate import upgrade
 
     settings = _settings()
     revision = _run(upgrade(database_url(settings)))
@@ -144,7 +144,7 @@ def recommend(
     track or the service failed, 2 invalid request or configuration, 3 no answer (the
     broker is unreachable or no reply came in time).
     """
-    from genres.bus.requester import genres_client
+    from genres.kafka.client import genres_client
     from genres_contracts.kafka import (
         GenresClientError,
         InvalidRequest,
@@ -202,10 +202,48 @@ def backfill(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for outcomes.")] = 600.0,
 ) -> None:
     """Request classification of tracks that lack predictions for their current file."""
-    from genres.cli_backfill import backfill_command
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from genres.bootstrap import backfill as run
 
     settings = _settings()
-    _run(backfill_command(settings, console, dry_run, limit, concurrency, wait, timeout))
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("listing" if dry_run else "requesting", total=None)
+        report = _run(
+            run(
+                settings,
+                dry_run=dry_run,
+                limit=limit,
+                concurrency=concurrency,
+                wait=wait,
+                timeout=timeout,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        )
+    if dry_run:
+        table = Table(title="tracks lacking current predictions")
+        for column in ("track", "file", "audio url"):
+            table.add_column(column)
+        for track in report.tracks:
+            table.add_row(str(track.track_id), track.file_id, track.audio_url)
+        console.print(table)
+        console.print(f"{report.eligible} tracks would be requested (dry run)")
+        return
+    console.print(f"requested {report.published} of {report.eligible} eligible tracks")
+    if report.skipped:
+        console.print(f"skipped {report.skipped} tracks whose row cannot make a request")
+    if report.classified is not None:
+        console.print(
+            f"classified {report.classified}, failed {report.failed}, "
+            f"no outcome within {timeout:g}s: {report.timed_out}"
+        )
 
 
 @app.command()

@@ -28,12 +28,12 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import ALL_ROLES, running
-from genres.bus.producer import track_key
-from genres.bus.requester import genres_client
 from genres.config import Settings
+from genres.database.engine import create_engine
+from genres.database.migrate import upgrade
 from genres.embedded import EmbeddedBroker, EmbeddedPostgres
-from genres.store.engine import create_engine
-from genres.store.migrate import upgrade
+from genres.kafka.client import genres_client
+from genres.kafka.producer import track_key
 from genres_contracts import RecommendedTags, TrackUploaded, topics
 from genres_contracts.kafka import GenresClientError
 

@@ -15,7 +15,7 @@
             ├── AudioError                     the audio cannot be fetched, is refused or unreadable
             └── NotConfigured                  no classifier backend (CLASSIFIER_BACKEND=none)
 
-Only the entrypoints (``genres.bus``) map these to ack, retry or dead-letter.
+Only the roles' entries (``genres.<role>.entry``) map these to ack, retry or dead-letter.
 """
 
 from __future__ import annotations

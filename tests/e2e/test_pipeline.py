@@ -10,8 +10,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import ALL_ROLES, running
-from genres.bus.requester import genres_client
 from genres.config import Settings
+from genres.kafka.client import genres_client
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json

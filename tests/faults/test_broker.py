@@ -47,8 +47,8 @@ from tests.faults.harness import (
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.tansu import TansuUnderTest
 
-from genres.bus.requester import genres_client
 from genres.config import load_settings
+from genres.kafka.client import genres_client
 from genres_contracts import topics
 from genres_contracts.kafka import RequestTimedOut
 

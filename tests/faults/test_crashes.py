@@ -31,8 +31,8 @@ from tests.faults.harness import (
 from tests.support.broker import KafkaTestBed
 from tests.support.fake_replicate import FakeReplicate
 
-from genres.bus.requester import genres_client
 from genres.config import load_settings
+from genres.kafka.client import genres_client
 from genres_contracts import RecommendedTags
 from genres_contracts.kafka import GenresClient, GenresClientError, RequestTimedOut
 

@@ -51,7 +51,7 @@ from tests.faults.harness import (
 from tests.support.broker import KafkaTestBed
 from tests.support.fake_replicate import FakeReplicate
 
-from genres.bus.classifier import GROUP
+from genres.classifier.entry import GROUP
 from genres_contracts import topics
 
 pytestmark = [pytest.mark.timeout(300)]

@@ -41,8 +41,8 @@ from tests.support.broker import KafkaTestBed
 from tests.support.fake_replicate import FakeConfig, FakeReplicate, _detail, _Prediction
 from tests.support.process import run_genres
 
-from genres.bus.requester import genres_client
 from genres.config import load_settings
+from genres.kafka.client import genres_client
 from genres_contracts import topics
 from genres_contracts.kafka import RequestTimedOut
 

@@ -12,10 +12,10 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.backfill import run_backfill
-from genres.bus.outcomes import OutcomeWatcher
-from genres.bus.producer import Publisher, track_key
+from genres.backfill.entry import run_backfill
+from genres.backfill.outcomes import OutcomeWatcher
 from genres.config import Settings
+from genres.kafka.producer import Publisher, track_key
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,

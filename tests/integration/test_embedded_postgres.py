@@ -8,10 +8,10 @@ import time
 
 from sqlalchemy import inspect, text
 
+from genres.database.engine import create_engine
+from genres.database.migrate import VERSION_TABLE, head_revision, upgrade
+from genres.database.schema import ALL_TABLES
 from genres.embedded import EmbeddedPostgres
-from genres.store.engine import create_engine
-from genres.store.migrate import VERSION_TABLE, head_revision, upgrade
-from genres.store.schema import ALL_TABLES
 
 
 def _gone(pid: int) -> bool:

@@ -32,10 +32,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import ALL_ROLES, running
-from genres.bus.broker import ensure_topics
-from genres.bus.producer import Publisher
-from genres.bus.tail import TopicTail
 from genres.config import Settings
+from genres.kafka.broker import ensure_topics
+from genres.kafka.producer import Publisher
+from genres.kafka.tail import TopicTail
 from genres_contracts import GenresClassified, ModelRef, Prediction, RecommendedTags, topics
 from tests.support.broker import KafkaTestBed
 

@@ -18,8 +18,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.broker import ensure_topics
 from genres.config import Settings, load_settings
+from genres.kafka.broker import ensure_topics
 from genres_contracts import RecommendedTags, topics
 from genres_contracts.kafka import (
     ClientClosed,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from genres.store.ledger import Claimed, Ledger, Recorded
+from genres.classifier.ledger import PostgresLedger
+from genres.classifier.rule import Claimed, Recorded
 from genres_contracts import ModelRef, Prediction
 
 MODEL = ModelRef(name="mtg/effnet-discogs", version="v1")
@@ -15,7 +16,7 @@ PREDICTIONS = (Prediction(name="ambient electronic", confidence=0.7),)
 async def test_concurrent_claims_starts_and_outcomes_match_one_at_a_time_semantics(
     database_url: str,
 ) -> None:
-    ledger = await Ledger.connect(database_url, size=4)
+    ledger = await PostgresLedger.connect(database_url, size=4)
     try:
         tracks = range(1, 41)
         claims = await asyncio.gather(
@@ -68,7 +69,7 @@ async def test_concurrent_claims_starts_and_outcomes_match_one_at_a_time_semanti
 async def test_the_same_track_claimed_twice_at_once_is_claimed_once_per_statement(
     database_url: str,
 ) -> None:
-    ledger = await Ledger.connect(database_url, size=2)
+    ledger = await PostgresLedger.connect(database_url, size=2)
     try:
         await ledger.claim(7, "f1", MODEL, source_event_id="e1", force=False)
         await ledger.succeeded(

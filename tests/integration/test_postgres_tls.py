@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import make_url, text
 
-from genres.store.engine import create_engine
+from genres.database.engine import create_engine
 
 
 async def test_a_url_requiring_tls_gets_tls_or_a_clear_refusal(postgres_server_url: str) -> None:

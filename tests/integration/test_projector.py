@@ -15,12 +15,12 @@ from aiokafka.structs import TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.broker import create_broker
-from genres.bus.producer import Publisher, track_key
-from genres.bus.projector import register_projector
 from genres.config import Settings
-from genres.roles.projector import project
-from genres.store.projection import SqlProjectionStore
+from genres.kafka.broker import create_broker
+from genres.kafka.producer import Publisher, track_key
+from genres.projector.entry import register_projector
+from genres.projector.rule import project
+from genres.projector.store import SqlProjectionStore
 from genres_contracts import GenresClassified, topics
 from tests.support.bus import read_from_start
 from tests.support.waiting import eventually

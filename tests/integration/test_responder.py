@@ -16,14 +16,14 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.broker import create_broker, ensure_topics
-from genres.bus.producer import Publisher
-from genres.bus.records import parse
-from genres.bus.requester import genres_client
-from genres.bus.responder import ResponderRuntime, register_responder
 from genres.config import Settings, load_settings
-from genres.store.schema import classification_requests, tags, track_tags, tracks
-from genres.store.tracks import claim_on_demand, track_view
+from genres.database.schema import classification_requests, tags, track_tags, tracks
+from genres.kafka.broker import create_broker, ensure_topics
+from genres.kafka.client import genres_client
+from genres.kafka.producer import Publisher
+from genres.kafka.records import parse
+from genres.responder.entry import ResponderRuntime, register_responder
+from genres.responder.tracks import claim_on_demand, track_view
 from genres_contracts import (
     ClassificationRequested,
     GenresClassified,

@@ -12,8 +12,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.store.migrate import VERSION_TABLE, current_revision, head_revision, upgrade
-from genres.store.schema import ALL_TABLES
+from genres.database.migrate import VERSION_TABLE, current_revision, head_revision, upgrade
+from genres.database.schema import ALL_TABLES
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import create_topics, fast_consumer_options
 from tests.support.tansu import TansuUnderTest
@@ -155,7 +155,7 @@ async def test_schema_matches_the_metadata(engine: AsyncEngine) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
-    from genres.store.schema import metadata
+    from genres.database.schema import metadata
 
     def diff(sync_connection: object) -> list[object]:
         context = MigrationContext.configure(
@@ -181,7 +181,7 @@ async def test_upgrade_is_idempotent_and_safe_concurrently(empty_database_url: s
 
 
 async def test_upgrade_keeps_existing_platform_tables(empty_database_url: str) -> None:
-    from genres.store.engine import create_engine
+    from genres.database.engine import create_engine
 
     engine = create_engine(empty_database_url, pool_size=1)
     try:

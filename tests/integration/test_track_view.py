@@ -1,4 +1,4 @@
-"""What the responder reads of a track in one statement (``genres.store.tracks.track_view``)."""
+"""What the responder reads of a track in one statement (``genres.responder.tracks.track_view``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.store.tracks import track_view
+from genres.responder.tracks import track_view
 
 
 async def _ledger_row(engine: AsyncEngine, file_id: str, error: dict[str, object] | None) -> None:

@@ -196,7 +196,7 @@ async def create_topics(
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.errors import TopicAlreadyExistsError
 
-    from genres.bus.broker import wait_for_topics
+    from genres.kafka.broker import wait_for_topics
 
     wanted = list(dict.fromkeys(names))
     if not wanted:

@@ -25,9 +25,9 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from genres.database.engine import create_engine, to_async_url
+from genres.database.migrate import upgrade
 from genres.embedded import EmbeddedPostgres
-from genres.store.engine import create_engine, to_async_url
-from genres.store.migrate import upgrade
 from tests.support.infra import docker_available, run_async
 
 POSTGRES_IMAGE = os.environ.get("GENRES_TESTS_POSTGRES_IMAGE", "postgres:17-alpine")

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from genres.bus.broker import ensure_topics
-from genres.bus.producer import Publisher
 from genres.config import Settings, load_settings
+from genres.kafka.broker import ensure_topics
+from genres.kafka.producer import Publisher
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json

@@ -22,13 +22,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from genres.backfill.rule import BackfillTrack
+from genres.classifier.rule import Claimed, Recorded
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.errors import ClassificationError
-from genres.roles.backfill import BackfillTrack
-from genres.roles.projector import AUTO_TAG_MAX_TOTAL, ProjectionResult, auto_tag_candidates
-from genres.roles.responder import Outcome
-from genres.store.ledger import Claimed, Recorded
-from genres.store.tracks import TrackView
+from genres.projector.rule import AUTO_TAG_MAX_TOTAL, ProjectionResult, auto_tag_candidates
+from genres.responder.rule import Outcome, TrackView
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,
@@ -115,7 +114,7 @@ LedgerKey = tuple[int, str, str, str]
 
 
 class FakeLedger(_Failing):
-    """``store/ledger.py``'s ``Ledger``: the claim rules of ``_CLAIM`` in Python.
+    """``classifier/ledger.py``'s ``PostgresLedger``: the claim rules of ``_CLAIM`` in Python.
 
     A claim succeeds when there is no row, when ``force``, when the row is ``pending`` (an
     interrupted attempt: its job is resumed unless forced), or when it ``failed`` retryably.

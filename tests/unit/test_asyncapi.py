@@ -13,17 +13,17 @@ from typing import Any, cast
 import pytest
 from faststream.kafka import KafkaBroker
 
-from genres.bus import asyncapi
-from genres.bus.classifier import INPUTS as CLASSIFIER_INPUTS
-from genres.bus.producer import Publisher
-from genres.bus.projector import register_projector
-from genres.bus.responder import register_responder
+from genres import asyncapi
+from genres.classifier.entry import INPUTS as CLASSIFIER_INPUTS
 from genres.config import Settings
-from genres.store.engine import create_engine
+from genres.database.engine import create_engine
+from genres.kafka.producer import Publisher
+from genres.projector.entry import register_projector
+from genres.responder.entry import register_responder
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / asyncapi.DEFAULT_PATH
-REGENERATE = "uv run python -m genres.bus.asyncapi docs/asyncapi.json"
+REGENERATE = "uv run python -m genres.asyncapi docs/asyncapi.json"
 
 # INTERFACE.md's topics, spelled out (not from the constants, so a renamed constant shows).
 INTERFACE_TOPICS = {
@@ -82,7 +82,7 @@ def test_faststream_docs_gen_writes_the_same_document(tmp_path: Path) -> None:
             "docs",
             "gen",
             "--factory",
-            "genres.bus.asyncapi:build_app",
+            "genres.asyncapi:build_app",
             "--out",
             str(out),
         ],

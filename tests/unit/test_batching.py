@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from genres.store.batching import Batcher
+from genres.database.batching import Batcher
 
 
 class Recorder:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from genres.classify.bounded import BoundedClassifier
+from genres.classifier.bounded import BoundedClassifier
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres_contracts import ModelRef
 

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from genres.bus.records import parse
 from genres.errors import InvalidMessage
+from genres.kafka.records import parse
 from genres_contracts import (
     ClassificationRequested,
     GenresClassified,

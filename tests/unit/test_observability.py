@@ -189,8 +189,8 @@ async def test_replicate_retries_and_predict_time_reach_the_metrics() -> None:
     from aiohttp import web
     from aiohttp.test_utils import TestServer
 
+    from genres.classifier.observed import ObservedClassifier
     from genres.classify.replicate import Backoff, ReplicateClassifier
-    from genres.observability.classifier import ObservedClassifier
 
     answers = iter([503, 201])
 

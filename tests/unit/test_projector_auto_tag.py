@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from genres.roles.projector import AUTO_TAG_MAX_NEW, auto_tag_candidates
+from genres.projector.rule import AUTO_TAG_MAX_NEW, auto_tag_candidates
 from genres_contracts import Prediction
 
 

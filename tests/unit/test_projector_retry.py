@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from genres.bus.projector import is_retryable, retrying
+from genres.projector.entry import is_retryable, retrying
 
 
 class _PgError(Exception):

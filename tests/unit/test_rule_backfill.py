@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from genres.roles.backfill import BackfillReport, BackfillTrack, backfill
+from genres.backfill.rule import BackfillReport, BackfillTrack, backfill
 from genres_contracts import ClassificationReason
 from tests.unit.fakes import FakeBackfillStore, FakePublish, settle
 

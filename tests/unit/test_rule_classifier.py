@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from genres.classifier.rule import Handled, Result, handle_classification
 from genres.errors import (
     AudioError,
     ClassificationError,
@@ -19,7 +20,6 @@ from genres.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from genres.roles.classifier import Handled, Result, handle_classification
 from genres_contracts import (
     ClassificationFailed,
     ClassificationReason,

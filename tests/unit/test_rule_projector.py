@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from genres.roles.projector import AUTO_TAG_MAX_NEW, AUTO_TAG_MAX_TOTAL, project
+from genres.projector.rule import AUTO_TAG_MAX_NEW, AUTO_TAG_MAX_TOTAL, project
 from genres_contracts import GenresClassified
 from tests.unit.fakes import FakeProjectionStore, FakeTrack
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from genres.roles.responder import recommend
-from genres.store.tracks import TrackView
+from genres.responder.rule import TrackView, recommend
 from genres_contracts import (
     ClassificationFailed,
     ClassificationReason,

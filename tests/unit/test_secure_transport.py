@@ -7,9 +7,9 @@ import ssl
 import pytest
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram512
 
-from genres.bus.broker import faststream_security, security_options
 from genres.config import load_settings
 from genres.errors import ConfigurationError
+from genres.kafka.broker import faststream_security, security_options
 
 
 def test_plaintext_is_the_default_and_sends_no_credentials() -> None:

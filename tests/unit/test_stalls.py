@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError, UnsupportedCodecError
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from genres.bus.window import OffsetWindow
+from genres.kafka.window import OffsetWindow
 from genres.observability.progress import (
     CommittedProgress,
     LocalProgress,
@@ -372,7 +372,7 @@ async def test_the_projector_s_retries_report_each_failure_and_never_block_the_l
     """Its backoff ran ``time.sleep`` in the loop: heartbeats, /readyz and this watchdog froze."""
     import asyncio
 
-    from genres.bus.projector import retrying
+    from genres.projector.entry import retrying
 
     attempts = 0
     noted: list[BaseException] = []

@@ -91,7 +91,7 @@ async def creation_pacer(settings: Settings, **options: Any) -> CreationPacer:
     else this process's own. ``options``: :class:`CreationPacer`'s (tests scale time)."""
     book = None
     if settings.database_url:
-        from genres.store.pace import DatabaseSlotBook, account_of
+        from genres.database.pace import DatabaseSlotBook, account_of
 
         book = await DatabaseSlotBook.connect(
             settings.database_url, account_of(settings.replicate_token or "")

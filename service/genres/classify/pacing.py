@@ -9,7 +9,7 @@ jitter between the moment a slot is due and the moment Replicate sees the reques
 creations ``per_minute`` slots apart must arrive a full window apart.
 
 Slots come from a :class:`SlotBook`. In the service it is a row in PostgreSQL
-(``genres.store.pace``) shared by every classifier process on the same account: the pace is
+(``genres.database.pace``) shared by every classifier process on the same account: the pace is
 the account's, not the process's, and a restarted process continues it instead of starting
 with a burst. Without a database (``genres classify``) the book is this process's memory.
 

@@ -29,7 +29,7 @@ LAG_TIMEOUT_SECONDS = 1.0
 
 
 class WindowedConsumer(Protocol):
-    """What the metrics read from ``genres.bus.concurrent.ConcurrentConsumer``."""
+    """What the metrics read from ``genres.kafka.concurrent.ConcurrentConsumer``."""
 
     @property
     def in_flight(self) -> int: ...
@@ -39,7 +39,7 @@ class WindowedConsumer(Protocol):
 
 
 class Slots(Protocol):
-    """What the metrics read from ``genres.classify.bounded.BoundedClassifier``."""
+    """What the metrics read from ``genres.classifier.bounded.BoundedClassifier``."""
 
     @property
     def running(self) -> int: ...

@@ -26,12 +26,12 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 from pydantic import ValidationError
 
-from genres.store.tracks import TrackView
 from genres_contracts import (
     ClassificationFailed,
     ClassificationReason,
@@ -56,6 +56,26 @@ __all__ = [
 ]
 
 Outcome = GenresClassified | ClassificationFailed
+
+
+@dataclass(frozen=True, slots=True)
+class TrackView:
+    """A track as the responder sees it.
+
+    ``predictions`` is ``None`` when ``extra`` has no (readable) ``genre_predictions``;
+    ``predictions_file_id`` is ``extra->>'genre_predictions_file_id'`` (``None`` for rows
+    written before the service tracked file ids).
+    """
+
+    track_id: int
+    file_id: str | None
+    audio_url: str | None
+    predictions: tuple[Prediction, ...] | None
+    predictions_file_id: str | None
+    tag_names: tuple[str, ...]
+    failed: bool = False
+    """A classification of the current file failed for good (the ledger says so): asking
+    again would only republish the failure."""
 
 
 class TrackReader(Protocol):

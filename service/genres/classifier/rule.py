@@ -12,7 +12,6 @@ from typing import Protocol
 
 from genres.classify.port import Checkpoint, Classifier
 from genres.errors import ClassificationError
-from genres.store.ledger import Claimed, Recorded
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,
@@ -25,6 +24,26 @@ from genres_contracts import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The classification is ours to run; ``resume`` is a job an interrupted attempt began."""
+
+    resume: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """An outcome already in the ledger."""
+
+    status: str
+    event_id: str
+    predictions: tuple[Prediction, ...]
+    error: ErrorInfo | None
+    retryable: bool
+    attempts: int
+    classified_at: datetime
 
 
 class Ledger(Protocol):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -22,14 +21,15 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from genres.store.engine import create_engine
-from genres.store.schema import (
+from genres.database.engine import create_engine
+from genres.database.schema import (
     classification_requests,
     genre_classifications,
     tags,
     track_tags,
     tracks,
 )
+from genres.responder.rule import TrackView
 from genres_contracts import Prediction
 
 __all__ = [
@@ -41,26 +41,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class TrackView:
-    """A track as the responder sees it.
-
-    ``predictions`` is ``None`` when ``extra`` has no (readable) ``genre_predictions``;
-    ``predictions_file_id`` is ``extra->>'genre_predictions_file_id'`` (``None`` for rows
-    written before the service tracked file ids).
-    """
-
-    track_id: int
-    file_id: str | None
-    audio_url: str | None
-    predictions: tuple[Prediction, ...] | None
-    predictions_file_id: str | None
-    tag_names: tuple[str, ...]
-    failed: bool = False
-    """A classification of the current file failed for good (the ledger says so): asking
-    again would only republish the failure."""
 
 
 def _predictions(value: Any) -> tuple[Prediction, ...] | None:

@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from genres.store.engine import to_async_url
+from genres.database.engine import to_async_url
 
 __all__ = [
     "MIGRATIONS_DIR",

@@ -10,9 +10,9 @@ file.
 
 Regenerate ``docs/asyncapi.json`` after changing a message model or a channel::
 
-    uv run python -m genres.bus.asyncapi docs/asyncapi.json
+    uv run python -m genres.asyncapi docs/asyncapi.json
     # same output:
-    uv run faststream docs gen --factory genres.bus.asyncapi:build_app --out docs/asyncapi.json
+    uv run faststream docs gen --factory genres.asyncapi:build_app --out docs/asyncapi.json
 
 Nothing here runs when the service starts: the broker is built only by :func:`build_app`.
 """
@@ -32,9 +32,9 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, Specification
 from pydantic import BaseModel
 
-from genres.bus.classifier import GROUP as CLASSIFIER_GROUP
-from genres.bus.projector import GROUP as PROJECTOR_GROUP
-from genres.bus.responder import GROUP as RESPONDER_GROUP
+from genres.classifier.entry import GROUP as CLASSIFIER_GROUP
+from genres.projector.entry import GROUP as PROJECTOR_GROUP
+from genres.responder.entry import GROUP as RESPONDER_GROUP
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,
@@ -415,7 +415,7 @@ def _order(spec: Any, keys: list[str]) -> None:
 
 
 def build_app() -> FastStream:
-    """The documentation app: ``faststream docs gen --factory genres.bus.asyncapi:build_app``."""
+    """The documentation app: ``faststream docs gen --factory genres.asyncapi:build_app``."""
     broker = build_broker()
     return FastStream(broker, specification=GenresAsyncAPI(broker))
 

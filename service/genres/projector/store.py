@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from genres.roles.projector import (
+from genres.projector.rule import (
     AUTO_TAG_MAX_TOTAL,
     ProjectionResult,
     auto_tag_candidates,

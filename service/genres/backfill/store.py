@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.roles.backfill import BackfillTrack
+from genres.backfill.rule import BackfillTrack
 
 __all__ = ["PAGE_SIZE", "SqlBackfillStore"]
 

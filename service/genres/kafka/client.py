@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from genres.bus.broker import bootstrap_servers, security_options
 from genres.config import Settings
+from genres.kafka.broker import bootstrap_servers, security_options
 from genres_contracts.kafka import GenresClient
 
 __all__ = ["REPLY_FETCH_MAX_WAIT_MS", "genres_client"]

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
-from genres.bus.records import parse
-from genres.bus.tail import TopicTail
 from genres.config import Settings
 from genres.errors import InvalidMessage
+from genres.kafka.records import parse
+from genres.kafka.tail import TopicTail
 from genres_contracts import ClassificationFailed, GenresClassified, topics
 
 log = logging.getLogger(__name__)

@@ -1,19 +1,22 @@
 """The one way to reach PostgreSQL: SQLAlchemy's asyncio engine on asyncpg, with timeouts.
 
-(The ledger's hot path talks to asyncpg directly, on a pool built from the same URL and
-timeouts: ``genres.store.ledger.connect_pool``.)"""
+Hot paths (the classifier's ledger, the Replicate pace) use asyncpg directly, on a pool
+built from the same URL and timeouts: :func:`connect_pool`."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import asyncpg
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 __all__ = [
     "COMMAND_TIMEOUT_SECONDS",
     "CONNECT_TIMEOUT_SECONDS",
+    "connect_pool",
     "create_engine",
     "json_dumps",
     "to_async_url",
@@ -88,3 +91,22 @@ def create_engine(
         pool_recycle=1800,
         **options,
     )
+
+
+async def connect_pool(database_url: str, *, size: int) -> asyncpg.Pool:
+    """An asyncpg pool on ``DATABASE_URL`` (any PostgreSQL scheme; SQLAlchemy reads the URL)."""
+    url = make_url(to_async_url(database_url))
+    engine = create_async_engine(url)
+    try:
+        _, options = engine.dialect.create_connect_args(url)
+    finally:
+        await engine.dispose()
+    options.pop("prepared_statement_cache_size", None)
+    options.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
+    options.setdefault("command_timeout", COMMAND_TIMEOUT_SECONDS)
+    return await asyncpg.create_pool(min_size=1, max_size=size, reset=_keep, **options)
+
+
+async def _keep(connection: asyncpg.Connection) -> None:
+    """No reset on release: every statement stands alone and leaves no session state, and
+    asyncpg's default reset is a round trip per statement."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.broker import ensure_topics
-from genres.bus.outcomes import OutcomeWatcher
-from genres.bus.producer import Publisher, track_key
+from genres.backfill.outcomes import OutcomeWatcher
+from genres.backfill.rule import BackfillReport, Progress, backfill, no_progress
+from genres.backfill.store import SqlBackfillStore
 from genres.config import Settings
-from genres.roles.backfill import BackfillReport, Progress, backfill, no_progress
-from genres.store.backfill import SqlBackfillStore
+from genres.kafka.broker import ensure_topics
+from genres.kafka.producer import Publisher, track_key
 from genres_contracts import ClassificationRequested, topics
 
 __all__ = ["run_backfill"]
@@ -18,7 +18,7 @@ __all__ = ["run_backfill"]
 async def run_backfill(
     settings: Settings,
     engine: AsyncEngine,
-    publisher: Publisher,
+    publisher: Publisher | None,
     *,
     limit: int | None,
     concurrency: int,
@@ -27,7 +27,8 @@ async def run_backfill(
     timeout: float,
     progress: Progress = no_progress,
 ) -> BackfillReport:
-    """Run a backfill with a started ``publisher``; with ``wait``, count the outcomes too.
+    """Run a backfill with a started ``publisher`` (none for a dry run, which only reads the
+    database); with ``wait``, count the outcomes too.
 
     ``progress(done, total)`` is called as tracks are listed or published; when waiting, the
     report's ``classified`` / ``failed`` / ``timed_out`` are set after at most ``timeout``
@@ -43,6 +44,8 @@ async def run_backfill(
             dry_run=True,
             progress=progress,
         )
+    if publisher is None:
+        raise ValueError("a backfill that publishes needs a publisher")
     await ensure_topics(settings)
     if not wait:
         return await backfill(

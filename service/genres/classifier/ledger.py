@@ -20,11 +20,10 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from genres.store.batching import Batcher
-from genres.store.engine import COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS, to_async_url
+from genres.classifier.rule import Claimed, Recorded
+from genres.database.batching import Batcher
+from genres.database.engine import connect_pool
 from genres_contracts import ErrorInfo, ModelRef, Prediction
 
 _KEY = "track_id = $1 AND file_id = $2 AND model_name = $3 AND model_version = $4"
@@ -115,27 +114,7 @@ _FAILED = f"""
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """The classification is ours to run; ``resume`` is a job an interrupted attempt began."""
-
-    resume: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """An outcome already in the ledger."""
-
-    status: str
-    event_id: str
-    predictions: tuple[Prediction, ...]
-    error: ErrorInfo | None
-    retryable: bool
-    attempts: int
-    classified_at: datetime
-
-
-class Ledger:
+class PostgresLedger:
     """``genre_classifications`` on PostgreSQL, through an asyncpg pool."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
@@ -147,7 +126,7 @@ class Ledger:
         self._successes: Batcher[_SuccessItem, None] = Batcher(self._succeeded_many, key=_item_key)
 
     @classmethod
-    async def connect(cls, database_url: str, *, size: int = 10) -> Ledger:
+    async def connect(cls, database_url: str, *, size: int = 10) -> PostgresLedger:
         """A pool on ``DATABASE_URL`` (any PostgreSQL scheme; SQLAlchemy reads the URL)."""
         return cls(await connect_pool(database_url, size=size))
 
@@ -233,20 +212,6 @@ class Ledger:
         )
 
 
-async def connect_pool(database_url: str, *, size: int) -> asyncpg.Pool:
-    """An asyncpg pool on ``DATABASE_URL`` (any PostgreSQL scheme; SQLAlchemy reads the URL)."""
-    url = make_url(to_async_url(database_url))
-    engine = create_async_engine(url)
-    try:
-        _, options = engine.dialect.create_connect_args(url)
-    finally:
-        await engine.dispose()
-    options.pop("prepared_statement_cache_size", None)
-    options.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
-    options.setdefault("command_timeout", COMMAND_TIMEOUT_SECONDS)
-    return await asyncpg.create_pool(min_size=1, max_size=size, reset=_keep, **options)
-
-
 Key = tuple[int, str, str, str]
 
 
@@ -294,11 +259,6 @@ def _claim_result(row: asyncpg.Record, *, force: bool) -> Claimed | Recorded:
         attempts=max(1, row["attempts"]),
         classified_at=row["updated_at"],
     )
-
-
-async def _keep(connection: asyncpg.Connection) -> None:
-    """No reset on release: every statement stands alone and leaves no session state, and
-    asyncpg's default reset is a round trip per statement."""
 
 
 def _key(track_id: int, file_id: str, model: ModelRef) -> Key:

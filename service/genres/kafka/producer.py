@@ -9,9 +9,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from pydantic import BaseModel
 
-from genres.bus.broker import client_options
-from genres.bus.dead_letters import dead_letter
 from genres.config import Settings
+from genres.kafka.broker import client_options
+from genres.kafka.dead_letters import dead_letter
 
 JSON_HEADERS = [("content-type", b"application/json")]
 

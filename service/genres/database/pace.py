@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from genres.store.batching import Batcher
-from genres.store.ledger import connect_pool
+from genres.database.batching import Batcher
+from genres.database.engine import connect_pool
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from genres.bus.broker import client_options, wait_for_topics
 from genres.config import Settings
+from genres.kafka.broker import client_options, wait_for_topics
 from genres.observability.progress import PositionProgress
 from genres.observability.stalls import StallWatchdog
 

@@ -25,15 +25,15 @@ from faststream.message import StreamMessage
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.broker import consumer_options
-from genres.bus.parsing import tolerant_parser
-from genres.bus.producer import Publisher
-from genres.bus.records import parse
 from genres.config import Settings
 from genres.errors import InvalidMessage
+from genres.kafka.broker import consumer_options
+from genres.kafka.parsing import tolerant_parser
+from genres.kafka.producer import Publisher
+from genres.kafka.records import parse
 from genres.observability.tracing import record_spans
-from genres.roles.projector import ProjectionReport, ProjectionStore, project
-from genres.store.projection import SqlProjectionStore
+from genres.projector.rule import ProjectionReport, ProjectionStore, project
+from genres.projector.store import SqlProjectionStore
 from genres_contracts import GenresClassified, topics
 
 log = logging.getLogger(__name__)

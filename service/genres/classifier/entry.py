@@ -7,15 +7,15 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from genres.bus.broker import client_options, consumer_options
-from genres.bus.concurrent import ConcurrentConsumer
-from genres.bus.producer import Publisher, track_key
-from genres.bus.records import parse
+from genres.classifier.rule import Ledger, handle_classification
 from genres.classify.port import Classifier
 from genres.config import Settings
 from genres.errors import InvalidMessage
+from genres.kafka.broker import client_options, consumer_options
+from genres.kafka.concurrent import ConcurrentConsumer
+from genres.kafka.producer import Publisher, track_key
+from genres.kafka.records import parse
 from genres.observability.tracing import consume_span, outgoing_headers
-from genres.roles.classifier import Ledger, handle_classification
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,

@@ -1,4 +1,4 @@
-"""Alembic environment, configured programmatically by ``genres.store.migrate``.
+"""Alembic environment, configured programmatically by ``genres.database.migrate``.
 
 The caller passes an open synchronous connection in ``config.attributes["connection"]``
 (from ``AsyncConnection.run_sync``). Without one, ``sqlalchemy.url`` is used: an async URL
@@ -13,8 +13,8 @@ from alembic import context
 from sqlalchemy import Connection, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from genres.store.migrate import VERSION_TABLE
-from genres.store.schema import metadata
+from genres.database.migrate import VERSION_TABLE
+from genres.database.schema import metadata
 
 config = context.config
 target_metadata = metadata

@@ -56,16 +56,16 @@ from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.bus.broker import consumer_options
-from genres.bus.parsing import tolerant_parser
-from genres.bus.producer import Publisher, track_key
-from genres.bus.records import parse
-from genres.bus.tail import TopicTail
 from genres.config import Backend, Settings
 from genres.errors import InvalidMessage
+from genres.kafka.broker import consumer_options
+from genres.kafka.parsing import tolerant_parser
+from genres.kafka.producer import Publisher, track_key
+from genres.kafka.records import parse
+from genres.kafka.tail import TopicTail
 from genres.observability.stalls import StallWatchdog
-from genres.roles.responder import Outcome, OutcomeWatch, recommend
-from genres.store.tracks import (
+from genres.responder.rule import Outcome, OutcomeWatch, recommend
+from genres.responder.tracks import (
     TrackView,
     claim_on_demand,
     create_read_engine,
@@ -400,7 +400,7 @@ def register_responder(
     ``stale_after`` (seconds) is when an on-demand marker may be reclaimed; by default twice
     ``REPLICATE_TIMEOUT_SECONDS``. Track reads go through ``read_engine``; when not given,
     the runtime makes (and disposes) one on ``engine``'s URL with
-    :func:`~genres.store.tracks.create_read_engine` (no pre-ping: one round trip per
+    :func:`~genres.responder.tracks.create_read_engine` (no pre-ping: one round trip per
     cached answer). ``engine`` serves the on-demand claims. Start the returned runtime
     before the broker. ``watchdog`` watches the outcome listener's partitions.
     """

@@ -1,1 +1,0 @@
-"""The bus entrypoints: FastStream app, subscribers, requester, dead letters, commit window."""

@@ -1,1 +1,0 @@
-"""Role handlers: plain async functions taking their collaborators; no FastStream here."""

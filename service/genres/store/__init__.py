@@ -1,1 +1,0 @@
-"""PostgreSQL: schema, queries and migrations."""

@@ -1,1 +1,0 @@
-"""Alembic migrations of the service's schema (run with ``genres.store.migrate``)."""
