@@ -71,15 +71,7 @@ def create_classifier_consumer(
         try:
             request = parse(model, record.value)
         except InvalidMessage as exc:
-            await publisher.dead_letter(
-                reason=str(exc),
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                key=record.key,
-                value=record.value,
-                headers=list(record.headers),
-            )
+            await publisher.dead_letter(record, str(exc))
             return
         source_event_id = request.event_id or derived_event_id(
             canonical, record.partition, record.offset

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 from genres_contracts import topics
@@ -35,33 +36,43 @@ def dlq_headers(
     return kept + [(name, value.encode()) for name, value in ours.items()]
 
 
-async def dead_letter(
-    producer: RawProducer,
-    *,
-    reason: str,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    headers: list[tuple[str, bytes]] | None = None,
-) -> None:
-    """Publish the record to ``<topic>.dlq`` and wait until the broker has it."""
+class Rejected(Protocol):
+    """A consumed record, as any client reads it (aiokafka's ``ConsumerRecord`` is one)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
+
+
+async def dead_letter(producer: RawProducer, record: Rejected, reason: str) -> None:
+    """Publish ``record`` unchanged to ``<its topic>.dlq`` with headers saying why (``reason``),
+    and wait until the broker has it."""
     await producer.send_and_wait(
-        topics.dead_letter_topic(topic),
-        value=value,
-        key=key,
-        headers=dlq_headers(reason, topic, partition, offset, list(headers or [])),
+        topics.dead_letter_topic(record.topic),
+        value=record.value,
+        key=record.key,
+        headers=dlq_headers(
+            reason, record.topic, record.partition, record.offset, list(record.headers or ())
+        ),
     )
     log.warning(
         "dead-lettered a record",
         extra={
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
             "reason": reason,
             # The key is the track id by convention; the value may not be readable at all.
-            "track_id": _key_text(key),
+            "track_id": _key_text(record.key),
         },
     )
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from genres.config import Settings
 from genres.kafka.broker import client_options
-from genres.kafka.dead_letters import dead_letter
+from genres.kafka.dead_letters import Rejected, dead_letter
 
 JSON_HEADERS = [("content-type", b"application/json")]
 
@@ -83,27 +83,8 @@ class Publisher:
             topic, value=json.dumps(value).encode(), key=key, headers=JSON_HEADERS + headers
         )
 
-    async def dead_letter(
-        self,
-        *,
-        reason: str,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Send the record, unchanged, to ``<topic>.dlq`` (``topic`` as the record had it)."""
-        await dead_letter(
-            self._producer,
-            reason=reason,
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            value=value,
-            headers=headers,
-        )
+    async def dead_letter(self, record: Rejected, reason: str) -> None:
+        """Send ``record``, unchanged, to ``<its topic>.dlq`` (the topic as the record had it)."""
+        await dead_letter(self._producer, record, reason)
         if self.on_dead_letter is not None:
-            self.on_dead_letter(topic)
+            self.on_dead_letter(record.topic)

@@ -133,16 +133,7 @@ async def handle_batch(
             events.append(parse(GenresClassified, record.value))
         except InvalidMessage as exc:
             await retrying(
-                partial(
-                    publisher.dead_letter,
-                    reason=str(exc),
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    key=record.key,
-                    value=record.value,
-                    headers=record.headers,
-                ),
+                partial(publisher.dead_letter, record, str(exc)),
                 what="dead-letter",
                 on_error=on_error,
             )

@@ -318,15 +318,7 @@ class ResponderRuntime:
             log.error("a request task failed", exc_info=exc)
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
-        await self.publisher.dead_letter(
-            reason=reason,
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=list(record.headers or ()),
-        )
+        await self.publisher.dead_letter(record, reason)
 
     async def _handle(self, record: ConsumerRecord[Any, Any]) -> None:
         reply_to_raw = _header(record.headers, topics.REPLY_TO_HEADER)
