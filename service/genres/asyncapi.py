@@ -32,16 +32,12 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, Specification
 from pydantic import BaseModel
 
-from genres.classifier.entry import GROUP as CLASSIFIER_GROUP
-from genres.projector.entry import GROUP as PROJECTOR_GROUP
-from genres.responder.entry import GROUP as RESPONDER_GROUP
+from genres.subscriptions import SUBSCRIPTIONS
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,
     GenresClassified,
     RecommendedTags,
-    RecommendedTagsRequest,
-    TrackUploaded,
     topics,
 )
 
@@ -194,50 +190,29 @@ def _dlq(role: str, topic: str) -> Endpoint:
 REPLY_KEY: Final = "responder.send.reply"
 REQUEST_KEY: Final = f"responder.receive.{topics.RECOMMENDED_TAGS}"
 
+# What the roles consume comes from their one declaration (``genres.subscriptions``); what they
+# publish is declared here.
+_RECEIVED: Final = tuple(
+    Endpoint(
+        key=f"{subscription.role}.receive.{each.topic}",
+        topic=each.topic,
+        model=each.model,
+        receive=True,
+        group=subscription.group,
+        headers=REQUEST_HEADERS if subscription.answers else None,
+        description=each.description,
+    )
+    for subscription in SUBSCRIPTIONS
+    for each in subscription.inputs
+)
+_DEAD_LETTERS: Final = tuple(
+    _dlq(subscription.role, topic)
+    for subscription in SUBSCRIPTIONS
+    for topic in subscription.topics
+)
+
 ENDPOINTS: Final[tuple[Endpoint, ...]] = (
-    Endpoint(
-        key=f"classifier.receive.{topics.TRACK_UPLOADED}",
-        topic=topics.TRACK_UPLOADED,
-        model=TrackUploaded,
-        receive=True,
-        group=CLASSIFIER_GROUP,
-        description="The classifier classifies each uploaded audio file.",
-    ),
-    Endpoint(
-        key=f"classifier.receive.{topics.CLASSIFICATION_REQUESTED}",
-        topic=topics.CLASSIFICATION_REQUESTED,
-        model=ClassificationRequested,
-        receive=True,
-        group=CLASSIFIER_GROUP,
-        description=(
-            "The classifier classifies on request (backfill, on demand, reclassify); "
-            "`force` classifies again what was classified before."
-        ),
-    ),
-    Endpoint(
-        key=f"projector.receive.{topics.GENRES_CLASSIFIED}",
-        topic=topics.GENRES_CLASSIFIED,
-        model=GenresClassified,
-        receive=True,
-        group=PROJECTOR_GROUP,
-        description=(
-            "The projector stores the predictions in `tracks.extra` (`genre_predictions`, "
-            "`genre_predictions_file_id`) and, with `auto_tag`, tags the track."
-        ),
-    ),
-    Endpoint(
-        key=REQUEST_KEY,
-        topic=topics.RECOMMENDED_TAGS,
-        model=RecommendedTagsRequest,
-        receive=True,
-        group=RESPONDER_GROUP,
-        headers=REQUEST_HEADERS,
-        description=(
-            "The responder answers with `RecommendedTags` on the `reply_to` topic, with the "
-            "same `correlation_id`. Unreadable requests and unknown tracks get a reply with "
-            "`error`; requests without `reply_to` are dead-lettered."
-        ),
-    ),
+    *_RECEIVED,
     Endpoint(
         key=f"classifier.send.{topics.GENRES_CLASSIFIED}",
         topic=topics.GENRES_CLASSIFIED,
@@ -275,10 +250,7 @@ ENDPOINTS: Final[tuple[Endpoint, ...]] = (
             "`reply_to` header (as given, without prefix)."
         ),
     ),
-    _dlq("classifier", topics.TRACK_UPLOADED),
-    _dlq("classifier", topics.CLASSIFICATION_REQUESTED),
-    _dlq("projector", topics.GENRES_CLASSIFIED),
-    _dlq("responder", topics.RECOMMENDED_TAGS),
+    *_DEAD_LETTERS,
 )
 
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from pydantic import BaseModel
 
 from genres.classifier.rule import Ledger, handle_classification
 from genres.classify.port import Classifier
@@ -16,9 +17,9 @@ from genres.kafka.concurrent import ConcurrentConsumer
 from genres.kafka.producer import Publisher, track_key
 from genres.kafka.records import parse
 from genres.observability.tracing import consume_span, outgoing_headers
+from genres.subscriptions import CLASSIFIER
 from genres_contracts import (
     ClassificationFailed,
-    ClassificationRequested,
     GenresClassified,
     TrackUploaded,
     derived_event_id,
@@ -27,10 +28,17 @@ from genres_contracts import (
 
 log = logging.getLogger(__name__)
 
-GROUP = "genres-classifier"
+GROUP = CLASSIFIER.group
+
+
+def _request_model(model: type[BaseModel]) -> type[TrackUploaded]:
+    if not issubclass(model, TrackUploaded):
+        raise TypeError(f"the classifier reads uploads and requests, not {model.__name__}")
+    return model
+
+
 INPUTS: dict[str, type[TrackUploaded]] = {
-    topics.TRACK_UPLOADED: TrackUploaded,
-    topics.CLASSIFICATION_REQUESTED: ClassificationRequested,
+    each.topic: _request_model(each.model) for each in CLASSIFIER.inputs
 }
 
 

@@ -34,11 +34,12 @@ from genres.kafka.records import parse
 from genres.observability.tracing import record_spans
 from genres.projector.rule import ProjectionReport, ProjectionStore, project
 from genres.projector.store import SqlProjectionStore
-from genres_contracts import GenresClassified, topics
+from genres.subscriptions import PROJECTOR
+from genres_contracts import GenresClassified
 
 log = logging.getLogger(__name__)
 
-GROUP = "genres-projector"
+GROUP = PROJECTOR.group
 MAX_RECORDS = 500
 RETRY_WAIT_MAX_SECONDS = 5.0
 PROJECTOR_FETCH_MAX_WAIT_MS = 100
@@ -184,7 +185,7 @@ def register_projector(
     fetch = consumer_options(settings)
 
     subscriber = broker.subscriber(
-        settings.topic(topics.GENRES_CLASSIFIED),
+        *(settings.topic(topic) for topic in PROJECTOR.topics),
         batch=True,
         group_id=settings.group(GROUP),
         auto_offset_reset="earliest",

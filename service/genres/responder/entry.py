@@ -89,13 +89,15 @@ __all__ = [
     "register_responder",
 ]
 
+from genres.subscriptions import RESPONDER
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_IN_FLIGHT = 1000
 # Fetch wait for the request and outcome consumers: Tansu answers a fetch only after it.
 RESPONDER_FETCH_MAX_WAIT_MS = 5
 REPLY_PUBLISH_TIMEOUT_S = 10.0
-GROUP = "genres-responder"
+GROUP = RESPONDER.group
 
 
 # -- outcomes ----------------------------------------------------------------------------------
@@ -424,7 +426,7 @@ def register_responder(
         await runtime.accept(record)
 
     runtime.subscriber = subscriber = broker.subscriber(
-        settings.topic(topics.RECOMMENDED_TAGS),
+        *(settings.topic(topic) for topic in RESPONDER.topics),
         group_id=settings.group(GROUP),
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.ACK_FIRST,
