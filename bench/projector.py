@@ -34,7 +34,7 @@ from genres.projector.rule import ProjectionResult, ProjectionStore
 from genres.projector.store import SqlProjectionStore, predictions_json
 from genres_contracts import GenresClassified, topics
 
-# The baseline's statement: the service writes a batch in one (``store/projection.py``).
+# The baseline's statement: the service writes a batch in one (``projector/store.py``).
 PROJECT_ONE = text(
     """
 UPDATE tracks

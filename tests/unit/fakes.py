@@ -215,7 +215,7 @@ class FakeLedger(_Failing):
 
 
 class FakeOutcomes(_Failing):
-    """``bus/classifier.py``'s ``PublishedOutcomes``: events in the order the broker got them."""
+    """``classifier/entry.py``'s ``PublishedOutcomes``: events in the order the broker got them."""
 
     def __init__(self, journal: Journal | None = None) -> None:
         self.published: list[GenresClassified | ClassificationFailed] = []
@@ -293,7 +293,7 @@ class FakeTrack:
 
 
 class FakeProjectionStore(_Failing):
-    """``store/projection.py``'s ``SqlProjectionStore``, the SQL restated.
+    """``projector/store.py``'s ``SqlProjectionStore``, the SQL restated.
 
     * ``PROJECT_BATCH``: per track, the last event of the batch whose ``file_id`` is the
       track's current one is written (two keys merged into ``extra``); earlier matching
@@ -382,7 +382,7 @@ class FakeProjectionStore(_Failing):
 
 
 class FakeTracks(_Failing):
-    """The ``TrackReader`` port (``store/tracks.py``'s ``track_view``).
+    """The ``TrackReader`` port (``responder/tracks.py``'s ``track_view``).
 
     ``on_read`` runs after each read, before the role goes on: a hook for things that
     happen meanwhile (an outcome published, the track's audio replaced).
@@ -438,7 +438,7 @@ class FakeOnDemand(_Failing):
 
 
 class _FakeWatch:
-    """``bus/responder.py``'s ``_Watch`` on a ``FakeClock``: outcomes offered from the start."""
+    """``responder/entry.py``'s ``_Watch`` on a ``FakeClock``: outcomes offered from the start."""
 
     def __init__(self, owner: FakeOutcomeWaiter) -> None:
         self._owner = owner
@@ -469,7 +469,7 @@ class _FakeWatch:
 
 
 class FakeOutcomeWaiter:
-    """The ``OutcomeWaiter`` port (``bus/responder.py``'s ``OutcomeListener``).
+    """The ``OutcomeWaiter`` port (``responder/entry.py``'s ``OutcomeListener``).
 
     ``publish`` is an outcome arriving from the broker: every watch of its track open at
     that moment gets it.
@@ -507,7 +507,7 @@ class FakeOutcomeWaiter:
 
 
 class FakeBackfillStore(_Failing):
-    """The ``BackfillStore`` port (``store/backfill.py``'s ``SqlBackfillStore``) over tracks
+    """The ``BackfillStore`` port (``backfill/store.py``'s ``SqlBackfillStore``) over tracks
     already known to be eligible: the selection itself is SQL and is not restated here.
 
     Pages of ``page_size`` ordered by id, at most ``limit`` tracks in all.

@@ -1,6 +1,6 @@
 """The backfill's rules on the Python side (pages, limit, concurrency, dry run, report).
 
-Which tracks are eligible is SQL (``store/backfill.py``), tested on PostgreSQL in
+Which tracks are eligible is SQL (``backfill/store.py``), tested on PostgreSQL in
 tests/integration/test_backfill.py; ``FakeBackfillStore`` is handed tracks already known
 to be eligible and only pages them.
 """

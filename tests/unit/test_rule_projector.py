@@ -1,8 +1,8 @@
 """The projector's rules (stale guard, batches, auto-tag), on an in-memory store.
 
-``roles/projector.py`` holds the batch report and the first half of the auto-tag rule
+``projector/rule.py`` holds the batch report and the first half of the auto-tag rule
 (``auto_tag_candidates``); the stale guard, the last-event-wins batch rule and the second
-half of auto-tag (skip present tags, the cap of ten) are SQL in ``store/projection.py``,
+half of auto-tag (skip present tags, the cap of ten) are SQL in ``projector/store.py``,
 restated by ``FakeProjectionStore``. The tests here are the rule as one reads it in
 INTERFACE.md; tests/integration/test_projector.py checks the SQL store against the same
 cases on PostgreSQL.

@@ -1,6 +1,6 @@
 """The responder's rules (INTERFACE.md, "Reply semantics"), on in-memory ports.
 
-``roles/responder.recommend`` decides; the track read, the on-demand claim and the outcome
+``responder/rule.recommend`` decides; the track read, the on-demand claim and the outcome
 listener are fakes (``tests/unit/fakes.py``) and time is a ``FakeClock``: a wait ends when
 the test moves the clock, never by sleeping. The adapters (SQL claim, Kafka outcome
 listener, request tasks) are tested in tests/integration/test_responder.py.

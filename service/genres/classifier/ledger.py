@@ -8,7 +8,7 @@ re-publishes it instead of paying again.
 Three statements per classification sit on the classifier's hot path, so the ledger talks
 to asyncpg directly (a pool of its own) rather than through SQLAlchemy (measured: half the
 CPU), and concurrent calls of the same step run as one statement over arrays
-(``store/batching.py``; measured in ``bench pipeline``).
+(``database/batching.py``; measured in ``bench pipeline``).
 """
 
 from __future__ import annotations
