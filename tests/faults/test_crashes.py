@@ -14,7 +14,6 @@ import random
 import time
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.faults.checks import check_tracks, expected_predictions
 from tests.faults.harness import (
@@ -22,6 +21,7 @@ from tests.faults.harness import (
     Track,
     all_projected,
     make_tracks,
+    pending_claims,
     poll_until,
     projected_count,
     projected_reaches,
@@ -42,15 +42,6 @@ UPLOADS = 500
 KILLS = 3
 LATENCY_MS = 200
 SETTLE_TIMEOUT = 150.0
-
-
-async def pending_claims(engine: AsyncEngine) -> int:
-    """Classifications claimed in the ledger and not finished: the records in flight."""
-    async with engine.connect() as conn:
-        value = await conn.scalar(
-            text("SELECT count(*) FROM genre_classifications WHERE status = 'pending'")
-        )
-    return int(value or 0)
 
 
 async def _settle(engine: AsyncEngine, count: int) -> bool:

@@ -154,9 +154,6 @@ async def read_from_start(
     return records
 
 
-_TOPIC_ALREADY_EXISTS = 36
-
-
 def fast_consumer_options(*, fast_group_join: bool = True) -> dict[str, int]:
     """aiokafka consumer settings that make a Tansu round trip fast.
 
@@ -178,59 +175,14 @@ def fast_consumer_options(*, fast_group_join: bool = True) -> dict[str, int]:
 
 
 async def create_topics(
-    bootstrap_servers: str,
-    names: Iterable[str],
-    partitions: int = 3,
-    *,
-    replication_factor: int = 1,
-    timeout_s: float = 10.0,
-    **client_options: Any,
+    bootstrap_servers: str, names: Iterable[str], partitions: int = 3
 ) -> list[str]:
-    """Create ``names`` (idempotent: existing topics are left as they are).
+    """Create ``names`` with the service's own ``ensure_topics`` (existing ones are left as
+    they are); returns the names created, once the broker serves all of ``names``."""
+    from genres.config import load_settings
+    from genres.kafka.broker import ensure_topics
 
-    Returns the names actually created, once the broker serves all of ``names`` (Apache
-    Kafka's brokers learn of new topics a moment after CreateTopics returns). Raises
-    ``RuntimeError`` for any other broker error.
-    ``client_options`` go to ``AIOKafkaAdminClient`` (security settings, for instance).
-    """
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
-    from genres.kafka.broker import wait_for_topics
-
-    wanted = list(dict.fromkeys(names))
-    if not wanted:
-        return []
-    timeout_ms = int(timeout_s * 1000)
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap_servers, request_timeout_ms=timeout_ms, **client_options
+    settings = load_settings(
+        kafka_bootstrap_servers=bootstrap_servers, kafka_topic_partitions=partitions
     )
-    await asyncio.wait_for(admin.start(), timeout_s)
-    try:
-        existing = set(await admin.list_topics())
-        missing = [name for name in wanted if name not in existing]
-        if not missing:
-            await wait_for_topics(admin, wanted, timeout_s)
-            return []
-        try:
-            response = await admin.create_topics(
-                [NewTopic(name, partitions, replication_factor) for name in missing],
-                timeout_ms=timeout_ms,
-            )
-        except TopicAlreadyExistsError:  # some aiokafka versions raise instead of returning
-            await wait_for_topics(admin, wanted, timeout_s)
-            return []
-        created: list[str] = []
-        failures: list[str] = []
-        for topic, code, *rest in response.topic_errors:
-            if code == 0:
-                created.append(topic)
-            elif code != _TOPIC_ALREADY_EXISTS:  # lost a race with another creator: fine
-                message = rest[0] if rest else None
-                failures.append(f"{topic}: error {code} {message or ''}".strip())
-        if failures:
-            raise RuntimeError("cannot create topics: " + "; ".join(failures))
-        await wait_for_topics(admin, wanted, timeout_s)
-        return created
-    finally:
-        await admin.close()
+    return await ensure_topics(settings, list(dict.fromkeys(names)))
