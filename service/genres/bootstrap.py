@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from genres.backfill.entry import run_backfill
 from genres.backfill.rule import BackfillReport, Progress, no_progress
 from genres.classifier.bounded import BoundedClassifier
+from genres.classifier.consumer import ConcurrentConsumer
 from genres.classifier.entry import create_classifier_consumer
 from genres.classifier.ledger import PostgresLedger
 from genres.classifier.observed import ObservedClassifier
@@ -29,7 +30,6 @@ from genres.config import Settings
 from genres.database.engine import create_engine
 from genres.errors import ConfigurationError
 from genres.kafka.broker import create_broker, ensure_topics
-from genres.kafka.concurrent import ConcurrentConsumer
 from genres.kafka.producer import Publisher
 from genres.observability.health import HealthServer, broker_check, database_check
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware

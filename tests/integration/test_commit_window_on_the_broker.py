@@ -8,7 +8,7 @@ import random
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from genres.kafka.concurrent import ConcurrentConsumer
+from genres.classifier.consumer import ConcurrentConsumer
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import fast_consumer_options
 from tests.support.waiting import eventually

@@ -445,7 +445,7 @@ async def test_a_redelivered_record_resumes_the_recorded_job(world: World) -> No
 async def test_a_concurrent_duplicate_resumes_the_job_on_record_instead_of_paying(
     world: World,
 ) -> None:
-    # Same-key records run one after another (kafka/concurrent.py), but unkeyed duplicates or
+    # Same-key records run one after another (classifier/consumer.py), but unkeyed duplicates or
     # another process may handle the same file at once: a pending claim is re-claimable, so
     # only the job id on record keeps the second from paying (README, "Nothing paid twice").
     world.classifier.job_id = "job-1"

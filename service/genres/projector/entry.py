@@ -27,8 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Settings
 from genres.errors import InvalidMessage
-from genres.kafka.broker import consumer_options
-from genres.kafka.parsing import tolerant_parser
+from genres.kafka.entry import BusEntry
 from genres.kafka.producer import Publisher
 from genres.kafka.records import parse
 from genres.observability.tracing import record_spans
@@ -182,16 +181,14 @@ def register_projector(
     each failure met while storing one (the stall watchdog). Returns the subscriber.
     """
     projection_store = store if store is not None else SqlProjectionStore(engine)
-    fetch = consumer_options(settings)
+    entry = BusEntry.of(PROJECTOR, settings)
+    fetch = entry.options
 
-    subscriber = broker.subscriber(
-        *(settings.topic(topic) for topic in PROJECTOR.topics),
+    subscriber = entry.subscriber(
+        broker,
         batch=True,
-        group_id=settings.group(GROUP),
-        auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         max_records=max_records,
-        parser=tolerant_parser,
         decoder=_leave_undecoded,
         title="genres-projector",
         description="Stores each track's current genre predictions in tracks.extra.",
@@ -199,11 +196,8 @@ def register_projector(
         # fetch with the one or two that just arrived (measured: CPU per event of both).
         fetch_max_wait_ms=max(fetch["fetch_max_wait_ms"], PROJECTOR_FETCH_MAX_WAIT_MS),
         fetch_min_bytes=PROJECTOR_FETCH_MIN_BYTES,
-        session_timeout_ms=fetch["session_timeout_ms"],
-        heartbeat_interval_ms=fetch["heartbeat_interval_ms"],
     )
 
-    @subscriber
     async def project_genres(message: KafkaMessage) -> None:
         records = _records(message)
         if not records:
@@ -230,4 +224,5 @@ def register_projector(
         if on_projected is not None:
             on_projected(report)
 
+    subscriber(project_genres)
     return subscriber

@@ -58,8 +58,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Backend, Settings
 from genres.errors import InvalidMessage
-from genres.kafka.broker import consumer_options
-from genres.kafka.parsing import tolerant_parser
+from genres.kafka.entry import BusEntry
 from genres.kafka.producer import Publisher, track_key
 from genres.kafka.records import parse
 from genres.kafka.tail import TopicTail
@@ -417,7 +416,8 @@ def register_responder(
         max_in_flight=max_in_flight,
         stale_after=2 * settings.replicate_timeout_seconds if stale_after is None else stale_after,
     )
-    options = consumer_options(
+    entry = BusEntry.of(
+        RESPONDER,
         settings,
         fetch_max_wait_ms=min(settings.kafka_fetch_max_wait_ms, RESPONDER_FETCH_MAX_WAIT_MS),
     )
@@ -425,17 +425,13 @@ def register_responder(
     async def handle_request(record: Any) -> None:
         await runtime.accept(record)
 
-    runtime.subscriber = subscriber = broker.subscriber(
-        *(settings.topic(topic) for topic in RESPONDER.topics),
-        group_id=settings.group(GROUP),
-        auto_offset_reset="earliest",
+    runtime.subscriber = subscriber = entry.subscriber(
+        broker,
         ack_policy=AckPolicy.ACK_FIRST,
         no_reply=True,
-        parser=tolerant_parser,
         decoder=_record_decoder,
         title="recommended_tags",
         description="Answers RecommendedTagsRequest with RecommendedTags on reply_to.",
-        **options,
     )
     subscriber(handle_request)
     return runtime

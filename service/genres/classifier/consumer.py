@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from genres.kafka.window import OffsetWindow
+from genres.classifier.window import OffsetWindow
 
 log = logging.getLogger(__name__)
 
