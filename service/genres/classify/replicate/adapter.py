@@ -191,7 +191,7 @@ class ReplicateClassifier:
         async def create(attempt: int) -> tuple[dict[str, Any], float]:
             nonlocal attempts
             attempts = attempt
-            self._check_deadline(deadline, "before the prediction was created")
+            deadline.check("before the prediction was created")
             if self._limiter is not None:
                 await self._limiter.acquire()
             wait = max(1, min(self._prefer_wait, math.floor(deadline.remaining)))
@@ -294,10 +294,6 @@ class ReplicateClassifier:
                 prediction.get("id"),
                 type(exc).__name__,
             )
-
-    def _check_deadline(self, deadline: Deadline, when: str) -> None:
-        if deadline.remaining <= 0:
-            raise ClassificationTimeout(f"deadline of {self._timeout:g}s passed {when}")
 
 
 def _succeeded(task: asyncio.Future[None] | None) -> bool:

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import stamina
 
-from genres.errors import RateLimited, RetryableClassificationError
+from genres.errors import ClassificationTimeout, RateLimited, RetryableClassificationError
 
 T = TypeVar("T")
 
@@ -30,11 +30,16 @@ class Backoff:
 
 class Deadline:
     def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
         self.at = time.monotonic() + seconds
 
     @property
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
+
+    def check(self, when: str) -> None:
+        if self.remaining <= 0:
+            raise ClassificationTimeout(f"deadline of {self.seconds:g}s passed {when}")
 
 
 @dataclass(frozen=True, slots=True)
