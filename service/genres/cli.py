@@ -262,6 +262,24 @@ def demo(
     raise typer.Exit(code)
 
 
+dev_app = typer.Typer(help="Try the real commands on embedded servers.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+
+
+@dev_app.command("up")
+def dev_up(
+    sample: Annotated[
+        bool, typer.Option(help="Migrate and add the bundled recording as track 1.")
+    ] = True,
+) -> None:
+    """Start the embedded broker and PostgreSQL, print their settings, stay until Ctrl-C."""
+    from genres import dev
+
+    _settings()
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    raise typer.Exit(_run(dev.up(console, sample=sample)))
+
+
 @app.command()
 def schema(
     directory: Annotated[Path, typer.Argument(help="Where to write the schemas.")] = Path(

@@ -12,7 +12,9 @@ The tests' controls (freeze, kill, restart) and helpers live with the tests
 
 No child process outlives the Python process: every broker is stopped by an ``atexit`` hook,
 and on Linux the broker also gets ``SIGKILL`` from the kernel when its parent dies
-(``PR_SET_PDEATHSIG``), which covers a test run that is itself killed.
+(``PR_SET_PDEATHSIG``), which covers a test run that is itself killed. PostgreSQL is
+daemonised by ``pg_ctl``, so neither reaches it: :mod:`genres.reaper` stops it (and deletes
+both servers' temporary directories) when this process dies, however it dies.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
+
+from genres import reaper
 
 _log = logging.getLogger(__name__)
 
@@ -222,6 +226,7 @@ class EmbeddedBroker(_Server):
             raise RuntimeError("the broker is already running")
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix="genres-tansu-"))
+            reaper.watch(self._log_dir)
         self._log_dir.mkdir(parents=True, exist_ok=True)
         if self._port is None:
             self._port = free_port(self.host)
@@ -352,6 +357,7 @@ class EmbeddedBroker(_Server):
         self.stop()
         if self._own_log_dir and self._log_dir is not None:
             shutil.rmtree(self._log_dir, ignore_errors=True)
+            reaper.forget(self._log_dir)
             self._log_dir = None
 
     def __del__(self) -> None:
@@ -406,6 +412,7 @@ class EmbeddedPostgres(_Server):
                 data_dir = self._given_dir
             else:
                 self._tmp_root = Path(tempfile.mkdtemp(prefix="genres-pg-"))
+                reaper.watch(self._tmp_root)
                 if os.geteuid() == 0:
                     # the server runs as another user, who must reach the socket directory
                     self._tmp_root.chmod(0o755)
@@ -457,6 +464,7 @@ class EmbeddedPostgres(_Server):
             server.cleanup()
         if self._tmp_root is not None:
             shutil.rmtree(self._tmp_root, ignore_errors=True)
+            reaper.forget(self._tmp_root)
             self._tmp_root = None
 
     async def astart(self) -> Self:
