@@ -1,6 +1,6 @@
 """The service's AsyncAPI 3.0 document, generated from the code.
 
-Every channel of INTERFACE.md is declared here on a FastStream broker that never connects,
+Every channel of docs/interface.md is declared here on a FastStream broker that never connects,
 with the real message models of :mod:`genres_contracts` and the topic and consumer-group
 constants the roles use (their handlers consume raw records, so their own signatures say
 nothing about payloads). What FastStream cannot express (message headers, the Kafka key,
