@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from genres import logs
@@ -42,7 +43,7 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -260,6 +261,24 @@ def demo(
     settings = _settings(classifier_backend="local")
     code = _run(run_demo(settings, path, console))
     raise typer.Exit(code)
+
+
+dev_app = typer.Typer(help="Try the real commands on embedded servers.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+
+
+@dev_app.command("up")
+def dev_up(
+    sample: Annotated[
+        bool, typer.Option(help="Migrate and add the bundled recording as track 1.")
+    ] = True,
+) -> None:
+    """Start the embedded broker and PostgreSQL, print their settings, stay until Ctrl-C."""
+    from genres import dev
+
+    _settings()
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
+    raise typer.Exit(_run(dev.up(console, sample=sample)))
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Settings from the environment (INTERFACE.md's variables plus a few operational ones)."""
+"""Settings from the environment: the variables listed in docs/interface.md."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
 
-    # Replicate (INTERFACE.md)
+    # Replicate (docs/interface.md)
     replicate_enabled: bool = Field(default=False, description="Classification through Replicate.")
     replicate_api_token: SecretStr | None = Field(default=None, description="Never logged.")
     replicate_top_n: Annotated[int, Field(ge=1, le=400)] = 10
@@ -69,11 +69,11 @@ class Settings(BaseSettings):
     )
     classifier_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
 
-    # Infrastructure (INTERFACE.md)
+    # Infrastructure (docs/interface.md)
     kafka_bootstrap_servers: str | None = None
     database_url: str | None = None
 
-    # Operational knobs (not in INTERFACE.md; all optional)
+    # Operational knobs (all optional)
     genres_topic_prefix: str = Field(
         default="",
         description="Prefix for topic and group names; empty in production, used by tests.",

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / asyncapi.DEFAULT_PATH
 REGENERATE = "uv run python -m genres.asyncapi docs/asyncapi.json"
 
-# INTERFACE.md's topics, spelled out (not from the constants, so a renamed constant shows).
+# docs/interface.md's topics, spelled out (not from the constants, so a renamed constant shows).
 INTERFACE_TOPICS = {
     "track.uploaded",
     "track.classification_requested",

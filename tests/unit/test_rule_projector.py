@@ -4,7 +4,7 @@
 (``auto_tag_candidates``); the stale guard, the last-event-wins batch rule and the second
 half of auto-tag (skip present tags, the cap of ten) are SQL in ``projector/store.py``,
 restated by ``FakeProjectionStore``. The tests here are the rule as one reads it in
-INTERFACE.md; tests/integration/test_projector.py checks the SQL store against the same
+docs/interface.md; tests/integration/test_projector.py checks the SQL store against the same
 cases on PostgreSQL.
 """
 
@@ -172,7 +172,7 @@ async def test_replaying_a_batch_in_any_order_leaves_the_same_state() -> None:
     assert once.markers == replayed.markers == {(2, "x")}
 
 
-# -- auto-tag (INTERFACE.md): >= half the top score, at most 5, skip present, at most 10 -------
+# -- auto-tag (docs/interface.md): >= half the top score, at most 5, skip present, at most 10 ------
 
 
 async def test_without_auto_tag_no_tags_are_added() -> None:

@@ -1,4 +1,4 @@
-"""The responder's rules (INTERFACE.md, "Reply semantics"), on in-memory ports.
+"""The responder's rules (docs/interface.md, "Reply semantics"), on in-memory ports.
 
 ``responder/rule.recommend`` decides; the track read, the on-demand claim and the outcome
 listener are fakes (``tests/unit/fakes.py``) and time is a ``FakeClock``: a wait ends when

@@ -1,4 +1,4 @@
-"""Settings: defaults from INTERFACE.md, and one clear line for a bad configuration."""
+"""Settings: defaults from docs/interface.md, and one clear line for a bad configuration."""
 
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """The service's AsyncAPI 3.0 document, generated from the code.
 
-Every channel of INTERFACE.md is declared (`channels`) on a FastStream broker that never connects,
-with the real message models of :mod:`genres_contracts` and the topic and consumer-group
-constants the roles use (their handlers consume raw records, so their own signatures say
-nothing about payloads). What FastStream cannot express (message headers, the Kafka key,
-consumer groups, the request's dynamic reply address) is added to the generated document by
-:class:`GenresAsyncAPI`, so ``faststream docs gen`` and :func:`write_asyncapi` write the same
-file.
+Every channel of docs/interface.md is declared (`channels`) on a FastStream broker that
+never connects, with the real message models of :mod:`genres_contracts` and the topic and
+consumer-group constants the roles use (their handlers consume raw records, so their own
+signatures say nothing about payloads). What FastStream cannot express (message headers, the
+Kafka key, consumer groups, the request's dynamic reply address) is added to the generated
+document by :class:`GenresAsyncAPI`, so ``faststream docs gen`` and :func:`write_asyncapi`
+write the same file.
 
 Regenerate ``docs/asyncapi.json`` after changing a message model or a channel::
 

@@ -1,6 +1,6 @@
 """The tables the service reads and writes (SQLAlchemy Core).
 
-``tracks``, ``tags`` and ``track_tags`` belong to the platform (INTERFACE.md's minimal schema;
+``tracks``, ``tags`` and ``track_tags`` belong to the platform (docs/interface.md's minimal schema;
 the migration creates them only when missing). ``genre_classifications``,
 ``classification_requests`` and ``replicate_pace`` are the service's own.
 """

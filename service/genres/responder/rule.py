@@ -1,6 +1,6 @@
 """The responder's decision: which tags to recommend for a track (no bus, no SQL here).
 
-Semantics are the specification's ``GET /tracks/{id}/recommended-tags`` (INTERFACE.md):
+Semantics are the specification's ``GET /tracks/{id}/recommended-tags`` (docs/interface.md):
 
 * a track that does not exist gets ``error.kind = not_found``;
 * ``available: false`` when no classifier is configured (and nothing is requested);
