@@ -1,5 +1,8 @@
 """Decoding audio to 16 kHz mono float32 with PyAV (FFmpeg) and soxr, streaming.
 
+(Over 300 lines: its two ways of reading a file, from the start and by sampled windows, share
+the opening rules and the frame conversion, which must not drift apart.)
+
 ``iter_decode`` yields the audio in chunks: it never holds the whole compressed file (PyAV reads
 it packet by packet from the path or file object) nor the whole decoded track, so a long file
 costs memory in proportion to a chunk, not to its length. ``decode`` collects the chunks for

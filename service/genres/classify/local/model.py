@@ -94,6 +94,7 @@ class MusicnnModel:
         self._input = self._session.get_inputs()[0].name
         outputs = self._session.get_outputs()
         self._output = outputs[0].name
+        self._widths: dict[str, int] = {o.name: int(o.shape[-1]) for o in outputs}
         if len(self.tags) != outputs[0].shape[-1]:
             raise ValueError(f"{tags_path} names {len(self.tags)} tags; the model has more/less")
 
@@ -120,7 +121,7 @@ class MusicnnModel:
             batch = np.ascontiguousarray(patches[start : start + self.batch_size])
             out.append(self._session.run([name], {self._input: batch})[0])
         if not out:
-            return np.zeros((0, len(self.tags)), np.float32)
+            return np.zeros((0, self._widths[name]), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
 
 
