@@ -1,7 +1,7 @@
 """Local model (musicnn MSD + MTT on onnxruntime): cost per track, peak memory, and how far the
 sampled windows agree with the whole track.
 
-    uv run python -m bench local-model [--windows 4] [--runs 5] [--tracks 12]
+    uv run python -m bench local-model [--windows 4] [--runs 3] [--tracks 12]
                                        [--music-dir /tmp/wesnoth-music]
 
 Real music: the orchestral tracks of Debian's ``wesnoth-1.16-music`` package (GPL-2+), which
@@ -204,7 +204,7 @@ def main() -> None:
     default_windows = Settings().local_windows
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--windows", type=int, default=default_windows)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--tracks", type=int, default=12, help="real tracks for the agreement")
     parser.add_argument("--music-dir", type=Path, default=MUSIC_DIR)
     parser.add_argument("--cost-worker", help=argparse.SUPPRESS)
