@@ -1,4 +1,5 @@
-"""Convert musicnn's MSD_musicnn TensorFlow-1 checkpoint to an ONNX graph, without TensorFlow.
+"""Convert musicnn's MSD_musicnn and MTT_musicnn TensorFlow-1 checkpoints to one ONNX graph,
+without TensorFlow.
 
 Run once by a developer (the service never downloads anything)::
 
@@ -7,18 +8,21 @@ Run once by a developer (the service never downloads anything)::
 
 It writes, beside the local classifier (``service/genres/classify/local/``):
 
-* ``musicnn_msd.onnx``: input ``patches`` float32 ``(N, 187, 96)`` (log-mel patches, time by
-  mel band, ``log10(10000 * mel + 1)``), output ``tags`` float32 ``(N, 50)`` (sigmoid: the
-  taggram, one row per patch);
-* ``musicnn_msd_tags.json``: the 50 tag names in output order (as musicnn spells them);
+* ``musicnn_genres.onnx``: input ``patches`` float32 ``(N, 187, 96)`` (log-mel patches, time
+  by mel band, ``log10(10000 * mel + 1)``), computed once and fed to both models; outputs
+  ``genres`` float32 ``(N, 33)`` (sigmoid scores of the genre tags: MSD's genre tags, then
+  MTT's classical, opera and choral, as ``genres.classify.local.tags`` selects and merges them),
+  ``msd_tags`` and ``mtt_tags`` ``(N, 50)`` (each model's whole taggram, one row per patch);
+* ``musicnn_genres.json``: the names of the ``genres`` columns, in order;
 * ``MUSICNN_LICENSE.txt``: musicnn's ISC licence and where it came from.
 
 How the checkpoint is read: ``.index`` is a LevelDB-style SSTable whose keys are tensor names and
 whose values are ``BundleEntryProto`` messages (dtype, shape, shard, offset, size, crc32c);
 ``.data-00000-of-00001`` holds the raw little-endian tensors at those offsets.
 
-The graph is musicnn 0.1.0's ``build_musicnn`` (``musicnn/models.py``) for ``MSD_musicnn``
-(num_filt_frontend=1.6, num_filt_midend=64, num_units_backend=200), in inference mode:
+Each model is musicnn 0.1.0's ``build_musicnn`` (``musicnn/models.py``); ``MSD_musicnn`` and
+``MTT_musicnn`` share its settings (num_filt_frontend=1.6, num_filt_midend=64,
+num_units_backend=200) and differ only in their weights. In inference mode:
 
 * input batch-norm (one channel);
 * timbral front end: two convolutions over the time-padded (3, 3) input with kernels (7, 38) and

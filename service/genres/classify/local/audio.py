@@ -65,6 +65,15 @@ Samples = npt.NDArray[np.float32]
 _GATHER_SAMPLES = 32_768
 """Decoded frames (often ~1000 samples each) are mixed and resampled this many at a time."""
 
+_PREROLL_SECONDS = 0.5
+"""Audio decoded and dropped before each window: decoders (mp3's bit reservoir, for one) need
+a few frames after a seek, and the resampler's filter needs some input before the window."""
+
+_SAMPLE_ABOVE = 2.0
+"""Sample only tracks longer than this many times the windows; shorter ones are decoded whole
+(reading them is about as cheap as seeking, and every patch can be used)."""
+
+
 _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
 
 
@@ -290,15 +299,6 @@ def sample_windows(
             fileobj.close()
         elif position is not None:
             fileobj.seek(position)  # the caller's file, as it was: it may decode it next
-
-
-_PREROLL_SECONDS = 0.5
-"""Audio decoded and dropped before each window: decoders (mp3's bit reservoir, for one) need
-a few frames after a seek, and the resampler's filter needs some input before the window."""
-
-_SAMPLE_ABOVE = 2.0
-"""Sample only tracks longer than this many times the windows; shorter ones are decoded whole
-(reading them is about as cheap as seeking, and every patch can be used)."""
 
 
 class _NotSeekableError(Exception):

@@ -61,11 +61,11 @@ class LocalClassifier:
     ) -> None:
         """``http_client`` is long-lived and owned by the caller (``aclose`` leaves it open).
 
-        ``model`` defaults to the packaged ``musicnn_msd.onnx`` (loaded here, once).
-        ``max_seconds`` caps the audio decoded per track (longer tracks are classified on their
-        beginning). ``windows`` is how many ~3 s windows, spread across the track, are
-        classified (``None``: all of them; see ``model.analyse``). ``max_parallel`` bounds
-        concurrent CPU-bound analyses in this process.
+        ``model`` defaults to the packaged ``musicnn_genres.onnx`` (loaded here, once).
+        ``windows`` is how many ~3 s windows, spread across the track, are classified (``None``:
+        all of them); ``max_seconds`` caps the audio decoded from a track's start, when it is not
+        sampled by seeking (see ``model.analyse``). ``max_parallel`` bounds concurrent CPU-bound
+        analyses in this process.
         ``allow_local_paths`` lets ``classify`` take paths of local files, not only URLs.
         """
         if top_n < 1:
