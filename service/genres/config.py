@@ -113,6 +113,14 @@ class Settings(BaseSettings):
     audio_max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
     audio_allow_private_addresses: bool = False
     audio_max_seconds: Annotated[float, Field(gt=0)] = 30 * 60.0
+    local_windows: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=4,
+        description=(
+            "Local backend: ~3 s windows classified per track, spread across it (seeking where "
+            "the file allows), so the cost per track does not grow with its length; 0 analyses "
+            "every window of the track's first AUDIO_MAX_SECONDS."
+        ),
+    )
     health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8080, description="Port of /healthz, /readyz and /metrics; 0 disables them."
     )

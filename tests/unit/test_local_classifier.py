@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from genres.classify.local import LocalClassifier, MusicnnModel
-from genres.classify.local.model import TAGS_PATH
+from genres.classify.local.model import TAGS_PATH, WINDOW_SAMPLES
 from genres.classify.local.tags import genre_names
 from genres.classify.port import Classifier
 from genres.config import Settings
@@ -40,7 +40,7 @@ async def classifier(model: MusicnnModel) -> AsyncIterator[LocalClassifier]:
 
 def test_it_is_a_classifier(classifier: LocalClassifier) -> None:
     port: Classifier = classifier
-    assert port.model.name == "musicnn/msd"
+    assert port.model.name == "musicnn/msd+mtt"
     assert port.model.version.startswith("0.1.0+onnx-")
 
 
@@ -167,7 +167,16 @@ async def test_a_cancelled_classification_frees_its_slot(
 async def test_long_audio_is_capped(model: MusicnnModel, tmp_path: Path) -> None:
     track = write_noise_wav(tmp_path / "long.wav", 30.0)
     async with httpx.AsyncClient() as client:
-        local = LocalClassifier(http_client=client, model=model, max_seconds=6.5)
+        local = LocalClassifier(http_client=client, model=model, max_seconds=6.5, windows=None)
         result = await local.classify(str(track))
     assert result.extra["audio_seconds"] == 6.5
     assert result.extra["patches"] == 2
+
+
+async def test_long_audio_is_sampled_by_default(model: MusicnnModel, tmp_path: Path) -> None:
+    track = write_noise_wav(tmp_path / "long.wav", 120.0)
+    async with httpx.AsyncClient() as client:
+        local = LocalClassifier.from_settings(Settings(local_windows=3), client, model=model)
+        result = await local.classify(str(track))
+    assert result.extra["patches"] == 3
+    assert result.extra["audio_seconds"] == round(3 * WINDOW_SAMPLES / 16_000, 3)

@@ -1,4 +1,4 @@
-"""``LocalClassifier``: the ``Classifier`` port on the embedded musicnn MSD model.
+"""``LocalClassifier``: the ``Classifier`` port on the embedded musicnn model (MSD + MTT).
 
 ``classify(audio)`` takes an http(s) URL (downloaded with ``fetch.fetch_audio`` under the
 configured limits) or, when ``allow_local_paths``, a path to a local file. The CPU-bound work
@@ -27,7 +27,13 @@ from genres.classify.local.fetch import (
     is_http_url,
     looks_like_url,
 )
-from genres.classify.local.model import MODEL_NAME, Analysis, MusicnnModel, analyse
+from genres.classify.local.model import (
+    DEFAULT_WINDOWS,
+    MODEL_NAME,
+    Analysis,
+    MusicnnModel,
+    analyse,
+)
 from genres.classify.local.tags import genre_indices
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.classify.ranking import rank
@@ -49,14 +55,17 @@ class LocalClassifier:
         top_n: int = 10,
         fetch_policy: FetchPolicy | None = None,
         max_seconds: float | None = 30 * 60.0,
+        windows: int | None = DEFAULT_WINDOWS,
         max_parallel: int = 1,
         allow_local_paths: bool = True,
     ) -> None:
         """``http_client`` is long-lived and owned by the caller (``aclose`` leaves it open).
 
-        ``model`` defaults to the packaged ``musicnn_msd.onnx`` (loaded here, once).
-        ``max_seconds`` caps the audio decoded per track (longer tracks are classified on their
-        beginning). ``max_parallel`` bounds concurrent CPU-bound analyses in this process.
+        ``model`` defaults to the packaged ``musicnn_genres.onnx`` (loaded here, once).
+        ``windows`` is how many ~3 s windows, spread across the track, are classified (``None``:
+        all of them); ``max_seconds`` caps the audio decoded from a track's start, when it is not
+        sampled by seeking (see ``model.analyse``). ``max_parallel`` bounds concurrent CPU-bound
+        analyses in this process.
         ``allow_local_paths`` lets ``classify`` take paths of local files, not only URLs.
         """
         if top_n < 1:
@@ -68,6 +77,7 @@ class LocalClassifier:
         self._top_n = top_n
         self._policy = fetch_policy if fetch_policy is not None else FetchPolicy()
         self._max_seconds = max_seconds
+        self._windows = windows
         self._allow_local_paths = allow_local_paths
         self._slots = asyncio.Semaphore(max_parallel)
         self._genres = genre_indices(self._model.tags)
@@ -90,6 +100,7 @@ class LocalClassifier:
             top_n=settings.replicate_top_n,
             fetch_policy=FetchPolicy.from_settings(settings),
             max_seconds=settings.audio_max_seconds,
+            windows=settings.local_windows or None,
             allow_local_paths=allow_local_paths,
         )
 
@@ -137,7 +148,12 @@ class LocalClassifier:
         cancel = threading.Event()
         task = asyncio.ensure_future(
             asyncio.to_thread(
-                analyse, source, self._model, max_seconds=self._max_seconds, cancel=cancel
+                analyse,
+                source,
+                self._model,
+                windows=self._windows,
+                max_seconds=self._max_seconds,
+                cancel=cancel,
             )
         )
         try:
