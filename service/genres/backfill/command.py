@@ -16,6 +16,9 @@ from genres.backfill.rule import Progress as OnProgress
 @contextlib.contextmanager
 def with_progress(console: Console, description: str) -> Iterator[OnProgress]:
     """A transient bar (on a terminal only); yields the backfill's ``progress`` callback."""
+    if not console.is_terminal:
+        yield lambda done, total: None
+        return
     with Progress(
         "[progress.description]{task.description}",
         BarColumn(),

@@ -144,6 +144,9 @@ def iter_decode(
 
 
 def _decode_file(fileobj: IO[bytes], max_samples: int | None, out_rate: int) -> Iterator[Samples]:
+    if _is_empty(fileobj):
+        # FFmpeg would seek past the end, and PyAV print the error it drops on stderr.
+        raise _unreadable("the file is empty")
     try:
         container = av.open(
             fileobj,
@@ -231,5 +234,16 @@ def decode(
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # FFmpeg's errors read "[Errno N] What: 'path'"; the number and the path say nothing more.
+    text = getattr(exc, "strerror", None) if isinstance(exc, av.FFmpegError) else None
+    text = text or str(exc).strip() or type(exc).__name__
     return text[:200]
+
+
+def _is_empty(fileobj: IO[bytes]) -> bool:
+    if not fileobj.seekable():
+        return False
+    position = fileobj.tell()
+    end = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(position)
+    return end == position
