@@ -1,8 +1,11 @@
 """``bench startup``: how long ``genres`` takes to answer, as whole processes.
 
 Runs the installed ``genres`` script (next to this Python) ``--runs`` times per case and prints
-the median and the slowest run, in milliseconds: ``--help``, each command's ``--help``, and the
-mistakes a user makes first (a wrong argument, a missing or invalid setting, a missing file).
+the median and the slowest run's wall time, and the median CPU time (user + system) of the
+process, in milliseconds; on a busy machine the CPU time is what the wall time would be on an
+idle one (start-up is single-threaded and never waits on anything else). Cases: ``--help``,
+each command's ``--help``, and the mistakes a user makes first (a wrong argument, a missing
+or invalid setting, a missing file).
 Targets (issue 15): help under 300 ms, every mistake under 500 ms. The service's variables are
 removed from the environment, so each case sees only what it sets. ``PYTHONDONTWRITEBYTECODE``
 is removed too: a warm-up run per case writes the bytecode caches, as any first run of an
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,16 +68,26 @@ def environment(extra: dict[str, str]) -> dict[str, str]:
     return base | extra
 
 
-def measure(args: list[str], env: dict[str, str], runs: int) -> tuple[list[float], int]:
-    times, code = [], 0
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def measure(
+    args: list[str], env: dict[str, str], runs: int
+) -> tuple[list[float], list[float], int]:
+    """Wall and CPU milliseconds of each run, and the last exit code."""
+    walls, cpus, code = [], [], 0
     for _ in range(runs):
+        cpu = cpu_of_children()
         start = time.perf_counter()
         done = subprocess.run(
             [GENRES, *args], env=environment(env), capture_output=True, check=False
         )
-        times.append((time.perf_counter() - start) * 1000)
+        walls.append((time.perf_counter() - start) * 1000)
+        cpus.append((cpu_of_children() - cpu) * 1000)
         code = done.returncode
-    return times, code
+    return walls, cpus, code
 
 
 def main() -> None:
@@ -82,14 +96,18 @@ def main() -> None:
     options = parser.parse_args()
     results = []
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, {os.cpu_count()} cores")
-    print(f"{'case':40} {'exit':>4} {'median ms':>10} {'max ms':>8} {'target':>7}")
+    print(f"{'case':38} {'exit':>4} {'wall ms':>8} {'max ms':>7} {'CPU ms':>7} {'target':>7}")
     for name, args, env, target in CASES:
-        measure(args, env, 1)  # warm the file cache
-        times, code = measure(args, env, options.runs)
-        median = statistics.median(times)
-        flag = "" if median < target else "  OVER"
-        print(f"{name:40} {code:>4} {median:>10.0f} {max(times):>8.0f} {target:>7.0f}{flag}")
-        results.append({"case": name, "exit": code, "median_ms": round(median, 1)})
+        measure(args, env, 1)  # warm the file cache, write the bytecode caches
+        walls, cpus, code = measure(args, env, options.runs)
+        wall, cpu = statistics.median(walls), statistics.median(cpus)
+        flag = "" if wall < target else "  over (wall)" if cpu < target else "  OVER"
+        print(
+            f"{name:38} {code:>4} {wall:>8.0f} {max(walls):>7.0f} {cpu:>7.0f} {target:>7.0f}{flag}"
+        )
+        results.append(
+            {"case": name, "exit": code, "wall_ms": round(wall, 1), "cpu_ms": round(cpu, 1)}
+        )
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(json.dumps({"bench": "startup", "runs": options.runs, "results": results}))
 
