@@ -54,12 +54,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def command(name: str, summary: str, description: str = "") -> argparse.ArgumentParser:
-        return commands.add_parser(
+        parser = commands.add_parser(
             name,
             help=summary,
             description=f"{summary}\n\n{description}" if description else summary,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # Also after the command (``genres migrate --debug``); absent, the root's value stays.
+        parser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
+        )
+        return parser
 
     run = command(
         "run",

@@ -30,6 +30,7 @@ def test_arguments_parse_into_each_commands_parameters() -> None:
     }
     backfill = vars(build_parser().parse_args(["--debug", "backfill", "--dry-run"]))
     assert backfill["debug"] is True
+    assert vars(build_parser().parse_args(["migrate", "--debug"]))["debug"] is True
     assert backfill["dry_run"] is True
     assert backfill["limit"] is None
 
