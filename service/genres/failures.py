@@ -85,9 +85,7 @@ def _database(error: BaseException, settings: Settings | None) -> str | None:
         return f"PostgreSQL at {where} refused: {error}"
     if isinstance(error, OSError | TimeoutError) and _raised_in(error, "asyncpg", "sqlalchemy"):
         if isinstance(error, TimeoutError):
-            from genres.database.engine import CONNECT_TIMEOUT_SECONDS
-
-            return f"PostgreSQL at {where} did not answer within {CONNECT_TIMEOUT_SECONDS:g} s"
+            return f"PostgreSQL at {where} did not answer in time"
         return f"cannot reach PostgreSQL at {where} ({_reason(error)})"
     return None
 

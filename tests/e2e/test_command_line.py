@@ -161,3 +161,14 @@ def test_bad_audio_input_is_one_line_each(tmp_path: Path) -> None:
         "non-public address",
         "AUDIO_ALLOW_PRIVATE_ADDRESSES",
     )
+
+
+def test_a_database_that_hangs_is_given_up_on_within_a_bound() -> None:
+    # The kernel accepts the connection; nothing ever answers on it.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        env = {"DATABASE_URL": f"postgresql://genres:hunter2@127.0.0.1:{port}/genres"}
+        result = run_genres("migrate", env=env, timeout=45)
+    assert_one_line(result, 3, f"PostgreSQL at 127.0.0.1:{port} did not answer in time")
