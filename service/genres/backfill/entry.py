@@ -69,6 +69,7 @@ async def run_backfill(
     report.classified = counts.classified
     report.failed = counts.failed
     report.timed_out = counts.timed_out
+    report.failures = counts.failures
     return report
 
 

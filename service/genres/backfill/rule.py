@@ -57,6 +57,17 @@ class BackfillReport:
     failed: int | None = None
     timed_out: int | None = None
     """Set when the caller waited for outcomes."""
+    failures: list[FailedTrack] = field(default_factory=list)
+    """The tracks whose request failed, when the caller waited for outcomes."""
+
+
+@dataclass(frozen=True)
+class FailedTrack:
+    """A track whose classification failed: the failure's kind and message, for people."""
+
+    track_id: int
+    kind: str
+    message: str
 
 
 def request_for(track: BackfillTrack) -> ClassificationRequested:

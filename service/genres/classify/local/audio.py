@@ -237,7 +237,9 @@ def decode(
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # FFmpeg's errors read "[Errno N] What: 'path'"; the number and the path say nothing more.
+    text = getattr(exc, "strerror", None) if isinstance(exc, av.FFmpegError) else None
+    text = text or str(exc).strip() or type(exc).__name__
     return text[:200]
 
 
@@ -306,6 +308,9 @@ class _NotSeekableError(Exception):
 
 
 def _open_container(fileobj: IO[bytes]) -> Any:
+    if _is_empty(fileobj):
+        # FFmpeg would seek past the end, and PyAV print the error it drops on stderr.
+        raise _unreadable("the file is empty")
     try:
         return av.open(
             fileobj,
@@ -362,3 +367,12 @@ def _decode_window(
     offset = max(0, round((start - first_time) * out_rate))
     window = mono[offset : offset + window_samples]
     return window if len(window) == window_samples else None
+
+
+def _is_empty(fileobj: IO[bytes]) -> bool:
+    if not fileobj.seekable():
+        return False
+    position = fileobj.tell()
+    end = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(position)
+    return end == position
