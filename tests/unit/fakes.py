@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import copy
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from genres.backfill.rule import BackfillTrack
 from genres.classifier.rule import Claimed, Recorded
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.errors import ClassificationError
-from genres.projector.rule import AUTO_TAG_MAX_TOTAL, ProjectionResult, auto_tag_candidates
+from genres.projector.rule import TrackState, Write
 from genres.responder.rule import Outcome, TrackView
 from genres_contracts import (
     ClassificationFailed,
@@ -293,17 +294,11 @@ class FakeTrack:
 
 
 class FakeProjectionStore(_Failing):
-    """``projector/store.py``'s ``SqlProjectionStore``, the SQL restated.
+    """``projector/store.py``'s ``SqlProjectionStore``: tracks, tags and markers in dicts.
 
-    * ``PROJECT_BATCH``: per track, the last event of the batch whose ``file_id`` is the
-      track's current one is written (two keys merged into ``extra``); earlier matching
-      events are ``superseded``, others ``stale``, unknown tracks ``missing``; written
-      tracks lose their on-demand marker.
-    * ``CREATE_TAGS`` / ``LINK_TAGS``: for written events with ``auto_tag``, the candidates
-      of ``auto_tag_candidates`` (the Python half) the track lacks case-insensitively are
-      linked best first while the track has fewer than ``AUTO_TAG_MAX_TOTAL`` tags; a tag
-      spelled differently only in case is reused (exact spelling first, then the oldest).
-    * One transaction: a failure changes nothing.
+    The decisions are the rule's; this stores and loads only. ``batch()`` is one
+    transaction: anything that raises inside it (``failures["write"]`` fails the first
+    read) leaves the state as it was. ``models`` is ``projected_models``.
     """
 
     def __init__(self, tracks: dict[int, FakeTrack] | None = None) -> None:
@@ -312,69 +307,74 @@ class FakeProjectionStore(_Failing):
         """The ``tags`` table, oldest first."""
         self.markers: set[tuple[int, str]] = set()
         """``classification_requests``: on-demand requests outstanding."""
-        self.batches: list[list[GenresClassified]] = []
+        self.models: dict[int, tuple[str, ModelRef]] = {}
+        """``projected_models``: track → (file_id, model) of the stored predictions."""
+        self.batches: list[list[Write]] = []
+        """The writes of every committed batch."""
         self.failures = {}
 
-    async def write(self, events: Sequence[GenresClassified]) -> ProjectionResult:
-        self.batches.append(list(events))
-        self._step("write")
-        last: dict[int, int] = {}
-        for n, event in enumerate(events):
-            track = self.tracks.get(event.track_id)
-            if track is not None and track.file_id == event.file_id:
-                last[event.track_id] = n
-        written: list[tuple[int, str]] = []
-        stale: list[tuple[int, str]] = []
-        missing: list[int] = []
-        superseded = 0
-        for n, event in enumerate(events):
-            track = self.tracks.get(event.track_id)
-            if track is None:
-                missing.append(event.track_id)
-            elif track.file_id != event.file_id:
-                stale.append((event.track_id, event.file_id))
-            elif last[event.track_id] == n:
-                written.append((event.track_id, event.file_id))
-            else:
-                superseded += 1
-        added = 0
-        for event in (events[n] for n in sorted(last.values())):
-            track = self.tracks[event.track_id]
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[_FakeProjectionBatch]:
+        saved = copy.deepcopy((self.tracks, self.tag_names, self.markers, self.models))
+        batch = _FakeProjectionBatch(self)
+        try:
+            yield batch
+        except BaseException:
+            self.tracks, self.tag_names, self.markers, self.models = saved
+            raise
+        self.batches.append(batch.writes)
+
+
+class _FakeProjectionBatch:
+    def __init__(self, store: FakeProjectionStore) -> None:
+        self._store = store
+        self.writes: list[Write] = []
+
+    async def tracks(
+        self, track_ids: Collection[int], *, with_tags: Collection[int]
+    ) -> Mapping[int, TrackState]:
+        self._store._step("write")
+        return {
+            track_id: TrackState(track.file_id, tuple(track.tags) if track_id in with_tags else ())
+            for track_id in track_ids
+            if (track := self._store.tracks.get(track_id)) is not None
+        }
+
+    async def store(self, writes: Sequence[Write]) -> None:
+        for write in writes:
+            track = self._store.tracks[write.track_id]
+            assert track.file_id == write.file_id, "the plan wrote a stale event"
             track.extra = {
                 **track.extra,
                 "genre_predictions": [
-                    {"name": p.name, "confidence": p.confidence} for p in event.predictions
+                    {"name": p.name, "confidence": p.confidence} for p in write.predictions
                 ],
-                "genre_predictions_file_id": event.file_id,
+                "genre_predictions_file_id": write.file_id,
             }
-            self.markers.discard((event.track_id, event.file_id))
-            if event.auto_tag:
-                added += self._auto_tag(track, auto_tag_candidates(event.predictions))
-        return ProjectionResult(
-            written=written,
-            stale=stale,
-            missing=missing,
-            superseded=superseded,
-            tags_added=added,
-        )
+            self._store.models[write.track_id] = (write.file_id, write.model)
+            self._store.markers.discard((write.track_id, write.file_id))
+            self.writes.append(write)
 
-    def _auto_tag(self, track: FakeTrack, candidates: list[str]) -> int:
+    async def add_tags(self, tags: Sequence[tuple[int, Sequence[str]]]) -> int:
         added = 0
-        for name in candidates:
-            have = {tag.casefold() for tag in track.tags}
-            if name.casefold() in have or len(track.tags) >= AUTO_TAG_MAX_TOTAL:
-                continue
-            track.tags.append(self._tag_named(name))
-            added += 1
+        for track_id, names in tags:
+            track = self._store.tracks[track_id]
+            for name in names:
+                tag = self._tag_named(name)
+                if tag not in track.tags:
+                    track.tags.append(tag)
+                    added += 1
         return added
 
     def _tag_named(self, name: str) -> str:
-        if name in self.tag_names:
+        """Exact spelling first, then the oldest alike but for case, else a new tag."""
+        known = self._store.tag_names
+        if name in known:
             return name
-        for existing in self.tag_names:
+        for existing in known:
             if existing.casefold() == name.casefold():
                 return existing
-        self.tag_names.append(name)
+        known.append(name)
         return name
 
 

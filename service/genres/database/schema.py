@@ -2,7 +2,7 @@
 
 ``tracks``, ``tags`` and ``track_tags`` belong to the platform (INTERFACE.md's minimal schema;
 the migration creates them only when missing). ``genre_classifications``,
-``classification_requests`` and ``replicate_pace`` are the service's own.
+``classification_requests``, ``projected_models`` and ``replicate_pace`` are the service's own.
 """
 
 from __future__ import annotations
@@ -95,6 +95,19 @@ classification_requests = Table(
     PrimaryKeyConstraint("track_id", "file_id"),
 )
 
+projected_models = Table(
+    "projected_models",
+    metadata,
+    # The model of the predictions in tracks.extra (which the projector may not add keys to);
+    # no foreign key to tracks, like the other service tables.
+    Column("track_id", BigInteger, nullable=False),
+    Column("file_id", Text, nullable=False),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Text, nullable=False),
+    Column("projected_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("track_id"),
+)
+
 replicate_pace = Table(
     "replicate_pace",
     metadata,
@@ -105,7 +118,12 @@ replicate_pace = Table(
 )
 
 PLATFORM_TABLES = ("tracks", "tags", "track_tags")
-SERVICE_TABLES = ("genre_classifications", "classification_requests", "replicate_pace")
+SERVICE_TABLES = (
+    "genre_classifications",
+    "classification_requests",
+    "projected_models",
+    "replicate_pace",
+)
 ALL_TABLES = PLATFORM_TABLES + SERVICE_TABLES
 
 __all__ = [
@@ -116,6 +134,7 @@ __all__ = [
     "classification_requests",
     "genre_classifications",
     "metadata",
+    "projected_models",
     "replicate_pace",
     "tags",
     "track_tags",

@@ -6,11 +6,9 @@ Semantics are the specification's ``GET /tracks/{id}/recommended-tags`` (INTERFA
 * ``available: false`` when no classifier is configured (and nothing is requested);
 * tags the track already has are left out (case-insensitive), at most ``limit``, best first,
   ``score`` = the model's confidence;
-* stored predictions count only when they are for the track's current ``file_id``.
-  **Legacy rows** (predictions without ``genre_predictions_file_id``, written before the
-  service tracked file ids) count as current only when the track has no ``file_id`` either:
-  a track with a file cannot prove the predictions are for it, so they are stale and the
-  track is classified again on demand;
+* stored predictions count only when they are current (``genres.stored.is_current``, the
+  definition the backfill uses too: for the track's current ``file_id``; legacy rows without
+  one only on a track without a file id either);
 * without current predictions: a track with no ``file_id`` or no usable ``audio_url``, or
   whose current file's classification failed for good, gets empty tags with
   ``available: true`` (nothing can be classified); otherwise one
@@ -32,6 +30,7 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
+from genres.stored import StoredPredictions, is_current
 from genres_contracts import (
     ClassificationFailed,
     ClassificationReason,
@@ -109,11 +108,12 @@ class OutcomeWaiter(Protocol):
 
 def current_predictions(view: TrackView) -> tuple[Prediction, ...] | None:
     """The stored predictions when they are for the track's current file, else None."""
-    if view.predictions is None:
-        return None
-    if view.predictions_file_id == view.file_id:
-        return view.predictions  # also legacy rows on a track without a file id
-    return None
+    stored = StoredPredictions(
+        file_id=view.file_id,
+        present=view.predictions is not None,
+        predictions_file_id=view.predictions_file_id,
+    )
+    return view.predictions if is_current(stored) else None
 
 
 def recommended(
