@@ -200,6 +200,14 @@ def backfill(
     concurrency: Annotated[int, typer.Option(min=1, max=1000, help="Requests in flight.")] = 10,
     wait: Annotated[bool, typer.Option(help="Wait for the outcomes and count them.")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for outcomes.")] = 600.0,
+    other_model: Annotated[
+        bool,
+        typer.Option(
+            "--other-model",
+            help="Also tracks whose predictions another model or version made "
+            "(or one not recorded) than the configured one.",
+        ),
+    ] = False,
 ) -> None:
     """Request classification of tracks that lack predictions for their current file."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
@@ -225,6 +233,7 @@ def backfill(
                 wait=wait,
                 timeout=timeout,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                other_model=other_model,
             )
         )
     if dry_run:

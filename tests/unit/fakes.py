@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from genres.backfill.rule import BackfillTrack
+from genres.backfill.rule import BackfillTrack, TrackRow
 from genres.classifier.rule import Claimed, Recorded
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.errors import ClassificationError
 from genres.projector.rule import TrackState, Write
 from genres.responder.rule import Outcome, TrackView
+from genres.stored import StoredPredictions
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,
@@ -507,30 +508,36 @@ class FakeOutcomeWaiter:
 
 
 class FakeBackfillStore(_Failing):
-    """The ``BackfillStore`` port (``backfill/store.py``'s ``SqlBackfillStore``) over tracks
-    already known to be eligible: the selection itself is SQL and is not restated here.
+    """The ``BackfillStore`` port (``backfill/store.py``'s ``SqlBackfillStore``): every track
+    in pages of ``page_size`` ordered by id; the selection is the rule's.
 
-    Pages of ``page_size`` ordered by id, at most ``limit`` tracks in all.
+    A ``BackfillTrack`` given stands for a track with no predictions (always eligible).
     """
 
-    def __init__(self, tracks: Sequence[BackfillTrack], *, page_size: int = 1000) -> None:
-        self.tracks = sorted(tracks, key=lambda t: t.track_id)
+    def __init__(
+        self, tracks: Sequence[BackfillTrack | TrackRow], *, page_size: int = 1000
+    ) -> None:
+        rows = [t if isinstance(t, TrackRow) else _unclassified(t) for t in tracks]
+        self.rows = sorted(rows, key=lambda t: t.track_id)
         self.page_size = page_size
-        self.limits: list[tuple[str, int | None]] = []
+        self.pages_read = 0
         self.failures = {}
 
-    async def count(self, *, limit: int | None) -> int:
-        self.limits.append(("count", limit))
-        self._step("count")
-        return len(self.tracks) if limit is None else min(limit, len(self.tracks))
-
-    async def eligible(self, *, limit: int | None) -> AsyncIterator[Sequence[BackfillTrack]]:
-        self.limits.append(("eligible", limit))
-        chosen = self.tracks if limit is None else self.tracks[:limit]
-        for start in range(0, len(chosen), self.page_size):
-            self._step("eligible")
+    async def tracks(self) -> AsyncIterator[Sequence[TrackRow]]:
+        for start in range(0, len(self.rows), self.page_size):
+            self._step("tracks")
             await asyncio.sleep(0)
-            yield chosen[start : start + self.page_size]
+            self.pages_read += 1
+            yield self.rows[start : start + self.page_size]
+
+
+def _unclassified(track: BackfillTrack) -> TrackRow:
+    return TrackRow(
+        track.track_id,
+        track.file_id,
+        track.audio_url,
+        StoredPredictions(file_id=track.file_id, present=False, predictions_file_id=None),
+    )
 
 
 class FakePublish:
