@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from genres.backfill.rule import BackfillTrack, TrackRow
-from genres.classifier.rule import Claimed, Recorded
+from genres.classifier.rule import Claimed, LedgerEntry, Recorded, decide_claim
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.errors import ClassificationError
 from genres.projector.rule import TrackState, Write
@@ -116,12 +116,10 @@ LedgerKey = tuple[int, str, str, str]
 
 
 class FakeLedger(_Failing):
-    """``classifier/ledger.py``'s ``PostgresLedger``: the claim rules of ``_CLAIM`` in Python.
+    """``classifier/ledger.py``'s ``PostgresLedger``: rows in a dict.
 
-    A claim succeeds when there is no row, when ``force``, when the row is ``pending`` (an
-    interrupted attempt: its job is resumed unless forced), or when it ``failed`` retryably.
-    Otherwise the outcome on record comes back as ``Recorded``. ``attempts`` add up over
-    attempts and are not reset by a claim, as in SQL.
+    As the real ledger, it loads the row, asks the rule (``decide_claim``) and stores the
+    answer. ``attempts`` add up over attempts and are not reset by a claim, as in SQL.
     """
 
     def __init__(self, journal: Journal | None = None, *, clock: FakeClock | None = None) -> None:
@@ -144,29 +142,28 @@ class FakeLedger(_Failing):
         self._step("claim")
         key = self.key(track_id, file_id, model)
         row = self.rows.get(key)
-        if row is None:
-            self.rows[key] = LedgerRow("pending", source_event_id, updated_at=self._clock.utcnow())
-            return Claimed(resume=None)
-        if force or row.status == "pending" or (row.status == "failed" and row.retryable):
-            resume = row.job_id if row.status == "pending" and not force else None
+        entry = None
+        if row is not None:
+            entry = LedgerEntry(
+                status=row.status,
+                job_id=row.job_id,
+                event_id=row.event_id,
+                predictions=row.predictions or (),
+                error=row.error,
+                retryable=True if row.retryable is None else row.retryable,
+                attempts=row.attempts,
+                updated_at=row.updated_at,
+            )
+        decision = decide_claim(entry, force=force)
+        if isinstance(decision, Claimed):
             self.rows[key] = LedgerRow(
                 "pending",
                 source_event_id,
-                attempts=row.attempts,
-                job_id=resume,
+                attempts=row.attempts if row is not None else 0,
+                job_id=decision.resume,
                 updated_at=self._clock.utcnow(),
             )
-            return Claimed(resume=resume)
-        assert row.event_id is not None
-        return Recorded(
-            status=row.status,
-            event_id=row.event_id,
-            predictions=row.predictions or (),
-            error=row.error,
-            retryable=bool(row.retryable) if row.error is not None else False,
-            attempts=max(1, row.attempts),
-            classified_at=row.updated_at,
-        )
+        return decision
 
     async def started(self, track_id: int, file_id: str, model: ModelRef, job_id: str) -> None:
         self.journal.append("ledger.started")

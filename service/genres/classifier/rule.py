@@ -46,7 +46,54 @@ class Recorded:
     classified_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A (track, file, model)'s row in the ledger, as loaded before a claim."""
+
+    status: str
+    """``pending`` (claimed, no outcome yet), ``succeeded`` or ``failed``."""
+    job_id: str | None = None
+    event_id: str | None = None
+    predictions: tuple[Prediction, ...] = ()
+    error: ErrorInfo | None = None
+    retryable: bool = True
+    """Of a failure: a failure recorded without the flag counts as retryable."""
+    attempts: int = 0
+    updated_at: datetime = datetime.min.replace(tzinfo=UTC)
+
+
+def decide_claim(entry: LedgerEntry | None, *, force: bool) -> Claimed | Recorded:
+    """Whether a request may run the classification, or must replay the outcome on record.
+
+    * nothing on record: a new classification;
+    * ``force``: a new classification whatever is on record (an interrupted job is not
+      resumed: a forced run pays anew);
+    * ``pending``: an attempt was interrupted (a crash, a SIGTERM, a rebalance); run again,
+      resuming its job when one was started;
+    * ``failed`` and retryable: try again;
+    * otherwise (succeeded, or failed for good): replay the recorded outcome, paying nothing.
+    """
+    if entry is None or force:
+        return Claimed()
+    if entry.status == "pending":
+        return Claimed(resume=entry.job_id)
+    if entry.status == "failed" and entry.retryable:
+        return Claimed()
+    return Recorded(
+        status=entry.status,
+        event_id=entry.event_id or "",
+        predictions=entry.predictions,
+        error=entry.error,
+        retryable=entry.retryable if entry.status == "failed" else False,
+        attempts=max(1, entry.attempts),
+        classified_at=entry.updated_at,
+    )
+
+
 class Ledger(Protocol):
+    """Where claims and outcomes are kept; ``claim`` applies ``decide_claim`` to the row it
+    loads, atomically with respect to other claims of the same key."""
+
     async def claim(
         self, track_id: int, file_id: str, model: ModelRef, *, source_event_id: str, force: bool
     ) -> Claimed | Recorded: ...
