@@ -46,6 +46,9 @@ class Recorded:
     classified_at: datetime
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
     """A (track, file, model)'s row in the ledger, as loaded before a claim."""
@@ -59,7 +62,7 @@ class LedgerEntry:
     retryable: bool = True
     """Of a failure: a failure recorded without the flag counts as retryable."""
     attempts: int = 0
-    updated_at: datetime = datetime.min.replace(tzinfo=UTC)
+    updated_at: datetime = _NEVER
 
 
 def decide_claim(entry: LedgerEntry | None, *, force: bool) -> Claimed | Recorded:
