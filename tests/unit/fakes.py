@@ -28,7 +28,8 @@ from genres.classifier.rule import Claimed, LedgerEntry, Recorded, decide_claim
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.errors import ClassificationError
 from genres.projector.rule import TrackState, Write
-from genres.responder.rule import Outcome, TrackView
+from genres.responder.rule import Outcome, SingleFlight, TrackView, marker_is_free
+from genres.responder.watch import Watch
 from genres.stored import StoredPredictions
 from genres_contracts import (
     ClassificationFailed,
@@ -67,6 +68,14 @@ class FakeClock:
         self._seconds += seconds
         for listener in self._listeners:
             listener.set()
+
+    async def wait_until(self, event: asyncio.Event, deadline: float) -> None:
+        """The ``Clock`` port of ``responder/watch.py``: returns when ``event`` is set or the
+        test moves the clock (the caller re-checks its deadline)."""
+        if self._seconds >= deadline:
+            return
+        with self.listening(event):
+            await event.wait()
 
     @contextlib.contextmanager
     def listening(self, event: asyncio.Event) -> Iterator[None]:
@@ -401,73 +410,80 @@ class FakeTracks(_Failing):
         return view
 
 
-class FakeOnDemand(_Failing):
-    """The ``OnDemand`` port (``claim_on_demand`` + ``ResponderRuntime.on_demand``).
+class FakeMarkers(_Failing):
+    """The ``Markers`` port (``responder/tracks.py``'s ``SqlMarkers``): markers in a dict,
+    judged by the rule's ``marker_is_free``. A claim yields to the loop first, as the
+    database round trip does, so concurrent callers interleave."""
 
-    A marker per (track, file): the caller that sets it publishes, everyone else gets
-    False until the marker is cleared (the projector stored predictions) or is older than
-    ``stale_after`` seconds. A failed publish drops the marker again. The claim yields to
-    the loop first, as the database round trip does, so concurrent callers interleave.
-    """
+    def __init__(self) -> None:
+        self.markers: dict[tuple[int, str], datetime] = {}
+        self.failures = {}
+
+    async def claim(
+        self, track_id: int, file_id: str, *, at: datetime, stale_before: datetime
+    ) -> bool:
+        await asyncio.sleep(0)
+        self._step("claim")
+        key = (track_id, file_id)
+        if not marker_is_free(self.markers.get(key), stale_before=stale_before):
+            return False
+        self.markers[key] = at
+        return True
+
+    async def release(self, track_id: int, file_id: str) -> None:
+        self._step("release")
+        self.markers.pop((track_id, file_id), None)
+
+
+class FakeOnDemand:
+    """The responder's real ``SingleFlight`` over ``FakeMarkers`` and a recording publish,
+    on the test's clock. ``failures["publish"]`` makes the publish raise."""
 
     def __init__(self, clock: FakeClock | None = None, *, stale_after: float = 240.0) -> None:
         self.clock = clock or FakeClock()
-        self.stale_after = stale_after
-        self.markers: dict[tuple[int, str], float] = {}
+        self.markers = FakeMarkers()
         self.published: list[ClassificationRequested] = []
         self.calls = 0
-        self.failures = {}
+        self.failures: dict[str, BaseException] = {}
+        self._rule = SingleFlight(
+            markers=self.markers,
+            publish=self._publish,
+            clock=self.clock.utcnow,
+            stale_after=stale_after,
+        )
 
     async def __call__(self, request: ClassificationRequested, /) -> bool:
         self.calls += 1
-        await asyncio.sleep(0)
-        key = (request.track_id, request.file_id)
-        claimed_at = self.markers.get(key)
-        if claimed_at is not None and claimed_at >= self.clock.now() - self.stale_after:
-            return False
-        self.markers[key] = self.clock.now()
-        try:
-            self._step("publish")
-        except BaseException:
-            del self.markers[key]
-            raise
+        return await self._rule(request)
+
+    async def _publish(self, request: ClassificationRequested) -> None:
+        error = self.failures.get("publish")
+        if error is not None:
+            raise error
         self.published.append(request)
-        return True
 
 
 class _FakeWatch:
-    """``responder/entry.py``'s ``_Watch`` on a ``FakeClock``: outcomes offered from the start."""
+    """The real ``Watch`` on the test's clock, counting waits for the tests."""
 
     def __init__(self, owner: FakeOutcomeWaiter) -> None:
         self._owner = owner
-        self._outcomes: list[Outcome] = []
-        self._changed = asyncio.Event()
+        self._watch = Watch(owner.clock)
 
     def offer(self, outcome: Outcome) -> None:
-        self._outcomes.append(outcome)
-        self._changed.set()
+        self._watch.offer(outcome)
 
     async def wait(self, file_id: str, within: float) -> Outcome | None:
-        clock = self._owner.clock
-        deadline = clock.now() + within
         self._owner.waits.append((file_id, within))
         self._owner.waiting += 1
         try:
-            with clock.listening(self._changed):
-                while True:
-                    for outcome in self._outcomes:
-                        if outcome.file_id == file_id:
-                            return outcome
-                    if clock.now() >= deadline:
-                        return None
-                    self._changed.clear()
-                    await self._changed.wait()
+            return await self._watch.wait(file_id, within)
         finally:
             self._owner.waiting -= 1
 
 
 class FakeOutcomeWaiter:
-    """The ``OutcomeWaiter`` port (``responder/entry.py``'s ``OutcomeListener``).
+    """The ``OutcomeWaiter`` port (``responder/outcomes.py``'s ``OutcomeListener``).
 
     ``publish`` is an outcome arriving from the broker: every watch of its track open at
     that moment gets it.

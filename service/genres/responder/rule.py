@@ -21,11 +21,12 @@ Semantics are the specification's ``GET /tracks/{id}/recommended-tags`` (INTERFA
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -43,13 +44,18 @@ from genres_contracts import (
     ReplyError,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "Markers",
     "OnDemand",
     "Outcome",
     "OutcomeWaiter",
     "OutcomeWatch",
+    "SingleFlight",
     "TrackReader",
     "current_predictions",
+    "marker_is_free",
     "recommend",
     "recommended",
 ]
@@ -90,6 +96,64 @@ class OnDemand(Protocol):
     """
 
     async def __call__(self, request: ClassificationRequested, /) -> bool: ...
+
+
+class Markers(Protocol):
+    """On-demand markers, one per (track, file): a request is outstanding since ``at``."""
+
+    async def claim(
+        self, track_id: int, file_id: str, *, at: datetime, stale_before: datetime
+    ) -> bool:
+        """Set the marker to ``at`` when there is none or it is older than ``stale_before``
+        (``marker_is_free``); True for exactly one of concurrent callers, across processes."""
+        ...
+
+    async def release(self, track_id: int, file_id: str) -> None:
+        """Drop the marker (the projector drops it too, when it stores predictions)."""
+        ...
+
+
+Publish = Callable[[ClassificationRequested], Awaitable[None]]
+
+
+def marker_is_free(requested_at: datetime | None, *, stale_before: datetime) -> bool:
+    """No request outstanding, or the one outstanding is presumed lost (older than the cut):
+    a lost request must not block the track forever."""
+    return requested_at is None or requested_at < stale_before
+
+
+@dataclass(frozen=True, slots=True)
+class SingleFlight:
+    """The ``OnDemand`` rule: one outstanding on-demand request per (track, file), across
+    requests and responder instances; a marker older than ``stale_after`` seconds is
+    reclaimed. A publish that fails drops the marker, so the next request may try again."""
+
+    markers: Markers
+    publish: Publish
+    clock: Callable[[], datetime]
+    stale_after: float
+
+    async def __call__(self, request: ClassificationRequested, /) -> bool:
+        now = self.clock()
+        claimed = await self.markers.claim(
+            request.track_id,
+            request.file_id,
+            at=now,
+            stale_before=now - timedelta(seconds=self.stale_after),
+        )
+        if not claimed:
+            return False
+        try:
+            await self.publish(request)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.markers.release(request.track_id, request.file_id)
+            raise
+        log.info(
+            "requested an on-demand classification",
+            extra={"track_id": request.track_id, "file_id": request.file_id},
+        )
+        return True
 
 
 class OutcomeWatch(Protocol):
