@@ -7,6 +7,8 @@ the migration creates them only when missing). ``genre_classifications``,
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -64,14 +66,22 @@ track_tags = Table(
 
 # -- the service's tables ----------------------------------------------------------------------
 
+
+def _classification_key() -> list[Column[Any]]:
+    """(track, file, model): what a classification is of."""
+    return [
+        Column("track_id", BigInteger, nullable=False),
+        Column("file_id", Text, nullable=False),
+        Column("model_name", Text, nullable=False),
+        Column("model_version", Text, nullable=False),
+    ]
+
+
 genre_classifications = Table(
     "genre_classifications",
     metadata,
     # No foreign key to tracks: the classifier may see a track before the database has it.
-    Column("track_id", BigInteger, nullable=False),
-    Column("file_id", Text, nullable=False),
-    Column("model_name", Text, nullable=False),
-    Column("model_version", Text, nullable=False),
+    *_classification_key(),
     Column("status", Text, nullable=False),
     Column("predictions", JSONB, nullable=True),
     Column("event_id", Text, nullable=True),
@@ -99,11 +109,8 @@ projected_models = Table(
     "projected_models",
     metadata,
     # The model of the predictions in tracks.extra (which the projector may not add keys to);
-    # no foreign key to tracks, like the other service tables.
-    Column("track_id", BigInteger, nullable=False),
-    Column("file_id", Text, nullable=False),
-    Column("model_name", Text, nullable=False),
-    Column("model_version", Text, nullable=False),
+    # no foreign key to tracks, like the other service tables. One row per track.
+    *_classification_key(),
     Column("projected_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("track_id"),
 )

@@ -22,19 +22,21 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-def upgrade() -> None:
-    op.execute(
-        """
-        CREATE TABLE IF NOT EXISTS projected_models (
-            track_id BIGINT NOT NULL,
-            file_id TEXT NOT NULL,
-            model_name TEXT NOT NULL,
-            model_version TEXT NOT NULL,
-            projected_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-            CONSTRAINT projected_models_pkey PRIMARY KEY (track_id)
-        )
-        """
+# Keyed by track alone: it describes what tracks.extra holds now, one set of predictions.
+PROJECTED_MODELS = """
+    CREATE TABLE IF NOT EXISTS projected_models (
+        track_id BIGINT NOT NULL,
+        file_id TEXT NOT NULL,
+        model_name TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        projected_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        CONSTRAINT projected_models_pkey PRIMARY KEY (track_id)
     )
+"""
+
+
+def upgrade() -> None:
+    op.execute(PROJECTED_MODELS)
 
 
 def downgrade() -> None:
