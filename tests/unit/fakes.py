@@ -1,10 +1,10 @@
 """In-memory fakes of the roles' ports, for testing the rules without servers.
 
-Each fake mirrors the semantics of the adapter it stands for (named in its docstring) and
-nothing more: state in dicts and lists, no timing, no I/O. Where an adapter's rule is
-written in SQL, the fake restates it in a few lines of Python; the rule tests then pin that
-behaviour down, and the same tests are what the SQL adapter must pass (see
-/tmp/notes/rules.md for which rules live where).
+Each fake mirrors the adapter it stands for (named in its docstring) and nothing more:
+state in dicts and lists, no timing, no I/O. The decisions are the roles' rules
+(``decide_claim``, ``plan`` and ``auto_tags``, ``SingleFlight`` and ``marker_is_free``,
+``eligible``), which the fakes call just as the SQL adapters do: a fake only loads and
+stores. The responder's ``Watch`` is the real one, on a ``FakeClock``.
 
 Every fake can be told to fail a method (``failures["name"] = exc``): the failure stands
 until removed, as a database or broker that is down stays down.

@@ -94,6 +94,7 @@ class World:
             classifier=self.classifier,
             ledger=self.ledger,
             outcomes=self.outcomes,
+            clock=self.clock.utcnow,
         )
 
     def steps(self) -> list[str]:
@@ -127,6 +128,7 @@ async def test_a_new_upload_is_claimed_classified_recorded_then_published(world:
     assert tuple(event.predictions) == world.classifier.predictions
     assert event.model == world.classifier.model
     assert event.auto_tag is True
+    assert event.classified_at == world.clock.utcnow()  # the injected clock's time
     assert world.classifier.calls == [(URL, None)]
     row = world.ledger.row(1, "f1", world.classifier.model)
     assert row.status == "succeeded"

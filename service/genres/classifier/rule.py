@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -47,6 +48,10 @@ class Recorded:
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +161,14 @@ async def handle_classification(
     classifier: Classifier,
     ledger: Ledger,
     outcomes: Outcomes,
+    clock: Callable[[], datetime] = _utcnow,
 ) -> Handled:
     """Classify ``request``'s audio unless this (track, file, model) already was.
 
     The outcome is recorded before it is published, so a crash in between re-publishes the
     recorded outcome on redelivery instead of paying again. Infrastructure errors (database,
-    broker) propagate: the caller retries the record and does not commit it.
+    broker) propagate: the caller retries the record and does not commit it. ``clock`` gives
+    the outcome's ``classified_at``.
     """
     force = isinstance(request, ClassificationRequested) and request.force
     model = classifier.model
@@ -217,7 +224,7 @@ async def handle_classification(
         file_id=request.file_id,
         predictions=list(classification.predictions),
         model=classification.model,
-        classified_at=datetime.now(UTC),
+        classified_at=clock(),
         auto_tag=request.auto_tag,
     )
     await ledger.succeeded(
