@@ -137,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--wait", action="store_true", help="wait for the outcomes; list the tracks that failed"
     )
     backfill.add_argument(
+        "--other-model",
+        action="store_true",
+        help="also the tracks whose predictions another model or version than the configured "
+        "one made (or one not recorded)",
+    )
+    backfill.add_argument(
         "--timeout",
         type=_bounded(float, 0, None),
         default=600.0,

@@ -204,7 +204,12 @@ def _print_tags(reply: RecommendedTags) -> None:
 
 
 def backfill(
-    dry_run: bool, limit: int | None, concurrency: int, wait: bool, timeout: float
+    dry_run: bool,
+    limit: int | None,
+    concurrency: int,
+    wait: bool,
+    timeout: float,
+    other_model: bool,
 ) -> None:
     settings = settings_for(DATABASE, *(() if dry_run else (KAFKA,)))
     from genres.backfill.command import print_report, with_progress
@@ -221,6 +226,7 @@ def backfill(
                 wait=wait,
                 timeout=timeout,
                 progress=progress,
+                other_model=other_model,
             ),
             settings,
         )

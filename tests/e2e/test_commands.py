@@ -82,6 +82,26 @@ async def test_backfill_dry_run_lists_tracks_lacking_current_predictions(
     assert not any("https://cdn.test/2.mp3" in line for line in lines)
 
 
+async def test_backfill_other_model_also_lists_predictions_of_an_unrecorded_model(
+    seeded_env: dict[str, str],
+) -> None:
+    local = seeded_env | {"CLASSIFIER_BACKEND": "local"}
+    result = await asyncio.to_thread(
+        run_genres, "backfill", "--dry-run", "--other-model", env=local
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "3 tracks would be requested" in result.stdout  # track 2's model is not recorded
+    assert any("https://cdn.test/2.mp3" in line for line in result.stdout.splitlines())
+
+    none = seeded_env | {"CLASSIFIER_BACKEND": "none"}
+    refused = await asyncio.to_thread(
+        run_genres, "backfill", "--dry-run", "--other-model", env=none
+    )
+    assert refused.returncode != 0
+    assert "--other-model" in refused.stderr + refused.stdout
+
+
 async def test_backfill_waits_for_outcomes_and_is_safe_to_run_twice(
     replicate_settings: Settings,
     fake_replicate: FakeReplicate,

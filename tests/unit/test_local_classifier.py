@@ -152,16 +152,20 @@ def write_noise_wav(path: Path, seconds: float) -> Path:
 
 
 async def test_a_cancelled_classification_frees_its_slot(
-    classifier: LocalClassifier, tmp_path: Path
+    model: MusicnnModel, tmp_path: Path
 ) -> None:
+    # Whole-track analysis (no windows), so that 4 minutes of audio take long enough to cancel.
     long_track = write_noise_wav(tmp_path / "long.wav", 240.0)
-    started = asyncio.get_running_loop().time()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(classifier.classify(str(long_track)), timeout=0.2)
-    # The abandoned work stopped at its next chunk, not after the whole 4 minutes.
-    assert asyncio.get_running_loop().time() - started < 2.0
-    result = await asyncio.wait_for(classifier.classify(str(SAMPLES / "ambi_drone.flac")), 10)
-    assert result.predictions
+    async with httpx.AsyncClient() as client:
+        classifier = LocalClassifier(http_client=client, model=model, windows=None)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(classifier.classify(str(long_track)), timeout=0.2)
+        # The abandoned work stopped at its next chunk, not after the whole 4 minutes.
+        assert asyncio.get_running_loop().time() - started < 2.0
+        result = await asyncio.wait_for(classifier.classify(str(SAMPLES / "ambi_drone.flac")), 10)
+        assert result.predictions
+        await classifier.aclose()
 
 
 async def test_long_audio_is_capped(model: MusicnnModel, tmp_path: Path) -> None:
