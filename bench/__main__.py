@@ -14,6 +14,7 @@ BENCHES = {
     "projector": "bench.projector",
     "recommend": "bench.recommend",
     "local-model": "bench.local_model",
+    "folder": "bench.folder",
 }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 from collections.abc import Coroutine
@@ -87,43 +86,24 @@ def migrate() -> None:
 
 @app.command()
 def classify(
-    source: Annotated[str, typer.Argument(help="An audio file path or an http(s) URL.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    sources: Annotated[
+        list[str],
+        typer.Argument(help="Audio files, folders (searched recursively) or http(s) URLs."),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object per line, per file.")
+    ] = False,
 ) -> None:
-    """Classify one audio file with the configured backend and print the predictions."""
-    from genres.classify.port import Classification
+    """Classify audio files, folders and URLs with the configured backend, in parallel.
+
+    Exit codes: 0 every file classified, 1 any failed (each failure is on its own line),
+    2 invalid configuration.
+    """
+    from genres.files import run_classify
 
     settings = _settings()
-    if settings.backend.value == "replicate" and not source.startswith(("http://", "https://")):
-        _fail("the Replicate backend takes an http(s) URL; use CLASSIFIER_BACKEND=local for files")
-    if not source.startswith(("http://", "https://")) and not Path(source).is_file():
-        _fail(f"{source}: no such file")
-
-    async def go() -> Classification:
-        from genres.classify.factory import open_classifier
-
-        async with open_classifier(settings, allow_local_paths=True) as classifier:
-            return await classifier.classify(source)
-
-    result = _run(go())
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "predictions": [p.model_dump() for p in result.predictions],
-                    "model": result.model.model_dump(),
-                }
-            )
-        )
-        return
-    table = Table(title=f"{result.model.name} {result.model.version}")
-    table.add_column("#", justify="right")
-    table.add_column("genre")
-    table.add_column("confidence", justify="right")
-    for rank, prediction in enumerate(result.predictions, 1):
-        table.add_row(str(rank), prediction.name, f"{prediction.confidence:.4f}")
-    console.print(table)
-    console.print(f"[dim]{result.timings.total:.2f}s[/]")
+    failed = _run(run_classify(settings, sources, as_json=as_json, console=console, errors=errors))
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()

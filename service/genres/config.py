@@ -113,6 +113,10 @@ class Settings(BaseSettings):
     audio_max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
     audio_allow_private_addresses: bool = False
     audio_max_seconds: Annotated[float, Field(gt=0)] = 30 * 60.0
+    local_workers: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+        default=None,
+        description="Processes running the local model (default: the machine's cores).",
+    )
     health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8080, description="Port of /healthz, /readyz and /metrics; 0 disables them."
     )

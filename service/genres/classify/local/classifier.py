@@ -2,16 +2,19 @@
 
 ``classify(audio)`` takes an http(s) URL (downloaded with ``fetch.fetch_audio`` under the
 configured limits) or, when ``allow_local_paths``, a path to a local file. The CPU-bound work
-(decode, front end, model) runs in a worker thread, at most ``max_parallel`` at a time (the
-model already uses ``intra_op_threads`` cores), so the event loop stays free and memory stays
-bounded however many classifications are in flight. Only genre tags are kept (``tags.py``),
-ranked on their full scores, ties by name, the top N kept, confidences rounded to 4 places.
+(decode, front end, model) runs in ``workers`` processes (``pool.py``: one per core by default,
+``LOCAL_WORKERS`` caps it), or with ``workers=0`` in a worker thread of this process, at most
+``max_parallel`` at a time (the model already uses ``intra_op_threads`` cores). Either way the
+event loop stays free and memory stays bounded however many classifications are in flight.
+Only genre tags are kept (``tags.py``), ranked on their full scores, ties by name, the top N
+kept, confidences rounded to 4 places.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -28,6 +31,7 @@ from genres.classify.local.fetch import (
     looks_like_url,
 )
 from genres.classify.local.model import MODEL_NAME, Analysis, MusicnnModel, analyse
+from genres.classify.local.pool import ModelPool, available_cores
 from genres.classify.local.tags import genre_indices
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.classify.ranking import rank
@@ -50,26 +54,32 @@ class LocalClassifier:
         fetch_policy: FetchPolicy | None = None,
         max_seconds: float | None = 30 * 60.0,
         max_parallel: int = 1,
+        workers: int = 0,
         allow_local_paths: bool = True,
     ) -> None:
         """``http_client`` is long-lived and owned by the caller (``aclose`` leaves it open).
 
         ``model`` defaults to the packaged ``musicnn_msd.onnx`` (loaded here, once).
         ``max_seconds`` caps the audio decoded per track (longer tracks are classified on their
-        beginning). ``max_parallel`` bounds concurrent CPU-bound analyses in this process.
+        beginning). ``workers``: processes running the packaged model (0: none, the analyses
+        run on threads of this process with ``model``, at most ``max_parallel`` at a time).
         ``allow_local_paths`` lets ``classify`` take paths of local files, not only URLs.
         """
         if top_n < 1:
             raise ValueError("top_n must be at least 1")
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
+        if workers < 0:
+            raise ValueError("workers must be at least 0")
         self._http = http_client
         self._model = model if model is not None else MusicnnModel()
         self._top_n = top_n
         self._policy = fetch_policy if fetch_policy is not None else FetchPolicy()
         self._max_seconds = max_seconds
         self._allow_local_paths = allow_local_paths
-        self._slots = asyncio.Semaphore(max_parallel)
+        # With workers, a slot is a worker process: the wait for one is measured as queued.
+        self._slots = asyncio.Semaphore(workers or max_parallel)
+        self._pool = ModelPool(workers) if workers else None
         self._genres = genre_indices(self._model.tags)
         self._ref = ModelRef(name=MODEL_NAME, version=self._model.version)
         self._closed = False
@@ -90,6 +100,7 @@ class LocalClassifier:
             top_n=settings.replicate_top_n,
             fetch_policy=FetchPolicy.from_settings(settings),
             max_seconds=settings.audio_max_seconds,
+            workers=settings.local_workers or available_cores(),
             allow_local_paths=allow_local_paths,
         )
 
@@ -134,6 +145,14 @@ class LocalClassifier:
         return self._classification(analysis, started, fetched, waited)
 
     async def _analyse(self, source: AudioSource) -> Analysis:
+        if self._pool is not None:
+            if not isinstance(source, Path):
+                # A download, in a (spooled) temporary file: its bytes cross to the worker.
+                source = await asyncio.to_thread(_read_all, source)
+            return await self._pool.analyse(
+                str(source) if isinstance(source, Path) else source,
+                max_seconds=self._max_seconds,
+            )
         cancel = threading.Event()
         task = asyncio.ensure_future(
             asyncio.to_thread(
@@ -179,5 +198,16 @@ class LocalClassifier:
         )
 
     async def aclose(self) -> None:
-        """Marks the classifier closed; the HTTP client belongs to the caller."""
+        """Marks the classifier closed and stops its workers; the HTTP client belongs to the
+        caller."""
         self._closed = True
+        if self._pool is not None:
+            await self._pool.aclose()
+
+
+def _read_all(source: AudioSource) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, str | os.PathLike):
+        return Path(source).read_bytes()
+    return source.read()
