@@ -196,8 +196,10 @@ async def run_classify(
             print(json.dumps(outcome.as_json()), flush=True)
         elif single:
             outcomes.append(outcome)
-        else:
-            console.print(_summary(outcome), highlight=False, soft_wrap=True)
+        else:  # failures on stderr, so stdout holds only results
+            (console if outcome.error is None else errors).print(
+                _summary(outcome), highlight=False, soft_wrap=True
+            )
         if bar is not None and task is not None:
             bar.advance(task)
 
