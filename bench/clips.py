@@ -8,8 +8,12 @@ from consecutive positions of the sources in turn, and written as a 192 kb/s ste
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import Iterator
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import av
@@ -85,3 +89,34 @@ def make_clips(directory: Path, count: int, seconds: float = 30.0) -> list[Path]
     for path, audio in zip(paths, _cuts(seconds), strict=False):
         write_mp3(path, audio)
     return paths
+
+
+@contextlib.asynccontextmanager
+async def cdn_process(directory: Path) -> AsyncIterator[str]:
+    """A fake CDN: ``directory`` served over loopback HTTP by its own process (stdlib's
+    threading ``http.server``, so its CPU stays out of the bench's loop); its base URL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+        "--directory", str(directory),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(200):
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+            except OSError:
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            await writer.wait_closed()
+            break
+        else:
+            raise RuntimeError("the fake CDN did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
+        await process.wait()

@@ -28,7 +28,7 @@ from bench.cpu import cpu_seconds
 TARGET_FILES_PER_S = 4.0
 
 
-def _descendants(root: int) -> set[int]:
+def descendants(root: int) -> set[int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -60,7 +60,7 @@ class TreeCpu:
 
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
-            for pid in _descendants(self._root):
+            for pid in descendants(self._root):
                 try:
                     self._seen[pid] = cpu_seconds(pid)
                 except OSError:
