@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from pathlib import Path
 
 import httpx
 import pytest
 
 from genres.classify.local import LocalClassifier, MusicnnModel
-from genres.classify.local.pool import ModelPool, available_cores
+from genres.classify.local.model import Analysis
+from genres.classify.local.pool import ModelPool, analyse_in_worker, available_cores
 from genres.config import Settings
 from genres.errors import AudioError
 from genres_contracts import FailureKind
@@ -61,3 +64,44 @@ async def test_a_download_crosses_to_the_worker_as_bytes() -> None:
         await pool.aclose()
     assert from_bytes.patches == from_path.patches == 1
     assert from_bytes.scores.tolist() == from_path.scores.tolist()
+
+
+def dies_on_request(source: str | bytes, max_seconds: float | None) -> Analysis:
+    """A worker's task that kills its process when asked to (a decoder crashing)."""
+    if source == "crash":
+        os._exit(3)
+    return analyse_in_worker(source, max_seconds)
+
+
+async def test_a_worker_that_dies_fails_its_track_and_the_pool_goes_on() -> None:
+    sample = str(SAMPLES / "ambi_drone.flac")
+    pool = ModelPool(1, task=dies_on_request)
+    try:
+        first = await pool.analyse(sample, max_seconds=None)
+        with pytest.raises(AudioError) as info:
+            await pool.analyse("crash", max_seconds=None)
+        assert info.value.kind is FailureKind.INTERNAL
+        after = await pool.analyse(sample, max_seconds=None)
+    finally:
+        await pool.aclose()
+    assert after.scores.tolist() == first.scores.tolist()
+
+
+async def test_a_pool_broken_while_idle_is_replaced_before_the_next_track() -> None:
+    sample = str(SAMPLES / "ambi_drone.flac")
+    pool = ModelPool(1)
+    try:
+        first = await pool.analyse(sample, max_seconds=None)
+        broken = pool._executor
+        [worker] = list(broken._processes.values())
+        os.kill(worker.pid, signal.SIGKILL)
+        for _ in range(3000):  # its manager thread notices the death
+            if broken._broken:
+                break
+            await asyncio.sleep(0.01)
+        assert broken._broken
+        after = await pool.analyse(sample, max_seconds=None)
+    finally:
+        await pool.aclose()
+    assert pool._executor is not broken
+    assert after.scores.tolist() == first.scores.tolist()

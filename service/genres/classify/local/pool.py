@@ -12,7 +12,8 @@ callers wait here, on an asyncio semaphore.
 Processes start with ``forkserver`` (``spawn`` where there is none): forking a process that
 runs an event loop and HTTP clients' threads is unsafe, and the fork server, which preloads
 the model's modules, makes a worker's start cheap. A worker that dies (a decoder crash) breaks
-the executor: the track it held fails as an internal error and a new executor replaces it.
+the executor: the tracks it held (the others' too: which one crashed cannot be told) fail as
+internal errors, and a new executor replaces it for the next ones.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
@@ -50,7 +52,8 @@ def _load_model() -> None:
     _MODEL = MusicnnModel(intra_op_threads=1)
 
 
-def _analyse(source: str | bytes, max_seconds: float | None) -> Analysis:
+def analyse_in_worker(source: str | bytes, max_seconds: float | None) -> Analysis:
+    """``model.analyse`` with the worker's model (what the pool's workers run)."""
     from genres.classify.local.model import analyse
 
     if _MODEL is None:  # pragma: no cover - the initializer always ran
@@ -69,7 +72,14 @@ def _context() -> multiprocessing.context.BaseContext:
 class ModelPool:
     """``workers`` processes analysing audio; create inside the event loop, ``aclose`` it."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        workers: int | None = None,
+        *,
+        task: Callable[[str | bytes, float | None], Analysis] = analyse_in_worker,
+    ) -> None:
+        """``task``: what a worker runs (a module-level function; tests make workers die)."""
+        self._task = task
         self.workers = workers if workers is not None else available_cores()
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
@@ -88,22 +98,30 @@ class ModelPool:
         if self._closed:
             raise RuntimeError("the model pool is closed")
         async with self._slots:
+            loop = asyncio.get_running_loop()
             executor = self._executor
-            future = asyncio.get_running_loop().run_in_executor(
-                executor, _analyse, source, max_seconds
-            )
+            try:
+                future = loop.run_in_executor(executor, self._task, source, max_seconds)
+            except BrokenProcessPool:  # broken under an earlier track: a new one takes this
+                executor = self._replace(executor)
+                future = loop.run_in_executor(executor, self._task, source, max_seconds)
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:
                 await asyncio.wait([future])
                 raise
             except BrokenProcessPool:
-                if self._executor is executor and not self._closed:
-                    executor.shutdown(wait=False, cancel_futures=True)
-                    self._executor = self._start()
+                self._replace(executor)
                 raise AudioError(
                     "the model's worker process died on this audio", kind=FailureKind.INTERNAL
                 ) from None
+
+    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """A new executor for a broken one (once, whichever of its tracks gets here first)."""
+        if self._executor is broken and not self._closed:
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._start()
+        return self._executor
 
     async def aclose(self) -> None:
         """Stops the workers (after the tracks they hold)."""
