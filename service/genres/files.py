@@ -11,6 +11,7 @@ whether any failed. Lines come in the order sources finish, each naming its sour
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -161,6 +162,10 @@ async def classify_many(
     return counts[0], counts[1]
 
 
+def _count(paths: list[str]) -> int:
+    return sum(1 for _ in expand(paths))
+
+
 def _one_file(paths: list[str]) -> bool:
     """Whether the command names one file or URL: it keeps its table (or JSON object)."""
     return len(paths) == 1 and (is_http_url(paths[0]) or os.path.isfile(paths[0]))
@@ -218,6 +223,16 @@ async def run_classify(
             transient=True,
         )
     task = bar.add_task("classifying", total=None) if bar is not None else None
+    counting: asyncio.Task[None] | None = None
+    if bar is not None and task is not None:
+        # The bar's total: a second walk of the folders, beside the work (names only).
+        progress, bar_task = bar, task
+
+        async def count() -> None:
+            total = await asyncio.to_thread(_count, paths)
+            progress.update(bar_task, total=total)
+
+        counting = asyncio.create_task(count())
     async with open_classifier(settings, allow_local_paths=True) as classifier:
         if bar is not None:
             bar.start()
@@ -230,6 +245,10 @@ async def run_classify(
                 urls_only=not local,
             )
         finally:
+            if counting is not None:
+                counting.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await counting
             if bar is not None:
                 bar.stop()
     elapsed = time.perf_counter() - started
