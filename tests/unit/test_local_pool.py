@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import httpx
 import pytest
 
 from genres.classify.local import LocalClassifier, MusicnnModel
+from genres.classify.local import classifier as classifier_module
 from genres.classify.local.model import Analysis
 from genres.classify.local.pool import ModelPool, analyse_in_worker, available_cores
 from genres.config import Settings
@@ -105,3 +108,23 @@ async def test_a_pool_broken_while_idle_is_replaced_before_the_next_track() -> N
         await pool.aclose()
     assert pool._executor is not broken
     assert after.scores.tolist() == first.scores.tolist()
+
+
+def test_downloads_cross_as_bytes_when_small_and_as_a_file_when_large(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = bytes(range(256)) * 64  # 16 KiB
+    small, none = classifier_module._handover(io.BytesIO(body))
+    assert (small, none) == (body, None)
+    monkeypatch.setattr(classifier_module, "HANDOVER_BYTES", 1024)
+    spooled = tempfile.SpooledTemporaryFile(max_size=1024)  # noqa: SIM115
+    spooled.write(body)
+    path, spilled = classifier_module._handover(spooled)
+    try:
+        assert isinstance(path, str)
+        assert spilled == Path(path)
+        assert spilled.read_bytes() == body
+    finally:
+        if spilled is not None:
+            spilled.unlink()
+        spooled.close()

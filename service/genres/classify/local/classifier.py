@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import httpx
 
@@ -146,13 +148,16 @@ class LocalClassifier:
 
     async def _analyse(self, source: AudioSource) -> Analysis:
         if self._pool is not None:
-            if not isinstance(source, Path):
-                # A download, in a (spooled) temporary file: its bytes cross to the worker.
-                source = await asyncio.to_thread(_read_all, source)
-            return await self._pool.analyse(
-                str(source) if isinstance(source, Path) else source,
-                max_seconds=self._max_seconds,
-            )
+            if isinstance(source, str | os.PathLike):
+                return await self._pool.analyse(str(source), max_seconds=self._max_seconds)
+            # A download crosses to the worker as bytes when small, else as a file of its own
+            # (a spooled temporary file has no name), so memory stays bounded per worker.
+            handover, spilled = await asyncio.to_thread(_handover, source)
+            try:
+                return await self._pool.analyse(handover, max_seconds=self._max_seconds)
+            finally:
+                if spilled is not None:
+                    await asyncio.to_thread(spilled.unlink, missing_ok=True)
         cancel = threading.Event()
         task = asyncio.ensure_future(
             asyncio.to_thread(
@@ -205,9 +210,18 @@ class LocalClassifier:
             await self._pool.aclose()
 
 
-def _read_all(source: AudioSource) -> bytes:
+HANDOVER_BYTES = 8 * 1024 * 1024
+"""Downloads up to this size go to a worker as bytes; larger ones through a named file."""
+
+
+def _handover(source: bytes | IO[bytes]) -> tuple[str | bytes, Path | None]:
+    """What a worker is given for a download, and the file to delete afterwards, if any."""
     if isinstance(source, bytes):
-        return source
-    if isinstance(source, str | os.PathLike):
-        return Path(source).read_bytes()
-    return source.read()
+        return source, None
+    size = source.seek(0, os.SEEK_END)
+    source.seek(0)
+    if size <= HANDOVER_BYTES:
+        return source.read(), None
+    with tempfile.NamedTemporaryFile(prefix="genres-audio-", delete=False) as spill:
+        shutil.copyfileobj(source, spill, 1024 * 1024)
+    return spill.name, Path(spill.name)
