@@ -88,7 +88,16 @@ def make_clips(directory: Path, count: int, seconds: float = 30.0) -> list[Path]
         return paths
     for path, audio in zip(paths, _cuts(seconds), strict=False):
         write_mp3(path, audio)
+    (directory / "SOURCES.txt").write_text("".join(f"{p}\n" for p in sources()))
     return paths
+
+
+def made_from(directory: Path) -> str:
+    """The folder of the music the clips in ``directory`` were cut from."""
+    record = directory / "SOURCES.txt"
+    if record.is_file():
+        return str(Path(record.read_text().split("\n", 1)[0]).parent)
+    return str(sources()[0].parent)
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.clips import make_clips, sources
+from bench.clips import made_from, make_clips
 from bench.cpu import cpu_seconds
 
 TARGET_FILES_PER_S = 4.0
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "files": len(clips),
         "clip_seconds": args.seconds,
-        "music": str(sources()[0].parent),
+        "music": made_from(directory),
         "lines": len(lines),
         "failed": len(failed),
         "exit_code": process.returncode,
