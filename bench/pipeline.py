@@ -15,6 +15,10 @@ cores); CPU is counted over the classifier and its worker processes.
 
     uv run python -m bench pipeline --backend local --events 120
 
+One module for both backends (over 300 lines): they share the infrastructure, the
+publishing and the collection of outcomes, and differ only in the classifier's variables and
+the fake behind it (``_backend``) and in the figures reported.
+
 The last line is JSON: events, replicate_latency_ms, concurrency, partitions,
 throughput_per_s, ideal_per_s (concurrency / latency), ratio, end_to_end_p50_ms,
 end_to_end_p99_ms, lost, duplicate_classifications, and first_publish_to_last_projection_s.
