@@ -113,9 +113,12 @@ class Settings(BaseSettings):
     audio_max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
     audio_allow_private_addresses: bool = False
     audio_max_seconds: Annotated[float, Field(gt=0)] = 30 * 60.0
-    local_workers: Annotated[int, Field(ge=1, le=1024)] | None = Field(
+    local_workers: Annotated[int, Field(ge=0, le=1024)] | None = Field(
         default=None,
-        description="Processes running the local model (default: the machine's cores).",
+        description=(
+            "Processes running the local model (default: the machine's cores; 0: none, the"
+            " model runs in the process itself)."
+        ),
     )
     health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8080, description="Port of /healthz, /readyz and /metrics; 0 disables them."

@@ -209,8 +209,13 @@ async def run_classify(
             bar.advance(task)
 
     local = settings.backend is Backend.LOCAL
-    workers = (settings.local_workers or available_cores()) if local else 0
-    in_flight = 2 * workers if local else settings.classifier_concurrency
+    if local and single:
+        # One file: the model in this process, not worker processes that would each start
+        # Python and load the model for a single track.
+        settings = settings.model_copy(update={"local_workers": 0})
+    workers = settings.local_workers
+    workers = available_cores() if workers is None else workers
+    in_flight = max(1, 2 * workers) if local else settings.classifier_concurrency
     started = time.perf_counter()
     bar: Progress | None = None
     if sys.stderr.isatty() and not single:

@@ -55,6 +55,7 @@ def test_the_pool_defaults_to_the_cores_and_the_setting_caps_it() -> None:
         ModelPool(0)
     assert Settings(local_workers=3).local_workers == 3
     assert Settings().local_workers is None
+    assert Settings(local_workers=0).local_workers == 0  # the model in the process itself
 
 
 async def test_a_download_crosses_to_the_worker_as_bytes() -> None:

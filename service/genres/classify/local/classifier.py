@@ -102,7 +102,9 @@ class LocalClassifier:
             top_n=settings.replicate_top_n,
             fetch_policy=FetchPolicy.from_settings(settings),
             max_seconds=settings.audio_max_seconds,
-            workers=settings.local_workers or available_cores(),
+            workers=(
+                available_cores() if settings.local_workers is None else settings.local_workers
+            ),
             allow_local_paths=allow_local_paths,
         )
 
