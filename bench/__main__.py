@@ -15,6 +15,7 @@ BENCHES = {
     "recommend": "bench.recommend",
     "local-model": "bench.local_model",
     "startup": "bench.startup",
+    "folder": "bench.folder",
 }
 
 

@@ -80,10 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     classify = command(
-        "classify", "Classify one audio file with the configured backend and print the result."
+        "classify",
+        "Classify audio files, folders and URLs with the configured backend, in parallel.",
+        "Folders are searched recursively for audio files. Each source that fails gets its own\n"
+        "line and the batch goes on. Exit codes: 0 every source classified, 1 any failed,\n"
+        "2 invalid arguments or configuration.",
     )
-    classify.add_argument("source", help="an audio file path or an http(s) URL")
-    classify.add_argument("--json", dest="as_json", action="store_true", help="print JSON")
+    classify.add_argument(
+        "sources", nargs="+", metavar="PATH_OR_URL", help="audio files, folders, http(s) URLs"
+    )
+    classify.add_argument(
+        "--json",
+        dest="as_json",
+        action="store_true",
+        help="one JSON object per line and source: path, predictions, model, seconds, or error",
+    )
 
     recommend = command(
         "recommend",

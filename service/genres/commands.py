@@ -8,7 +8,6 @@ errors); ``--debug`` (or ``GENRES_DEBUG=1``) shows the traceback instead.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Coroutine
@@ -111,47 +110,25 @@ def migrate() -> None:
     print(f"database at revision {revision}")
 
 
-def classify(source: str, as_json: bool) -> None:
-    is_url = source.startswith(("http://", "https://"))
-    if not is_url and "://" in source:
-        fail(f"{source}: only http(s) URLs and files are accepted", code=2)
-    if not is_url and Path(source).is_dir():
-        fail(f"{source}: is a folder; give one audio file", code=2)
-    if not is_url and not Path(source).is_file():
-        fail(f"{source}: no such file")
+def classify(sources: list[str], as_json: bool) -> None:
+    """Files, folders and URLs, in parallel (``genres.files``); exit 1 if any failed."""
+    if len(sources) == 1:
+        # One source: refuse what cannot be classified before importing anything.
+        source = sources[0]
+        if "://" in source and not source.startswith(("http://", "https://")):
+            fail(f"{source}: only http(s) URLs, files and folders are accepted", code=2)
+        if "://" not in source and not Path(source).exists():
+            fail(f"{source}: no such file or folder")
     settings = settings_for()
-    if settings.backend.value == "replicate" and not is_url:
-        fail("the Replicate backend takes an http(s) URL; use CLASSIFIER_BACKEND=local for files")
-    from genres.classify.port import Classification
+    from genres.files import run_classify
 
-    async def go() -> Classification:
-        from genres.classify.factory import open_classifier
-
-        async with open_classifier(settings, allow_local_paths=True) as classifier:
-            return await classifier.classify(source)
-
-    result = run_async(go(), settings)
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "predictions": [p.model_dump() for p in result.predictions],
-                    "model": result.model.model_dump(),
-                }
-            )
-        )
-        return
-    from rich.table import Table
-
-    table = Table(title=f"{result.model.name} {result.model.version}")
-    table.add_column("#", justify="right")
-    table.add_column("genre")
-    table.add_column("confidence", justify="right")
-    for rank, prediction in enumerate(result.predictions, 1):
-        table.add_row(str(rank), prediction.name, f"{prediction.confidence:.4f}")
-    out = console()
-    out.print(table)
-    out.print(f"[dim]classified in {result.timings.total:.2f}s[/]")
+    failed = run_async(
+        run_classify(
+            settings, sources, as_json=as_json, console=console(), errors=console(stderr=True)
+        ),
+        settings,
+    )
+    raise SystemExit(1 if failed else 0)
 
 
 def recommend(track_id: int, limit: int, wait_ms: int, timeout: float, as_json: bool) -> None:

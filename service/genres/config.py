@@ -131,6 +131,13 @@ class Settings(BaseModel):
             "every window of the track's first AUDIO_MAX_SECONDS."
         ),
     )
+    local_workers: Annotated[int, Field(ge=0, le=1024)] | None = Field(
+        default=None,
+        description=(
+            "Processes running the local model (default: the machine's cores; 0: none, the"
+            " model runs in the process itself)."
+        ),
+    )
     health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8080, description="Port of /healthz, /readyz and /metrics; 0 disables them."
     )
