@@ -191,6 +191,7 @@ async def run_classify(
 ) -> int:
     """The ``classify`` command: prints a line per source (or one table for a single file);
     the number of sources that failed."""
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
@@ -208,7 +209,7 @@ async def run_classify(
             outcomes.append(outcome)
         else:  # failures on stderr, so stdout holds only results
             (console if outcome.error is None else errors).print(
-                _summary(outcome), highlight=False, soft_wrap=True
+                _summary(outcome), highlight=False, soft_wrap=True, markup=False
             )
         if bar is not None and task is not None:
             bar.advance(task)
@@ -269,7 +270,9 @@ async def run_classify(
         only = outcomes[0]
         if only.classification is None:
             assert only.error is not None
-            errors.print(f"[bold red]error:[/] {only.error.message}", highlight=False)
+            errors.print(
+                f"[bold red]error:[/] {escape(only.error.message)}", highlight=False, soft_wrap=True
+            )
             return 1
         result = only.classification
         table = Table(title=f"{result.model.name} {result.model.version}")

@@ -31,7 +31,7 @@ def test_a_folder_gives_a_json_line_per_file_and_a_bad_file_fails_alone(tmp_path
     for path in good:
         line = lines[str(path)]
         assert "error" not in line
-        assert line["model"]["name"] == "musicnn/msd"
+        assert line["model"]["name"] == "musicnn/msd+mtt"
         assert len(line["predictions"]) == 10
         assert line["seconds"] > 0
     assert lines[str(good[0])]["predictions"][0]["name"] == "electronic"
@@ -68,4 +68,4 @@ def test_one_file_keeps_the_documented_json_object() -> None:
     assert {"predictions", "model"} <= payload.keys()
     assert payload["predictions"][0]["name"] == "ambient"
     assert set(payload["predictions"][0]) == {"name", "confidence"}
-    assert payload["model"]["name"] == "musicnn/msd"
+    assert payload["model"]["name"] == "musicnn/msd+mtt"

@@ -74,7 +74,7 @@ def test_help_shows_flags_as_flags_and_imports_nothing_of_the_service() -> None:
         (["backfill", "--dry-run"], {}, 2, ["DATABASE_URL is not set"]),
         (["classify", "/nonexistent/song.mp3"], {}, 1, ["/nonexistent/song.mp3: no such file"]),
         (["demo", "/nonexistent/song.mp3"], {}, 1, ["/nonexistent/song.mp3: no such file"]),
-        (["classify", "ftp://cdn.test/a.mp3"], {}, 2, ["only http(s) URLs and files"]),
+        (["classify", "ftp://cdn.test/a.mp3"], {}, 2, ["only http(s) URLs, files and folders"]),
     ],
 )
 def test_each_mistake_is_one_line_answered_before_importing_the_service(
@@ -153,7 +153,13 @@ def test_bad_audio_input_is_one_line_each(tmp_path: Path) -> None:
         run_genres("classify", str(notes), env=env), 1, "not a readable audio file"
     )
     assert "Errno" not in line
-    assert_one_line(run_genres("classify", str(tmp_path), env=env), 2, "is a folder")
+    # A folder is classified file by file: each bad file on its own line, the batch goes on.
+    folder = run_genres("classify", str(tmp_path), env=env)
+    assert folder.returncode == 1
+    lines = folder.stderr.splitlines()
+    assert any(str(empty) in line and "the file is empty" in line for line in lines), lines
+    assert any(str(notes) in line and "not a readable audio file" in line for line in lines)
+    assert "Traceback" not in folder.stderr
     port = closed_port()
     assert_one_line(
         run_genres("classify", f"http://127.0.0.1:{port}/a.mp3", env=env),
