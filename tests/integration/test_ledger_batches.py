@@ -7,10 +7,22 @@ from datetime import UTC, datetime
 
 from genres.classifier.ledger import PostgresLedger
 from genres.classifier.rule import Claimed, Recorded
-from genres_contracts import ModelRef, Prediction
+from genres_contracts import GenresClassified, ModelRef, Prediction
 
 MODEL = ModelRef(name="mtg/effnet-discogs", version="v1")
 PREDICTIONS = (Prediction(name="ambient electronic", confidence=0.7),)
+
+
+def classified(track_id: int, event_id: str, at: datetime) -> GenresClassified:
+    return GenresClassified(
+        event_id=event_id,
+        source_event_id=f"e{track_id}",
+        track_id=track_id,
+        file_id="f1",
+        predictions=list(PREDICTIONS),
+        model=MODEL,
+        classified_at=at,
+    )
 
 
 async def test_concurrent_claims_starts_and_outcomes_match_one_at_a_time_semantics(
@@ -31,15 +43,7 @@ async def test_concurrent_claims_starts_and_outcomes_match_one_at_a_time_semanti
         classified_at = datetime(2026, 11, 26, tzinfo=UTC)
         await asyncio.gather(
             *(
-                ledger.succeeded(
-                    t,
-                    "f1",
-                    MODEL,
-                    event_id=f"out-{t}",
-                    predictions=PREDICTIONS,
-                    attempts=1,
-                    classified_at=classified_at,
-                )
+                ledger.succeeded(MODEL, classified(t, f"out-{t}", classified_at), attempts=1)
                 for t in tracks
                 if t % 2 == 0
             )
@@ -72,15 +76,7 @@ async def test_the_same_track_claimed_twice_at_once_is_claimed_once_per_statemen
     ledger = await PostgresLedger.connect(database_url, size=2)
     try:
         await ledger.claim(7, "f1", MODEL, source_event_id="e1", force=False)
-        await ledger.succeeded(
-            7,
-            "f1",
-            MODEL,
-            event_id="out-7",
-            predictions=PREDICTIONS,
-            attempts=1,
-            classified_at=datetime.now(UTC),
-        )
+        await ledger.succeeded(MODEL, classified(7, "out-7", datetime.now(UTC)), attempts=1)
         first, second = await asyncio.gather(
             ledger.claim(7, "f1", MODEL, source_event_id="e2", force=False),
             ledger.claim(7, "f1", MODEL, source_event_id="e3", force=False),

@@ -181,44 +181,26 @@ class FakeLedger(_Failing):
         if row is not None and row.status == "pending":
             row.job_id = job_id
 
-    async def succeeded(
-        self,
-        track_id: int,
-        file_id: str,
-        model: ModelRef,
-        *,
-        event_id: str,
-        predictions: tuple[Prediction, ...],
-        attempts: int,
-        classified_at: datetime,
-    ) -> None:
+    async def succeeded(self, model: ModelRef, event: GenresClassified, *, attempts: int) -> None:
         self.journal.append("ledger.succeeded")
         self._step("succeeded")
-        row = self.rows.get(self.key(track_id, file_id, model))
+        row = self.rows.get(self.key(event.track_id, event.file_id, model))
         if row is None:
             return  # an UPDATE of no row
-        row.status, row.predictions, row.event_id = "succeeded", predictions, event_id
+        row.status, row.event_id = "succeeded", event.event_id
+        row.predictions = tuple(event.predictions)
         row.attempts += attempts
-        row.error, row.retryable, row.updated_at = None, None, classified_at
+        row.error, row.retryable, row.updated_at = None, None, event.classified_at
 
-    async def failed(
-        self,
-        track_id: int,
-        file_id: str,
-        model: ModelRef,
-        *,
-        event_id: str,
-        error: ErrorInfo,
-        retryable: bool,
-        attempts: int,
-    ) -> None:
+    async def failed(self, model: ModelRef, event: ClassificationFailed) -> None:
         self.journal.append("ledger.failed")
         self._step("failed")
-        row = self.rows.get(self.key(track_id, file_id, model))
+        row = self.rows.get(self.key(event.track_id, event.file_id, model))
         if row is None:
             return
-        row.status, row.error, row.retryable, row.event_id = "failed", error, retryable, event_id
-        row.attempts += attempts
+        row.status, row.error, row.event_id = "failed", event.error, event.event_id
+        row.retryable = event.retryable
+        row.attempts += event.attempts
         row.predictions, row.updated_at = None, self._clock.utcnow()
 
 

@@ -25,7 +25,7 @@ import asyncpg
 from genres.classifier.rule import Claimed, LedgerEntry, Recorded, decide_claim
 from genres.database.batching import Batcher
 from genres.database.engine import connect_pool
-from genres_contracts import ErrorInfo, ModelRef, Prediction
+from genres_contracts import ClassificationFailed, ErrorInfo, GenresClassified, ModelRef, Prediction
 
 _KEY = "track_id = $1 AND file_id = $2 AND model_name = $3 AND model_version = $4"
 
@@ -161,24 +161,14 @@ class PostgresLedger:
         await self._pool.execute(_STARTED_MANY, *_columns(items), [i.job_id for i in items])
         return [None] * len(items)
 
-    async def succeeded(
-        self,
-        track_id: int,
-        file_id: str,
-        model: ModelRef,
-        *,
-        event_id: str,
-        predictions: tuple[Prediction, ...],
-        attempts: int,
-        classified_at: datetime,
-    ) -> None:
+    async def succeeded(self, model: ModelRef, event: GenresClassified, *, attempts: int) -> None:
         await self._successes.submit(
             _SuccessItem(
-                _key(track_id, file_id, model),
-                json.dumps([p.model_dump() for p in predictions]),
-                event_id,
+                _key(event.track_id, event.file_id, model),
+                json.dumps([p.model_dump() for p in event.predictions]),
+                event.event_id,
                 attempts,
-                classified_at,
+                event.classified_at,
             )
         )
 
@@ -193,23 +183,13 @@ class PostgresLedger:
         )
         return [None] * len(items)
 
-    async def failed(
-        self,
-        track_id: int,
-        file_id: str,
-        model: ModelRef,
-        *,
-        event_id: str,
-        error: ErrorInfo,
-        retryable: bool,
-        attempts: int,
-    ) -> None:
+    async def failed(self, model: ModelRef, event: ClassificationFailed) -> None:
         await self._pool.execute(
             _FAILED,
-            *_key(track_id, file_id, model),
-            json.dumps({**error.model_dump(), "retryable": retryable}),
-            event_id,
-            attempts,
+            *_key(event.track_id, event.file_id, model),
+            json.dumps({**event.error.model_dump(), "retryable": event.retryable}),
+            event.event_id,
+            event.attempts,
         )
 
 

@@ -109,28 +109,10 @@ class Ledger(Protocol):
     async def started(self, track_id: int, file_id: str, model: ModelRef, job_id: str) -> None: ...
 
     async def succeeded(
-        self,
-        track_id: int,
-        file_id: str,
-        model: ModelRef,
-        *,
-        event_id: str,
-        predictions: tuple[Prediction, ...],
-        attempts: int,
-        classified_at: datetime,
+        self, model: ModelRef, event: GenresClassified, *, attempts: int
     ) -> None: ...
 
-    async def failed(
-        self,
-        track_id: int,
-        file_id: str,
-        model: ModelRef,
-        *,
-        event_id: str,
-        error: ErrorInfo,
-        retryable: bool,
-        attempts: int,
-    ) -> None: ...
+    async def failed(self, model: ModelRef, event: ClassificationFailed) -> None: ...
 
 
 class Outcomes(Protocol):
@@ -201,15 +183,7 @@ async def handle_classification(
             attempts=exc.attempts,
             retryable=exc.retryable,
         )
-        await ledger.failed(
-            request.track_id,
-            request.file_id,
-            model,
-            event_id=failed.event_id,
-            error=failed.error,
-            retryable=failed.retryable,
-            attempts=failed.attempts,
-        )
+        await ledger.failed(model, failed)
         await outcomes.failed(failed)
         log.warning(
             "classification failed: %s",
@@ -227,15 +201,7 @@ async def handle_classification(
         classified_at=clock(),
         auto_tag=request.auto_tag,
     )
-    await ledger.succeeded(
-        request.track_id,
-        request.file_id,
-        model,
-        event_id=classified.event_id,
-        predictions=classification.predictions,
-        attempts=classification.attempts,
-        classified_at=classified.classified_at,
-    )
+    await ledger.succeeded(model, classified, attempts=classification.attempts)
     await outcomes.classified(classified)
     return Handled(Result.CLASSIFIED, classified)
 
