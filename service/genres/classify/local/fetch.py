@@ -24,10 +24,12 @@ Rules (each failure raises a ``ClassificationError`` whose ``kind`` says which r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
@@ -225,17 +227,11 @@ async def _fetch(
     for _hop in range(policy.max_redirects + 1):
         address = await _vet(current, policy)
         request = _pinned_request(client, current, address, policy)
-        try:
+        with _transport_errors(
+            f"the audio server at {current.host!r} timed out",
+            f"cannot fetch the audio from {current.host!r}",
+        ):
             response = await client.send(request, stream=True, follow_redirects=False)
-        except httpx.TimeoutException as exc:
-            raise ClassificationTimeout(
-                f"the audio server at {current.host!r} timed out ({type(exc).__name__})"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(
-                f"cannot fetch the audio from {current.host!r}: {type(exc).__name__}: {exc}",
-                kind=FailureKind.AUDIO_FETCH_FAILED,
-            ) from None
         try:
             if response.status_code in _REDIRECT_CODES:
                 location = response.headers.get("Location")
@@ -260,6 +256,19 @@ async def _fetch(
     )
 
 
+@contextlib.contextmanager
+def _transport_errors(timed_out: str, broken: str) -> Iterator[None]:
+    """httpx's failures as the classifier's: a timeout, or a connection that failed."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise ClassificationTimeout(f"{timed_out} ({type(exc).__name__})") from None
+    except httpx.HTTPError as exc:
+        raise ServiceUnavailable(
+            f"{broken}: {type(exc).__name__}: {exc}", kind=FailureKind.AUDIO_FETCH_FAILED
+        ) from None
+
+
 async def _read_body(
     response: httpx.Response, url: httpx.URL, policy: FetchPolicy, started: float
 ) -> FetchedAudio:
@@ -273,21 +282,15 @@ async def _read_body(
     spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
     size = 0
     try:
-        try:
+        with _transport_errors(
+            f"the audio server at {url.host!r} stalled",
+            f"the audio download from {url.host!r} broke off",
+        ):
             async for chunk in response.aiter_bytes():
                 size += len(chunk)
                 if size > policy.max_bytes:
                     raise too_large
                 spool.write(chunk)
-        except httpx.TimeoutException as exc:
-            raise ClassificationTimeout(
-                f"the audio server at {url.host!r} stalled ({type(exc).__name__})"
-            ) from None
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable(
-                f"the audio download from {url.host!r} broke off: {type(exc).__name__}",
-                kind=FailureKind.AUDIO_FETCH_FAILED,
-            ) from None
         spool.seek(0)
     except BaseException:
         spool.close()
