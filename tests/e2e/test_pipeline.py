@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -16,6 +15,7 @@ from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json
 from tests.support.fake_replicate import FakeReplicate
+from tests.support.waiting import eventually
 
 
 async def stored_predictions(engine: AsyncEngine, track_id: int) -> dict[str, object] | None:
@@ -26,16 +26,16 @@ async def stored_predictions(engine: AsyncEngine, track_id: int) -> dict[str, ob
     return extra if "genre_predictions" in extra else None
 
 
-async def wait_for_predictions(
-    engine: AsyncEngine, track_id: int, timeout: float = 30
-) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+async def wait_for_predictions(engine: AsyncEngine, track_id: int) -> dict[str, object]:
+    found: list[dict[str, object]] = []
+
+    async def projected() -> bool:
         extra = await stored_predictions(engine, track_id)
-        if extra is not None:
-            return extra
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"track {track_id} was not projected within {timeout}s")
+        found.extend([extra] if extra is not None else [])
+        return bool(found)
+
+    await eventually(projected, what=f"track {track_id} projected")
+    return found[0]
 
 
 async def insert_track(

@@ -22,7 +22,7 @@ from genres_contracts import (
     GenresClassified,
     topics,
 )
-from tests.support.bus import read_from_start
+from tests.support.bus import read_topic
 
 PREDICTIONS = [{"name": "ambient electronic", "confidence": 0.2}]
 
@@ -63,11 +63,11 @@ async def tracks(engine: AsyncEngine) -> None:
 
 async def requests_on_the_bus(settings: Settings, count: int) -> list[ClassificationRequested]:
     # anything more than expected would arrive within a few more fetches
-    records = await read_from_start(
+    records = await read_topic(
         settings.kafka_bootstrap_servers,
         settings.topic(topics.CLASSIFICATION_REQUESTED),
-        count,
-        then_wait_ms=300,
+        count=count,
+        linger_ms=300,
     )
     for record in records:
         assert record.key == track_key(

@@ -22,7 +22,7 @@ from genres.projector.entry import register_projector
 from genres.projector.rule import project
 from genres.projector.store import SqlProjectionStore
 from genres_contracts import GenresClassified, topics
-from tests.support.bus import read_from_start
+from tests.support.bus import read_topic
 from tests.support.waiting import eventually
 
 
@@ -321,7 +321,7 @@ async def _raw_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 async def _read_all(settings: Settings, topic: str, count: int) -> list[Any]:
-    return await read_from_start(settings.kafka_bootstrap_servers, topic, count)
+    return await read_topic(settings.kafka_bootstrap_servers, topic, count=count)
 
 
 @pytest.mark.usefixtures("running_projector")

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,6 +20,7 @@ from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json
 from tests.support.fake_replicate import FakeReplicate
+from tests.support.waiting import eventually
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -44,16 +43,20 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 async def wait_for_span(
-    exporter: InMemorySpanExporter, where: Callable[[ReadableSpan], bool], timeout: float = 30
+    exporter: InMemorySpanExporter, where: Callable[[ReadableSpan], bool]
 ) -> ReadableSpan:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for span in exporter.get_finished_spans():
-            if where(span):
-                return span
-        await asyncio.sleep(0.05)
-    names = [s.name for s in exporter.get_finished_spans()]
-    raise AssertionError(f"no such span within {timeout}s; finished: {names}")
+    found: list[ReadableSpan] = []
+
+    def finished() -> bool:
+        found.extend(s for s in exporter.get_finished_spans() if where(s))
+        return bool(found)
+
+    await eventually(
+        finished,
+        what="the span",
+        diagnose=lambda: f"finished: {[s.name for s in exporter.get_finished_spans()]}",
+    )
+    return found[0]
 
 
 async def test_an_upload_and_its_projection_share_one_trace(

@@ -28,7 +28,7 @@ from sqlalchemy.pool import NullPool
 from genres.database.engine import create_engine, to_async_url
 from genres.database.migrate import upgrade
 from genres.embedded import EmbeddedPostgres
-from tests.support.infra import docker_available, run_async
+from tests.support.infra import FallbackWarning, docker_available, run_async
 
 POSTGRES_IMAGE = os.environ.get("GENRES_TESTS_POSTGRES_IMAGE", "postgres:17-alpine")
 LOCAL_CANDIDATES = (
@@ -102,7 +102,9 @@ def _postgres_server() -> Iterator[PostgresServer]:
 
             container = PostgresContainer(POSTGRES_IMAGE, driver="asyncpg").start()
         except Exception as exc:  # fall back rather than fail the run
-            warnings.warn(f"testcontainers PostgreSQL failed ({exc!r})", stacklevel=1)
+            warnings.warn(
+                f"testcontainers PostgreSQL failed ({exc!r})", FallbackWarning, stacklevel=1
+            )
         else:
             try:
                 yield PostgresServer(to_async_url(container.get_connection_url()), "docker")

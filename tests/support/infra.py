@@ -12,6 +12,12 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+class FallbackWarning(UserWarning):
+    """A test bed that did not start, so the run falls back to the next choice (testcontainers
+    to Apache Kafka or Tansu, or to a local or embedded PostgreSQL). pytest's configuration
+    shows it rather than failing the run: the fallback is the intended behaviour."""
+
+
 def run_async(factory: Callable[[], Coroutine[Any, Any, T]], timeout: float = 120.0) -> T:
     """Run a coroutine to completion in a private thread and loop.
 

@@ -21,11 +21,13 @@ FAKE_TOKEN = "r8_fake_token"
 
 def service_settings(
     kafka: KafkaTestBed,
-    database_url: str,
+    database_url: str | None,
     fake: FakeReplicate | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Fast group joins and short waits; the Replicate backend when a fake is given."""
+    """The settings of the service under test, the one builder of them: this test's topic
+    prefix and database (none: a bus-only test), fast group joins and short waits; the
+    Replicate backend when a fake is given."""
     values: dict[str, Any] = {
         "kafka_bootstrap_servers": kafka.bootstrap_servers,
         "genres_topic_prefix": kafka.prefix,
@@ -67,18 +69,10 @@ def replicate_settings(
 
 @pytest.fixture
 def settings(kafka: KafkaTestBed, database_url: str) -> Settings:
-    """In-process roles on this test's topic prefix and database, with fast group joins.
+    """In-process roles on this test's topic prefix and database (:func:`service_settings`).
 
     Test modules needing other settings define their own ``settings`` fixture."""
-    return load_settings(
-        kafka_bootstrap_servers=kafka.bootstrap_servers,
-        database_url=database_url,
-        genres_topic_prefix=kafka.prefix,
-        kafka_session_timeout_ms=1000,
-        kafka_heartbeat_interval_ms=300,
-        kafka_fetch_max_wait_ms=10,
-        kafka_enable_idempotence=kafka.idempotence,
-    )
+    return service_settings(kafka, database_url)
 
 
 @pytest_asyncio.fixture
@@ -93,28 +87,34 @@ async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
         await publisher.stop()
 
 
-def classifier_process_env(
-    kafka: KafkaTestBed,
+def process_env(
+    bootstrap: str,
+    prefix: str,
     database_url: str,
     fake: FakeReplicate,
     *,
     concurrency: int,
+    token: str = FAKE_TOKEN,
+    timeout_s: float = 20.0,
     **extra: str,
 ) -> dict[str, str]:
-    """Environment of a ``genres run classifier`` process using the fake Replicate."""
-    return (
-        kafka.env()
-        | {
-            "DATABASE_URL": database_url,
-            "CLASSIFIER_BACKEND": "replicate",
-            "REPLICATE_API_TOKEN": FAKE_TOKEN,
-            "REPLICATE_BASE_URL": fake.base_url,
-            "CLASSIFIER_CONCURRENCY": str(concurrency),
-            "KAFKA_SESSION_TIMEOUT_MS": "1000",
-            "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        }
-        | extra
-    )
+    """Environment of a ``genres run <role>`` process, the one builder of it: fast group
+    joins, ``fake`` as Replicate, no pacing; ``extra`` variables on top."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "GENRES_TOPIC_PREFIX": prefix,
+        "DATABASE_URL": database_url,
+        "CLASSIFIER_BACKEND": "replicate",
+        "REPLICATE_API_TOKEN": token,
+        "REPLICATE_BASE_URL": fake.base_url,
+        "REPLICATE_TIMEOUT_SECONDS": f"{timeout_s:g}",
+        "REPLICATE_MAX_PREDICTIONS_PER_MINUTE": "100000",
+        "CLASSIFIER_CONCURRENCY": str(concurrency),
+        "KAFKA_SESSION_TIMEOUT_MS": "1000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+        "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        **extra,
+    }
 
 
 async def upload_numbered_tracks(kafka: KafkaTestBed, count: int) -> None:
