@@ -14,6 +14,7 @@ from genres.kafka.client import genres_client
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json
+from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.waiting import eventually
 
@@ -38,33 +39,13 @@ async def wait_for_predictions(engine: AsyncEngine, track_id: int) -> dict[str, 
     return found[0]
 
 
-async def insert_track(
-    engine: AsyncEngine, track_id: int, file_id: str, extra: dict[str, object] | None = None
-) -> None:
-    """One track whose audio is ``https://cdn.test/<id>.mp3``; ``extra`` is the column's
-    default (``{}``) unless given."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url, extra) "
-                "VALUES (:i, :f, :u, CAST(:e AS jsonb))"
-            ),
-            {
-                "i": track_id,
-                "f": file_id,
-                "u": f"https://cdn.test/{track_id}.mp3",
-                "e": json.dumps(extra or {}),
-            },
-        )
-
-
 async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags(
     kafka: KafkaTestBed,
     replicate_settings: Settings,
     fake_replicate: FakeReplicate,
     engine: AsyncEngine,
 ) -> None:
-    await insert_track(engine, 668, "b2c1e0", {"plays": 12})
+    await insert_track(engine, 668, "b2c1e0", extra={"plays": 12})
     async with running(replicate_settings, ALL_ROLES), producer(kafka.bootstrap_servers) as client:
         await send_json(
             client,

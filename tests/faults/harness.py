@@ -16,24 +16,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.bus import create_topics
+from tests.support.database import insert_tracks
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import start_genres
 from tests.support.service import process_env
 from tests.support.waiting import holds_within
 
+from genres.kafka.broker import SERVICE_TOPICS
 from genres_contracts import topics
 
 if TYPE_CHECKING:
     from tests.faults.checks import Verdict
-
-# Every topic the service reads or writes (dead-letter topics included).
-SERVICE_TOPICS = (
-    topics.TRACK_UPLOADED,
-    topics.CLASSIFICATION_REQUESTED,
-    topics.GENRES_CLASSIFIED,
-    topics.GENRES_FAILED,
-    topics.RECOMMENDED_TAGS,
-)
 
 
 @dataclasses.dataclass
@@ -86,22 +79,9 @@ def make_tracks(
 
 async def seed_tracks(engine: AsyncEngine, tracks: Iterable[Track]) -> None:
     """Insert the tracks, each with an unrelated key in ``extra`` (``plays``)."""
-    rows = list(tracks)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url, extra) "
-                "SELECT i, f, u, jsonb_build_object('plays', p) "
-                "FROM unnest(CAST(:ids AS bigint[]), CAST(:files AS text[]), "
-                "CAST(:urls AS text[]), CAST(:plays AS integer[])) AS x(i, f, u, p)"
-            ),
-            {
-                "ids": [t.id for t in rows],
-                "files": [t.file_id for t in rows],
-                "urls": [t.audio_url for t in rows],
-                "plays": [t.plays for t in rows],
-            },
-        )
+    await insert_tracks(
+        engine, ((t.id, t.file_id, t.audio_url, {"plays": t.plays}) for t in tracks)
+    )
 
 
 async def replace_file(engine: AsyncEngine, track: Track, file_id: str) -> Track:
@@ -168,12 +148,14 @@ async def list_topics(bootstrap: str, prefix: str) -> list[str]:
         await consumer.stop()
 
 
-async def projected_count(engine: AsyncEngine) -> int:
+async def _count(engine: AsyncEngine, query: str) -> int:
     async with engine.connect() as conn:
-        value = await conn.scalar(
-            text("SELECT count(*) FROM tracks WHERE extra ? 'genre_predictions'")
-        )
-    return int(value or 0)
+        return int(await conn.scalar(text(query)) or 0)
+
+
+async def projected_count(engine: AsyncEngine) -> int:
+    """Tracks holding predictions, for whichever file."""
+    return await _count(engine, "SELECT count(*) FROM tracks WHERE extra ? 'genre_predictions'")
 
 
 async def projected_reaches(
@@ -187,16 +169,16 @@ async def projected_reaches(
     return await holds_within(reached, within=timeout, interval=interval)
 
 
+_CURRENT = (
+    "extra ? 'genre_predictions' "
+    "AND extra ->> 'genre_predictions_file_id' IS NOT DISTINCT FROM file_id"
+)
+
+
 async def current_projected(engine: AsyncEngine) -> set[int]:
     """Tracks whose stored predictions are for their current file."""
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT id FROM tracks "
-                "WHERE extra ->> 'genre_predictions_file_id' IS NOT DISTINCT FROM file_id "
-                "AND extra ? 'genre_predictions'"
-            )
-        )
+        rows = await conn.execute(text(f"SELECT id FROM tracks WHERE {_CURRENT}"))
         return {int(row.id) for row in rows}
 
 
@@ -213,26 +195,19 @@ async def all_projected(
 
 async def pending_claims(engine: AsyncEngine) -> int:
     """Classifications claimed in the ledger and not finished: the records in flight."""
-    async with engine.connect() as conn:
-        value = await conn.scalar(
-            text("SELECT count(*) FROM genre_classifications WHERE status = 'pending'")
-        )
-    return int(value or 0)
+    return await _count(
+        engine, "SELECT count(*) FROM genre_classifications WHERE status = 'pending'"
+    )
 
 
 async def settled_tracks(engine: AsyncEngine) -> int:
     """Tracks with predictions for their current file, or a recorded failure for it."""
-    async with engine.connect() as conn:
-        value = await conn.scalar(
-            text(
-                "SELECT count(*) FROM tracks t WHERE "
-                "(t.extra ? 'genre_predictions' "
-                " AND t.extra ->> 'genre_predictions_file_id' IS NOT DISTINCT FROM t.file_id) "
-                "OR EXISTS (SELECT 1 FROM genre_classifications g WHERE g.track_id = t.id "
-                " AND g.file_id = t.file_id AND g.status = 'failed')"
-            )
-        )
-    return int(value or 0)
+    return await _count(
+        engine,
+        f"SELECT count(*) FROM tracks t WHERE ({_CURRENT}) "
+        "OR EXISTS (SELECT 1 FROM genre_classifications g WHERE g.track_id = t.id "
+        " AND g.file_id = t.file_id AND g.status = 'failed')",
+    )
 
 
 @dataclasses.dataclass

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.backfill.entry import run_backfill
@@ -23,6 +21,7 @@ from genres_contracts import (
     topics,
 )
 from tests.support.bus import read_topic
+from tests.support.database import insert_track
 
 PREDICTIONS = [{"name": "ambient electronic", "confidence": 0.2}]
 
@@ -50,15 +49,8 @@ ELIGIBLE = [1, 3, 5, 6]
 
 @pytest_asyncio.fixture
 async def tracks(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        for track_id, file_id, url, extra in ROWS:
-            await connection.execute(
-                text(
-                    "INSERT INTO tracks (id, file_id, audio_url, extra) "
-                    "VALUES (:id, :file_id, :url, CAST(:extra AS jsonb))"
-                ),
-                {"id": track_id, "file_id": file_id, "url": url, "extra": json.dumps(extra)},
-            )
+    for track_id, file_id, url, extra in ROWS:
+        await insert_track(engine, track_id, file_id, audio_url=url, extra=extra)
 
 
 async def requests_on_the_bus(settings: Settings, count: int) -> list[ClassificationRequested]:

@@ -9,7 +9,6 @@ from collections.abc import Callable
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import ALL_ROLES, Role, running
@@ -17,6 +16,7 @@ from genres.config import Settings
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json
+from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.service import service_settings
 
@@ -51,13 +51,7 @@ async def test_healthy_ready_and_counting(
 ) -> None:
     port = free_port()
     settings = make_settings(fake_replicate, health_port=port, health_host="127.0.0.1")
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url) "
-                "VALUES (77, 'f77', 'https://cdn.test/77.mp3')"
-            )
-        )
+    await insert_track(engine, 77, "f77")
     base = f"http://127.0.0.1:{port}"
     async with (
         running(settings, ALL_ROLES) as service,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,47 +19,17 @@ from genres.kafka.producer import Publisher, track_key
 from genres.projector.entry import register_projector
 from genres.projector.rule import project
 from genres.projector.store import SqlProjectionStore
-from genres_contracts import GenresClassified, topics
+from genres_contracts import topics
 from tests.support.bus import read_topic
+from tests.support.database import insert_track
 from tests.support.waiting import eventually
-
-
-def classified(
-    track_id: int,
-    file_id: str,
-    predictions: list[tuple[str, float]],
-    *,
-    auto_tag: bool = False,
-) -> GenresClassified:
-    return GenresClassified.model_validate(
-        {
-            "source_event_id": f"src-{track_id}-{file_id}",
-            "track_id": track_id,
-            "file_id": file_id,
-            "predictions": [{"name": n, "confidence": c} for n, c in predictions],
-            "model": {"name": "musicnn/msd", "version": "1"},
-            "classified_at": datetime(2026, 11, 25, 19, 0, 2, tzinfo=UTC),
-            "auto_tag": auto_tag,
-        }
-    )
+from tests.unit.test_rule_projector import classified
 
 
 async def add_track(
     engine: AsyncEngine, track_id: int, file_id: str | None, extra: dict[str, Any] | None = None
 ) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url, extra) "
-                "VALUES (:id, :file_id, :url, CAST(:extra AS jsonb))"
-            ),
-            {
-                "id": track_id,
-                "file_id": file_id,
-                "url": f"https://cdn.example/{track_id}.mp3",
-                "extra": json.dumps(extra or {}),
-            },
-        )
+    await insert_track(engine, track_id, file_id, extra=extra)
 
 
 async def add_tags(engine: AsyncEngine, track_id: int, names: list[str]) -> None:

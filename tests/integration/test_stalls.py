@@ -28,6 +28,7 @@ from genres_contracts import GenresClassified, topics
 from tests.faults.tcp_proxy import TcpProxy
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer
+from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.service import service_settings
 from tests.support.waiting import eventually
@@ -126,15 +127,8 @@ async def test_a_role_cut_off_its_database_stalls_loudly_and_recovers(
     scenario = SCENARIOS[name]
     role = scenario.role.value
     caplog.set_level(logging.INFO, logger="genres.observability.stalls")
-    async with engine.begin() as connection:
-        for track_id in (1, 2):
-            await connection.execute(
-                text(
-                    "INSERT INTO tracks (id, file_id, audio_url) "
-                    "VALUES (:id, 'f', 'https://cdn.test/a.mp3')"
-                ),
-                {"id": track_id},
-            )
+    for track_id in (1, 2):
+        await insert_track(engine, track_id, audio_url="https://cdn.test/a.mp3")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     topic = kafka.topic(scenario.topic)

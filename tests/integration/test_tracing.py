@@ -11,7 +11,6 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import ALL_ROLES, running
@@ -19,6 +18,7 @@ from genres.config import Settings
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer, send_json
+from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.waiting import eventually
 
@@ -67,13 +67,7 @@ async def test_an_upload_and_its_projection_share_one_trace(
     spans: InMemorySpanExporter,
 ) -> None:
     settings = make_settings(fake_replicate)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url) "
-                "VALUES (31, 'f31', 'https://cdn.test/31.mp3')"
-            )
-        )
+    await insert_track(engine, 31, "f31")
     # The platform's upload span, as another service would propagate it.
     trace_id = secrets.token_hex(16)
     upload_span_id = secrets.token_hex(8)
