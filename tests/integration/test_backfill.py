@@ -21,7 +21,7 @@ from genres_contracts import (
     topics,
 )
 from tests.support.bus import read_topic
-from tests.support.database import insert_track
+from tests.support.database import insert_tracks
 
 PREDICTIONS = [{"name": "ambient electronic", "confidence": 0.2}]
 
@@ -49,8 +49,7 @@ ELIGIBLE = [1, 3, 5, 6]
 
 @pytest_asyncio.fixture
 async def tracks(engine: AsyncEngine) -> None:
-    for track_id, file_id, url, extra in ROWS:
-        await insert_track(engine, track_id, file_id, audio_url=url, extra=extra)
+    await insert_tracks(engine, ROWS)
 
 
 async def requests_on_the_bus(settings: Settings, count: int) -> list[ClassificationRequested]:

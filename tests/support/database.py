@@ -199,7 +199,7 @@ async def insert_track(
 
 
 async def insert_tracks(
-    engine: AsyncEngine, rows: Iterable[tuple[int, str | None, str, dict[str, Any]]]
+    engine: AsyncEngine, rows: Iterable[tuple[int, str | None, str | None, dict[str, Any]]]
 ) -> None:
     """Rows of ``tracks``: ``(id, file_id, audio_url, extra)`` each, in one transaction."""
     async with engine.begin() as conn:
