@@ -11,11 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from genres.bootstrap import ALL_ROLES, running
 from genres.config import Settings
 from genres.kafka.client import genres_client
-from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import producer, send_json
+from tests.support.bus import producer
 from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
+from tests.support.service import send_upload
 from tests.support.waiting import eventually
 
 
@@ -47,12 +47,7 @@ async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags
 ) -> None:
     await insert_track(engine, 668, "b2c1e0", extra={"plays": 12})
     async with running(replicate_settings, ALL_ROLES), producer(kafka.bootstrap_servers) as client:
-        await send_json(
-            client,
-            kafka.topic(topics.TRACK_UPLOADED),
-            {"track_id": 668, "file_id": "b2c1e0", "audio_url": "https://cdn.test/668.mp3"},
-            key="668",
-        )
+        await send_upload(client, kafka, 668, "b2c1e0")
         extra = await wait_for_predictions(engine, 668)
         predictions = extra["genre_predictions"]
         assert isinstance(predictions, list)

@@ -9,7 +9,6 @@ import contextlib
 import gc
 import json
 import random
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Settings
+from genres.embedded import free_port
 from genres.kafka.broker import ensure_topics
 from genres_contracts import RecommendedTags, topics
 from genres_contracts.kafka import (
@@ -66,13 +66,6 @@ async def client_errors() -> AsyncIterator[list[str]]:
         yield seen
     finally:
         loop.set_exception_handler(previous)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import Role, running
+from genres.embedded import free_port
 from genres.observability.stalls import NO_ERROR
 from genres_contracts import GenresClassified, topics
 from tests.faults.tcp_proxy import TcpProxy
@@ -34,13 +34,6 @@ from tests.support.service import service_settings
 from tests.support.waiting import eventually
 
 STALL_SECONDS = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def classified(track_id: int) -> bytes:

@@ -17,9 +17,10 @@ from genres.bootstrap import ALL_ROLES, running
 from genres.config import Settings
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import producer, send_json
+from tests.support.bus import producer
 from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
+from tests.support.service import send_upload
 from tests.support.waiting import eventually
 
 _EXPORTER = InMemorySpanExporter()
@@ -74,13 +75,7 @@ async def test_an_upload_and_its_projection_share_one_trace(
     traceparent = f"00-{trace_id}-{upload_span_id}-01"
 
     async with running(settings, ALL_ROLES), producer(kafka.bootstrap_servers) as client:
-        await send_json(
-            client,
-            kafka.topic(topics.TRACK_UPLOADED),
-            {"track_id": 31, "file_id": "f31", "audio_url": "https://cdn.test/31.mp3"},
-            key="31",
-            headers=[("traceparent", traceparent.encode())],
-        )
+        await send_upload(client, kafka, 31, "f31", headers=[("traceparent", traceparent.encode())])
         projected = await wait_for_span(
             spans, lambda s: s.name == f"{kafka.topic(topics.GENRES_CLASSIFIED)} project"
         )

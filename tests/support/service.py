@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
 
 from genres.config import Settings, load_settings
 from genres.kafka.broker import ensure_topics
@@ -117,18 +118,28 @@ def process_env(
     }
 
 
+async def send_upload(
+    client: AIOKafkaProducer,
+    kafka: KafkaTestBed,
+    track_id: int,
+    file_id: str = "f",
+    *,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """The platform's ``track.uploaded`` for a track whose audio is
+    ``https://cdn.test/<id>.mp3`` (as :func:`~tests.support.database.insert_track` has it)."""
+    upload = {
+        "track_id": track_id,
+        "file_id": file_id,
+        "audio_url": f"https://cdn.test/{track_id}.mp3",
+    }
+    topic = kafka.topic(topics.TRACK_UPLOADED)
+    await send_json(client, topic, upload, key=str(track_id), headers=headers)
+
+
 async def upload_numbered_tracks(kafka: KafkaTestBed, count: int) -> None:
     """Create the upload and classified topics, then upload tracks ``1..count`` (file ``f``)."""
     async with producer(kafka.bootstrap_servers) as client:
         await kafka.create_topics(topics.TRACK_UPLOADED, topics.GENRES_CLASSIFIED)
         for track_id in range(1, count + 1):
-            await send_json(
-                client,
-                kafka.topic(topics.TRACK_UPLOADED),
-                {
-                    "track_id": track_id,
-                    "file_id": "f",
-                    "audio_url": f"https://cdn.test/{track_id}.mp3",
-                },
-                key=str(track_id),
-            )
+            await send_upload(client, kafka, track_id)
