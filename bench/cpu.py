@@ -8,6 +8,7 @@ from pathlib import Path
 _TICK = os.sysconf("SC_CLK_TCK")
 _KINDS = (
     ("genres run classifier", "classifier"),
+    ("multiprocessing.forkserver", "local_model_workers"),
     ("genres run projector", "projector"),
     ("fake_replicate", "fake_replicate"),
     ("tansu", "broker"),

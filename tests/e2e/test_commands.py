@@ -27,7 +27,9 @@ async def test_migrate_creates_the_schema_and_is_safe_to_repeat(empty_database_u
 
     assert first.returncode == 0, first.stderr
     assert second.returncode == 0, second.stderr
-    assert "revision" in second.stdout
+    # For people: one line, none of Alembic's log lines.
+    assert re.fullmatch(r"database at revision \w+\n", second.stdout)
+    assert first.stderr == second.stderr == ""
     engine = create_async_engine(empty_database_url)
     try:
         async with engine.connect() as conn:
@@ -68,7 +70,8 @@ async def seeded_env(kafka: KafkaTestBed, database_url: str, engine: AsyncEngine
 async def test_backfill_dry_run_lists_tracks_lacking_current_predictions(
     seeded_env: dict[str, str],
 ) -> None:
-    env = seeded_env
+    # It only reads the database: the broker's variable is not needed.
+    env = {"DATABASE_URL": seeded_env["DATABASE_URL"]}
     result = await asyncio.to_thread(run_genres, "backfill", "--dry-run", env=env)
 
     assert result.returncode == 0, result.stderr
@@ -77,6 +80,26 @@ async def test_backfill_dry_run_lists_tracks_lacking_current_predictions(
     assert any("https://cdn.test/1.mp3" in line for line in lines)
     assert any("https://cdn.test/3.mp3" in line for line in lines)
     assert not any("https://cdn.test/2.mp3" in line for line in lines)
+
+
+async def test_backfill_other_model_also_lists_predictions_of_an_unrecorded_model(
+    seeded_env: dict[str, str],
+) -> None:
+    local = seeded_env | {"CLASSIFIER_BACKEND": "local"}
+    result = await asyncio.to_thread(
+        run_genres, "backfill", "--dry-run", "--other-model", env=local
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "3 tracks would be requested" in result.stdout  # track 2's model is not recorded
+    assert any("https://cdn.test/2.mp3" in line for line in result.stdout.splitlines())
+
+    none = seeded_env | {"CLASSIFIER_BACKEND": "none"}
+    refused = await asyncio.to_thread(
+        run_genres, "backfill", "--dry-run", "--other-model", env=none
+    )
+    assert refused.returncode != 0
+    assert "--other-model" in refused.stderr + refused.stdout
 
 
 async def test_backfill_waits_for_outcomes_and_is_safe_to_run_twice(
@@ -94,9 +117,30 @@ async def test_backfill_waits_for_outcomes_and_is_safe_to_run_twice(
     assert first.returncode == 0, first.stderr
     assert "requested 2 of 2" in first.stdout
     assert "classified 2, failed 0" in first.stdout
+    # No log lines for people to read, and no unclosed client.
+    assert first.stderr == second.stderr == ""
     assert second.returncode == 0, second.stderr
     assert "requested 0 of 0" in second.stdout
     assert sum(fake_replicate.stats.creations_per_url.values()) == 2
+
+
+async def test_backfill_wait_lists_each_failed_track_with_its_reason(
+    replicate_settings: Settings,
+    fake_replicate: FakeReplicate,
+    seeded_env: dict[str, str],
+) -> None:
+    fake_replicate.configure(fail_rate=1.0)
+    async with running(replicate_settings, ALL_ROLES):
+        result = await asyncio.to_thread(
+            run_genres, "backfill", "--wait", "--timeout", "60", env=seeded_env
+        )
+
+    assert result.returncode == 1, result.stderr
+    assert "classified 0, failed 2" in result.stdout
+    failed = [line for line in result.stdout.splitlines() if line.startswith("failed track")]
+    assert [line.split(":", 1)[0] for line in failed] == ["failed track 1", "failed track 3"]
+    assert all(": prediction_failed: " in line for line in failed), failed
+    assert result.stderr == ""
 
 
 async def test_recommend_asks_the_running_service_over_the_bus(
@@ -113,6 +157,7 @@ async def test_recommend_asks_the_running_service_over_the_bus(
         missing = await asyncio.to_thread(run_genres, "recommend", "999", env=env)
 
     assert waited.returncode == 0, waited.stderr
+    assert waited.stderr == ""  # no log lines (its reply topic), no unclosed client
     reply = json.loads(waited.stdout)
     assert reply["track_id"] == 1
     assert reply["pending"] is False

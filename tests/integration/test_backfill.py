@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.backfill.entry import run_backfill
@@ -18,6 +19,7 @@ from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,
     GenresClassified,
+    ModelRef,
     topics,
 )
 from tests.support.bus import read_topic
@@ -93,6 +95,55 @@ async def test_a_dry_run_lists_exactly_the_eligible_tracks(
         settings, engine, publisher, limit=2, concurrency=4, dry_run=True, wait=False, timeout=1
     )
     assert [t.track_id for t in limited.tracks] == ELIGIBLE[:2]
+
+
+@pytest.mark.usefixtures("tracks")
+async def test_other_model_also_selects_predictions_another_model_or_version_made(
+    settings: Settings, engine: AsyncEngine, publisher: Publisher
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO projected_models (track_id, file_id, model_name, model_version) "
+                "VALUES (2, 'b', 'musicnn/msd', '1')"
+            )
+        )
+
+    async def selected(model: ModelRef | None) -> list[int]:
+        report = await run_backfill(
+            settings,
+            engine,
+            publisher,
+            limit=None,
+            concurrency=4,
+            dry_run=True,
+            wait=False,
+            timeout=1,
+            model=model,
+        )
+        return [t.track_id for t in report.tracks]
+
+    assert await selected(None) == ELIGIBLE
+    assert await selected(ModelRef(name="musicnn/msd", version="1")) == ELIGIBLE
+    assert await selected(ModelRef(name="musicnn/msd", version="2")) == sorted([2, *ELIGIBLE])
+    assert await selected(ModelRef(name="mtg/effnet-discogs", version="1")) == sorted(
+        [2, *ELIGIBLE]
+    )
+
+    published = await run_backfill(
+        settings,
+        engine,
+        publisher,
+        limit=None,
+        concurrency=2,
+        dry_run=False,
+        wait=False,
+        timeout=1,
+        model=ModelRef(name="musicnn/msd", version="2"),
+    )
+    sent = await requests_on_the_bus(settings, 5)
+    assert published.published == 5
+    assert (2, "b") in {(r.track_id, r.file_id) for r in sent}
 
 
 @pytest.mark.usefixtures("tracks")

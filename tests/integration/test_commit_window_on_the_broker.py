@@ -8,7 +8,7 @@ import random
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-from genres.kafka.concurrent import ConcurrentConsumer
+from genres.classifier.consumer import ConcurrentConsumer
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import fast_consumer_options
 from tests.support.waiting import eventually
@@ -40,6 +40,8 @@ def make_consumer(kafka: KafkaTestBed, handler: object, concurrency: int) -> Con
         concurrency=concurrency,
         grace_seconds=0.5,
         commit_interval=0.01,
+        retry_initial=0.01,
+        retry_max=0.05,
     )
 
 
@@ -159,3 +161,39 @@ async def test_the_window_stops_fetching_when_full(kafka: KafkaTestBed) -> None:
     finally:
         await consumer.stop()
     assert peak <= 5
+
+
+async def test_a_failing_handler_is_retried_and_its_record_committed_only_once_done(
+    kafka: KafkaTestBed,
+) -> None:
+    (topic,) = await kafka.create_topics("window", partitions=1)
+    tp = TopicPartition(topic, 0)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
+    await producer.start()
+    await producer.send_and_wait(topic, b"x", key=b"k")
+    await producer.stop()
+
+    attempts = 0
+    positions: list[int] = []
+
+    async def handler(record: ConsumerRecord[bytes, bytes]) -> None:
+        nonlocal attempts
+        attempts += 1
+        positions.append(await committed(kafka.bootstrap_servers, kafka.group("window"), tp))
+        if attempts < 3:
+            raise ConnectionError("database gone")
+
+    consumer = make_consumer(kafka, handler, concurrency=4)
+    await consumer.start()
+    try:
+        await eventually(lambda: consumer.handled == 1, what="the record handled")
+
+        async def committed_past_it() -> bool:
+            return await committed(kafka.bootstrap_servers, kafka.group("window"), tp) == 1
+
+        await eventually(committed_past_it, what="the record committed")
+    finally:
+        await consumer.stop()
+    assert attempts == 3
+    assert consumer.retried == 2
+    assert positions == [0, 0, 0], "nothing was committed while the handler kept failing"

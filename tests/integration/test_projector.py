@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,11 +20,31 @@ from genres.kafka.producer import Publisher, track_key
 from genres.projector.entry import register_projector
 from genres.projector.rule import project
 from genres.projector.store import SqlProjectionStore
-from genres_contracts import topics
+from genres_contracts import GenresClassified, topics
 from tests.support.bus import read_topic
 from tests.support.database import insert_track
 from tests.support.waiting import eventually
-from tests.unit.test_rule_projector import classified
+
+
+def classified(
+    track_id: int,
+    file_id: str,
+    predictions: list[tuple[str, float]],
+    *,
+    auto_tag: bool = False,
+    model_version: str = "1",
+) -> GenresClassified:
+    return GenresClassified.model_validate(
+        {
+            "source_event_id": f"src-{track_id}-{file_id}",
+            "track_id": track_id,
+            "file_id": file_id,
+            "predictions": [{"name": n, "confidence": c} for n, c in predictions],
+            "model": {"name": "musicnn/msd", "version": model_version},
+            "classified_at": datetime(2026, 11, 25, 19, 0, 2, tzinfo=UTC),
+            "auto_tag": auto_tag,
+        }
+    )
 
 
 async def add_track(
@@ -218,6 +239,46 @@ async def test_auto_tag_never_takes_a_track_past_ten_tags(engine: AsyncEngine) -
     assert len(tags) == 10
     assert {"rock", "pop"} <= set(tags)
     assert len(await tags_of(engine, 2)) == 10
+
+
+async def test_one_name_in_two_cases_in_one_batch_creates_one_tag(engine: AsyncEngine) -> None:
+    await add_track(engine, 1, "f")
+    await add_track(engine, 2, "f")
+
+    report = await project(
+        [
+            classified(1, "f", [("rock", 0.9)], auto_tag=True),
+            classified(2, "f", [("Rock", 0.9)], auto_tag=True),
+        ],
+        store=SqlProjectionStore(engine),
+    )
+
+    async with engine.connect() as connection:
+        names = (await connection.execute(text("SELECT name FROM tags"))).scalars().all()
+    assert names == ["Rock"]  # the first spelling in byte order
+    assert await tags_of(engine, 1) == await tags_of(engine, 2) == ["Rock"]
+    assert report.tags_added == 2
+
+
+async def test_the_model_of_the_stored_predictions_is_recorded(engine: AsyncEngine) -> None:
+    await add_track(engine, 1, "f")
+    store = SqlProjectionStore(engine)
+
+    await project([classified(1, "f", PREDICTIONS)], store=store)
+    await project([classified(1, "f", PREDICTIONS, model_version="2")], store=store)
+    await project([classified(1, "old", PREDICTIONS, model_version="3")], store=store)  # stale
+
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text("SELECT track_id, file_id, model_name, model_version FROM projected_models")
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [(1, "f", "musicnn/msd", "2")]
+    assert set(await extra_of(engine, 1) or {}) == {
+        "genre_predictions",
+        "genre_predictions_file_id",
+    }
 
 
 async def test_without_auto_tag_no_tags_are_added(engine: AsyncEngine) -> None:

@@ -7,7 +7,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from genres.kafka.client import genres_client
 from genres.kafka.producer import Publisher
 from genres.kafka.records import parse
 from genres.responder.entry import ResponderRuntime, register_responder
-from genres.responder.tracks import claim_on_demand, track_view
+from genres.responder.tracks import SqlMarkers, track_view
 from genres_contracts import (
     ClassificationRequested,
     GenresClassified,
@@ -283,16 +283,21 @@ async def test_a_track_that_cannot_be_classified_gets_no_tags(
 
 
 async def test_claims_are_exclusive_until_stale(engine: AsyncEngine) -> None:
+    markers = SqlMarkers(engine)
+    at = datetime(2026, 11, 25, 19, 0, tzinfo=UTC)
+    before = at - timedelta(seconds=60)
     claims = await asyncio.gather(
-        *(claim_on_demand(engine, 1, "f", stale_after=60) for _ in range(10))
+        *(markers.claim(1, "f", at=at, stale_before=before) for _ in range(10))
     )
     assert claims.count(True) == 1
-    assert await claim_on_demand(engine, 1, "g", stale_after=60) is True  # another file
-    await asyncio.sleep(0.05)
-    assert await claim_on_demand(engine, 1, "f", stale_after=0.01) is True  # reclaimed
+    assert await markers.claim(1, "g", at=at, stale_before=before) is True  # another file
+    later = at + timedelta(seconds=30)
+    assert await markers.claim(1, "f", at=later, stale_before=at) is False  # not older
+    assert await markers.claim(1, "f", at=later, stale_before=later) is True  # reclaimed
+    await markers.release(1, "g")
     async with engine.connect() as connection:
         rows = (await connection.execute(select(classification_requests))).all()
-    assert len(rows) == 2
+    assert [(r.track_id, r.file_id, r.requested_at) for r in rows] == [(1, "f", later)]
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -89,7 +89,6 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _LABEL_FILES = (
     Path(__file__).resolve().parents[2] / "service/genres/classify/discogs400-labels.json",
-    Path("/work/shared/data/discogs400-labels.json"),
 )
 # A 1x1 transparent PNG, the "Visualization" output.
 _PNG = bytes.fromhex(

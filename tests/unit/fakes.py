@@ -1,10 +1,10 @@
 """In-memory fakes of the roles' ports, for testing the rules without servers.
 
-Each fake mirrors the semantics of the adapter it stands for (named in its docstring) and
-nothing more: state in dicts and lists, no timing, no I/O. Where an adapter's rule is
-written in SQL, the fake restates it in a few lines of Python; the rule tests then pin that
-behaviour down, and the same tests are what the SQL adapter must pass (see
-/tmp/notes/rules.md for which rules live where).
+Each fake mirrors the adapter it stands for (named in its docstring) and nothing more:
+state in dicts and lists, no timing, no I/O. The decisions are the roles' rules
+(``decide_claim``, ``plan`` and ``auto_tags``, ``SingleFlight`` and ``marker_is_free``,
+``eligible``), which the fakes call just as the SQL adapters do: a fake only loads and
+stores. The responder's ``Watch`` is the real one, on a ``FakeClock``.
 
 Every fake can be told to fail a method (``failures["name"] = exc``): the failure stands
 until removed, as a database or broker that is down stays down.
@@ -17,17 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import copy
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from genres.backfill.rule import BackfillTrack
-from genres.classifier.rule import Claimed, Recorded
+from genres.backfill.rule import BackfillTrack, TrackRow
+from genres.classifier.rule import Claimed, LedgerEntry, Recorded, decide_claim
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.errors import ClassificationError
-from genres.projector.rule import AUTO_TAG_MAX_TOTAL, ProjectionResult, auto_tag_candidates
-from genres.responder.rule import Outcome, TrackView
+from genres.projector.rule import TrackState, Write
+from genres.responder.rule import Outcome, SingleFlight, TrackView, marker_is_free
+from genres.responder.watch import Watch
+from genres.stored import StoredPredictions
 from genres_contracts import (
     ClassificationFailed,
     ClassificationRequested,
@@ -65,6 +68,14 @@ class FakeClock:
         self._seconds += seconds
         for listener in self._listeners:
             listener.set()
+
+    async def wait_until(self, event: asyncio.Event, deadline: float) -> None:
+        """The ``Clock`` port of ``responder/watch.py``: returns when ``event`` is set or the
+        test moves the clock (the caller re-checks its deadline)."""
+        if self._seconds >= deadline:
+            return
+        with self.listening(event):
+            await event.wait()
 
     @contextlib.contextmanager
     def listening(self, event: asyncio.Event) -> Iterator[None]:
@@ -114,12 +125,10 @@ LedgerKey = tuple[int, str, str, str]
 
 
 class FakeLedger(_Failing):
-    """``classifier/ledger.py``'s ``PostgresLedger``: the claim rules of ``_CLAIM`` in Python.
+    """``classifier/ledger.py``'s ``PostgresLedger``: rows in a dict.
 
-    A claim succeeds when there is no row, when ``force``, when the row is ``pending`` (an
-    interrupted attempt: its job is resumed unless forced), or when it ``failed`` retryably.
-    Otherwise the outcome on record comes back as ``Recorded``. ``attempts`` add up over
-    attempts and are not reset by a claim, as in SQL.
+    As the real ledger, it loads the row, asks the rule (``decide_claim``) and stores the
+    answer. ``attempts`` add up over attempts and are not reset by a claim, as in SQL.
     """
 
     def __init__(self, journal: Journal | None = None, *, clock: FakeClock | None = None) -> None:
@@ -142,29 +151,28 @@ class FakeLedger(_Failing):
         self._step("claim")
         key = self.key(track_id, file_id, model)
         row = self.rows.get(key)
-        if row is None:
-            self.rows[key] = LedgerRow("pending", source_event_id, updated_at=self._clock.utcnow())
-            return Claimed(resume=None)
-        if force or row.status == "pending" or (row.status == "failed" and row.retryable):
-            resume = row.job_id if row.status == "pending" and not force else None
+        entry = None
+        if row is not None:
+            entry = LedgerEntry(
+                status=row.status,
+                job_id=row.job_id,
+                event_id=row.event_id,
+                predictions=row.predictions or (),
+                error=row.error,
+                retryable=True if row.retryable is None else row.retryable,
+                attempts=row.attempts,
+                updated_at=row.updated_at,
+            )
+        decision = decide_claim(entry, force=force)
+        if isinstance(decision, Claimed):
             self.rows[key] = LedgerRow(
                 "pending",
                 source_event_id,
-                attempts=row.attempts,
-                job_id=resume,
+                attempts=row.attempts if row is not None else 0,
+                job_id=decision.resume,
                 updated_at=self._clock.utcnow(),
             )
-            return Claimed(resume=resume)
-        assert row.event_id is not None
-        return Recorded(
-            status=row.status,
-            event_id=row.event_id,
-            predictions=row.predictions or (),
-            error=row.error,
-            retryable=bool(row.retryable) if row.error is not None else False,
-            attempts=max(1, row.attempts),
-            classified_at=row.updated_at,
-        )
+        return decision
 
     async def started(self, track_id: int, file_id: str, model: ModelRef, job_id: str) -> None:
         self.journal.append("ledger.started")
@@ -293,17 +301,11 @@ class FakeTrack:
 
 
 class FakeProjectionStore(_Failing):
-    """``projector/store.py``'s ``SqlProjectionStore``, the SQL restated.
+    """``projector/store.py``'s ``SqlProjectionStore``: tracks, tags and markers in dicts.
 
-    * ``PROJECT_BATCH``: per track, the last event of the batch whose ``file_id`` is the
-      track's current one is written (two keys merged into ``extra``); earlier matching
-      events are ``superseded``, others ``stale``, unknown tracks ``missing``; written
-      tracks lose their on-demand marker.
-    * ``CREATE_TAGS`` / ``LINK_TAGS``: for written events with ``auto_tag``, the candidates
-      of ``auto_tag_candidates`` (the Python half) the track lacks case-insensitively are
-      linked best first while the track has fewer than ``AUTO_TAG_MAX_TOTAL`` tags; a tag
-      spelled differently only in case is reused (exact spelling first, then the oldest).
-    * One transaction: a failure changes nothing.
+    The decisions are the rule's; this stores and loads only. ``batch()`` is one
+    transaction: anything that raises inside it (``failures["write"]`` fails the first
+    read) leaves the state as it was. ``models`` is ``projected_models``.
     """
 
     def __init__(self, tracks: dict[int, FakeTrack] | None = None) -> None:
@@ -312,69 +314,74 @@ class FakeProjectionStore(_Failing):
         """The ``tags`` table, oldest first."""
         self.markers: set[tuple[int, str]] = set()
         """``classification_requests``: on-demand requests outstanding."""
-        self.batches: list[list[GenresClassified]] = []
+        self.models: dict[int, tuple[str, ModelRef]] = {}
+        """``projected_models``: track → (file_id, model) of the stored predictions."""
+        self.batches: list[list[Write]] = []
+        """The writes of every committed batch."""
         self.failures = {}
 
-    async def write(self, events: Sequence[GenresClassified]) -> ProjectionResult:
-        self.batches.append(list(events))
-        self._step("write")
-        last: dict[int, int] = {}
-        for n, event in enumerate(events):
-            track = self.tracks.get(event.track_id)
-            if track is not None and track.file_id == event.file_id:
-                last[event.track_id] = n
-        written: list[tuple[int, str]] = []
-        stale: list[tuple[int, str]] = []
-        missing: list[int] = []
-        superseded = 0
-        for n, event in enumerate(events):
-            track = self.tracks.get(event.track_id)
-            if track is None:
-                missing.append(event.track_id)
-            elif track.file_id != event.file_id:
-                stale.append((event.track_id, event.file_id))
-            elif last[event.track_id] == n:
-                written.append((event.track_id, event.file_id))
-            else:
-                superseded += 1
-        added = 0
-        for event in (events[n] for n in sorted(last.values())):
-            track = self.tracks[event.track_id]
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[_FakeProjectionBatch]:
+        saved = copy.deepcopy((self.tracks, self.tag_names, self.markers, self.models))
+        batch = _FakeProjectionBatch(self)
+        try:
+            yield batch
+        except BaseException:
+            self.tracks, self.tag_names, self.markers, self.models = saved
+            raise
+        self.batches.append(batch.writes)
+
+
+class _FakeProjectionBatch:
+    def __init__(self, store: FakeProjectionStore) -> None:
+        self._store = store
+        self.writes: list[Write] = []
+
+    async def tracks(
+        self, track_ids: Collection[int], *, with_tags: Collection[int]
+    ) -> Mapping[int, TrackState]:
+        self._store._step("write")
+        return {
+            track_id: TrackState(track.file_id, tuple(track.tags) if track_id in with_tags else ())
+            for track_id in track_ids
+            if (track := self._store.tracks.get(track_id)) is not None
+        }
+
+    async def store(self, writes: Sequence[Write]) -> None:
+        for write in writes:
+            track = self._store.tracks[write.track_id]
+            assert track.file_id == write.file_id, "the plan wrote a stale event"
             track.extra = {
                 **track.extra,
                 "genre_predictions": [
-                    {"name": p.name, "confidence": p.confidence} for p in event.predictions
+                    {"name": p.name, "confidence": p.confidence} for p in write.predictions
                 ],
-                "genre_predictions_file_id": event.file_id,
+                "genre_predictions_file_id": write.file_id,
             }
-            self.markers.discard((event.track_id, event.file_id))
-            if event.auto_tag:
-                added += self._auto_tag(track, auto_tag_candidates(event.predictions))
-        return ProjectionResult(
-            written=written,
-            stale=stale,
-            missing=missing,
-            superseded=superseded,
-            tags_added=added,
-        )
+            self._store.models[write.track_id] = (write.file_id, write.model)
+            self._store.markers.discard((write.track_id, write.file_id))
+            self.writes.append(write)
 
-    def _auto_tag(self, track: FakeTrack, candidates: list[str]) -> int:
+    async def add_tags(self, tags: Sequence[tuple[int, Sequence[str]]]) -> int:
         added = 0
-        for name in candidates:
-            have = {tag.casefold() for tag in track.tags}
-            if name.casefold() in have or len(track.tags) >= AUTO_TAG_MAX_TOTAL:
-                continue
-            track.tags.append(self._tag_named(name))
-            added += 1
+        for track_id, names in tags:
+            track = self._store.tracks[track_id]
+            for name in names:
+                tag = self._tag_named(name)
+                if tag not in track.tags:
+                    track.tags.append(tag)
+                    added += 1
         return added
 
     def _tag_named(self, name: str) -> str:
-        if name in self.tag_names:
+        """Exact spelling first, then the oldest alike but for case, else a new tag."""
+        known = self._store.tag_names
+        if name in known:
             return name
-        for existing in self.tag_names:
+        for existing in known:
             if existing.casefold() == name.casefold():
                 return existing
-        self.tag_names.append(name)
+        known.append(name)
         return name
 
 
@@ -403,73 +410,80 @@ class FakeTracks(_Failing):
         return view
 
 
-class FakeOnDemand(_Failing):
-    """The ``OnDemand`` port (``claim_on_demand`` + ``ResponderRuntime.on_demand``).
+class FakeMarkers(_Failing):
+    """The ``Markers`` port (``responder/tracks.py``'s ``SqlMarkers``): markers in a dict,
+    judged by the rule's ``marker_is_free``. A claim yields to the loop first, as the
+    database round trip does, so concurrent callers interleave."""
 
-    A marker per (track, file): the caller that sets it publishes, everyone else gets
-    False until the marker is cleared (the projector stored predictions) or is older than
-    ``stale_after`` seconds. A failed publish drops the marker again. The claim yields to
-    the loop first, as the database round trip does, so concurrent callers interleave.
-    """
+    def __init__(self) -> None:
+        self.markers: dict[tuple[int, str], datetime] = {}
+        self.failures = {}
+
+    async def claim(
+        self, track_id: int, file_id: str, *, at: datetime, stale_before: datetime
+    ) -> bool:
+        await asyncio.sleep(0)
+        self._step("claim")
+        key = (track_id, file_id)
+        if not marker_is_free(self.markers.get(key), stale_before=stale_before):
+            return False
+        self.markers[key] = at
+        return True
+
+    async def release(self, track_id: int, file_id: str) -> None:
+        self._step("release")
+        self.markers.pop((track_id, file_id), None)
+
+
+class FakeOnDemand:
+    """The responder's real ``SingleFlight`` over ``FakeMarkers`` and a recording publish,
+    on the test's clock. ``failures["publish"]`` makes the publish raise."""
 
     def __init__(self, clock: FakeClock | None = None, *, stale_after: float = 240.0) -> None:
         self.clock = clock or FakeClock()
-        self.stale_after = stale_after
-        self.markers: dict[tuple[int, str], float] = {}
+        self.markers = FakeMarkers()
         self.published: list[ClassificationRequested] = []
         self.calls = 0
-        self.failures = {}
+        self.failures: dict[str, BaseException] = {}
+        self._rule = SingleFlight(
+            markers=self.markers,
+            publish=self._publish,
+            clock=self.clock.utcnow,
+            stale_after=stale_after,
+        )
 
     async def __call__(self, request: ClassificationRequested, /) -> bool:
         self.calls += 1
-        await asyncio.sleep(0)
-        key = (request.track_id, request.file_id)
-        claimed_at = self.markers.get(key)
-        if claimed_at is not None and claimed_at >= self.clock.now() - self.stale_after:
-            return False
-        self.markers[key] = self.clock.now()
-        try:
-            self._step("publish")
-        except BaseException:
-            del self.markers[key]
-            raise
+        return await self._rule(request)
+
+    async def _publish(self, request: ClassificationRequested) -> None:
+        error = self.failures.get("publish")
+        if error is not None:
+            raise error
         self.published.append(request)
-        return True
 
 
 class _FakeWatch:
-    """``responder/entry.py``'s ``_Watch`` on a ``FakeClock``: outcomes offered from the start."""
+    """The real ``Watch`` on the test's clock, counting waits for the tests."""
 
     def __init__(self, owner: FakeOutcomeWaiter) -> None:
         self._owner = owner
-        self._outcomes: list[Outcome] = []
-        self._changed = asyncio.Event()
+        self._watch = Watch(owner.clock)
 
     def offer(self, outcome: Outcome) -> None:
-        self._outcomes.append(outcome)
-        self._changed.set()
+        self._watch.offer(outcome)
 
     async def wait(self, file_id: str, within: float) -> Outcome | None:
-        clock = self._owner.clock
-        deadline = clock.now() + within
         self._owner.waits.append((file_id, within))
         self._owner.waiting += 1
         try:
-            with clock.listening(self._changed):
-                while True:
-                    for outcome in self._outcomes:
-                        if outcome.file_id == file_id:
-                            return outcome
-                    if clock.now() >= deadline:
-                        return None
-                    self._changed.clear()
-                    await self._changed.wait()
+            return await self._watch.wait(file_id, within)
         finally:
             self._owner.waiting -= 1
 
 
 class FakeOutcomeWaiter:
-    """The ``OutcomeWaiter`` port (``responder/entry.py``'s ``OutcomeListener``).
+    """The ``OutcomeWaiter`` port (``responder/outcomes.py``'s ``OutcomeListener``).
 
     ``publish`` is an outcome arriving from the broker: every watch of its track open at
     that moment gets it.
@@ -507,30 +521,36 @@ class FakeOutcomeWaiter:
 
 
 class FakeBackfillStore(_Failing):
-    """The ``BackfillStore`` port (``backfill/store.py``'s ``SqlBackfillStore``) over tracks
-    already known to be eligible: the selection itself is SQL and is not restated here.
+    """The ``BackfillStore`` port (``backfill/store.py``'s ``SqlBackfillStore``): every track
+    in pages of ``page_size`` ordered by id; the selection is the rule's.
 
-    Pages of ``page_size`` ordered by id, at most ``limit`` tracks in all.
+    A ``BackfillTrack`` given stands for a track with no predictions (always eligible).
     """
 
-    def __init__(self, tracks: Sequence[BackfillTrack], *, page_size: int = 1000) -> None:
-        self.tracks = sorted(tracks, key=lambda t: t.track_id)
+    def __init__(
+        self, tracks: Sequence[BackfillTrack | TrackRow], *, page_size: int = 1000
+    ) -> None:
+        rows = [t if isinstance(t, TrackRow) else _unclassified(t) for t in tracks]
+        self.rows = sorted(rows, key=lambda t: t.track_id)
         self.page_size = page_size
-        self.limits: list[tuple[str, int | None]] = []
+        self.pages_read = 0
         self.failures = {}
 
-    async def count(self, *, limit: int | None) -> int:
-        self.limits.append(("count", limit))
-        self._step("count")
-        return len(self.tracks) if limit is None else min(limit, len(self.tracks))
-
-    async def eligible(self, *, limit: int | None) -> AsyncIterator[Sequence[BackfillTrack]]:
-        self.limits.append(("eligible", limit))
-        chosen = self.tracks if limit is None else self.tracks[:limit]
-        for start in range(0, len(chosen), self.page_size):
-            self._step("eligible")
+    async def tracks(self) -> AsyncIterator[Sequence[TrackRow]]:
+        for start in range(0, len(self.rows), self.page_size):
+            self._step("tracks")
             await asyncio.sleep(0)
-            yield chosen[start : start + self.page_size]
+            self.pages_read += 1
+            yield self.rows[start : start + self.page_size]
+
+
+def _unclassified(track: BackfillTrack) -> TrackRow:
+    return TrackRow(
+        track.track_id,
+        track.file_id,
+        track.audio_url,
+        StoredPredictions(file_id=track.file_id, present=False, predictions_file_id=None),
+    )
 
 
 class FakePublish:

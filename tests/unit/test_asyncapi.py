@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / asyncapi.DEFAULT_PATH
 REGENERATE = "uv run python -m genres.asyncapi docs/asyncapi.json"
 
-# INTERFACE.md's topics, spelled out (not from the constants, so a renamed constant shows).
+# docs/interface.md's topics, spelled out (not from the constants, so a renamed constant shows).
 INTERFACE_TOPICS = {
     "track.uploaded",
     "track.classification_requested",
@@ -97,7 +97,7 @@ def test_faststream_docs_gen_writes_the_same_document(tmp_path: Path) -> None:
 def test_document_is_asyncapi_3_with_the_package_version(document: dict[str, Any]) -> None:
     assert document["asyncapi"] == "3.0.0"
     assert document["info"]["title"] == "genres"
-    assert document["info"]["version"] == asyncapi._package_version()
+    assert document["info"]["version"] == asyncapi.package_version()
     assert document["info"]["description"]
 
 

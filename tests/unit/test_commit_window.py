@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from genres.kafka.window import OffsetWindow
+from genres.classifier.window import OffsetWindow
 
 
 def test_nothing_is_committable_until_the_first_record_finishes() -> None:

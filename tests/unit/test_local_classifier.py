@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from genres.classify.local import LocalClassifier, MusicnnModel
-from genres.classify.local.model import TAGS_PATH
+from genres.classify.local.model import TAGS_PATH, WINDOW_SAMPLES
 from genres.classify.local.tags import genre_names
 from genres.classify.port import Classifier
 from genres.config import Settings
@@ -40,7 +40,7 @@ async def classifier(model: MusicnnModel) -> AsyncIterator[LocalClassifier]:
 
 def test_it_is_a_classifier(classifier: LocalClassifier) -> None:
     port: Classifier = classifier
-    assert port.model.name == "musicnn/msd"
+    assert port.model.name == "musicnn/msd+mtt"
     assert port.model.version.startswith("0.1.0+onnx-")
 
 
@@ -152,22 +152,35 @@ def write_noise_wav(path: Path, seconds: float) -> Path:
 
 
 async def test_a_cancelled_classification_frees_its_slot(
-    classifier: LocalClassifier, tmp_path: Path
+    model: MusicnnModel, tmp_path: Path
 ) -> None:
+    # Whole-track analysis (no windows), so that 4 minutes of audio take long enough to cancel.
     long_track = write_noise_wav(tmp_path / "long.wav", 240.0)
-    started = asyncio.get_running_loop().time()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(classifier.classify(str(long_track)), timeout=0.2)
-    # The abandoned work stopped at its next chunk, not after the whole 4 minutes.
-    assert asyncio.get_running_loop().time() - started < 2.0
-    result = await asyncio.wait_for(classifier.classify(str(SAMPLES / "ambi_drone.flac")), 10)
-    assert result.predictions
+    async with httpx.AsyncClient() as client:
+        classifier = LocalClassifier(http_client=client, model=model, windows=None)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(classifier.classify(str(long_track)), timeout=0.2)
+        # The abandoned work stopped at its next chunk, not after the whole 4 minutes.
+        assert asyncio.get_running_loop().time() - started < 2.0
+        result = await asyncio.wait_for(classifier.classify(str(SAMPLES / "ambi_drone.flac")), 10)
+        assert result.predictions
+        await classifier.aclose()
 
 
 async def test_long_audio_is_capped(model: MusicnnModel, tmp_path: Path) -> None:
     track = write_noise_wav(tmp_path / "long.wav", 30.0)
     async with httpx.AsyncClient() as client:
-        local = LocalClassifier(http_client=client, model=model, max_seconds=6.5)
+        local = LocalClassifier(http_client=client, model=model, max_seconds=6.5, windows=None)
         result = await local.classify(str(track))
     assert result.extra["audio_seconds"] == 6.5
     assert result.extra["patches"] == 2
+
+
+async def test_long_audio_is_sampled_by_default(model: MusicnnModel, tmp_path: Path) -> None:
+    track = write_noise_wav(tmp_path / "long.wav", 120.0)
+    async with httpx.AsyncClient() as client:
+        local = LocalClassifier.from_settings(Settings(local_windows=3), client, model=model)
+        result = await local.classify(str(track))
+    assert result.extra["patches"] == 3
+    assert result.extra["audio_seconds"] == round(3 * WINDOW_SAMPLES / 16_000, 3)

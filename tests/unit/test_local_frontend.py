@@ -9,7 +9,7 @@ import pytest
 
 from genres.classify.local import frontend
 from genres.classify.local.model import TAGS_PATH
-from genres.classify.local.tags import DROPPED_TAGS, genre_indices, genre_name
+from genres.classify.local.tags import DROPPED_TAGS, MTT_GENRES, genre_indices, genre_name
 
 
 def test_mel_filterbank_shape_and_slaney_norm() -> None:
@@ -73,13 +73,14 @@ def test_iter_patches_matches_to_patches() -> None:
 
 
 def test_genre_tags() -> None:
+    """The model's columns: MSD's 30 genre tags (stored names), then MTT's three."""
     tags = json.loads(TAGS_PATH.read_text())
-    assert len(tags) == 50
+    assert len(tags) == 33
+    assert tags[30:] == list(MTT_GENRES) == ["classical", "opera", "choral"]
     genres = dict(genre_indices(tags)).values()
-    assert len(genres) == 30
+    assert len(genres) == 33  # every column is a genre
     assert {"rock", "jazz", "hip-hop", "house", "progressive rock", "electronic"} <= set(genres)
     assert not set(genres) & DROPPED_TAGS
-    assert all(name == name.lower() for name in genres)
-    # Every dropped tag is one of the model's tags (no typos in the list).
-    assert {genre_name(t) for t in tags} >= DROPPED_TAGS
+    assert all(name == name.lower() == genre_name(name) for name in genres)
     assert genre_name("Hip-Hop") == "hip-hop"
+    assert MTT_GENRES["classical"] == ("classical", "classic")

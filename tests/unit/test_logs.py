@@ -108,3 +108,23 @@ def test_no_secrets_leaves_records_alone(captured: io.StringIO) -> None:
     (entry,) = lines(stream)
     assert entry["message"] == "plain text"
     assert entry["track_id"] == 1
+
+
+def test_one_shot_commands_log_warnings_for_people_and_still_redact() -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_kafka = logging.getLogger("aiokafka").level
+    try:
+        logs.configure_for_people("INFO", secrets=[TOKEN])
+        stream = io.StringIO()
+        (handler,) = root.handlers
+        assert isinstance(handler, logging.StreamHandler)
+        handler.setStream(stream)
+        logging.getLogger("alembic.runtime.migration").info("Context impl PostgresqlImpl.")
+        logging.getLogger("genres.test").warning("token %s refused", TOKEN)
+        logging.getLogger("aiokafka").error("Unable connect to broker")
+        assert stream.getvalue() == "warning: token [redacted] refused\n"
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+        logging.getLogger("aiokafka").setLevel(saved_kafka)

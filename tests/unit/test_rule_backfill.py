@@ -1,8 +1,8 @@
-"""The backfill's rules on the Python side (pages, limit, concurrency, dry run, report).
+"""The backfill's rules: which tracks (``eligible``, ``genres.stored``), pages, limit,
+concurrency, dry run, report.
 
-Which tracks are eligible is SQL (``backfill/store.py``), tested on PostgreSQL in
-tests/integration/test_backfill.py; ``FakeBackfillStore`` is handed tracks already known
-to be eligible and only pages them.
+``FakeBackfillStore`` only pages the tracks it is given; tests/integration/test_backfill.py
+runs the same selection on what ``backfill/store.py`` reads from PostgreSQL.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import asyncio
 
 import pytest
 
-from genres.backfill.rule import BackfillReport, BackfillTrack, backfill
-from genres_contracts import ClassificationReason
+from genres.backfill.rule import BackfillReport, BackfillTrack, TrackRow, backfill, eligible
+from genres.stored import StoredPredictions
+from genres_contracts import ClassificationReason, ModelRef
 from tests.unit.fakes import FakeBackfillStore, FakePublish, settle
 
 
@@ -36,6 +37,7 @@ async def run(
     concurrency: int = 4,
     dry_run: bool = False,
     progress: Progress | None = None,
+    model: ModelRef | None = None,
 ) -> BackfillReport:
     return await backfill(
         tracks=store,
@@ -44,6 +46,7 @@ async def run(
         concurrency=concurrency,
         dry_run=dry_run,
         progress=progress or Progress(),
+        model=model,
     )
 
 
@@ -71,12 +74,12 @@ async def test_every_request_has_its_own_event_id_in_the_report() -> None:
     assert sorted(report.event_ids) == sorted(i for i in ids if i is not None)
 
 
-async def test_the_limit_goes_to_the_store() -> None:
+async def test_the_limit_stops_reading_the_store_early() -> None:
     store, publish = FakeBackfillStore(tracks(*range(1, 11)), page_size=3), FakePublish()
 
     report = await run(store, publish, limit=4)
 
-    assert store.limits == [("count", 4), ("eligible", 4)]
+    assert store.pages_read == 4  # two pages to count four, two to publish them
     assert [r.track_id for r in publish.published] == [1, 2, 3, 4]
     assert (report.eligible, report.published) == (4, 4)
 
@@ -158,9 +161,79 @@ async def test_the_first_publish_error_stops_the_run() -> None:
 
 async def test_a_store_error_propagates_before_anything_is_published() -> None:
     store, publish = FakeBackfillStore(tracks(1, 2)), FakePublish()
-    store.failures["count"] = ConnectionError("database down")
+    store.failures["tracks"] = ConnectionError("database down")
 
     with pytest.raises(ConnectionError):
         await run(store, publish)
 
     assert publish.calls == 0
+
+
+# -- which tracks ------------------------------------------------------------------------------
+
+MSD = ModelRef(name="musicnn/msd", version="1")
+
+
+def row(
+    track_id: int,
+    file_id: str | None = "f",
+    *,
+    audio_url: str | None = "https://cdn.example/a.mp3",
+    present: bool = True,
+    predictions_file_id: str | None = "f",
+    model: ModelRef | None = MSD,
+) -> TrackRow:
+    return TrackRow(
+        track_id,
+        file_id,
+        audio_url,
+        StoredPredictions(file_id, present, predictions_file_id, model),
+    )
+
+
+@pytest.mark.parametrize(
+    ("track", "expected"),
+    [
+        (row(1, present=False, predictions_file_id=None, model=None), True),  # never classified
+        (row(2), False),  # current
+        (row(3, "f2"), True),  # predictions for a replaced file
+        (row(4, predictions_file_id=None), True),  # legacy row on a track with a file
+        (row(5, audio_url=None, present=False), False),  # nothing to fetch
+        (row(6, audio_url=""), False),
+        (row(7, None, predictions_file_id=None), False),  # no file: nothing to classify
+    ],
+)
+def test_eligible_means_no_current_predictions_and_something_to_fetch(
+    track: TrackRow, expected: bool
+) -> None:
+    assert eligible(track) is expected
+
+
+@pytest.mark.parametrize(
+    ("track", "expected"),
+    [
+        (row(1), False),  # current, and made by the configured model
+        (row(2, model=ModelRef(name="musicnn/msd", version="0")), True),  # another version
+        (row(3, model=ModelRef(name="mtg/effnet-discogs", version="1")), True),  # another model
+        (row(4, model=None), True),  # made by a model nobody recorded
+        (row(5, "f2", model=MSD), True),  # stale, whoever made it
+    ],
+)
+def test_with_a_model_predictions_from_another_model_are_eligible_too(
+    track: TrackRow, expected: bool
+) -> None:
+    assert eligible(track, model=MSD) is expected
+
+
+async def test_a_run_requests_only_the_eligible_tracks_in_id_order() -> None:
+    other = ModelRef(name="musicnn/msd", version="0")
+    store = FakeBackfillStore(
+        [row(4, "f2"), row(1), row(3, model=other), row(2, present=False)], page_size=2
+    )
+
+    plain = await run(store, FakePublish(), dry_run=True)
+    switched = await run(store, FakePublish(), dry_run=True, model=MSD)
+
+    assert [t.track_id for t in plain.tracks] == [2, 4]
+    assert [t.track_id for t in switched.tracks] == [2, 3, 4]
+    assert switched.eligible == 3

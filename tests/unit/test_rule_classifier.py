@@ -9,10 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 
-from genres.classifier.rule import Handled, Result, handle_classification
+from genres.classifier.rule import (
+    Claimed,
+    Handled,
+    LedgerEntry,
+    Recorded,
+    Result,
+    decide_claim,
+    handle_classification,
+)
 from genres.errors import (
     AudioError,
     ClassificationError,
@@ -24,8 +33,10 @@ from genres_contracts import (
     ClassificationFailed,
     ClassificationReason,
     ClassificationRequested,
+    ErrorInfo,
     FailureKind,
     GenresClassified,
+    Prediction,
     TrackUploaded,
 )
 from tests.unit.fakes import FakeClassifier, FakeClock, FakeLedger, FakeOutcomes, Journal, settle
@@ -83,6 +94,7 @@ class World:
             classifier=self.classifier,
             ledger=self.ledger,
             outcomes=self.outcomes,
+            clock=self.clock.utcnow,
         )
 
     def steps(self) -> list[str]:
@@ -116,6 +128,7 @@ async def test_a_new_upload_is_claimed_classified_recorded_then_published(world:
     assert tuple(event.predictions) == world.classifier.predictions
     assert event.model == world.classifier.model
     assert event.auto_tag is True
+    assert event.classified_at == world.clock.utcnow()  # the injected clock's time
     assert world.classifier.calls == [(URL, None)]
     row = world.ledger.row(1, "f1", world.classifier.model)
     assert row.status == "succeeded"
@@ -445,7 +458,7 @@ async def test_a_redelivered_record_resumes_the_recorded_job(world: World) -> No
 async def test_a_concurrent_duplicate_resumes_the_job_on_record_instead_of_paying(
     world: World,
 ) -> None:
-    # Same-key records run one after another (kafka/concurrent.py), but unkeyed duplicates or
+    # Same-key records run one after another (classifier/consumer.py), but unkeyed duplicates or
     # another process may handle the same file at once: a pending claim is re-claimable, so
     # only the job id on record keeps the second from paying (README, "Nothing paid twice").
     world.classifier.job_id = "job-1"
@@ -460,3 +473,64 @@ async def test_a_concurrent_duplicate_resumes_the_job_on_record_instead_of_payin
     await asyncio.gather(first, second)
 
     assert world.classifier.calls == [(URL, None), (URL, "job-1")]
+
+
+# -- the claim decision on its own (no ledger at all) ------------------------------------------
+
+_AT = datetime(2026, 11, 25, 19, 0, tzinfo=UTC)
+_FAILED_FOR_GOOD = LedgerEntry(
+    status="failed",
+    event_id="e1",
+    error=ErrorInfo(kind=FailureKind.AUDIO_UNREADABLE, message="not audio"),
+    retryable=False,
+    attempts=2,
+    updated_at=_AT,
+)
+
+
+def test_a_key_with_nothing_on_record_is_a_new_claim() -> None:
+    assert decide_claim(None, force=False) == Claimed(resume=None)
+
+
+def test_an_interrupted_attempt_is_claimed_again_and_resumes_its_job() -> None:
+    entry = LedgerEntry(status="pending", job_id="job-1")
+
+    assert decide_claim(entry, force=False) == Claimed(resume="job-1")
+    assert decide_claim(entry, force=True) == Claimed(resume=None)  # forced: pays anew
+
+
+def test_a_retryable_failure_is_claimed_again_without_resuming() -> None:
+    entry = LedgerEntry(status="failed", job_id="job-1", retryable=True, event_id="e1")
+
+    assert decide_claim(entry, force=False) == Claimed(resume=None)
+
+
+def test_a_success_is_replayed_as_recorded() -> None:
+    entry = LedgerEntry(
+        status="succeeded",
+        event_id="e1",
+        predictions=(Prediction(name="rock", confidence=0.5),),
+        attempts=0,
+        updated_at=_AT,
+    )
+
+    decision = decide_claim(entry, force=False)
+
+    assert decision == Recorded(
+        status="succeeded",
+        event_id="e1",
+        predictions=(Prediction(name="rock", confidence=0.5),),
+        error=None,
+        retryable=False,
+        attempts=1,  # an outcome took at least one attempt
+        classified_at=_AT,
+    )
+
+
+def test_a_failure_for_good_is_replayed_unless_forced() -> None:
+    decision = decide_claim(_FAILED_FOR_GOOD, force=False)
+
+    assert isinstance(decision, Recorded)
+    assert (decision.status, decision.retryable, decision.attempts) == ("failed", False, 2)
+    assert decision.error == _FAILED_FOR_GOOD.error
+    assert decide_claim(_FAILED_FOR_GOOD, force=True) == Claimed(resume=None)

@@ -1,10 +1,9 @@
 """The projector's rules (stale guard, batches, auto-tag), on an in-memory store.
 
-``projector/rule.py`` holds the batch report and the first half of the auto-tag rule
-(``auto_tag_candidates``); the stale guard, the last-event-wins batch rule and the second
-half of auto-tag (skip present tags, the cap of ten) are SQL in ``projector/store.py``,
-restated by ``FakeProjectionStore``. The tests here are the rule as one reads it in
-INTERFACE.md; tests/integration/test_projector.py checks the SQL store against the same
+``projector/rule.py`` decides everything (``plan``: the stale guard and last wins;
+``auto_tags``: the whole auto-tag rule); ``FakeProjectionStore`` only loads and stores, as
+``projector/store.py`` does on PostgreSQL. The tests here are the rule as one reads it in
+docs/interface.md; tests/integration/test_projector.py checks the SQL store against the same
 cases on PostgreSQL.
 """
 
@@ -14,8 +13,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from genres.projector.rule import AUTO_TAG_MAX_NEW, AUTO_TAG_MAX_TOTAL, project
-from genres_contracts import GenresClassified
+from genres.projector.rule import (
+    AUTO_TAG_MAX_NEW,
+    AUTO_TAG_MAX_TOTAL,
+    Fate,
+    TrackState,
+    auto_tags,
+    plan,
+    project,
+)
+from genres_contracts import GenresClassified, ModelRef, Prediction
 from tests.unit.fakes import FakeProjectionStore, FakeTrack
 
 PREDICTIONS = [("ambient electronic", 0.1999), ("downtempo electronic", 0.12), ("house", 0.01)]
@@ -106,7 +113,7 @@ async def test_a_batch_is_one_write_in_offset_order() -> None:
 
     report = await project(events, store=store)
 
-    assert store.batches == [events]
+    assert [[w.track_id for w in batch] for batch in store.batches] == [[2, 1]]
     assert (report.events, report.written, report.missing) == (3, 2, 1)
 
 
@@ -172,7 +179,7 @@ async def test_replaying_a_batch_in_any_order_leaves_the_same_state() -> None:
     assert once.markers == replayed.markers == {(2, "x")}
 
 
-# -- auto-tag (INTERFACE.md): >= half the top score, at most 5, skip present, at most 10 -------
+# -- auto-tag (docs/interface.md): >= half the top score, at most 5, skip present, at most 10 ------
 
 
 async def test_without_auto_tag_no_tags_are_added() -> None:
@@ -279,3 +286,81 @@ async def test_a_name_predicted_twice_in_different_case_takes_one_of_the_five_pl
 
     assert store.tracks[1].tags == ["Rock", "a", "b", "c", "d"]
     assert report.tags_added == 5
+
+
+# -- the decisions on their own (no store at all) ----------------------------------------------
+
+
+def test_plan_gives_every_event_its_fate_and_writes_one_event_per_track() -> None:
+    tracks = {1: TrackState("a"), 2: TrackState("b")}
+    events = [
+        classified(1, "a"),
+        classified(2, "old"),
+        classified(1, "a"),
+        classified(9, "x"),
+        classified(2, "b"),
+    ]
+
+    decided = plan(events, tracks)
+
+    assert decided.fates == (
+        Fate.SUPERSEDED,
+        Fate.STALE,
+        Fate.WRITTEN,
+        Fate.MISSING,
+        Fate.WRITTEN,
+    )
+    assert decided.chosen == (2, 4)
+
+
+def test_plan_writes_nothing_for_a_track_without_a_file() -> None:
+    decided = plan([classified(1, "a")], {1: TrackState(None)})
+
+    assert (decided.fates, decided.chosen) == ((Fate.STALE,), ())
+
+
+def test_auto_tags_skips_owned_tags_whatever_their_case() -> None:
+    chosen = auto_tags(
+        [Prediction(name="Rock", confidence=0.9), Prediction(name="pop", confidence=0.8)],
+        ["ROCK"],
+    )
+
+    assert chosen == ["pop"]
+
+
+def test_auto_tags_never_takes_a_track_past_ten() -> None:
+    have = [f"t{i}" for i in range(9)]
+    predictions = [Prediction(name=n, confidence=0.9) for n in ("a", "b", "c")]
+
+    assert auto_tags(predictions, have) == ["a"]
+    assert auto_tags(predictions, [*have, "t9"]) == []
+    assert auto_tags(predictions, [*have, "t9", "t10"]) == []  # already past: adds none
+
+
+def test_auto_tags_cuts_at_five_before_skipping_owned_tags() -> None:
+    predictions = [Prediction(name=f"g{i}", confidence=0.9 - i * 0.01) for i in range(7)]
+
+    assert auto_tags(predictions, ["g0"]) == ["g1", "g2", "g3", "g4"]
+
+
+async def test_the_model_of_the_stored_predictions_is_recorded_with_them() -> None:
+    store = FakeProjectionStore({1: FakeTrack("f"), 2: FakeTrack("g")})
+
+    await project([classified(1, "f"), classified(2, "stale")], store=store)
+
+    assert store.models == {1: ("f", ModelRef(name="musicnn/msd", version="1"))}
+
+
+async def test_two_tracks_given_one_name_in_two_cases_share_one_tag() -> None:
+    store = FakeProjectionStore({1: FakeTrack("f"), 2: FakeTrack("f")})
+
+    await project(
+        [
+            classified(1, "f", [("Rock", 0.9)], auto_tag=True),
+            classified(2, "f", [("rock", 0.9)], auto_tag=True),
+        ],
+        store=store,
+    )
+
+    assert len(store.tag_names) == 1
+    assert store.tracks[1].tags == store.tracks[2].tags

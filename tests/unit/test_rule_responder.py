@@ -1,19 +1,23 @@
-"""The responder's rules (INTERFACE.md, "Reply semantics"), on in-memory ports.
+"""The responder's rules (docs/interface.md, "Reply semantics"), on in-memory ports.
 
 ``responder/rule.recommend`` decides; the track read, the on-demand claim and the outcome
 listener are fakes (``tests/unit/fakes.py``) and time is a ``FakeClock``: a wait ends when
-the test moves the clock, never by sleeping. The adapters (SQL claim, Kafka outcome
-listener, request tasks) are tested in tests/integration/test_responder.py.
+the test moves the clock, never by sleeping. The single-flight rule
+(``SingleFlight``) and the ``Watch`` are the real ones, on fakes of their ports. The adapters
+(SQL markers, Kafka outcome listener, request tasks) are tested in
+tests/integration/test_responder.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from genres.responder.rule import TrackView, recommend
+from genres.responder.rule import TrackView, marker_is_free, recommend
+from genres.responder.watch import LoopClock, Watch
 from genres_contracts import (
     ClassificationFailed,
     ClassificationReason,
@@ -420,3 +424,82 @@ async def test_after_a_permanent_failure_a_later_request_is_not_told_pending(
 
     assert (later.tags, later.pending) == ([], False)
     assert responder.on_demand.calls == 1  # the first request's, not another
+
+
+# -- single flight on its own, and the real Watch on the test's clock --------------------------
+
+
+def test_a_marker_is_free_when_absent_or_older_than_the_cut() -> None:
+    cut = datetime(2026, 11, 25, 19, 0, tzinfo=UTC)
+
+    assert marker_is_free(None, stale_before=cut)
+    assert marker_is_free(cut - timedelta(microseconds=1), stale_before=cut)
+    assert not marker_is_free(cut, stale_before=cut)
+
+
+async def test_a_lost_on_demand_request_is_asked_again_once_its_marker_is_stale(
+    responder: Responder,
+) -> None:
+    responder.add(view())
+
+    await responder.ask()
+    responder.clock.advance(240)  # stale_after: not yet older than the cut
+    await responder.ask()
+    assert len(responder.on_demand.published) == 1
+    responder.clock.advance(0.001)
+    await responder.ask()
+
+    assert len(responder.on_demand.published) == 2
+    assert responder.on_demand.markers.markers == {(1, "f1"): responder.clock.utcnow()}
+
+
+async def test_after_a_failed_publish_the_next_request_publishes(responder: Responder) -> None:
+    responder.add(view())
+    responder.on_demand.failures["publish"] = ConnectionError("broker down")
+    with pytest.raises(ConnectionError):
+        await responder.ask()
+    assert responder.on_demand.markers.markers == {}  # dropped, not left to go stale
+
+    del responder.on_demand.failures["publish"]
+    reply = await responder.ask()
+
+    assert reply.pending
+    assert len(responder.on_demand.published) == 1
+
+
+async def test_a_watch_keeps_outcomes_offered_before_the_wait_and_skips_other_files() -> None:
+    clock = FakeClock()
+    watch = Watch(clock)
+    watch.offer(classified(1, "old"))
+    waiting = asyncio.create_task(watch.wait("f1", 2.0))
+    await settle()
+    assert not waiting.done()  # the other file's outcome does not answer
+
+    watch.offer(classified(1, "f1"))
+    await settle()
+
+    assert waiting.done()
+    outcome = waiting.result()
+    assert outcome is not None
+    assert outcome.file_id == "f1"
+    assert clock.now() == 0
+
+
+async def test_a_watch_gives_up_exactly_at_its_deadline() -> None:
+    clock = FakeClock()
+    waiting = asyncio.create_task(Watch(clock).wait("f1", 1.5))
+    await settle()  # the wait has begun: its deadline is 1.5 s from now
+    clock.advance(1.25)
+    await settle()
+    assert not waiting.done()
+
+    clock.advance(0.25)
+    await settle()
+
+    assert waiting.done()
+    assert waiting.result() is None
+
+
+async def test_a_watch_on_the_loop_clock_gives_up_after_its_time() -> None:
+    # the real clock, with a zero-length wait: no wall-clock assertion, only the outcome
+    assert await Watch(LoopClock()).wait("f1", 0) is None

@@ -1,4 +1,4 @@
-"""Settings: defaults from INTERFACE.md, and one clear line for a bad configuration."""
+"""Settings: defaults from docs/interface.md, and one clear line for a bad configuration."""
 
 from __future__ import annotations
 
@@ -87,3 +87,15 @@ def test_a_window_smaller_than_the_concurrency_is_refused() -> None:
     with pytest.raises(ConfigurationError) as caught:
         load_settings(classifier_concurrency=16, classifier_records_in_flight=8)
     assert "CLASSIFIER_RECORDS_IN_FLIGHT" in str(caught.value)
+
+
+def test_variables_are_read_in_any_case_and_arguments_win(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "from-env:9092")
+    monkeypatch.setenv("classifier_concurrency", "7")
+    monkeypatch.setenv("UNRELATED_VARIABLE", "ignored")
+    settings = load_settings(classifier_concurrency=3)
+    assert settings.kafka_bootstrap_servers == "from-env:9092"
+    assert settings.classifier_concurrency == 3
+    assert load_settings().classifier_concurrency == 7

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError, UnsupportedCodecError
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from genres.kafka.window import OffsetWindow
+from genres.classifier.window import OffsetWindow
 from genres.observability.progress import (
     CommittedProgress,
     LocalProgress,

@@ -15,12 +15,7 @@ except ImportError as exc:  # pragma: no cover - checked in a venv without the e
         "genres_contracts.kafka needs aiokafka: pip install 'genres-contracts[kafka]'"
     ) from exc
 
-from genres_contracts.kafka._client import (
-    DEFAULT_FETCH_MAX_WAIT_MS,
-    REPLY_TOPIC_STEM,
-    GenresClient,
-    read_reply,
-)
+from genres_contracts.kafka._client import DEFAULT_FETCH_MAX_WAIT_MS, GenresClient
 from genres_contracts.kafka._errors import (
     ClientClosed,
     GenresClientError,
@@ -30,6 +25,7 @@ from genres_contracts.kafka._errors import (
     TrackNotFound,
     Unavailable,
 )
+from genres_contracts.kafka._replies import REPLY_TOPIC_STEM, read_reply
 
 __all__ = [
     "DEFAULT_FETCH_MAX_WAIT_MS",

@@ -1,5 +1,8 @@
 """The requesting side of the genres request/reply, on aiokafka.
 
+Over 300 lines because it is one class whose lifecycle, reply reader and requests share one
+state (the pending futures, the reply topic, the clients); reading a reply is in ``_replies``.
+
 FastStream 0.7's ``KafkaBroker.request`` works only inside its test broker, so this client
 does what a requester needs on a real connection:
 
@@ -21,9 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import re
-import socket
 import ssl
 import uuid
 from collections.abc import Iterable, Sequence
@@ -45,23 +45,24 @@ from genres_contracts.kafka._errors import (
     ClientClosed,
     InvalidRequest,
     RequestTimedOut,
-    ServiceError,
-    TrackNotFound,
     Unavailable,
+)
+from genres_contracts.kafka._replies import (
+    one_line,
+    read_reply,
+    reply_topic_name,
 )
 from genres_contracts.requests import RecommendedTags, RecommendedTagsRequest
 
-__all__ = ["DEFAULT_FETCH_MAX_WAIT_MS", "REPLY_TOPIC_STEM", "GenresClient", "read_reply"]
+__all__ = ["DEFAULT_FETCH_MAX_WAIT_MS", "GenresClient"]
 
 log = logging.getLogger("genres_contracts.kafka")
 
-REPLY_TOPIC_STEM: Final = "genres.replies."
 # Kafka answers a fetch as soon as a record arrives, so a long wait costs nothing there; some
 # Kafka-compatible brokers (Tansu) hold every fetch for the full wait, which then adds to each
 # reply's latency. Short by default; raise it on Kafka to save idle fetches.
 DEFAULT_FETCH_MAX_WAIT_MS: Final = 10
 _JSON: Final = ("content-type", b"application/json")
-_TOPIC_CHARS = re.compile(r"[^a-zA-Z0-9._-]")
 
 State = Literal["new", "starting", "started", "closed"]
 
@@ -308,7 +309,7 @@ class GenresClient:
         try:
             request = RecommendedTagsRequest(track_id=track_id, limit=limit, wait_ms=wait_ms)
         except ValidationError as exc:
-            raise InvalidRequest(f"invalid request: {_one_line(exc)}") from None
+            raise InvalidRequest(f"invalid request: {one_line(exc)}") from None
         value = await self.request(
             topics.RECOMMENDED_TAGS,
             request.model_dump_json().encode(),
@@ -367,30 +368,6 @@ class GenresClient:
             self._pending.pop(token, None)
 
 
-def read_reply(value: bytes) -> RecommendedTags:
-    """Read a reply to ``track.recommended_tags``; an error reply raises its typed error."""
-    try:
-        reply = RecommendedTags.model_validate_json(value)
-    except ValidationError as exc:
-        raise ServiceError(f"unreadable reply: {_one_line(exc)}") from None
-    error = reply.error
-    if error is None:
-        return reply
-    if error.kind == "not_found":
-        raise TrackNotFound(reply.track_id, error.message, reply=reply)
-    if error.kind == "invalid_request":
-        raise InvalidRequest(f"invalid request: {error.message}", reply=reply)
-    if error.kind == "unavailable":
-        raise Unavailable(f"the service is unavailable: {error.message}", reply=reply)
-    raise ServiceError(f"the service failed ({error.kind}): {error.message}", reply=reply)
-
-
-def reply_topic_name(prefix: str = "") -> str:
-    """A topic name unique to one client: prefix, stem, host, pid and a random part."""
-    host = _TOPIC_CHARS.sub("-", socket.gethostname())[:100] or "host"
-    return f"{prefix}{REPLY_TOPIC_STEM}{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
 async def _quietly(step: Any) -> None:
     try:
         await step
@@ -403,12 +380,3 @@ def _describe(exc: BaseException) -> str:
     if not text or text == name:
         return name
     return text if text.startswith(f"{name}:") else f"{name}: {text}"  # aiokafka's name them
-
-
-def _one_line(exc: ValidationError) -> str:
-    """The validation errors on one line, without echoing input values."""
-    parts = []
-    for error in exc.errors(include_url=False, include_input=False, include_context=False):
-        where = ".".join(str(part) for part in error["loc"]) or "value"
-        parts.append(f"{where}: {error['msg']}")
-    return "; ".join(parts)[:500]

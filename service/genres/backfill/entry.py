@@ -10,7 +10,7 @@ from genres.backfill.store import SqlBackfillStore
 from genres.config import Settings
 from genres.kafka.broker import ensure_topics
 from genres.kafka.producer import Publisher, track_key
-from genres_contracts import ClassificationRequested, topics
+from genres_contracts import ClassificationRequested, ModelRef, topics
 
 __all__ = ["run_backfill"]
 
@@ -26,13 +26,15 @@ async def run_backfill(
     wait: bool,
     timeout: float,
     progress: Progress = no_progress,
+    model: ModelRef | None = None,
 ) -> BackfillReport:
     """Run a backfill with a started ``publisher`` (none for a dry run, which only reads the
     database); with ``wait``, count the outcomes too.
 
     ``progress(done, total)`` is called as tracks are listed or published; when waiting, the
     report's ``classified`` / ``failed`` / ``timed_out`` are set after at most ``timeout``
-    seconds of waiting.
+    seconds of waiting. ``model``: the configured model, to also select the tracks whose
+    current predictions another model or version made (``genres backfill --other-model``).
     """
     store = SqlBackfillStore(engine)
     if dry_run:
@@ -43,6 +45,7 @@ async def run_backfill(
             concurrency=concurrency,
             dry_run=True,
             progress=progress,
+            model=model,
         )
     if publisher is None:
         raise ValueError("a backfill that publishes needs a publisher")
@@ -55,6 +58,7 @@ async def run_backfill(
             concurrency=concurrency,
             dry_run=False,
             progress=progress,
+            model=model,
         )
     async with OutcomeWatcher(settings) as watcher:
         report = await backfill(
@@ -64,11 +68,13 @@ async def run_backfill(
             concurrency=concurrency,
             dry_run=False,
             progress=progress,
+            model=model,
         )
         counts = await watcher.wait(timeout)
     report.classified = counts.classified
     report.failed = counts.failed
     report.timed_out = counts.timed_out
+    report.failures = counts.failures
     return report
 
 

@@ -13,10 +13,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
+from genres.backfill.rule import FailedTrack
 from genres.config import Settings
 from genres.errors import InvalidMessage
 from genres.kafka.records import parse
@@ -31,6 +32,8 @@ class OutcomeCounts:
     expected: int
     classified: int
     failed: int
+    failures: list[FailedTrack] = field(default_factory=list)
+    """The failed tracks, by track id."""
 
     @property
     def timed_out(self) -> int:
@@ -58,6 +61,7 @@ class OutcomeWatcher:
         # A success beats a failure for the same request: the classifier may fail once and
         # succeed on a redelivery.
         self._outcomes: dict[str, bool] = {}
+        self._failures: dict[str, FailedTrack] = {}
         self._changed = asyncio.Event()
 
     async def start(self) -> None:
@@ -85,8 +89,9 @@ class OutcomeWatcher:
 
     def counts(self) -> OutcomeCounts:
         classified = sum(1 for key, ok in self._outcomes.items() if ok and key in self._expected)
-        failed = sum(1 for key, ok in self._outcomes.items() if not ok and key in self._expected)
-        return OutcomeCounts(len(self._expected), classified, failed)
+        failed = [key for key, ok in self._outcomes.items() if not ok and key in self._expected]
+        failures = sorted((self._failures[key] for key in failed), key=lambda f: f.track_id)
+        return OutcomeCounts(len(self._expected), classified, len(failed), failures)
 
     async def wait(self, timeout: float) -> OutcomeCounts:
         """Until every expected outcome is in or ``timeout`` seconds passed."""
@@ -115,8 +120,13 @@ class OutcomeWatcher:
             model: type[GenresClassified | ClassificationFailed] = (
                 GenresClassified if ok else ClassificationFailed
             )
-            source = parse(model, record.value).source_event_id
+            event = parse(model, record.value)
         except InvalidMessage:
             return  # not ours to judge; the projector dead-letters it
+        source = event.source_event_id
         if ok or source not in self._outcomes:
             self._outcomes[source] = ok
+        if isinstance(event, ClassificationFailed):
+            self._failures[source] = FailedTrack(
+                event.track_id, event.error.kind, event.error.message
+            )

@@ -1,5 +1,10 @@
 """Backfill: ask for the classification of every track that lacks current predictions.
 
+Which tracks is decided here (``eligible``), on what the store reads of every track, with
+the one definition of "current predictions" (``genres.stored``) the responder uses too.
+With a ``model`` (``genres backfill --other-model``), tracks whose current predictions
+another model or version made (or an unknown one) are eligible as well.
+
 Running it twice is safe: the classifier recognises a (track, file, model) it has already
 classified, so a second run costs a lookup per track, not a classification.
 """
@@ -15,7 +20,8 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from genres_contracts import ClassificationReason, ClassificationRequested
+from genres.stored import StoredPredictions, needs_classification
+from genres_contracts import ClassificationReason, ClassificationRequested, ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +33,51 @@ class BackfillTrack:
     audio_url: str
 
 
+@dataclass(frozen=True, slots=True)
+class TrackRow:
+    """A track as the backfill reads it."""
+
+    track_id: int
+    file_id: str | None
+    audio_url: str | None
+    stored: StoredPredictions
+
+
 class BackfillStore(Protocol):
-    async def count(self, *, limit: int | None) -> int:
-        """How many tracks are eligible (at most ``limit``)."""
+    def tracks(self) -> AsyncIterator[Sequence[TrackRow]]:
+        """Every track, in pages ordered by id (a caller may stop reading at any page)."""
         ...
 
-    def eligible(self, *, limit: int | None) -> AsyncIterator[Sequence[BackfillTrack]]:
-        """The eligible tracks in pages, ordered by id, at most ``limit`` in all."""
-        ...
+
+def eligible(row: TrackRow, *, model: ModelRef | None = None) -> bool:
+    """A track with a file and audio to fetch that needs classifying: no current predictions,
+    or, given ``model``, current ones made by another model or version."""
+    return bool(row.file_id and row.audio_url) and needs_classification(row.stored, model=model)
+
+
+async def selection(
+    store: BackfillStore, *, model: ModelRef | None, limit: int | None
+) -> AsyncIterator[list[BackfillTrack]]:
+    """The eligible tracks in pages, ordered by id, at most ``limit`` in all."""
+    remaining = limit
+    async for rows in store.tracks():
+        page = [
+            BackfillTrack(row.track_id, row.file_id or "", row.audio_url or "")
+            for row in rows
+            if eligible(row, model=model)
+        ]
+        if remaining is not None:
+            page = page[:remaining]
+            remaining -= len(page)
+        if page:
+            yield page
+        if remaining == 0:
+            return
+
+
+async def count(store: BackfillStore, *, model: ModelRef | None, limit: int | None) -> int:
+    """How many tracks are eligible (at most ``limit``): a reading pass of its own."""
+    return sum([len(page) async for page in selection(store, model=model, limit=limit)])
 
 
 Publish = Callable[[ClassificationRequested], Awaitable[None]]
@@ -57,6 +100,17 @@ class BackfillReport:
     failed: int | None = None
     timed_out: int | None = None
     """Set when the caller waited for outcomes."""
+    failures: list[FailedTrack] = field(default_factory=list)
+    """The tracks whose request failed, when the caller waited for outcomes."""
+
+
+@dataclass(frozen=True)
+class FailedTrack:
+    """A track whose classification failed: the failure's kind and message, for people."""
+
+    track_id: int
+    kind: str
+    message: str
 
 
 def request_for(track: BackfillTrack) -> ClassificationRequested:
@@ -84,20 +138,23 @@ async def backfill(
     concurrency: int,
     dry_run: bool,
     progress: Progress = no_progress,
+    model: ModelRef | None = None,
 ) -> BackfillReport:
     """Publish one ``ClassificationRequested(reason=backfill)`` per eligible track.
+
+    ``model``: also the tracks whose current predictions another model made (``eligible``).
 
     At most ``concurrency`` publishes are in flight; the first publish error stops the run
     (the tracks not yet published are simply picked up by the next run).
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    total = await tracks.count(limit=limit)
+    total = await count(tracks, model=model, limit=limit)
     report = BackfillReport(eligible=total, dry_run=dry_run)
     progress(0, total)
     done = 0
     if dry_run:
-        async for page in tracks.eligible(limit=limit):
+        async for page in selection(tracks, model=model, limit=limit):
             report.tracks.extend(page)
             done += len(page)
             progress(done, total)
@@ -119,7 +176,7 @@ async def backfill(
 
     try:
         async with asyncio.TaskGroup() as group:
-            async for page in tracks.eligible(limit=limit):
+            async for page in selection(tracks, model=model, limit=limit):
                 for track in page:
                     seen += 1
                     try:

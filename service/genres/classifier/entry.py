@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 from pydantic import BaseModel
 
+from genres.classifier.consumer import ConcurrentConsumer
 from genres.classifier.rule import Ledger, handle_classification
 from genres.classify.port import Classifier
 from genres.config import Settings
 from genres.errors import InvalidMessage
-from genres.kafka.broker import client_options, consumer_options
-from genres.kafka.concurrent import ConcurrentConsumer
+from genres.kafka.entry import BusEntry
 from genres.kafka.producer import Publisher, track_key
 from genres.kafka.records import parse
 from genres.observability.tracing import consume_span, outgoing_headers
@@ -71,7 +71,8 @@ def create_classifier_consumer(
     on_outcome: Callable[[str], None] | None = None,
 ) -> ConcurrentConsumer:
     """``on_outcome`` is told each handled request's result (classified, failed, republished)."""
-    by_topic = {settings.topic(name): (name, model) for name, model in INPUTS.items()}
+    entry = BusEntry.of(CLASSIFIER, settings)
+    by_topic = {topic: (name, INPUTS[name]) for topic, (name, _) in entry.inputs().items()}
     outcomes = PublishedOutcomes(publisher)
 
     async def handle(record: ConsumerRecord[bytes, bytes]) -> None:
@@ -111,12 +112,7 @@ def create_classifier_consumer(
             await handle(record)
 
     grace_seconds = min(settings.replicate_timeout_seconds, 60.0)
-    consumer = AIOKafkaConsumer(
-        **client_options(settings),
-        **consumer_options(settings),
-        group_id=settings.group(GROUP),
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
+    consumer = entry.consumer(
         max_poll_records=settings.records_in_flight,
         max_partition_fetch_bytes=2 * 1024 * 1024,
         # aiokafka's default is the session timeout: a member still draining its revoked
@@ -130,7 +126,7 @@ def create_classifier_consumer(
     )
     return ConcurrentConsumer(
         consumer,
-        list(by_topic),
+        list(entry.topics),
         traced,
         concurrency=settings.records_in_flight,
         grace_seconds=grace_seconds,

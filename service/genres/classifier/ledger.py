@@ -3,7 +3,8 @@
 One row per (track_id, file_id, model_name, model_version) in ``genre_classifications``.
 The classifier claims a row before it pays for a classification and records the outcome
 before it publishes the event, so a redelivered or duplicate event finds the outcome and
-re-publishes it instead of paying again.
+re-publishes it instead of paying again. Whether a claim is granted is the rule's
+(``classifier.rule.decide_claim``); the ledger loads the row, locked, and stores the answer.
 
 Three statements per classification sit on the classifier's hot path, so the ledger talks
 to asyncpg directly (a pool of its own) rather than through SQLAlchemy (measured: half the
@@ -21,80 +22,58 @@ from typing import Any
 
 import asyncpg
 
-from genres.classifier.rule import Claimed, Recorded
+from genres.classifier.rule import Claimed, LedgerEntry, Recorded, decide_claim
 from genres.database.batching import Batcher
 from genres.database.engine import connect_pool
 from genres_contracts import ErrorInfo, ModelRef, Prediction
 
 _KEY = "track_id = $1 AND file_id = $2 AND model_name = $3 AND model_version = $4"
 
-# One round trip: the claim and, when it is refused, the outcome on record. The SELECT sees
-# the snapshot from before the INSERT, which is exactly the row that refused the claim.
-_CLAIM = """
-    WITH claimed AS (
-        INSERT INTO genre_classifications AS g
-            (track_id, file_id, model_name, model_version, status, source_event_id, attempts)
-        VALUES ($1, $2, $3, $4, 'pending', $5, 0)
-        ON CONFLICT (track_id, file_id, model_name, model_version) DO UPDATE
-            SET status = 'pending', source_event_id = EXCLUDED.source_event_id,
-                predictions = NULL, error = NULL, event_id = NULL, updated_at = now(),
-                -- a job an interrupted attempt started is resumed, unless forced anew
-                job_id = CASE WHEN g.status = 'pending' AND NOT $6::boolean
-                              THEN g.job_id END
-            WHERE $6::boolean
-               OR g.status = 'pending'
-               OR (g.status = 'failed' AND coalesce((g.error ->> 'retryable')::boolean, true))
-        RETURNING true
-    )
-    SELECT EXISTS (SELECT 1 FROM claimed) AS claimed,
-           r.status, r.predictions, r.event_id, r.error, r.attempts, r.updated_at, r.job_id
-    FROM (SELECT 1) AS one
-    LEFT JOIN genre_classifications AS r
-      ON r.track_id = $1 AND r.file_id = $2 AND r.model_name = $3 AND r.model_version = $4
+_UNNEST_KEYS = "unnest($1::bigint[], $2::text[], $3::text[], $4::text[])"
+_SAME_KEY = """(g.track_id, g.file_id, g.model_name, g.model_version)
+        = (u.track_id, u.file_id, u.model_name, u.model_version)"""
+
+# A claim of a key never seen is the common case and needs no decision: one statement.
+# The keys that come back are claimed; the others have a row, which the rule must judge.
+_INSERT_NEW = """
+    INSERT INTO genre_classifications
+        (track_id, file_id, model_name, model_version, status, source_event_id, attempts)
+    SELECT track_id, file_id, model_name, model_version, 'pending', source_event_id, 0
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
+        AS u(track_id, file_id, model_name, model_version, source_event_id)
+    ON CONFLICT (track_id, file_id, model_name, model_version) DO NOTHING
+    RETURNING track_id, file_id, model_name, model_version
 """
 
-# The same claim for many keys at once (never forced: a forced claim runs alone, above).
-# Rows come back in input order; `r` is the snapshot from before the INSERT, as above.
-_CLAIM_MANY = """
-    WITH input AS (
-        SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
-            WITH ORDINALITY AS u(track_id, file_id, model_name, model_version, source_event_id, n)
-    ),
-    claimed AS (
-        INSERT INTO genre_classifications AS g
-            (track_id, file_id, model_name, model_version, status, source_event_id, attempts)
-        SELECT track_id, file_id, model_name, model_version, 'pending', source_event_id, 0
-        FROM input
-        ON CONFLICT (track_id, file_id, model_name, model_version) DO UPDATE
-            SET status = 'pending', source_event_id = EXCLUDED.source_event_id,
-                predictions = NULL, error = NULL, event_id = NULL, updated_at = now(),
-                job_id = CASE WHEN g.status = 'pending' THEN g.job_id END
-            WHERE g.status = 'pending'
-               OR (g.status = 'failed' AND coalesce((g.error ->> 'retryable')::boolean, true))
-        RETURNING g.track_id, g.file_id, g.model_name, g.model_version
-    )
-    SELECT c.track_id IS NOT NULL AS claimed,
-           r.status, r.predictions, r.event_id, r.error, r.attempts, r.updated_at, r.job_id
-    FROM input AS i
-    LEFT JOIN claimed AS c
-      ON (c.track_id, c.file_id, c.model_name, c.model_version)
-       = (i.track_id, i.file_id, i.model_name, i.model_version)
-    LEFT JOIN genre_classifications AS r
-      ON (r.track_id, r.file_id, r.model_name, r.model_version)
-       = (i.track_id, i.file_id, i.model_name, i.model_version)
-    ORDER BY i.n
+# The rows the rule judges, locked (in key order: two claimers never deadlock) until the
+# claims it grants are written in the same transaction.
+_LOAD_FOR_CLAIM = f"""
+    SELECT g.track_id, g.file_id, g.model_name, g.model_version, g.status, g.job_id,
+           g.event_id, g.predictions, g.error, g.attempts, g.updated_at
+    FROM genre_classifications AS g
+    JOIN {_UNNEST_KEYS} AS u(track_id, file_id, model_name, model_version) ON {_SAME_KEY}
+    ORDER BY g.track_id, g.file_id, g.model_name, g.model_version
+    FOR UPDATE OF g
 """
 
-_STARTED_MANY = """
+_TAKE = f"""
+    UPDATE genre_classifications AS g
+    SET status = 'pending', source_event_id = u.source_event_id, job_id = u.job_id,
+        predictions = NULL, error = NULL, event_id = NULL, updated_at = now()
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+        AS u(track_id, file_id, model_name, model_version, source_event_id, job_id)
+    WHERE {_SAME_KEY}
+"""
+
+_STARTED_MANY = f"""
     UPDATE genre_classifications AS g SET job_id = u.job_id
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[])
         AS u(track_id, file_id, model_name, model_version, job_id)
-    WHERE (g.track_id, g.file_id, g.model_name, g.model_version)
-        = (u.track_id, u.file_id, u.model_name, u.model_version)
+    WHERE {_SAME_KEY}
       AND g.status = 'pending'
 """
 
-_SUCCEEDED_MANY = """
+_SUCCEEDED_MANY = f"""
     UPDATE genre_classifications AS g
     SET status = 'succeeded', predictions = u.predictions::jsonb, event_id = u.event_id,
         attempts = g.attempts + u.attempts, error = NULL, updated_at = u.classified_at
@@ -102,8 +81,7 @@ _SUCCEEDED_MANY = """
                 $7::int[], $8::timestamptz[])
         AS u(track_id, file_id, model_name, model_version, predictions, event_id, attempts,
              classified_at)
-    WHERE (g.track_id, g.file_id, g.model_name, g.model_version)
-        = (u.track_id, u.file_id, u.model_name, u.model_version)
+    WHERE {_SAME_KEY}
 """
 
 _FAILED = f"""
@@ -138,19 +116,42 @@ class PostgresLedger:
     async def claim(
         self, track_id: int, file_id: str, model: ModelRef, *, source_event_id: str, force: bool
     ) -> Claimed | Recorded:
-        """Claim the classification, or get the outcome on record."""
-        key = _key(track_id, file_id, model)
-        if not force:
-            return await self._claims.submit(_ClaimItem(key, source_event_id))
-        row = await self._pool.fetchrow(_CLAIM, *key, source_event_id, force)
-        assert row is not None  # the LEFT JOIN from one row always yields one
-        return _claim_result(row, force=force)
+        """Claim the classification, or get the outcome on record (``decide_claim`` judges)."""
+        return await self._claims.submit(
+            _ClaimItem(_key(track_id, file_id, model), source_event_id, force)
+        )
 
     async def _claim_many(self, items: Sequence[_ClaimItem]) -> list[Claimed | Recorded]:
-        rows = await self._pool.fetch(
-            _CLAIM_MANY, *_columns(items), [item.source_event_id for item in items]
+        # A key with no row: decide_claim(None) grants a new claim, forced or not, which is
+        # what inserting the pending row stores.
+        inserted = await self._pool.fetch(
+            _INSERT_NEW, *_columns(items), [item.source_event_id for item in items]
         )
-        return [_claim_result(row, force=False) for row in rows]
+        decisions: dict[Key, Claimed | Recorded] = {
+            _row_key(row): decide_claim(None, force=False) for row in inserted
+        }
+        judged = [item for item in items if item.key not in decisions]
+        if judged:
+            decisions.update(await self._judge(judged))
+        return [decisions[item.key] for item in items]
+
+    async def _judge(self, items: Sequence[_ClaimItem]) -> dict[Key, Claimed | Recorded]:
+        """Load the rows, let the rule decide, write the claims it grants: one transaction."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            rows = await connection.fetch(_LOAD_FOR_CLAIM, *_columns(items))
+            entries = {_row_key(row): _entry(row) for row in rows}
+            decisions = {
+                item.key: decide_claim(entries.get(item.key), force=item.force) for item in items
+            }
+            taken = [item for item in items if isinstance(decisions[item.key], Claimed)]
+            if taken:
+                await connection.execute(
+                    _TAKE,
+                    *_columns(taken),
+                    [item.source_event_id for item in taken],
+                    [_resume(decisions[item.key]) for item in taken],
+                )
+        return decisions
 
     async def started(self, track_id: int, file_id: str, model: ModelRef, job_id: str) -> None:
         """The backend's job for this classification exists (a redelivery resumes it)."""
@@ -219,6 +220,7 @@ Key = tuple[int, str, str, str]
 class _ClaimItem:
     key: Key
     source_event_id: str
+    force: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,19 +247,26 @@ def _columns(items: Sequence[_ClaimItem | _StartItem | _SuccessItem]) -> list[li
     return [list(column) for column in zip(*(item.key for item in items), strict=True)]
 
 
-def _claim_result(row: asyncpg.Record, *, force: bool) -> Claimed | Recorded:
-    if row["claimed"]:
-        return Claimed(resume=row["job_id"] if row["status"] == "pending" and not force else None)
+def _row_key(row: asyncpg.Record) -> Key:
+    return (row["track_id"], row["file_id"], row["model_name"], row["model_version"])
+
+
+def _resume(decision: Claimed | Recorded) -> str | None:
+    return decision.resume if isinstance(decision, Claimed) else None
+
+
+def _entry(row: asyncpg.Record) -> LedgerEntry:
     error: dict[str, Any] | None = json.loads(row["error"]) if row["error"] else None
     predictions = json.loads(row["predictions"]) if row["predictions"] else []
-    return Recorded(
+    return LedgerEntry(
         status=row["status"],
+        job_id=row["job_id"],
         event_id=row["event_id"],
         predictions=tuple(Prediction.model_validate(p) for p in predictions),
         error=ErrorInfo.model_validate(error) if error else None,
-        retryable=bool(error.get("retryable", True)) if error else False,
-        attempts=max(1, row["attempts"]),
-        classified_at=row["updated_at"],
+        retryable=bool(error.get("retryable", True)) if error else True,
+        attempts=row["attempts"],
+        updated_at=row["updated_at"],
     )
 
 

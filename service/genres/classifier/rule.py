@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -46,7 +47,61 @@ class Recorded:
     classified_at: datetime
 
 
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A (track, file, model)'s row in the ledger, as loaded before a claim."""
+
+    status: str
+    """``pending`` (claimed, no outcome yet), ``succeeded`` or ``failed``."""
+    job_id: str | None = None
+    event_id: str | None = None
+    predictions: tuple[Prediction, ...] = ()
+    error: ErrorInfo | None = None
+    retryable: bool = True
+    """Of a failure: a failure recorded without the flag counts as retryable."""
+    attempts: int = 0
+    updated_at: datetime = _NEVER
+
+
+def decide_claim(entry: LedgerEntry | None, *, force: bool) -> Claimed | Recorded:
+    """Whether a request may run the classification, or must replay the outcome on record.
+
+    * nothing on record: a new classification;
+    * ``force``: a new classification whatever is on record (an interrupted job is not
+      resumed: a forced run pays anew);
+    * ``pending``: an attempt was interrupted (a crash, a SIGTERM, a rebalance); run again,
+      resuming its job when one was started;
+    * ``failed`` and retryable: try again;
+    * otherwise (succeeded, or failed for good): replay the recorded outcome, paying nothing.
+    """
+    if entry is None or force:
+        return Claimed()
+    if entry.status == "pending":
+        return Claimed(resume=entry.job_id)
+    if entry.status == "failed" and entry.retryable:
+        return Claimed()
+    return Recorded(
+        status=entry.status,
+        event_id=entry.event_id or "",
+        predictions=entry.predictions,
+        error=entry.error,
+        retryable=entry.retryable if entry.status == "failed" else False,
+        attempts=max(1, entry.attempts),
+        classified_at=entry.updated_at,
+    )
+
+
 class Ledger(Protocol):
+    """Where claims and outcomes are kept; ``claim`` applies ``decide_claim`` to the row it
+    loads, atomically with respect to other claims of the same key."""
+
     async def claim(
         self, track_id: int, file_id: str, model: ModelRef, *, source_event_id: str, force: bool
     ) -> Claimed | Recorded: ...
@@ -106,12 +161,14 @@ async def handle_classification(
     classifier: Classifier,
     ledger: Ledger,
     outcomes: Outcomes,
+    clock: Callable[[], datetime] = _utcnow,
 ) -> Handled:
     """Classify ``request``'s audio unless this (track, file, model) already was.
 
     The outcome is recorded before it is published, so a crash in between re-publishes the
     recorded outcome on redelivery instead of paying again. Infrastructure errors (database,
-    broker) propagate: the caller retries the record and does not commit it.
+    broker) propagate: the caller retries the record and does not commit it. ``clock`` gives
+    the outcome's ``classified_at``.
     """
     force = isinstance(request, ClassificationRequested) and request.force
     model = classifier.model
@@ -167,7 +224,7 @@ async def handle_classification(
         file_id=request.file_id,
         predictions=list(classification.predictions),
         model=classification.model,
-        classified_at=datetime.now(UTC),
+        classified_at=clock(),
         auto_tag=request.auto_tag,
     )
     await ledger.succeeded(

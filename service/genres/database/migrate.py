@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from genres.database.engine import to_async_url
+from genres.database.engine import CONNECT_TIMEOUT_SECONDS, to_async_url
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -69,7 +69,12 @@ def _upgrade(connection: Connection, revision: str) -> str | None:
 
 async def upgrade(database_url: str, revision: str = "head") -> str:
     """Upgrade the database to ``revision`` (head by default); return the revision it is at."""
-    engine = create_async_engine(to_async_url(database_url), poolclass=NullPool)
+    engine = create_async_engine(
+        to_async_url(database_url),
+        poolclass=NullPool,
+        # A server that does not answer fails the command in seconds, not asyncpg's minute.
+        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+    )
     try:
         async with engine.connect() as connection:
             # A session-level lock: it outlives the transactions the migrations commit.
@@ -100,7 +105,12 @@ def upgrade_sync(database_url: str, revision: str = "head") -> str:
 
 async def current_revision(database_url: str) -> str | None:
     """The revision the database is at, or ``None`` when never migrated."""
-    engine = create_async_engine(to_async_url(database_url), poolclass=NullPool)
+    engine = create_async_engine(
+        to_async_url(database_url),
+        poolclass=NullPool,
+        # A server that does not answer fails the command in seconds, not asyncpg's minute.
+        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+    )
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(_current)

@@ -1,11 +1,13 @@
 """The tables the service reads and writes (SQLAlchemy Core).
 
-``tracks``, ``tags`` and ``track_tags`` belong to the platform (INTERFACE.md's minimal schema;
+``tracks``, ``tags`` and ``track_tags`` belong to the platform (docs/interface.md's minimal schema;
 the migration creates them only when missing). ``genre_classifications``,
-``classification_requests`` and ``replicate_pace`` are the service's own.
+``classification_requests``, ``projected_models`` and ``replicate_pace`` are the service's own.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -64,14 +66,22 @@ track_tags = Table(
 
 # -- the service's tables ----------------------------------------------------------------------
 
+
+def _classification_key() -> list[Column[Any]]:
+    """(track, file, model): what a classification is of."""
+    return [
+        Column("track_id", BigInteger, nullable=False),
+        Column("file_id", Text, nullable=False),
+        Column("model_name", Text, nullable=False),
+        Column("model_version", Text, nullable=False),
+    ]
+
+
 genre_classifications = Table(
     "genre_classifications",
     metadata,
     # No foreign key to tracks: the classifier may see a track before the database has it.
-    Column("track_id", BigInteger, nullable=False),
-    Column("file_id", Text, nullable=False),
-    Column("model_name", Text, nullable=False),
-    Column("model_version", Text, nullable=False),
+    *_classification_key(),
     Column("status", Text, nullable=False),
     Column("predictions", JSONB, nullable=True),
     Column("event_id", Text, nullable=True),
@@ -95,6 +105,16 @@ classification_requests = Table(
     PrimaryKeyConstraint("track_id", "file_id"),
 )
 
+projected_models = Table(
+    "projected_models",
+    metadata,
+    # The model of the predictions in tracks.extra (which the projector may not add keys to);
+    # no foreign key to tracks, like the other service tables. One row per track.
+    *_classification_key(),
+    Column("projected_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("track_id"),
+)
+
 replicate_pace = Table(
     "replicate_pace",
     metadata,
@@ -105,7 +125,12 @@ replicate_pace = Table(
 )
 
 PLATFORM_TABLES = ("tracks", "tags", "track_tags")
-SERVICE_TABLES = ("genre_classifications", "classification_requests", "replicate_pace")
+SERVICE_TABLES = (
+    "genre_classifications",
+    "classification_requests",
+    "projected_models",
+    "replicate_pace",
+)
 ALL_TABLES = PLATFORM_TABLES + SERVICE_TABLES
 
 __all__ = [
@@ -116,6 +141,7 @@ __all__ = [
     "classification_requests",
     "genre_classifications",
     "metadata",
+    "projected_models",
     "replicate_pace",
     "tags",
     "track_tags",

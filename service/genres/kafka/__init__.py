@@ -1,2 +1,3 @@
-"""Kafka plumbing every role uses: the connection, publishing, dead letters, record parsing,
-the commit-window consumer and the group-less topic reader. Never imports a role."""
+"""Kafka plumbing every role uses: the bus entry each consuming role plugs into, the
+connection, publishing, dead letters, record parsing and the group-less topic reader. Never
+imports a role."""

@@ -30,7 +30,7 @@ LAG_TIMEOUT_SECONDS = 1.0
 
 
 class WindowedConsumer(Protocol):
-    """What the metrics read from ``genres.kafka.concurrent.ConcurrentConsumer``."""
+    """What the metrics read from ``genres.classifier.consumer.ConcurrentConsumer``."""
 
     @property
     def in_flight(self) -> int: ...

@@ -11,29 +11,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
-import stamina
-from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Settings
 from genres.errors import InvalidMessage
-from genres.kafka.broker import consumer_options
-from genres.kafka.parsing import tolerant_parser
+from genres.kafka.entry import BusEntry
 from genres.kafka.producer import Publisher
 from genres.kafka.records import parse
 from genres.observability.tracing import record_spans
 from genres.projector.rule import ProjectionReport, ProjectionStore, project
 from genres.projector.store import SqlProjectionStore
+from genres.retry import ErrorHook, retrying
 from genres.subscriptions import PROJECTOR
 from genres_contracts import GenresClassified
 
@@ -41,21 +38,10 @@ log = logging.getLogger(__name__)
 
 GROUP = PROJECTOR.group
 MAX_RECORDS = 500
-RETRY_WAIT_MAX_SECONDS = 5.0
 PROJECTOR_FETCH_MAX_WAIT_MS = 100
 PROJECTOR_FETCH_MIN_BYTES = 64 * 1024
 # After an unexpected error the batch is rewound; the pause keeps a bug from spinning a core.
 REWIND_PAUSE_SECONDS = 1.0
-
-# SQLSTATE classes and codes worth waiting out: connection exceptions, insufficient
-# resources, operator intervention (restart, admin shutdown), serialization failures and
-# deadlocks, lock timeouts.
-RETRYABLE_SQLSTATE_CLASSES = ("08", "53", "57")
-RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
-
-T = TypeVar("T")
-ErrorHook = Callable[[BaseException], None]
-"""Told each failure met (the stall watchdog gives the last one as a stall's reason)."""
 
 
 @dataclass(frozen=True)
@@ -68,56 +54,6 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]]
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """True for failures that a later attempt may not meet: lost connections, restarts, locks."""
-    if isinstance(exc, OperationalError | OSError | ConnectionError | TimeoutError | KafkaError):
-        return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        code = _sqlstate(exc)
-        if code is not None:
-            return code in RETRYABLE_SQLSTATES or code[:2] in RETRYABLE_SQLSTATE_CLASSES
-    return False
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    original: Any = exc.orig
-    for candidate in (original, getattr(original, "__cause__", None)):
-        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
-        if isinstance(code, str):
-            return code
-    return None
-
-
-async def retrying(
-    action: Callable[[], Awaitable[T]], *, what: str, on_error: ErrorHook | None = None
-) -> T:
-    """Run ``action`` until it succeeds, waiting at most ~5 s between transient failures."""
-
-    async def noted() -> T:
-        try:
-            return await action()
-        except Exception as exc:
-            if on_error is not None:
-                on_error(exc)
-            raise
-
-    attempts = 0
-    # ``async for``: the backoff must not block the event loop (heartbeats, /readyz, stalls).
-    async for attempt in stamina.retry_context(
-        on=is_retryable, attempts=None, timeout=None, wait_max=RETRY_WAIT_MAX_SECONDS
-    ):
-        with attempt:
-            attempts = attempt.num
-            if attempts > 1:
-                log.warning(
-                    "retrying after a transient failure", extra={"what": what, "attempt": attempts}
-                )
-            return await noted()
-    raise AssertionError("unreachable: stamina retries without a limit")  # pragma: no cover
 
 
 async def handle_batch(
@@ -182,16 +118,14 @@ def register_projector(
     each failure met while storing one (the stall watchdog). Returns the subscriber.
     """
     projection_store = store if store is not None else SqlProjectionStore(engine)
-    fetch = consumer_options(settings)
+    entry = BusEntry.of(PROJECTOR, settings)
+    fetch = entry.options
 
-    subscriber = broker.subscriber(
-        *(settings.topic(topic) for topic in PROJECTOR.topics),
+    subscriber = entry.subscriber(
+        broker,
         batch=True,
-        group_id=settings.group(GROUP),
-        auto_offset_reset="earliest",
         ack_policy=AckPolicy.MANUAL,
         max_records=max_records,
-        parser=tolerant_parser,
         decoder=_leave_undecoded,
         title="genres-projector",
         description="Stores each track's current genre predictions in tracks.extra.",
@@ -199,11 +133,8 @@ def register_projector(
         # fetch with the one or two that just arrived (measured: CPU per event of both).
         fetch_max_wait_ms=max(fetch["fetch_max_wait_ms"], PROJECTOR_FETCH_MAX_WAIT_MS),
         fetch_min_bytes=PROJECTOR_FETCH_MIN_BYTES,
-        session_timeout_ms=fetch["session_timeout_ms"],
-        heartbeat_interval_ms=fetch["heartbeat_interval_ms"],
     )
 
-    @subscriber
     async def project_genres(message: KafkaMessage) -> None:
         records = _records(message)
         if not records:
@@ -230,4 +161,5 @@ def register_projector(
         if on_projected is not None:
             on_projected(report)
 
+    subscriber(project_genres)
     return subscriber

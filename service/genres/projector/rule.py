@@ -1,17 +1,21 @@
 """The projector: stores each track's current genre predictions in ``tracks.extra``.
 
-A plain async function over a ``ProjectionStore`` port; the bus entrypoint decides when to
-acknowledge, and the store decides how the write is done.
+The decisions are here, in Python: which event of a batch is written (``plan``: the stale
+guard, last wins) and which tags an auto-tag upload adds (``auto_tags``). The store
+(``projector/store.py``) only reads the tracks, locked for the batch, and applies the plan.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol
 
-from genres_contracts import GenresClassified, Prediction
+from genres_contracts import GenresClassified, ModelRef, Prediction
 
 log = logging.getLogger(__name__)
 
@@ -19,35 +23,69 @@ AUTO_TAG_MAX_NEW = 5
 AUTO_TAG_MAX_TOTAL = 10
 
 
-@dataclass(frozen=True)
-class ProjectionResult:
-    """What one batch did, by track id (each list in the batch's order)."""
+class Fate(StrEnum):
+    """What a batch does with one event."""
 
-    written: list[tuple[int, str]] = field(default_factory=list)
-    """(track_id, file_id) whose predictions were stored."""
-    stale: list[tuple[int, str]] = field(default_factory=list)
-    """(track_id, file_id) of events for a file that is no longer the track's current one."""
-    missing: list[int] = field(default_factory=list)
-    """Track ids that are not in the database."""
-    superseded: int = 0
-    """Events replaced by a later event for the same track in the same batch."""
-    tags_added: int = 0
+    WRITTEN = "written"
+    STALE = "stale"
+    """For a file that is no longer the track's current one."""
+    MISSING = "missing"
+    """For a track that is not in the database."""
+    SUPERSEDED = "superseded"
+    """A later event of the same batch for the same track and file wins."""
 
 
-class ProjectionStore(Protocol):
-    async def write(self, events: Sequence[GenresClassified]) -> ProjectionResult:
-        """Store the events in one transaction; events are in offset order."""
-        ...
+@dataclass(frozen=True, slots=True)
+class TrackState:
+    """What the projector needs to know of a track before writing."""
+
+    file_id: str | None
+    tags: tuple[str, ...] = ()
+    """The track's tag names (read only for tracks an auto-tag event may tag)."""
 
 
-@dataclass(frozen=True)
-class ProjectionReport:
-    events: int
-    written: int
-    stale: int
-    missing: int
-    superseded: int
-    tags_added: int
+@dataclass(frozen=True, slots=True)
+class Write:
+    """The predictions to store for a track, with the model that made them."""
+
+    track_id: int
+    file_id: str
+    predictions: tuple[Prediction, ...]
+    model: ModelRef
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    fates: tuple[Fate, ...]
+    """One per event, in the batch's order."""
+    chosen: tuple[int, ...]
+    """Indices of the events to write, one per track, in the batch's order."""
+
+
+def plan(events: Sequence[GenresClassified], tracks: Mapping[int, TrackState]) -> Plan:
+    """The stale guard and last-wins: per track, the batch's last event for its current file
+    is written; earlier ones for that file are superseded, events for another file are stale.
+
+    Events are in offset order, so "last" is "latest published" and a replay of the topic
+    ends in the same state.
+    """
+    last: dict[int, int] = {}
+    for n, event in enumerate(events):
+        track = tracks.get(event.track_id)
+        if track is not None and track.file_id == event.file_id:
+            last[event.track_id] = n
+    fates: list[Fate] = []
+    for n, event in enumerate(events):
+        track = tracks.get(event.track_id)
+        if track is None:
+            fates.append(Fate.MISSING)
+        elif track.file_id != event.file_id:
+            fates.append(Fate.STALE)
+        elif last[event.track_id] == n:
+            fates.append(Fate.WRITTEN)
+        else:
+            fates.append(Fate.SUPERSEDED)
+    return Plan(tuple(fates), tuple(sorted(last.values())))
 
 
 def auto_tag_candidates(
@@ -55,9 +93,9 @@ def auto_tag_candidates(
 ) -> list[str]:
     """The tag names an auto-tag upload may add, best first, before looking at the track.
 
-    The cut at ``limit`` comes before the store skips tags the track already has: a replay
-    then finds the same candidates, all present, and adds nothing (idempotent), where
-    skipping first would let a replay reach further down the list.
+    The cut at ``limit`` comes before skipping tags the track already has: a replay then
+    finds the same candidates, all present, and adds nothing (idempotent), where skipping
+    first would let a replay reach further down the list.
     """
     if not predictions:
         return []
@@ -75,6 +113,54 @@ def auto_tag_candidates(
     return names
 
 
+def auto_tags(predictions: Sequence[Prediction], have: Sequence[str]) -> list[str]:
+    """The whole auto-tag rule (INTERFACE.md): the tags to add to a track that has ``have``.
+
+    Tags scoring at least half the top score, at most ``AUTO_TAG_MAX_NEW``, skipping those
+    the track already has (case-insensitive), never taking it past ``AUTO_TAG_MAX_TOTAL``.
+    """
+    owned = {name.casefold() for name in have}
+    fresh = [name for name in auto_tag_candidates(predictions) if name.casefold() not in owned]
+    return fresh[: max(0, AUTO_TAG_MAX_TOTAL - len(have))]
+
+
+class ProjectionBatch(Protocol):
+    """One transaction of the store: what ``project`` reads is what it writes over."""
+
+    async def tracks(
+        self, track_ids: Collection[int], *, with_tags: Collection[int]
+    ) -> Mapping[int, TrackState]:
+        """The tracks that exist (tag names only for ``with_tags``), unchanged by anyone
+        else until the batch ends."""
+        ...
+
+    async def store(self, writes: Sequence[Write]) -> None:
+        """Merge the predictions into ``extra`` (two keys, nothing else), record the model
+        that made them, and drop the tracks' on-demand markers for those files."""
+        ...
+
+    async def add_tags(self, tags: Sequence[tuple[int, Sequence[str]]]) -> int:
+        """Link each track to the named tags, reusing a tag named alike but for case;
+        returns how many links were made."""
+        ...
+
+
+class ProjectionStore(Protocol):
+    def batch(self) -> AbstractAsyncContextManager[ProjectionBatch]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProjectionReport:
+    events: int
+    written: int
+    stale: int
+    missing: int
+    superseded: int
+    tags_added: int
+
+
 async def project(
     events: Sequence[GenresClassified], *, store: ProjectionStore
 ) -> ProjectionReport:
@@ -84,45 +170,38 @@ async def project(
     """
     if not events:
         return ProjectionReport(0, 0, 0, 0, 0, 0)
-    result = await store.write(events)
-    # The ids of the latest event per (track, file), for the log lines.
-    ids = {
-        (e.track_id, e.file_id): {"event_id": e.event_id, "source_event_id": e.source_event_id}
-        for e in events
-    }
-    for track_id in result.missing:
-        # Never retried: the platform may have deleted the track, or not created it yet;
-        # the classification stays in the topic for a later replay.
-        log.warning(
-            "skipped predictions for a track that does not exist", extra={"track_id": track_id}
+    async with store.batch() as batch:
+        current = await batch.tracks(
+            {e.track_id for e in events}, with_tags={e.track_id for e in events if e.auto_tag}
         )
-    for track_id, file_id in result.stale:
-        log.info(
-            "dropped stale predictions",
-            extra={"track_id": track_id, "file_id": file_id, **ids.get((track_id, file_id), {})},
+        decided = plan(events, current)
+        chosen = [events[n] for n in decided.chosen]
+        await batch.store(
+            [Write(e.track_id, e.file_id, tuple(e.predictions), e.model) for e in chosen]
         )
-    for track_id, file_id in result.written:
-        log.info(
-            "stored genre predictions",
-            extra={"track_id": track_id, "file_id": file_id, **ids.get((track_id, file_id), {})},
-        )
+        tags = [
+            (e.track_id, names)
+            for e in chosen
+            if e.auto_tag and (names := auto_tags(e.predictions, current[e.track_id].tags))
+        ]
+        tags_added = await batch.add_tags(tags) if tags else 0
+    for event, fate in zip(events, decided.fates, strict=True):
+        ids = {"track_id": event.track_id, "file_id": event.file_id, "event_id": event.event_id}
+        if fate is Fate.MISSING:
+            # Never retried: the platform may have deleted the track, or not created it yet;
+            # the classification stays in the topic for a later replay.
+            log.warning("skipped predictions for a track that does not exist", extra=ids)
+        elif fate is Fate.STALE:
+            log.info("dropped stale predictions", extra=ids)
+        elif fate is Fate.WRITTEN:
+            log.info("stored genre predictions", extra=ids)
     report = ProjectionReport(
         events=len(events),
-        written=len(result.written),
-        stale=len(result.stale),
-        missing=len(result.missing),
-        superseded=result.superseded,
-        tags_added=result.tags_added,
+        written=decided.fates.count(Fate.WRITTEN),
+        stale=decided.fates.count(Fate.STALE),
+        missing=decided.fates.count(Fate.MISSING),
+        superseded=decided.fates.count(Fate.SUPERSEDED),
+        tags_added=tags_added,
     )
-    log.info(
-        "projected genre predictions",
-        extra={
-            "events": report.events,
-            "written": report.written,
-            "stale": report.stale,
-            "missing": report.missing,
-            "superseded": report.superseded,
-            "tags_added": report.tags_added,
-        },
-    )
+    log.info("projected genre predictions", extra=dataclasses.asdict(report))
     return report

@@ -1,16 +1,14 @@
 """The responder's decision: which tags to recommend for a track (no bus, no SQL here).
 
-Semantics are the specification's ``GET /tracks/{id}/recommended-tags`` (INTERFACE.md):
+Semantics are the specification's ``GET /tracks/{id}/recommended-tags`` (docs/interface.md):
 
 * a track that does not exist gets ``error.kind = not_found``;
 * ``available: false`` when no classifier is configured (and nothing is requested);
 * tags the track already has are left out (case-insensitive), at most ``limit``, best first,
   ``score`` = the model's confidence;
-* stored predictions count only when they are for the track's current ``file_id``.
-  **Legacy rows** (predictions without ``genre_predictions_file_id``, written before the
-  service tracked file ids) count as current only when the track has no ``file_id`` either:
-  a track with a file cannot prove the predictions are for it, so they are stale and the
-  track is classified again on demand;
+* stored predictions count only when they are current (``genres.stored.is_current``, the
+  definition the backfill uses too: for the track's current ``file_id``; legacy rows without
+  one only on a track without a file id either);
 * without current predictions: a track with no ``file_id`` or no usable ``audio_url``, or
   whose current file's classification failed for good, gets empty tags with
   ``available: true`` (nothing can be classified); otherwise one
@@ -23,15 +21,17 @@ Semantics are the specification's ``GET /tracks/{id}/recommended-tags`` (INTERFA
 from __future__ import annotations
 
 import contextlib
+import logging
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from pydantic import ValidationError
 
+from genres.stored import StoredPredictions, is_current
 from genres_contracts import (
     ClassificationFailed,
     ClassificationReason,
@@ -44,13 +44,18 @@ from genres_contracts import (
     ReplyError,
 )
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "Markers",
     "OnDemand",
     "Outcome",
     "OutcomeWaiter",
     "OutcomeWatch",
+    "SingleFlight",
     "TrackReader",
     "current_predictions",
+    "marker_is_free",
     "recommend",
     "recommended",
 ]
@@ -93,6 +98,64 @@ class OnDemand(Protocol):
     async def __call__(self, request: ClassificationRequested, /) -> bool: ...
 
 
+class Markers(Protocol):
+    """On-demand markers, one per (track, file): a request is outstanding since ``at``."""
+
+    async def claim(
+        self, track_id: int, file_id: str, *, at: datetime, stale_before: datetime
+    ) -> bool:
+        """Set the marker to ``at`` when there is none or it is older than ``stale_before``
+        (``marker_is_free``); True for exactly one of concurrent callers, across processes."""
+        ...
+
+    async def release(self, track_id: int, file_id: str) -> None:
+        """Drop the marker (the projector drops it too, when it stores predictions)."""
+        ...
+
+
+Publish = Callable[[ClassificationRequested], Awaitable[None]]
+
+
+def marker_is_free(requested_at: datetime | None, *, stale_before: datetime) -> bool:
+    """No request outstanding, or the one outstanding is presumed lost (older than the cut):
+    a lost request must not block the track forever."""
+    return requested_at is None or requested_at < stale_before
+
+
+@dataclass(frozen=True, slots=True)
+class SingleFlight:
+    """The ``OnDemand`` rule: one outstanding on-demand request per (track, file), across
+    requests and responder instances; a marker older than ``stale_after`` seconds is
+    reclaimed. A publish that fails drops the marker, so the next request may try again."""
+
+    markers: Markers
+    publish: Publish
+    clock: Callable[[], datetime]
+    stale_after: float
+
+    async def __call__(self, request: ClassificationRequested, /) -> bool:
+        now = self.clock()
+        claimed = await self.markers.claim(
+            request.track_id,
+            request.file_id,
+            at=now,
+            stale_before=now - timedelta(seconds=self.stale_after),
+        )
+        if not claimed:
+            return False
+        try:
+            await self.publish(request)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.markers.release(request.track_id, request.file_id)
+            raise
+        log.info(
+            "requested an on-demand classification",
+            extra={"track_id": request.track_id, "file_id": request.file_id},
+        )
+        return True
+
+
 class OutcomeWatch(Protocol):
     async def wait(self, file_id: str, within: float) -> Outcome | None:
         """The first outcome for (track, ``file_id``) seen since the watch began, or None."""
@@ -109,11 +172,12 @@ class OutcomeWaiter(Protocol):
 
 def current_predictions(view: TrackView) -> tuple[Prediction, ...] | None:
     """The stored predictions when they are for the track's current file, else None."""
-    if view.predictions is None:
-        return None
-    if view.predictions_file_id == view.file_id:
-        return view.predictions  # also legacy rows on a track without a file id
-    return None
+    stored = StoredPredictions(
+        file_id=view.file_id,
+        present=view.predictions is not None,
+        predictions_file_id=view.predictions_file_id,
+    )
+    return view.predictions if is_current(stored) else None
 
 
 def recommended(

@@ -1,4 +1,4 @@
-"""What the responder reads about a track, and the on-demand classification marker.
+"""What the responder reads about a track, and the on-demand markers (``SqlMarkers``).
 
 Each function is one SQL statement in autocommit mode: no ``BEGIN``/``ROLLBACK`` around it.
 On an engine from :func:`create_read_engine` (no pre-ping) a cached answer therefore costs
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Boolean, Interval, String, delete, exists, func, literal, select
+from sqlalchemy import Boolean, String, delete, exists, func, literal, select
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -33,10 +33,9 @@ from genres.responder.rule import TrackView
 from genres_contracts import Prediction
 
 __all__ = [
+    "SqlMarkers",
     "TrackView",
-    "claim_on_demand",
     "create_read_engine",
-    "release_on_demand",
     "track_view",
 ]
 
@@ -123,43 +122,44 @@ async def track_view(
     )
 
 
-async def claim_on_demand(
-    engine: AsyncEngine, track_id: int, file_id: str, *, stale_after: float
-) -> bool:
-    """Claim the right to request an on-demand classification of (track, file).
+class SqlMarkers:
+    """The ``Markers`` port on ``classification_requests``.
 
-    True for exactly one caller while a claim is outstanding, across processes: the
-    ``INSERT ... ON CONFLICT DO UPDATE ... WHERE`` takes the row lock, and a concurrent
-    claimer re-checks the ``WHERE`` against the winner's fresh ``requested_at`` and gets no
-    row. A marker older than ``stale_after`` seconds is reclaimed (a lost request must not
-    block the track forever). The projector deletes the marker when it stores predictions.
+    ``claim`` is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE requested_at <
+    stale_before``: the row lock makes a concurrent claimer re-check the ``WHERE`` against
+    the winner's fresh ``requested_at`` and get no row, so exactly one caller wins. The
+    times are the rule's (``SingleFlight``'s clock), not the server's.
     """
-    table = classification_requests
-    statement = (
-        insert(table)
-        .values(track_id=track_id, file_id=file_id, requested_at=func.now())
-        .on_conflict_do_update(
-            index_elements=[table.c.track_id, table.c.file_id],
-            set_={"requested_at": func.now()},
-            where=table.c.requested_at
-            < func.now() - literal(timedelta(seconds=stale_after), Interval()),
-        )
-        .returning(table.c.track_id)
-    )
-    async with engine.connect() as connection:
-        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        row = (await connection.execute(statement)).first()
-    return row is not None
 
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
 
-async def release_on_demand(engine: AsyncEngine, track_id: int, file_id: str) -> None:
-    """Drop the marker (after a failed publish, so the next request may try again)."""
-    table = classification_requests
-    async with engine.connect() as connection:
-        connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        await connection.execute(
-            delete(table).where(table.c.track_id == track_id, table.c.file_id == file_id)
+    async def claim(
+        self, track_id: int, file_id: str, *, at: datetime, stale_before: datetime
+    ) -> bool:
+        table = classification_requests
+        statement = (
+            insert(table)
+            .values(track_id=track_id, file_id=file_id, requested_at=at)
+            .on_conflict_do_update(
+                index_elements=[table.c.track_id, table.c.file_id],
+                set_={"requested_at": at},
+                where=table.c.requested_at < stale_before,
+            )
+            .returning(table.c.track_id)
         )
+        async with self._engine.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            row = (await connection.execute(statement)).first()
+        return row is not None
+
+    async def release(self, track_id: int, file_id: str) -> None:
+        table = classification_requests
+        async with self._engine.connect() as connection:
+            connection = await connection.execution_options(isolation_level="AUTOCOMMIT")
+            await connection.execute(
+                delete(table).where(table.c.track_id == track_id, table.c.file_id == file_id)
+            )
 
 
 def create_read_engine(

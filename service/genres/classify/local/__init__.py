@@ -1,4 +1,5 @@
-"""The embedded classifier backend (``CLASSIFIER_BACKEND=local``): musicnn's MSD model on ONNX.
+"""The embedded classifier backend (``CLASSIFIER_BACKEND=local``): musicnn's MSD and MTT models
+on ONNX.
 
 ``LocalClassifier`` implements ``genres.classify.port.Classifier``; the composition root builds
 it (``genres.classify.factory.open_classifier``), the command line included.

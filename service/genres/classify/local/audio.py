@@ -1,5 +1,8 @@
 """Decoding audio to 16 kHz mono float32 with PyAV (FFmpeg) and soxr, streaming.
 
+(Over 300 lines: its two ways of reading a file, from the start and by sampled windows, share
+the opening rules and the frame conversion, which must not drift apart.)
+
 ``iter_decode`` yields the audio in chunks: it never holds the whole compressed file (PyAV reads
 it packet by packet from the path or file object) nor the whole decoded track, so a long file
 costs memory in proportion to a chunk, not to its length. ``decode`` collects the chunks for
@@ -9,8 +12,10 @@ Rules:
 
 * the first audio stream is decoded; channels are averaged to mono (as librosa does); the audio
   is resampled to 16 kHz with soxr (high quality), as musicnn's front end expects;
-* only the first ``max_seconds`` are decoded (the rest of a longer file is never read past that
-  point); a file longer than that is classified on its beginning;
+* ``iter_decode`` decodes from the start, at most ``max_seconds`` (the rest of a longer file is
+  never read past that point); ``sample_windows`` instead seeks to a few short windows spread
+  across the whole file and decodes only those, so its cost does not grow with the file's
+  length (where the container states its length and can seek; else the caller decodes);
 * only audio containers are opened (``ALLOWED_DEMUXERS``): FFmpeg's playlist and concat demuxers,
   which open further files or URLs named inside the input, are refused;
 * paths must be regular files (not devices, pipes or directories); they are opened by Python and
@@ -59,6 +64,15 @@ Samples = npt.NDArray[np.float32]
 
 _GATHER_SAMPLES = 32_768
 """Decoded frames (often ~1000 samples each) are mixed and resampled this many at a time."""
+
+_PREROLL_SECONDS = 0.5
+"""Audio decoded and dropped before each window: decoders (mp3's bit reservoir, for one) need
+a few frames after a seek, and the resampler's filter needs some input before the window."""
+
+_SAMPLE_ABOVE = 2.0
+"""Sample only tracks longer than this many times the windows; shorter ones are decoded whole
+(reading them is about as cheap as seeking, and every patch can be used)."""
+
 
 _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2147483648.0, "s64": 9223372036854775808.0}
 
@@ -144,15 +158,7 @@ def iter_decode(
 
 
 def _decode_file(fileobj: IO[bytes], max_samples: int | None, out_rate: int) -> Iterator[Samples]:
-    try:
-        container = av.open(
-            fileobj,
-            mode="r",
-            options={"format_whitelist": ALLOWED_DEMUXERS},
-            metadata_errors="ignore",
-        )
-    except (av.FFmpegError, ValueError, OSError) as exc:
-        raise _unreadable(f"not a readable audio file ({_describe(exc)})") from None
+    container = _open_container(fileobj)
     with container:
         if not container.streams.audio:
             raise _unreadable("the file has no audio stream")
@@ -231,5 +237,142 @@ def decode(
 
 
 def _describe(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    # FFmpeg's errors read "[Errno N] What: 'path'"; the number and the path say nothing more.
+    text = getattr(exc, "strerror", None) if isinstance(exc, av.FFmpegError) else None
+    text = text or str(exc).strip() or type(exc).__name__
     return text[:200]
+
+
+def duration_seconds(container: Any) -> float | None:
+    """The container's stated length of its first audio stream, if it states one."""
+    stream = container.streams.audio[0]
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return float(container.duration / av.time_base)
+    return None
+
+
+def sample_windows(
+    source: AudioSource,
+    *,
+    count: int,
+    window_samples: int,
+    sample_rate: int = SAMPLE_RATE,
+) -> list[Samples] | None:
+    """``count`` windows of ``window_samples`` samples spread evenly across ``source``.
+
+    Window ``i`` is centred at ``(i + 0.5) / count`` of the track's stated length; each is
+    reached by seeking (with ``_PREROLL_SECONDS`` decoded before it, so the decoder settles)
+    and decoded alone, so the cost does not grow with the track's length. Returns ``None`` when
+    sampling does not apply and the caller should decode the track from its start instead: the
+    container states no length, the track is shorter than ``_SAMPLE_ABOVE`` times the windows,
+    it cannot seek, or its frames carry no timestamps. A window that lands past the real end of
+    the audio (a wrong stated length) or fails to decode is left out; none at all is ``None``.
+    Raises ``AudioError`` when the input is not audio FFmpeg can open.
+    """
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    fileobj, owned = _open_source(source)
+    position = fileobj.tell() if fileobj.seekable() else None
+    try:
+        if position is None:
+            return None
+        container = _open_container(fileobj)
+        with container:
+            if not container.streams.audio:
+                raise _unreadable("the file has no audio stream")
+            length = duration_seconds(container)
+            window_seconds = window_samples / sample_rate
+            if length is None or length < _SAMPLE_ABOVE * count * window_seconds:
+                return None
+            windows: list[Samples] = []
+            for i in range(count):
+                start = (i + 0.5) / count * length - window_seconds / 2
+                try:
+                    window = _decode_window(container, start, window_samples, sample_rate)
+                except _NotSeekableError:
+                    return None
+                if window is not None:
+                    windows.append(window)
+            return windows or None
+    finally:
+        if owned:
+            fileobj.close()
+        elif position is not None:
+            fileobj.seek(position)  # the caller's file, as it was: it may decode it next
+
+
+class _NotSeekableError(Exception):
+    """The container cannot seek, or its frames have no timestamps to place a window by."""
+
+
+def _open_container(fileobj: IO[bytes]) -> Any:
+    if _is_empty(fileobj):
+        # FFmpeg would seek past the end, and PyAV print the error it drops on stderr.
+        raise _unreadable("the file is empty")
+    try:
+        return av.open(
+            fileobj,
+            mode="r",
+            options={"format_whitelist": ALLOWED_DEMUXERS},
+            metadata_errors="ignore",
+        )
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise _unreadable(f"not a readable audio file ({_describe(exc)})") from None
+
+
+def _decode_window(
+    container: Any, start: float, window_samples: int, out_rate: int
+) -> Samples | None:
+    """``window_samples`` samples at ``out_rate`` from ``start`` seconds, or ``None``."""
+    stream = container.streams.audio[0]
+    seek_to = max(0.0, start - _PREROLL_SECONDS)
+    try:
+        container.seek(int(seek_to / stream.time_base), stream=stream, backward=True)
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        raise _NotSeekableError from exc
+    first_time: float | None = None
+    in_rate = 0
+    blocks: list[npt.NDArray[np.float32]] = []
+    have = 0
+    need = 0
+    try:
+        for frame in container.decode(stream):
+            if frame.sample_rate <= 0 or frame.samples == 0:
+                continue
+            if first_time is None:
+                if frame.time is None:
+                    raise _NotSeekableError
+                first_time, in_rate = float(frame.time), frame.sample_rate
+                # Samples (at the input rate) from the first frame to the window's end.
+                lead = max(0.0, start - first_time)
+                need = int((lead + window_samples / out_rate) * in_rate) + 1
+            elif frame.sample_rate != in_rate:
+                break  # the stream changed its rate: the window ends here
+            block = _planar_float(frame)
+            if blocks and block.shape[0] != blocks[0].shape[0]:
+                break  # the stream changed its channels: likewise
+            blocks.append(block)
+            have += block.shape[1]
+            if have >= need:
+                break
+    except (av.FFmpegError, ValueError, OSError):
+        pass  # a damaged stretch: keep what was decoded, if it is enough
+    if first_time is None or not blocks:
+        return None
+    mono = _mix_down(blocks)
+    if in_rate != out_rate:
+        mono = np.asarray(soxr.resample(mono, in_rate, out_rate, quality="HQ"), np.float32)
+    offset = max(0, round((start - first_time) * out_rate))
+    window = mono[offset : offset + window_samples]
+    return window if len(window) == window_samples else None
+
+
+def _is_empty(fileobj: IO[bytes]) -> bool:
+    if not fileobj.seekable():
+        return False
+    position = fileobj.tell()
+    end = fileobj.seek(0, io.SEEK_END)
+    fileobj.seek(position)
+    return end == position

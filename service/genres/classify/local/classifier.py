@@ -1,21 +1,26 @@
-"""``LocalClassifier``: the ``Classifier`` port on the embedded musicnn MSD model.
+"""``LocalClassifier``: the ``Classifier`` port on the embedded musicnn model (MSD + MTT).
 
 ``classify(audio)`` takes an http(s) URL (downloaded with ``fetch.fetch_audio`` under the
 configured limits) or, when ``allow_local_paths``, a path to a local file. The CPU-bound work
-(decode, front end, model) runs in a worker thread, at most ``max_parallel`` at a time (the
-model already uses ``intra_op_threads`` cores), so the event loop stays free and memory stays
-bounded however many classifications are in flight. Only genre tags are kept (``tags.py``),
-ranked on their full scores, ties by name, the top N kept, confidences rounded to 4 places.
+(decode, front end, model) runs in ``workers`` processes (``pool.py``: one per core by default,
+``LOCAL_WORKERS`` caps it), or with ``workers=0`` in a worker thread of this process, at most
+``max_parallel`` at a time (the model already uses ``intra_op_threads`` cores). Either way the
+event loop stays free and memory stays bounded however many classifications are in flight.
+Only genre tags are kept (``tags.py``), ranked on their full scores, ties by name, the top N
+kept, confidences rounded to 4 places.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import httpx
 
@@ -27,7 +32,14 @@ from genres.classify.local.fetch import (
     is_http_url,
     looks_like_url,
 )
-from genres.classify.local.model import MODEL_NAME, Analysis, MusicnnModel, analyse
+from genres.classify.local.model import (
+    DEFAULT_WINDOWS,
+    MODEL_NAME,
+    Analysis,
+    MusicnnModel,
+    analyse,
+)
+from genres.classify.local.pool import ModelPool, available_cores
 from genres.classify.local.tags import genre_indices
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.classify.ranking import rank
@@ -49,27 +61,37 @@ class LocalClassifier:
         top_n: int = 10,
         fetch_policy: FetchPolicy | None = None,
         max_seconds: float | None = 30 * 60.0,
+        windows: int | None = DEFAULT_WINDOWS,
         max_parallel: int = 1,
+        workers: int = 0,
         allow_local_paths: bool = True,
     ) -> None:
         """``http_client`` is long-lived and owned by the caller (``aclose`` leaves it open).
 
-        ``model`` defaults to the packaged ``musicnn_msd.onnx`` (loaded here, once).
-        ``max_seconds`` caps the audio decoded per track (longer tracks are classified on their
-        beginning). ``max_parallel`` bounds concurrent CPU-bound analyses in this process.
+        ``model`` defaults to the packaged ``musicnn_genres.onnx`` (loaded here, once).
+        ``windows`` is how many ~3 s windows, spread across the track, are classified (``None``:
+        all of them); ``max_seconds`` caps the audio decoded from a track's start, when it is not
+        sampled by seeking (see ``model.analyse``). ``workers``: processes running the packaged
+        model (0: none, the analyses run on threads of this process with ``model``, at most
+        ``max_parallel`` at a time).
         ``allow_local_paths`` lets ``classify`` take paths of local files, not only URLs.
         """
         if top_n < 1:
             raise ValueError("top_n must be at least 1")
         if max_parallel < 1:
             raise ValueError("max_parallel must be at least 1")
+        if workers < 0:
+            raise ValueError("workers must be at least 0")
         self._http = http_client
         self._model = model if model is not None else MusicnnModel()
         self._top_n = top_n
         self._policy = fetch_policy if fetch_policy is not None else FetchPolicy()
         self._max_seconds = max_seconds
+        self._windows = windows
         self._allow_local_paths = allow_local_paths
-        self._slots = asyncio.Semaphore(max_parallel)
+        # With workers, a slot is a worker process: the wait for one is measured as queued.
+        self._slots = asyncio.Semaphore(workers or max_parallel)
+        self._pool = ModelPool(workers) if workers else None
         self._genres = genre_indices(self._model.tags)
         self._ref = ModelRef(name=MODEL_NAME, version=self._model.version)
         self._closed = False
@@ -90,6 +112,10 @@ class LocalClassifier:
             top_n=settings.replicate_top_n,
             fetch_policy=FetchPolicy.from_settings(settings),
             max_seconds=settings.audio_max_seconds,
+            windows=settings.local_windows or None,
+            workers=(
+                available_cores() if settings.local_workers is None else settings.local_workers
+            ),
             allow_local_paths=allow_local_paths,
         )
 
@@ -134,10 +160,30 @@ class LocalClassifier:
         return self._classification(analysis, started, fetched, waited)
 
     async def _analyse(self, source: AudioSource) -> Analysis:
+        if self._pool is not None:
+            if isinstance(source, str | os.PathLike):
+                return await self._pool.analyse(
+                    str(source), max_seconds=self._max_seconds, windows=self._windows
+                )
+            # A download crosses to the worker as bytes when small, else as a file of its own
+            # (a spooled temporary file has no name), so memory stays bounded per worker.
+            handover, spilled = await asyncio.to_thread(_handover, source)
+            try:
+                return await self._pool.analyse(
+                    handover, max_seconds=self._max_seconds, windows=self._windows
+                )
+            finally:
+                if spilled is not None:
+                    await asyncio.to_thread(spilled.unlink, missing_ok=True)
         cancel = threading.Event()
         task = asyncio.ensure_future(
             asyncio.to_thread(
-                analyse, source, self._model, max_seconds=self._max_seconds, cancel=cancel
+                analyse,
+                source,
+                self._model,
+                windows=self._windows,
+                max_seconds=self._max_seconds,
+                cancel=cancel,
             )
         )
         try:
@@ -179,5 +225,25 @@ class LocalClassifier:
         )
 
     async def aclose(self) -> None:
-        """Marks the classifier closed; the HTTP client belongs to the caller."""
+        """Marks the classifier closed and stops its workers; the HTTP client belongs to the
+        caller."""
         self._closed = True
+        if self._pool is not None:
+            await self._pool.aclose()
+
+
+HANDOVER_BYTES = 8 * 1024 * 1024
+"""Downloads up to this size go to a worker as bytes; larger ones through a named file."""
+
+
+def _handover(source: bytes | IO[bytes]) -> tuple[str | bytes, Path | None]:
+    """What a worker is given for a download, and the file to delete afterwards, if any."""
+    if isinstance(source, bytes):
+        return source, None
+    size = source.seek(0, os.SEEK_END)
+    source.seek(0)
+    if size <= HANDOVER_BYTES:
+        return source.read(), None
+    with tempfile.NamedTemporaryFile(prefix="genres-audio-", delete=False) as spill:
+        shutil.copyfileobj(source, spill, 1024 * 1024)
+    return spill.name, Path(spill.name)

@@ -160,7 +160,8 @@ async def _vet(url: httpx.URL, policy: FetchPolicy) -> IPAddress:
         for address in addresses:
             if not address_is_public(address):
                 raise _refused(
-                    f"the audio host {url.host!r} resolves to a non-public address ({address})"
+                    f"the audio host {url.host!r} resolves to a non-public address ({address}); "
+                    "AUDIO_ALLOW_PRIVATE_ADDRESSES=true allows it"
                 )
     return addresses[0]
 

@@ -1,11 +1,14 @@
-"""The musicnn MSD model as an onnxruntime session, and the track-level analysis.
+"""The embedded musicnn model as an onnxruntime session, and the track-level analysis.
 
-``musicnn_msd.onnx`` (made by ``scripts/convert_musicnn.py`` from musicnn 0.1.0's checkpoint,
-ISC licence, see ``MUSICNN_LICENSE.txt``) maps log-mel patches ``(N, 187, 96)`` to sigmoid tag
-scores ``(N, 50)``. A track's scores are the mean over its patches, as musicnn averages its
-taggram. Patches go through the model ``batch_size`` at a time, so memory stays bounded
-whatever the track's length. Small batches are also the fastest here: measured on 2 cores
-(AMD EPYC, AVX-512), 20 patches (one minute of audio) took 0.32 s of wall time in batches of
+``musicnn_genres.onnx`` (made by ``scripts/convert_musicnn.py`` from musicnn 0.1.0's MSD and MTT
+checkpoints, ISC licence, see ``MUSICNN_LICENSE.txt``) runs both models on the same log-mel
+patches ``(N, 187, 96)`` and outputs sigmoid scores of the 33 genre tags ``(N, 33)`` named in
+``musicnn_genres.json`` (which tags and why: ``tags.py``); it also outputs each model's whole
+taggram (``msd_tags``, ``mtt_tags``), used to check the port. A track's scores are the mean
+over its patches, as musicnn averages its taggram. Patches go through the model
+``batch_size`` at a time, so memory stays bounded whatever the track's length. Small batches
+are also the fastest here: measured on 2 cores (AMD EPYC, AVX-512) with the MSD model alone,
+20 patches (one minute of audio) took 0.32 s of wall time in batches of
 1 or 2, 0.38 s in batches of 4 and 0.45 s in batches of 10 (the activations of a small batch
 stay in cache), and a batch of 10 needs ~100 MB more memory than a batch of 2.
 """
@@ -25,15 +28,24 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from genres.classify.local.audio import AudioSource, iter_decode
-from genres.classify.local.frontend import N_MELS, PATCH_FRAMES, LogMelStream, PatchStream
+from genres.classify.local.audio import SAMPLE_RATE, AudioSource, iter_decode, sample_windows
+from genres.classify.local.frontend import (
+    HOP,
+    N_MELS,
+    PATCH_FRAMES,
+    LogMelStream,
+    PatchStream,
+    log_mel,
+    to_patches,
+)
 from genres.errors import AudioError
 from genres_contracts import FailureKind
 
 HERE = Path(__file__).resolve().parent
-MODEL_PATH = HERE / "musicnn_msd.onnx"
-TAGS_PATH = HERE / "musicnn_msd_tags.json"
-MODEL_NAME = "musicnn/msd"
+MODEL_PATH = HERE / "musicnn_genres.onnx"
+TAGS_PATH = HERE / "musicnn_genres.json"
+MODEL_NAME = "musicnn/msd+mtt"
+"""The name stored with the predictions; it was ``musicnn/msd`` for the MSD model alone."""
 MUSICNN_VERSION = "0.1.0"
 
 DEFAULT_BATCH_SIZE = 2
@@ -43,7 +55,7 @@ Float32Array = npt.NDArray[np.float32]
 
 
 class MusicnnModel:
-    """An onnxruntime session over ``musicnn_msd.onnx``; create once, share; thread-safe."""
+    """An onnxruntime session over ``musicnn_genres.onnx``; create once, share; thread-safe."""
 
     def __init__(
         self,
@@ -81,6 +93,8 @@ class MusicnnModel:
         )
         self._input = self._session.get_inputs()[0].name
         outputs = self._session.get_outputs()
+        self._output = outputs[0].name
+        self._widths: dict[str, int] = {o.name: int(o.shape[-1]) for o in outputs}
         if len(self.tags) != outputs[0].shape[-1]:
             raise ValueError(f"{tags_path} names {len(self.tags)} tags; the model has more/less")
 
@@ -94,16 +108,20 @@ class MusicnnModel:
         return f"{MUSICNN_VERSION}+onnx-{self.sha256[:12]}"
 
     def predict(self, patches: Float32Array) -> Float32Array:
-        """Sigmoid scores (N, 50) of log-mel patches (N, 187, 96), ``batch_size`` at a time."""
+        """Sigmoid scores (N, tags) of log-mel patches (N, 187, 96), ``batch_size`` at a time."""
+        return self.outputs(patches, self._output)
+
+    def outputs(self, patches: Float32Array, name: str) -> Float32Array:
+        """The graph's output ``name`` for log-mel patches (N, 187, 96)."""
         patches = np.asarray(patches, dtype=np.float32)
         if patches.ndim != 3 or patches.shape[1:] != (PATCH_FRAMES, N_MELS):
             raise ValueError(f"patches must be (N, {PATCH_FRAMES}, {N_MELS}), not {patches.shape}")
         out: list[Float32Array] = []
         for start in range(0, len(patches), self.batch_size):
             batch = np.ascontiguousarray(patches[start : start + self.batch_size])
-            out.append(self._session.run(None, {self._input: batch})[0])
+            out.append(self._session.run([name], {self._input: batch})[0])
         if not out:
-            return np.zeros((0, len(self.tags)), np.float32)
+            return np.zeros((0, self._widths[name]), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
 
 
@@ -161,31 +179,94 @@ class _Accumulator:
         self._pending_count = len(rest)
 
 
+WINDOW_SAMPLES = (PATCH_FRAMES - 1) * HOP
+"""Samples of one window: exactly the 187 frames of one patch (about 3 s)."""
+
+DEFAULT_WINDOWS = 4
+"""Windows classified per track by default (``LOCAL_WINDOWS``); measured with
+``python -m bench local-model``: see README, "The embedded model"."""
+
+
 def analyse(
     source: AudioSource,
     model: MusicnnModel,
     *,
+    windows: int | None = None,
     max_seconds: float | None = None,
     cancel: threading.Event | None = None,
 ) -> Analysis:
-    """Decode, compute the front end and run the model on ``source``, streaming (CPU-bound).
+    """The track's mean scores over ``windows`` patches spread across it (CPU-bound).
+
+    ``windows=None`` analyses every patch of the track (its first ``max_seconds``): the cost
+    grows with the length. With ``windows=N``, the N patches are sampled where the file allows
+    seeking (``audio.sample_windows``: the cost is bounded whatever the length); else, and for
+    short tracks, the track is decoded from its start (up to ``max_seconds``) and N patches
+    evenly spread over it are run through the model.
 
     ``cancel``, when set from another thread, stops the work at the next chunk (raising
     ``AudioError``); a caller that gave up waiting uses it so abandoned work does not go on.
+    """
+    if windows is not None and windows < 1:
+        raise ValueError("windows must be at least 1 (or None for every patch)")
+    if windows is not None:
+        started = time.perf_counter()
+        sampled = sample_windows(source, count=windows, window_samples=WINDOW_SAMPLES)
+        decode_s = time.perf_counter() - started
+        if sampled is not None:
+            _check(cancel)
+            started = time.perf_counter()
+            patches = np.stack([to_patches(log_mel(window))[0] for window in sampled])
+            frontend_s = time.perf_counter() - started
+            acc = _Accumulator(model)
+            acc.add(patches)
+            acc.finish()
+            return _analysis(acc, len(sampled) * WINDOW_SAMPLES, decode_s, frontend_s)
+    return _analyse_from_start(source, model, windows, max_seconds, cancel)
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise AudioError("the classification was abandoned", kind=FailureKind.INTERNAL)
+
+
+def _analysis(acc: _Accumulator, samples: int, decode_s: float, frontend_s: float) -> Analysis:
+    if acc.count == 0:
+        raise AudioError("the audio is too short to classify", kind=FailureKind.AUDIO_UNREADABLE)
+    return Analysis(
+        scores=(acc.total / acc.count).astype(np.float32),
+        patches=acc.count,
+        audio_seconds=samples / SAMPLE_RATE,
+        decode_seconds=decode_s,
+        frontend_seconds=frontend_s,
+        model_seconds=acc.seconds,
+    )
+
+
+def _analyse_from_start(
+    source: AudioSource,
+    model: MusicnnModel,
+    windows: int | None,
+    max_seconds: float | None,
+    cancel: threading.Event | None,
+) -> Analysis:
+    """Decode from the start; every patch to the model, or ``windows`` of them spread evenly.
+
+    Kept patches cost 72 kB each (at most 600 for 30 minutes), so choosing them at the end
+    stays bounded by ``max_seconds``.
     """
     decode_s = frontend_s = 0.0
     samples = 0
     mel = LogMelStream()
     patcher = PatchStream()
     acc = _Accumulator(model)
+    kept: list[Float32Array] = []
     chunks = iter_decode(source, max_seconds=max_seconds)
     try:
         while True:
             started = time.perf_counter()
             chunk = next(chunks, None)
             decode_s += time.perf_counter() - started
-            if cancel is not None and cancel.is_set():
-                raise AudioError("the classification was abandoned", kind=FailureKind.INTERNAL)
+            _check(cancel)
             started = time.perf_counter()
             if chunk is None:
                 patches = np.concatenate([patcher.push(mel.finish()), patcher.finish()])
@@ -193,19 +274,16 @@ def analyse(
                 samples += len(chunk)
                 patches = patcher.push(mel.push(chunk))
             frontend_s += time.perf_counter() - started
-            acc.add(patches)
+            if windows is None:
+                acc.add(patches)
+            elif len(patches):
+                kept.extend(patches)
             if chunk is None:
                 break
-        acc.finish()
     finally:
         chunks.close()
-    if acc.count == 0:
-        raise AudioError("the audio is too short to classify", kind=FailureKind.AUDIO_UNREADABLE)
-    return Analysis(
-        scores=(acc.total / acc.count).astype(np.float32),
-        patches=acc.count,
-        audio_seconds=samples / 16_000,
-        decode_seconds=decode_s,
-        frontend_seconds=frontend_s,
-        model_seconds=acc.seconds,
-    )
+    if windows is not None and kept:
+        picks = sorted({int((i + 0.5) * len(kept) / windows) for i in range(windows)})
+        acc.add(np.stack([kept[i] for i in picks]))
+    acc.finish()
+    return _analysis(acc, samples, decode_s, frontend_s)

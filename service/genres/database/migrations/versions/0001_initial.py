@@ -5,7 +5,7 @@ Revises:
 Create Date: 2026-11-25
 
 The platform's ``tracks``, ``tags`` and ``track_tags`` may already exist in a platform
-database (with more columns): they are created only when missing, with INTERFACE.md's
+database (with more columns): they are created only when missing, with docs/interface.md's
 minimal DDL, and never dropped. The service's tables are the service's to create and drop.
 """
 

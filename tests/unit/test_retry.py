@@ -1,11 +1,11 @@
-"""Which failures the projector waits out, and that it does wait them out."""
+"""Which failures the roles wait out (the one retry policy), and that they do wait them out."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from genres.projector.entry import is_retryable, retrying
+from genres.retry import is_transient, retrying
 
 
 class _PgError(Exception):
@@ -30,7 +30,7 @@ def dbapi_error(sqlstate: str) -> DBAPIError:
     ],
 )
 def test_transient_failures_are_retried(error: BaseException) -> None:
-    assert is_retryable(error)
+    assert is_transient(error)
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_transient_failures_are_retried(error: BaseException) -> None:
     ],
 )
 def test_other_failures_are_not(error: BaseException) -> None:
-    assert not is_retryable(error)
+    assert not is_transient(error)
 
 
 async def test_retrying_keeps_going_until_it_succeeds(caplog: pytest.LogCaptureFixture) -> None:

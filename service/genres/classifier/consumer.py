@@ -19,15 +19,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
+from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from genres.kafka.window import OffsetWindow
+from genres.classifier.window import OffsetWindow
+from genres.retry import retrying
 
 log = logging.getLogger(__name__)
 
@@ -205,24 +206,22 @@ class ConcurrentConsumer:
             self._chains.pop(key, None)
 
     async def _handle_until_done(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        delay = self._retry_initial
-        while True:
-            try:
-                await self._handler(record)
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Infrastructure trouble (database, broker): the record stays uncommitted.
-                self.retried += 1
-                self._note(exc, TopicPartition(record.topic, record.partition))
-                log.exception(
-                    "handler failed; retrying in %.1fs",
-                    delay,
-                    extra={"topic": record.topic, "offset": record.offset},
-                )
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, self._retry_max)
+        partition = TopicPartition(record.topic, record.partition)
+
+        def noted(exc: BaseException) -> None:
+            # Infrastructure trouble (database, broker): the record stays uncommitted.
+            self.retried += 1
+            self._note(exc, partition)
+
+        await retrying(
+            partial(self._handler, record),
+            what="classification",
+            on=Exception,
+            wait_initial=self._retry_initial,
+            wait_max=self._retry_max,
+            on_error=noted,
+            context={"topic": record.topic, "offset": record.offset},
+        )
 
     # -- committing ----------------------------------------------------------------------
 

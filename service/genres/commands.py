@@ -1,0 +1,236 @@
+"""What each ``genres`` command does, once ``genres.cli`` has parsed its arguments.
+
+Imports at the top are the standard library's only: each command first checks the settings it
+needs (``settings_for``), then imports what it runs. Every failure a user can cause ends as one
+``error:`` line on stderr and a non-zero exit (``genres.failures`` words infrastructure
+errors); ``--debug`` (or ``GENRES_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from genres.config import Settings
+    from genres_contracts import RecommendedTags
+
+T = TypeVar("T")
+
+KAFKA = "KAFKA_BOOTSTRAP_SERVERS"
+DATABASE = "DATABASE_URL"
+
+
+def debugging() -> bool:
+    return os.environ.get("GENRES_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One line on stderr, then exit with ``code``."""
+    label = "\x1b[1;31merror:\x1b[0m" if sys.stderr.isatty() else "error:"
+    print(f"{label} {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def _is_set(name: str) -> bool:
+    # pydantic-settings reads variable names in any case.
+    return any(key.upper() == name and value for key, value in os.environ.items())
+
+
+def settings_for(*required: str, service: bool = False, **overrides: Any) -> Settings:
+    """The settings, after checking that ``required`` variables are set (before importing
+    pydantic). Logs are JSON lines for the roles (``service``), else lines for people."""
+    missing = [name for name in required if not _is_set(name)]
+    if missing:
+        verb = "is" if len(missing) == 1 else "are"
+        fail(f"{' and '.join(missing)} {verb} not set", code=2)
+    from genres import logs
+    from genres.config import load_settings
+    from genres.errors import ConfigurationError
+
+    try:
+        settings = load_settings(**overrides)
+    except ConfigurationError as exc:
+        fail(str(exc), code=2)
+    sasl = settings.kafka_sasl_password
+    secrets = [settings.replicate_token, sasl.get_secret_value() if sasl else None]
+    if service:
+        logs.configure(settings.log_level, settings.log_format, secrets=secrets)
+    else:
+        logs.configure_for_people(settings.log_level, debug=debugging(), secrets=secrets)
+    return settings
+
+
+def run_async(coro: Coroutine[Any, Any, T], settings: Settings | None = None) -> T:
+    """Run ``coro``; a failure becomes one line (``genres.failures`` says which and why)."""
+    try:
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+            import asyncio
+
+            return asyncio.run(coro)
+        return uvloop.run(coro)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:
+        if debugging():
+            raise
+        from genres.failures import explain
+
+        message, code = explain(exc, settings)
+        fail(message, code)
+
+
+def console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr)
+
+
+def run(role: str) -> None:
+    settings = settings_for(KAFKA, DATABASE, service=True)
+    from genres.bootstrap import ALL_ROLES, Role, serve
+
+    roles = ALL_ROLES if role == "all" else frozenset({Role(role)})
+    run_async(serve(settings, roles), settings)
+
+
+def migrate() -> None:
+    settings = settings_for(DATABASE)
+    from genres.bootstrap import database_url
+    from genres.database.migrate import upgrade
+
+    revision = run_async(upgrade(database_url(settings)), settings)
+    print(f"database at revision {revision}")
+
+
+def classify(sources: list[str], as_json: bool) -> None:
+    """Files, folders and URLs, in parallel (``genres.files``); exit 1 if any failed."""
+    if len(sources) == 1:
+        # One source: refuse what cannot be classified before importing anything.
+        source = sources[0]
+        if "://" in source and not source.startswith(("http://", "https://")):
+            fail(f"{source}: only http(s) URLs, files and folders are accepted", code=2)
+        if "://" not in source and not Path(source).exists():
+            fail(f"{source}: no such file or folder")
+    settings = settings_for()
+    from genres.files import run_classify
+
+    failed = run_async(
+        run_classify(
+            settings, sources, as_json=as_json, console=console(), errors=console(stderr=True)
+        ),
+        settings,
+    )
+    raise SystemExit(1 if failed else 0)
+
+
+def recommend(track_id: int, limit: int, wait_ms: int, timeout: float, as_json: bool) -> None:
+    settings = settings_for(KAFKA)
+    from genres.kafka.client import genres_client
+    from genres_contracts.kafka import (
+        GenresClientError,
+        InvalidRequest,
+        RequestTimedOut,
+        TrackNotFound,
+        Unavailable,
+    )
+
+    async def go() -> RecommendedTags | GenresClientError:
+        try:
+            async with genres_client(settings) as client:
+                return await client.recommended_tags(
+                    track_id, limit=limit, wait_ms=wait_ms, timeout=timeout + wait_ms / 1000
+                )
+        except GenresClientError as exc:
+            return exc
+
+    outcome = run_async(go(), settings)
+    if isinstance(outcome, GenresClientError):
+        if as_json and outcome.reply is not None:
+            print(outcome.reply.model_dump_json())
+        kind = {TrackNotFound: "not_found", InvalidRequest: "invalid_request"}.get(type(outcome))
+        code = {InvalidRequest: 2, RequestTimedOut: 3, Unavailable: 3}.get(type(outcome), 1)
+        fail(f"{kind}: {outcome}" if kind else str(outcome), code=code)
+    elif as_json:
+        print(outcome.model_dump_json())
+    else:
+        _print_tags(outcome)
+
+
+def _print_tags(reply: RecommendedTags) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"track {reply.track_id}")
+    table.add_column("tag")
+    table.add_column("score", justify="right")
+    for tag in reply.tags:
+        table.add_row(tag.name, f"{tag.score:.4f}")
+    out = console()
+    out.print(table)
+    if not reply.available:
+        out.print("no classifier is configured (available: false)")
+    elif reply.pending:
+        out.print("a classification was requested and is not done yet (pending)")
+
+
+def backfill(
+    dry_run: bool,
+    limit: int | None,
+    concurrency: int,
+    wait: bool,
+    timeout: float,
+    other_model: bool,
+) -> None:
+    settings = settings_for(DATABASE, *(() if dry_run else (KAFKA,)))
+    from genres.backfill.command import print_report, with_progress
+    from genres.bootstrap import backfill as run_backfill
+
+    out = console()
+    with with_progress(out, "listing" if dry_run else "requesting") as progress:
+        report = run_async(
+            run_backfill(
+                settings,
+                dry_run=dry_run,
+                limit=limit,
+                concurrency=concurrency,
+                wait=wait,
+                timeout=timeout,
+                progress=progress,
+                other_model=other_model,
+            ),
+            settings,
+        )
+    print_report(out, report, timeout=timeout)
+    if report.failed:
+        raise SystemExit(1)
+
+
+def demo(path: Path | None) -> None:
+    if path is not None and not path.is_file():
+        fail(f"{path}: no such file")
+    settings = settings_for(classifier_backend="local")
+    from genres.demo import run_demo
+
+    raise SystemExit(run_async(run_demo(settings, path, console()), settings))
+
+
+def dev(action: str, sample: bool) -> None:
+    """``genres dev up`` (the only action): embedded servers for trying the roles by hand."""
+    settings = settings_for()
+    from genres import dev as embedded_servers
+
+    raise SystemExit(run_async(embedded_servers.up(console(), sample=sample), settings))
+
+
+def schema(directory: Path) -> None:
+    from genres_contracts.schema import write
+
+    for path in write(directory):
+        print(path)

@@ -1,0 +1,86 @@
+"""A role's bus entry: the one way every consuming role plugs into Kafka.
+
+Each consuming role (classifier, projector, responder) hands its declaration from
+:mod:`genres.subscriptions` and the settings to :meth:`BusEntry.of`; the entry resolves the
+deployment's topic and group names and the consumer options every role shares (start at the
+earliest offset, the fetch wait, the session and heartbeat, the tolerant parsing of raw
+records), and builds the role's consumer in one of two shapes:
+
+- :meth:`BusEntry.subscriber`: a FastStream subscriber on the process's broker (projector:
+  a batch acknowledged after its transaction; responder: acknowledged on hand-off);
+- :meth:`BusEntry.consumer`: an aiokafka consumer for the classifier's commit window
+  (``genres.classifier.consumer``), since FastStream either commits before a handler finishes
+  or runs one record per partition at a time, and the classifier needs many records of a
+  partition in flight with only their finished prefix committed.
+
+Backfill consumes no subscription: it publishes requests and reads outcomes without a group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from faststream.kafka import KafkaBroker
+from pydantic import BaseModel
+
+from genres.config import Settings
+from genres.kafka.broker import client_options, consumer_options
+from genres.kafka.parsing import tolerant_parser
+from genres.subscriptions import Subscription
+
+__all__ = ["BusEntry"]
+
+
+@dataclass(frozen=True)
+class BusEntry:
+    """A subscription resolved for this deployment (prefixed topics and group)."""
+
+    subscription: Subscription
+    settings: Settings
+    topics: tuple[str, ...]
+    group: str
+    options: dict[str, Any]
+    """Fetch wait, session and heartbeat (:func:`genres.kafka.broker.consumer_options`)."""
+
+    @classmethod
+    def of(
+        cls, subscription: Subscription, settings: Settings, *, fetch_max_wait_ms: int | None = None
+    ) -> BusEntry:
+        return cls(
+            subscription=subscription,
+            settings=settings,
+            topics=tuple(settings.topic(topic) for topic in subscription.topics),
+            group=settings.group(subscription.group),
+            options=consumer_options(settings, fetch_max_wait_ms=fetch_max_wait_ms),
+        )
+
+    def inputs(self) -> dict[str, tuple[str, type[BaseModel]]]:
+        """Each consumed (prefixed) topic's canonical name and payload model."""
+        return {
+            self.settings.topic(each.topic): (each.topic, each.model)
+            for each in self.subscription.inputs
+        }
+
+    def subscriber(self, broker: KafkaBroker, **options: Any) -> Any:
+        """A FastStream subscriber for the role; ``options`` are FastStream's (and may
+        override the shared fetch options)."""
+        return broker.subscriber(
+            *self.topics,
+            group_id=self.group,
+            auto_offset_reset="earliest",
+            parser=tolerant_parser,
+            **{**self.options, **options},
+        )
+
+    def consumer(self, **options: Any) -> AIOKafkaConsumer:
+        """An aiokafka consumer committing by hand; ``options`` are aiokafka's."""
+        return AIOKafkaConsumer(
+            **client_options(self.settings),
+            **self.options,
+            group_id=self.group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **options,
+        )

@@ -1,0 +1,208 @@
+"""The responder's moving parts: the request tasks, their lifecycle, the ports' adapters
+and the reply path.
+
+* The FastStream subscriber only hands the raw record to :meth:`ResponderRuntime.accept`;
+  each request runs in its own task (at most ``max_in_flight`` at once; beyond that the
+  subscriber waits for a slot, which is the back-pressure). A request waiting for a
+  classification (``wait_ms``) therefore never holds up the others.
+* The reply is published by the task itself to the ``reply_to`` topic **as given** (no
+  prefix), with the request's ``correlation_id`` header echoed byte for byte (UTF-8 or not).
+  A request without a usable ``reply_to`` (or whose reply cannot be published) goes to the
+  dead-letter topic with the reason; a request that cannot be parsed gets an
+  ``invalid_request`` error reply; an unexpected error an ``internal`` one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from genres.config import Backend, Settings
+from genres.errors import InvalidMessage
+from genres.kafka.producer import Publisher, track_key
+from genres.kafka.records import parse
+from genres.responder.outcomes import OutcomeListener
+from genres.responder.rule import SingleFlight, recommend
+from genres.responder.tracks import SqlMarkers, TrackView, track_view
+from genres_contracts import (
+    ClassificationRequested,
+    RecommendedTags,
+    RecommendedTagsRequest,
+    ReplyError,
+    topics,
+)
+
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "ResponderRuntime"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IN_FLIGHT = 1000
+REPLY_PUBLISH_TIMEOUT_S = 10.0
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _header(headers: Any, name: str) -> bytes | None:
+    found = None
+    for key, value in headers or ():
+        if key == name:
+            found = value
+    return found
+
+
+def _readable_track_id(value: bytes | None) -> int | None:
+    """The request's ``track_id`` when the JSON has a usable one, for an error reply."""
+    try:
+        data = json.loads(value or b"")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    track_id = data.get("track_id") if isinstance(data, dict) else None
+    if type(track_id) is int and 0 < track_id < 2**63:
+        return track_id
+    return None
+
+
+@dataclass
+class ResponderRuntime:
+    """The responder's moving parts: outcome listener, request tasks, collaborators."""
+
+    settings: Settings
+    engine: AsyncEngine
+    publisher: Publisher
+    outcomes: OutcomeListener
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+    stale_after: float = 240.0
+    #: the engine for the hot read path (no pre-ping); ``engine`` when None
+    read_engine: AsyncEngine | None = None
+    own_read_engine: bool = False
+    #: the FastStream subscriber of requests (its consumer exists while the broker runs)
+    subscriber: Any = None
+    _slots: asyncio.Semaphore = field(init=False)
+    #: the single-flight on-demand rule over ``classification_requests``
+    on_demand: SingleFlight = field(init=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self._slots = asyncio.Semaphore(self.max_in_flight)
+        self.on_demand = SingleFlight(
+            markers=SqlMarkers(self.engine),
+            publish=self.publish_request,
+            clock=_utcnow,
+            stale_after=self.stale_after,
+        )
+
+    @property
+    def available(self) -> bool:
+        return self.settings.backend is not Backend.NONE
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def start(self) -> None:
+        """Start the outcome listener; call before the broker starts consuming requests."""
+        await self.outcomes.start()
+
+    async def stop(self, *, grace: float = 10.0) -> None:
+        """Wait up to ``grace`` seconds for the requests in flight, then cancel the rest."""
+        tasks = set(self._tasks)
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=2.0)
+        await self.outcomes.stop()
+        if self.own_read_engine and self.read_engine is not None:
+            await self.read_engine.dispose()
+
+    # -- collaborators of the role ---------------------------------------------------------
+
+    async def read_track(self, track_id: int) -> TrackView | None:
+        return await track_view(self.read_engine or self.engine, track_id)
+
+    async def publish_request(self, request: ClassificationRequested) -> None:
+        await self.publisher.publish(
+            topics.CLASSIFICATION_REQUESTED, request, key=track_key(request.track_id)
+        )
+
+    # -- the request path ------------------------------------------------------------------
+
+    async def accept(self, record: ConsumerRecord[Any, Any]) -> None:
+        """Hand the record to its own task; waits only when ``max_in_flight`` are running."""
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(record), name="genres-recommend")
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a request task failed", exc_info=exc)
+
+    async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
+        await self.publisher.dead_letter(record, reason)
+
+    async def _handle(self, record: ConsumerRecord[Any, Any]) -> None:
+        reply_to_raw = _header(record.headers, topics.REPLY_TO_HEADER)
+        if not reply_to_raw:
+            await self._dead_letter(record, "request has no reply_to header: cannot be answered")
+            return
+        try:
+            reply_to = reply_to_raw.decode()
+        except UnicodeDecodeError:
+            await self._dead_letter(record, "request's reply_to header is not UTF-8")
+            return
+        correlation_id = _header(record.headers, topics.CORRELATION_ID_HEADER)
+        reply = await self.answer(record.value)
+        headers = [] if correlation_id is None else [(topics.CORRELATION_ID_HEADER, correlation_id)]
+        try:
+            async with asyncio.timeout(REPLY_PUBLISH_TIMEOUT_S):
+                await self.publisher.publish_json(
+                    reply_to,
+                    reply.model_dump(mode="json"),
+                    key=track_key(reply.track_id),
+                    headers=headers,
+                )
+        except Exception as exc:
+            await self._dead_letter(
+                record, f"cannot publish the reply to {reply_to!r}: {type(exc).__name__}: {exc}"
+            )
+
+    async def answer(self, value: bytes | None) -> RecommendedTags:
+        """The reply to one request value (never raises)."""
+        try:
+            request = parse(RecommendedTagsRequest, value)
+        except InvalidMessage as exc:
+            return RecommendedTags(
+                track_id=_readable_track_id(value),
+                tags=[],
+                pending=False,
+                error=ReplyError(kind="invalid_request", message=str(exc)[:2000]),
+            )
+        try:
+            return await recommend(
+                request,
+                tracks=self.read_track,
+                on_demand=self.on_demand,
+                outcomes=self.outcomes,
+                available=self.available,
+            )
+        except Exception as exc:
+            log.exception("answering a request failed", extra={"track_id": request.track_id})
+            return RecommendedTags(
+                track_id=request.track_id,
+                tags=[],
+                pending=False,
+                error=ReplyError(kind="internal", message=f"{type(exc).__name__}"),
+            )

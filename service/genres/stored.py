@@ -1,0 +1,44 @@
+"""What a track holds of the service's predictions, and when they count as current.
+
+One definition, read by every role that asks (the responder before answering, the backfill
+before requesting): predictions count only when they are for the track's current file.
+Rows written before the service tracked file ids (predictions without
+``genre_predictions_file_id``) count as current only on a track without a file id either: a
+track with a file cannot prove the predictions are for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from genres_contracts import ModelRef
+
+__all__ = ["StoredPredictions", "is_current", "needs_classification"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPredictions:
+    """A track's row as far as predictions go."""
+
+    file_id: str | None
+    """The track's current file."""
+    present: bool
+    """``extra`` holds ``genre_predictions``."""
+    predictions_file_id: str | None
+    """``extra->>'genre_predictions_file_id'``: the file they were made from."""
+    model: ModelRef | None = None
+    """The model that made them (``projected_models``); None when unknown (stored before
+    the service recorded it, or by another writer)."""
+
+
+def is_current(stored: StoredPredictions) -> bool:
+    """The stored predictions are for the track's current file."""
+    return stored.present and stored.predictions_file_id == stored.file_id
+
+
+def needs_classification(stored: StoredPredictions, *, model: ModelRef | None = None) -> bool:
+    """No current predictions, or, when ``model`` is given, current ones that another model or
+    version made (unknown counts as another: nothing says it was this one)."""
+    if not is_current(stored):
+        return True
+    return model is not None and stored.model != model
