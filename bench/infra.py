@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -159,3 +160,12 @@ def bench_settings(bootstrap: str, database_url: str, **overrides: Any) -> Setti
         }
         | overrides
     )
+
+
+def report(result: dict[str, Any], *lines: str) -> dict[str, Any]:
+    """Print a benchmark's summary ``lines``, then its figures as one JSON line (what
+    scripts and the README tables read); returns the figures."""
+    for line in lines:
+        print(line)
+    print(json.dumps(result))
+    return result
