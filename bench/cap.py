@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import itertools
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -40,6 +39,7 @@ from bench.infra import (
     genres_process,
     kafka_broker,
     postgres_server,
+    report,
     scratch_database,
 )
 from bench.pipeline import FAKE_TOKEN, _collect, _outcome_consumer, _publish
@@ -209,17 +209,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         and result["max_creations_in_any_60s"] <= CAP
         and result["throttled_429"] == 0
     )
-    print(
+    return report(
+        result,
         f"{result['creations']} creations for {result['events']} uploads: steady "
         f"{result['steady_creations_per_s']}/s (cap {CAP / WINDOW_S:g}/s, "
         f"{result['steady_vs_cap']:.2%}; {result['overall_creations_per_s']}/s with the pauses "
         f"{result['pauses_over_1s']}), per whole minute {result['creations_per_whole_minute']}; "
         f"most in any 60 s {result['max_creations_in_any_60s']} (cap {CAP}); "
         f"429s {result['throttled_429']}; lost {result['lost']}, paid twice "
-        f"{result['paid_twice']}: cap {'held' if held else 'NOT held'}"
+        f"{result['paid_twice']}: cap {'held' if held else 'NOT held'}",
     )
-    print(json.dumps(result))
-    return result
 
 
 if __name__ == "__main__":

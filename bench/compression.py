@@ -27,6 +27,7 @@ from typing import Any
 
 from aiokafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
 
+from bench.infra import report
 from genres_contracts import GenresClassified, ModelRef, Prediction
 
 CODECS = {
@@ -136,17 +137,19 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     result = run(args)
-    print(f"GenresClassified values: {result['value_bytes_mean']} bytes on average")
-    print(f"{'batch':>5} {'codec':>6} {'bytes/rec':>10} {'compress us':>12} {'decompress us':>14}")
-    for batch in args.batch_sizes:
-        for codec in CODECS:
-            row = result[f"{codec}@{batch}"]
-            print(
-                f"{batch:>5} {codec:>6} {row['bytes_per_record']:>10} "
-                f"{row['compress_us_per_record']:>12} {row['decompress_us_per_record']:>14}"
-            )
-    print(json.dumps(result))
-    return result
+    table = [
+        f"{batch:>5} {codec:>6} {row['bytes_per_record']:>10} "
+        f"{row['compress_us_per_record']:>12} {row['decompress_us_per_record']:>14}"
+        for batch in args.batch_sizes
+        for codec in CODECS
+        for row in [result[f"{codec}@{batch}"]]
+    ]
+    return report(
+        result,
+        f"GenresClassified values: {result['value_bytes_mean']} bytes on average",
+        f"{'batch':>5} {'codec':>6} {'bytes/rec':>10} {'compress us':>12} {'decompress us':>14}",
+        *table,
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -11,10 +12,12 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 
 from tests.support.apache_kafka import ApacheKafka
 from tests.support.database import LOCAL_CANDIDATES, _admin, _answers, database_url_for
 
+from genres.config import Settings, load_settings
 from genres.database.engine import to_async_url
 from genres.database.migrate import upgrade
 from genres.embedded import EmbeddedBroker, EmbeddedPostgres
@@ -143,3 +146,26 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[index]
+
+
+def bench_settings(bootstrap: str, database_url: str, **overrides: Any) -> Settings:
+    """In-process roles on a fresh topic prefix, with fast group joins."""
+    return load_settings(
+        **{
+            "kafka_bootstrap_servers": bootstrap,
+            "database_url": database_url,
+            "genres_topic_prefix": f"bench{uuid.uuid4().hex[:6]}.",
+            "kafka_session_timeout_ms": 1000,
+            "kafka_heartbeat_interval_ms": 300,
+        }
+        | overrides
+    )
+
+
+def report(result: dict[str, Any], *lines: str) -> dict[str, Any]:
+    """Print a benchmark's summary ``lines``, then its figures as one JSON line (what
+    scripts and the README tables read); returns the figures."""
+    for line in lines:
+        print(line)
+    print(json.dumps(result))
+    return result

@@ -24,8 +24,7 @@ from functools import partial
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bench.infra import postgres_server, scratch_database
-from genres.config import load_settings
+from bench.infra import bench_settings, postgres_server, scratch_database
 from genres.database.engine import create_engine
 from genres.embedded import EmbeddedBroker
 from genres.kafka.broker import create_broker, ensure_topics
@@ -153,14 +152,7 @@ async def through_broker(
         tansu = await EmbeddedBroker().astart()
         bootstrap = tansu.bootstrap_servers
     try:
-        settings = load_settings(
-            kafka_bootstrap_servers=bootstrap,
-            database_url=database_url,
-            genres_topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
-            kafka_session_timeout_ms=1000,
-            kafka_heartbeat_interval_ms=300,
-            kafka_fetch_max_wait_ms=10,
-        )
+        settings = bench_settings(bootstrap, database_url, kafka_fetch_max_wait_ms=10)
         await ensure_topics(settings)
         producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=1024 * 1024

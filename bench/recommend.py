@@ -22,7 +22,6 @@ import contextlib
 import json
 import statistics
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,8 +30,8 @@ from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.bus import serving
 
-from bench.infra import kafka_broker, postgres_server, scratch_database
-from genres.config import Settings, load_settings
+from bench.infra import bench_settings, kafka_broker, postgres_server, scratch_database
+from genres.config import Settings
 from genres.database.engine import create_engine
 from genres.database.schema import tags, track_tags, tracks
 from genres.kafka.broker import client_options, create_broker, ensure_topics
@@ -146,14 +145,7 @@ async def run(count: int, concurrency: int) -> dict[str, Any]:
         postgres_server() as (server, _kind),
         scratch_database(server) as url,
     ):
-        settings = load_settings(
-            kafka_bootstrap_servers=bootstrap,
-            database_url=url,
-            genres_topic_prefix=f"bench{uuid.uuid4().hex[:6]}.",
-            kafka_session_timeout_ms=1000,
-            kafka_heartbeat_interval_ms=300,
-            classifier_backend="local",
-        )
+        settings = bench_settings(bootstrap, url, classifier_backend="local")
         engine = create_engine(url, pool_size=2)
         read_engine = create_read_engine(url, pool_size=concurrency)
         statements = 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
+import stamina
 
 pytest_plugins = [
     "tests.support.broker",
@@ -28,3 +31,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = item.path.parent.name
         if tier in TIERS:
             item.add_marker(tier)
+
+
+@pytest.fixture(autouse=True)
+def _no_backoff_in_the_unit_tier(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Unit tests retry without waiting (stamina's test switch; attempts stay unbounded for
+    any practical test): the retry policy's waits are the broker tiers' business."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    with stamina.set_testing(True, attempts=1_000, cap=True):
+        yield

@@ -15,7 +15,7 @@ from genres.bootstrap import ALL_ROLES, running
 from genres.config import Settings
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import collect, values
+from tests.support.bus import read_topic, values
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import run_genres
 
@@ -164,7 +164,7 @@ async def test_recommend_asks_the_running_service_over_the_bus(
     assert len(reply["tags"]) == 3
     assert missing.returncode == 1
     assert "not_found" in missing.stderr
-    requested = await collect(
+    requested = await read_topic(
         kafka.bootstrap_servers, kafka.topic(topics.CLASSIFICATION_REQUESTED), count=1, timeout=5
     )
     assert [v["reason"] for v in values(requested)] == ["on_demand"]

@@ -91,6 +91,9 @@ def _kill_a_running_demo(tmp_path: Path) -> None:
     finally:
         demo.send_signal(signal.SIGKILL)
         demo.wait(10)
+        for pipe in (demo.stdout, demo.stderr):  # else the garbage collector reports them
+            if pipe is not None:
+                pipe.close()
     assert demo.returncode == -signal.SIGKILL
 
     def nothing_left() -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -12,10 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from genres.bootstrap import ALL_ROLES, running
 from genres.config import Settings
 from genres.kafka.client import genres_client
-from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import producer, send_json
+from tests.support.bus import producer
+from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
+from tests.support.service import send_upload
+from tests.support.waiting import eventually
 
 
 async def stored_predictions(engine: AsyncEngine, track_id: int) -> dict[str, object] | None:
@@ -26,36 +27,16 @@ async def stored_predictions(engine: AsyncEngine, track_id: int) -> dict[str, ob
     return extra if "genre_predictions" in extra else None
 
 
-async def wait_for_predictions(
-    engine: AsyncEngine, track_id: int, timeout: float = 30
-) -> dict[str, object]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+async def wait_for_predictions(engine: AsyncEngine, track_id: int) -> dict[str, object]:
+    found: list[dict[str, object]] = []
+
+    async def projected() -> bool:
         extra = await stored_predictions(engine, track_id)
-        if extra is not None:
-            return extra
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"track {track_id} was not projected within {timeout}s")
+        found.extend([extra] if extra is not None else [])
+        return bool(found)
 
-
-async def insert_track(
-    engine: AsyncEngine, track_id: int, file_id: str, extra: dict[str, object] | None = None
-) -> None:
-    """One track whose audio is ``https://cdn.test/<id>.mp3``; ``extra`` is the column's
-    default (``{}``) unless given."""
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url, extra) "
-                "VALUES (:i, :f, :u, CAST(:e AS jsonb))"
-            ),
-            {
-                "i": track_id,
-                "f": file_id,
-                "u": f"https://cdn.test/{track_id}.mp3",
-                "e": json.dumps(extra or {}),
-            },
-        )
+    await eventually(projected, what=f"track {track_id} projected")
+    return found[0]
 
 
 async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags(
@@ -64,14 +45,9 @@ async def test_an_upload_ends_in_extra_and_a_request_gets_it_back_minus_own_tags
     fake_replicate: FakeReplicate,
     engine: AsyncEngine,
 ) -> None:
-    await insert_track(engine, 668, "b2c1e0", {"plays": 12})
+    await insert_track(engine, 668, "b2c1e0", extra={"plays": 12})
     async with running(replicate_settings, ALL_ROLES), producer(kafka.bootstrap_servers) as client:
-        await send_json(
-            client,
-            kafka.topic(topics.TRACK_UPLOADED),
-            {"track_id": 668, "file_id": "b2c1e0", "audio_url": "https://cdn.test/668.mp3"},
-            key="668",
-        )
+        await send_upload(client, kafka, 668, "b2c1e0")
         extra = await wait_for_predictions(engine, 668)
         predictions = extra["genre_predictions"]
         assert isinstance(predictions, list)

@@ -11,10 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import collect, values
+from tests.support.bus import read_topic, values
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import start_genres, stop
-from tests.support.service import classifier_process_env, upload_numbered_tracks
+from tests.support.service import process_env, upload_numbered_tracks
 from tests.support.waiting import eventually
 
 COUNT = 8
@@ -28,8 +28,9 @@ async def test_predictions_running_at_a_kill_are_resumed_not_paid_again(
     tmp_path: Path,
 ) -> None:
     fake_replicate.configure(latency_ms=3000)
-    env = classifier_process_env(
-        kafka,
+    env = process_env(
+        kafka.bootstrap_servers,
+        kafka.prefix,
         database_url,
         fake_replicate,
         concurrency=COUNT,
@@ -52,7 +53,7 @@ async def test_predictions_running_at_a_kill_are_resumed_not_paid_again(
 
     second = await start_genres("run", "classifier", env=env, log=log)
     try:
-        records = await collect(
+        records = await read_topic(
             kafka.bootstrap_servers,
             kafka.topic(topics.GENRES_CLASSIFIED),
             count=COUNT,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import collect, values
+from tests.support.bus import read_topic, values
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import run_genres, start_genres, stop
-from tests.support.service import classifier_process_env, upload_numbered_tracks
+from tests.support.service import process_env, upload_numbered_tracks
 
 
 def test_a_bad_configuration_stops_at_start_with_one_clear_line() -> None:
@@ -40,16 +40,18 @@ async def test_sigterm_mid_run_loses_nothing_and_a_restart_finishes_the_rest(
     kafka: KafkaTestBed, database_url: str, fake_replicate: FakeReplicate, tmp_path: Path
 ) -> None:
     fake_replicate.configure(latency_ms=400)
-    env = classifier_process_env(kafka, database_url, fake_replicate, concurrency=8)
+    env = process_env(
+        kafka.bootstrap_servers, kafka.prefix, database_url, fake_replicate, concurrency=8
+    )
     count = 60
     log = tmp_path / "classifier.log"
     first = await start_genres("run", "classifier", env=env, log=log)
     await upload_numbered_tracks(kafka, count)
     # Let part of the work finish, then stop the process in the middle of the run.
-    await collect(kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=10)
+    await read_topic(kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=10)
     assert await stop(first) == 0, log.read_text()
     done_before = len(
-        await collect(
+        await read_topic(
             kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=count, timeout=2
         )
     )
@@ -57,7 +59,7 @@ async def test_sigterm_mid_run_loses_nothing_and_a_restart_finishes_the_rest(
 
     second = await start_genres("run", "classifier", env=env, log=log)
     try:
-        records = await collect(
+        records = await read_topic(
             kafka.bootstrap_servers,
             kafka.topic(topics.GENRES_CLASSIFIED),
             count=count + 64,

@@ -30,7 +30,8 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.harness import Figures, Track, read_topic
+from tests.faults.harness import Figures, Track
+from tests.support.bus import read_topic
 from tests.support.fake_replicate import FakeStats, load_labels, scores_for
 
 from genres.classify.ranking import discogs_name, rank

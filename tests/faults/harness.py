@@ -1,4 +1,4 @@
-"""What the fault scenarios share: tracks, uploads, role processes, polling, figures."""
+"""What the fault scenarios share: tracks, uploads, role processes, figures."""
 
 from __future__ import annotations
 
@@ -8,28 +8,25 @@ import dataclasses
 import json
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.support.bus import create_topics, reader
+from tests.support.bus import create_topics
+from tests.support.database import insert_tracks
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import start_genres
-from tests.support.service import FAKE_TOKEN
+from tests.support.service import process_env
+from tests.support.waiting import holds_within
 
+from genres.kafka.broker import SERVICE_TOPICS
 from genres_contracts import topics
 
-# Every topic the service reads or writes (dead-letter topics included).
-SERVICE_TOPICS = (
-    topics.TRACK_UPLOADED,
-    topics.CLASSIFICATION_REQUESTED,
-    topics.GENRES_CLASSIFIED,
-    topics.GENRES_FAILED,
-    topics.RECOMMENDED_TAGS,
-)
+if TYPE_CHECKING:
+    from tests.faults.checks import Verdict
 
 
 @dataclasses.dataclass
@@ -82,22 +79,9 @@ def make_tracks(
 
 async def seed_tracks(engine: AsyncEngine, tracks: Iterable[Track]) -> None:
     """Insert the tracks, each with an unrelated key in ``extra`` (``plays``)."""
-    rows = list(tracks)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url, extra) "
-                "SELECT i, f, u, jsonb_build_object('plays', p) "
-                "FROM unnest(CAST(:ids AS bigint[]), CAST(:files AS text[]), "
-                "CAST(:urls AS text[]), CAST(:plays AS integer[])) AS x(i, f, u, p)"
-            ),
-            {
-                "ids": [t.id for t in rows],
-                "files": [t.file_id for t in rows],
-                "urls": [t.audio_url for t in rows],
-                "plays": [t.plays for t in rows],
-            },
-        )
+    await insert_tracks(
+        engine, ((t.id, t.file_id, t.audio_url, {"plays": t.plays}) for t in tracks)
+    )
 
 
 async def replace_file(engine: AsyncEngine, track: Track, file_id: str) -> Track:
@@ -119,11 +103,11 @@ async def ensure_service_topics(bootstrap: str, prefix: str, partitions: int = 3
 
 
 async def prepare(
-    engine: AsyncEngine, bootstrap: str, prefix: str, tracks: Iterable[Track]
+    engine: AsyncEngine, bootstrap: str, prefix: str, tracks: Iterable[Track], partitions: int = 3
 ) -> None:
     """Seed the tracks and create the service's topics: what every scenario starts with."""
     await seed_tracks(engine, tracks)
-    await ensure_service_topics(bootstrap, prefix)
+    await ensure_service_topics(bootstrap, prefix, partitions)
 
 
 async def publish(
@@ -155,43 +139,6 @@ async def publish_uploads(bootstrap: str, prefix: str, tracks: Iterable[Track]) 
     )
 
 
-async def read_topic(
-    bootstrap: str, topic: str, *, timeout: float = 30.0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of ``topic`` from the beginning to its end now (empty if it is missing)."""
-    consumer = reader(bootstrap)
-    await consumer.start()
-    try:
-        await consumer._client.force_metadata_update()
-        ids = consumer.partitions_for_topic(topic)
-        if not ids:
-            return []
-        partitions = [TopicPartition(topic, p) for p in sorted(ids)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        # Tansu answers ListOffsets(latest) wrongly for batched records (the end offset of a
-        # partition holding one batch of 80 records is 1), so the end is the high watermark
-        # that fetch responses carry, which it gets right.
-        found: list[ConsumerRecord[bytes, bytes]] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            batches = await consumer.getmany(timeout_ms=100)
-            for records in batches.values():
-                found.extend(records)
-            if batches:
-                continue
-            ends = [consumer.highwater(p) for p in partitions]
-            positions = [await consumer.position(p) for p in partitions]
-            if all(
-                end is not None and pos >= end for end, pos in zip(ends, positions, strict=True)
-            ):
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(f"could not read {topic} to its end within {timeout}s")
-    finally:
-        await consumer.stop()
-
-
 async def list_topics(bootstrap: str, prefix: str) -> list[str]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
@@ -201,42 +148,14 @@ async def list_topics(bootstrap: str, prefix: str) -> list[str]:
         await consumer.stop()
 
 
-async def wait_until(
-    condition: Callable[[], Awaitable[bool]],
-    *,
-    timeout: float,
-    what: str,
-    interval: float = 0.1,
-    diagnose: Callable[[], str] | None = None,
-) -> float:
-    """Poll ``condition`` until it holds; returns the seconds waited. Fails after ``timeout``."""
-    started = time.monotonic()
-    while not await condition():
-        if time.monotonic() - started > timeout:
-            extra = f"\n{diagnose()}" if diagnose is not None else ""
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}{extra}")
-        await asyncio.sleep(interval)
-    return time.monotonic() - started
-
-
-async def poll_until(
-    condition: Callable[[], Awaitable[bool]], *, timeout: float, interval: float = 0.1
-) -> bool:
-    """Poll ``condition`` until it holds (True) or ``timeout`` passes (False)."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(interval)
-    return True
+async def _count(engine: AsyncEngine, query: str) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text(query)) or 0)
 
 
 async def projected_count(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        value = await conn.scalar(
-            text("SELECT count(*) FROM tracks WHERE extra ? 'genre_predictions'")
-        )
-    return int(value or 0)
+    """Tracks holding predictions, for whichever file."""
+    return await _count(engine, "SELECT count(*) FROM tracks WHERE extra ? 'genre_predictions'")
 
 
 async def projected_reaches(
@@ -247,19 +166,19 @@ async def projected_reaches(
     async def reached() -> bool:
         return await projected_count(engine) >= target
 
-    return await poll_until(reached, timeout=timeout, interval=interval)
+    return await holds_within(reached, within=timeout, interval=interval)
+
+
+_CURRENT = (
+    "extra ? 'genre_predictions' "
+    "AND extra ->> 'genre_predictions_file_id' IS NOT DISTINCT FROM file_id"
+)
 
 
 async def current_projected(engine: AsyncEngine) -> set[int]:
     """Tracks whose stored predictions are for their current file."""
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT id FROM tracks "
-                "WHERE extra ->> 'genre_predictions_file_id' IS NOT DISTINCT FROM file_id "
-                "AND extra ? 'genre_predictions'"
-            )
-        )
+        rows = await conn.execute(text(f"SELECT id FROM tracks WHERE {_CURRENT}"))
         return {int(row.id) for row in rows}
 
 
@@ -271,60 +190,98 @@ async def all_projected(
     async def done() -> bool:
         return len(await current_projected(engine)) >= count
 
-    return await poll_until(done, timeout=timeout, interval=interval)
+    return await holds_within(done, within=timeout, interval=interval)
 
 
 async def pending_claims(engine: AsyncEngine) -> int:
     """Classifications claimed in the ledger and not finished: the records in flight."""
-    async with engine.connect() as conn:
-        value = await conn.scalar(
-            text("SELECT count(*) FROM genre_classifications WHERE status = 'pending'")
-        )
-    return int(value or 0)
+    return await _count(
+        engine, "SELECT count(*) FROM genre_classifications WHERE status = 'pending'"
+    )
 
 
 async def settled_tracks(engine: AsyncEngine) -> int:
     """Tracks with predictions for their current file, or a recorded failure for it."""
-    async with engine.connect() as conn:
-        value = await conn.scalar(
-            text(
-                "SELECT count(*) FROM tracks t WHERE "
-                "(t.extra ? 'genre_predictions' "
-                " AND t.extra ->> 'genre_predictions_file_id' IS NOT DISTINCT FROM t.file_id) "
-                "OR EXISTS (SELECT 1 FROM genre_classifications g WHERE g.track_id = t.id "
-                " AND g.file_id = t.file_id AND g.status = 'failed')"
-            )
-        )
-    return int(value or 0)
+    return await _count(
+        engine,
+        f"SELECT count(*) FROM tracks t WHERE ({_CURRENT}) "
+        "OR EXISTS (SELECT 1 FROM genre_classifications g WHERE g.track_id = t.id "
+        " AND g.file_id = t.file_id AND g.status = 'failed')",
+    )
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Scenario:
     """What every scenario runs with: the test's database, a folder for the role processes'
-    logs, and the report its figures go to (the ``scenario`` fixture)."""
+    logs, and the report its figures go to (the ``scenario`` fixture). :meth:`begin` sets the
+    broker, prefix and fake Replicate the scenario runs on and starts its clock;
+    :meth:`conclude` checks every track against them and reports the figures."""
 
     database_url: str
     engine: AsyncEngine
     log_dir: Path
     report: Callable[[Figures], None]
+    bootstrap: str = ""
+    prefix: str = ""
+    fake: FakeReplicate | None = None
+    started: float = dataclasses.field(default_factory=time.monotonic)
 
-    async def prepare(self, bootstrap: str, prefix: str, tracks: Iterable[Track]) -> None:
-        await prepare(self.engine, bootstrap, prefix, tracks)
-
-    def roles(
+    async def begin(
         self,
         bootstrap: str,
         prefix: str,
         fake: FakeReplicate,
+        tracks: Iterable[Track],
         *,
         concurrency: int,
+        partitions: int = 3,
         **options: Any,
     ) -> Roles:
-        """The role processes (none started) for this database and ``fake``."""
-        env = fake_service_env(
+        """Seed ``tracks`` and create the service's topics (``partitions`` each, unless they
+        exist); returns the role processes (none started) on ``fake`` with ``options`` (see
+        :func:`process_env`)."""
+        self.bootstrap, self.prefix, self.fake = bootstrap, prefix, fake
+        self.started = time.monotonic()
+        await prepare(self.engine, bootstrap, prefix, tracks, partitions)
+        env = process_env(
             bootstrap, prefix, self.database_url, fake, concurrency=concurrency, **options
         )
         return Roles(env, self.log_dir)
+
+    async def upload(self, tracks: Iterable[Track]) -> int:
+        """Publish the uploads of ``tracks`` on the scenario's broker; returns how many."""
+        return await publish_uploads(self.bootstrap, self.prefix, tracks)
+
+    async def check(self, tracks: Iterable[Track], **options: Any) -> Verdict:
+        """Every track against the outcome topics and the fake's bill (``check_tracks``)."""
+        # The checker reads this module's types: imported here, not at the top.
+        from tests.faults.checks import check_tracks
+
+        stats = self.fake.stats if self.fake is not None else None
+        return await check_tracks(
+            self.engine, self.bootstrap, self.prefix, tracks, fake_stats=stats, **options
+        )
+
+    async def conclude(
+        self,
+        tracks: Iterable[Track],
+        *,
+        events: int,
+        faults_injected: int,
+        check: Mapping[str, Any] | None = None,
+        **figures: Any,
+    ) -> Verdict:
+        """:meth:`check` (with ``check`` options), then report the verdict's figures."""
+        verdict = await self.check(tracks, **(check or {}))
+        self.report(
+            verdict.figures(
+                events=events,
+                faults_injected=faults_injected,
+                started=self.started,
+                **figures,
+            )
+        )
+        return verdict
 
 
 # -- role processes -------------------------------------------------------------------------
@@ -422,54 +379,3 @@ class Roles:
     def tail(self, role: str, chars: int = 3000) -> str:
         path = self.log_dir / f"{role}.log"
         return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-
-def service_env(
-    bootstrap: str,
-    prefix: str,
-    database_url: str,
-    *,
-    replicate_base_url: str,
-    token: str,
-    concurrency: int,
-    timeout_s: float = 20.0,
-    **extra: str,
-) -> dict[str, str]:
-    """Environment of every role process: fast group joins, the fake Replicate, no pacing."""
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "GENRES_TOPIC_PREFIX": prefix,
-        "DATABASE_URL": database_url,
-        "CLASSIFIER_BACKEND": "replicate",
-        "REPLICATE_API_TOKEN": token,
-        "REPLICATE_BASE_URL": replicate_base_url,
-        "REPLICATE_TIMEOUT_SECONDS": f"{timeout_s:g}",
-        "REPLICATE_MAX_PREDICTIONS_PER_MINUTE": "100000",
-        "CLASSIFIER_CONCURRENCY": str(concurrency),
-        "KAFKA_SESSION_TIMEOUT_MS": "1000",
-        "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        "KAFKA_FETCH_MAX_WAIT_MS": "10",
-        **extra,
-    }
-
-
-def fake_service_env(
-    bootstrap: str,
-    prefix: str,
-    database_url: str,
-    fake: FakeReplicate,
-    *,
-    concurrency: int,
-    token: str = FAKE_TOKEN,
-    **options: Any,
-) -> dict[str, str]:
-    """:func:`service_env` for role processes talking to ``fake``."""
-    return service_env(
-        bootstrap,
-        prefix,
-        database_url,
-        replicate_base_url=fake.base_url,
-        token=token,
-        concurrency=concurrency,
-        **options,
-    )

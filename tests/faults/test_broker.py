@@ -29,7 +29,7 @@ import time
 import pytest
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.checks import check_tracks, expected_predictions
+from tests.faults.checks import expected_predictions
 from tests.faults.harness import (
     Figures,
     Roles,
@@ -39,13 +39,12 @@ from tests.faults.harness import (
     current_projected,
     ensure_service_topics,
     make_tracks,
-    poll_until,
     projected_count,
     projected_reaches,
-    publish_uploads,
 )
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.tansu import TansuUnderTest
+from tests.support.waiting import holds_within
 
 from genres.config import load_settings
 from genres.kafka.client import genres_client
@@ -93,18 +92,18 @@ async def test_a_broker_frozen_for_10_s_mid_run_is_rejoined_without_a_restart(
     scenario: Scenario,
 ) -> None:
     engine = scenario.engine
-    started = time.monotonic()
     rng = random.Random(2026112502)
     count = 300
     bootstrap = embedded_broker.bootstrap_servers
     fake_replicate.configure(latency_ms=200)
     tracks = make_tracks(count)
-    await scenario.prepare(bootstrap, topic_prefix, tracks)
-    roles = scenario.roles(bootstrap, topic_prefix, fake_replicate, concurrency=CONCURRENCY)
+    roles = await scenario.begin(
+        bootstrap, topic_prefix, fake_replicate, tracks, concurrency=CONCURRENCY
+    )
     frozen_at = 0
     try:
         await roles.start_each(*ROLES)
-        events = await publish_uploads(bootstrap, topic_prefix, tracks)
+        events = await scenario.upload(tracks)
         target = rng.randint(count // 5, count * 2 // 5)
         assert await projected_reaches(engine, target, timeout=90), roles.tail("classifier")
         frozen_at = await projected_count(engine)
@@ -122,24 +121,14 @@ async def test_a_broker_frozen_for_10_s_mid_run_is_rejoined_without_a_restart(
     finally:
         codes = await roles.stop_all()
 
-    verdict = await check_tracks(
-        engine,
-        bootstrap,
-        topic_prefix,
+    verdict = await scenario.conclude(
         tracks,
-        fake_stats=fake_replicate.stats,
+        events=events,
+        faults_injected=1,
         # A freeze may cost a rebalance; records in flight then are at most one window.
-        crashes=1,
-        concurrency=CONCURRENCY,
-    )
-    scenario.report(
-        verdict.figures(
-            events=events,
-            faults_injected=1,
-            started=started,
-            projected_when_frozen=frozen_at,
-            freeze_s=10,
-        )
+        check={"crashes": 1, "concurrency": CONCURRENCY},
+        projected_when_frozen=frozen_at,
+        freeze_s=10,
     )
     verdict.assert_clean()
     assert settled, roles.logs()[-4000:]
@@ -181,7 +170,7 @@ async def _probe_until_every_partition_flows(
                     range(partitions)
                 )
 
-            if await poll_until(flowing, timeout=3.0, interval=0.2):
+            if await holds_within(flowing, within=3.0, interval=0.2):
                 # Probes still in flight get a moment; the rest were skipped.
                 await asyncio.sleep(2.0)
                 done = await current_projected(engine)
@@ -198,23 +187,23 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
     scenario: Scenario,
 ) -> None:
     engine = scenario.engine
-    started = time.monotonic()
     before, after = 60, 150
     bootstrap = embedded_broker.bootstrap_servers
     fake_replicate.configure(latency_ms=100)
     first = make_tracks(before)
     second = make_tracks(after, start=before + 1)
     probes = make_tracks(300, start=10_001)
-    await scenario.prepare(bootstrap, topic_prefix, first + second + probes)
-    roles = scenario.roles(bootstrap, topic_prefix, fake_replicate, concurrency=CONCURRENCY)
+    roles = await scenario.begin(
+        bootstrap, topic_prefix, fake_replicate, first + second + probes, concurrency=CONCURRENCY
+    )
     try:
         await roles.start_each(*ROLES)
-        events = await publish_uploads(bootstrap, topic_prefix, first)
+        events = await scenario.upload(first)
 
         async def first_done() -> bool:
             return len(await current_projected(engine)) >= before
 
-        assert await poll_until(first_done, timeout=90), roles.logs()[-4000:]
+        assert await holds_within(first_done, within=90), roles.logs()[-4000:]
 
         await embedded_broker.arestart(down_for=2.0)
         # The broker is empty: the platform's topics are created again (the service creates
@@ -224,13 +213,13 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
             bootstrap, topic_prefix, engine, probes, partitions=3
         )
         events += probed
-        events += await publish_uploads(bootstrap, topic_prefix, second)
+        events += await scenario.upload(second)
         wanted = {t.id for t in first + second}
 
         async def all_done() -> bool:
             return wanted <= await current_projected(engine)
 
-        settled = await poll_until(all_done, timeout=90, interval=0.25)
+        settled = await holds_within(all_done, within=90, interval=0.25)
         await _answers_correctly(
             bootstrap, topic_prefix, scenario.database_url, second[-1].id, second[-1].audio_url
         )
@@ -240,13 +229,7 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
 
     projected = await current_projected(engine)
     probe_ids = {t.id for t in probes}
-    verdict = await check_tracks(
-        engine,
-        bootstrap,
-        topic_prefix,
-        first + second + probes,
-        fake_stats=fake_replicate.stats,
-    )
+    verdict = await scenario.check(first + second + probes)
     # Tracks 1..60 were processed before the restart: their events went with the old broker.
     # Probes are allowed to be skipped (see the helper); every track uploaded after the
     # probes flowed must be there.
@@ -264,7 +247,7 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
             lost=len(lost),
             wrong=len(wrong),
             duplicate_paid=verdict.duplicate_paid,
-            run_time_s=time.monotonic() - started,
+            run_time_s=time.monotonic() - scenario.started,
             details={
                 "before_restart": before,
                 "after_restart": after,

@@ -11,27 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.checks import check_tracks, expected_predictions
+from tests.faults.checks import expected_predictions
 from tests.faults.harness import (
     Scenario,
     Track,
     all_projected,
     make_tracks,
     pending_claims,
-    poll_until,
     projected_count,
     projected_reaches,
-    publish_uploads,
     replace_file,
 )
 from tests.support.broker import KafkaTestBed
 from tests.support.fake_replicate import FakeReplicate
+from tests.support.service import service_settings
+from tests.support.waiting import holds_within
 
-from genres.config import load_settings
 from genres.kafka.client import genres_client
 from genres_contracts import RecommendedTags
 from genres_contracts.kafka import GenresClient, GenresClientError, RequestTimedOut
@@ -54,14 +52,12 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
     scenario: Scenario,
 ) -> None:
     engine = scenario.engine
-    started = time.monotonic()
     rng = random.Random(20261125)
     concurrency = 16
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
-    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
-    roles = scenario.roles(
-        kafka.bootstrap_servers, kafka.prefix, fake_replicate, concurrency=concurrency
+    roles = await scenario.begin(
+        kafka.bootstrap_servers, kafka.prefix, fake_replicate, tracks, concurrency=concurrency
     )
     in_flight_at_kill: list[int] = []
     created_at_kill: list[int] = []
@@ -69,7 +65,7 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
     events = 0
     try:
         await roles.start_each("projector", "classifier")
-        events += await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
+        events += await scenario.upload(tracks)
         for number in range(KILLS):
             # Each kill comes after the running process has created 10-20% of the run's
             # predictions: it is busy, whatever the machine's speed.
@@ -78,7 +74,7 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
             async def reached(target: int = target) -> bool:
                 return fake_replicate.stats.creations >= target
 
-            assert await poll_until(reached, timeout=90, interval=0.02), roles.tail("classifier")
+            assert await holds_within(reached, within=90, interval=0.02), roles.tail("classifier")
             await asyncio.sleep(rng.uniform(0.0, 0.3))
             in_flight_at_kill.append(await pending_claims(engine))
             created_at_kill.append(fake_replicate.stats.creations)
@@ -91,30 +87,19 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
                     new = await replace_file(engine, track, f"b{track.id}")
                     uploaded[(new.id, new.file_id)] = new.audio_url
                     replaced.append(new)
-                events += await publish_uploads(kafka.bootstrap_servers, kafka.prefix, replaced)
+                events += await scenario.upload(replaced)
             await roles.start("classifier")
         settled = await _settle(engine, UPLOADS)
     finally:
         codes = await roles.stop_all()
 
-    verdict = await check_tracks(
-        engine,
-        kafka.bootstrap_servers,
-        kafka.prefix,
+    verdict = await scenario.conclude(
         tracks,
-        fake_stats=fake_replicate.stats,
-        uploaded_urls=uploaded,
-        crashes=KILLS,
-        concurrency=concurrency,
-    )
-    scenario.report(
-        verdict.figures(
-            events=events,
-            faults_injected=roles.kills,
-            started=started,
-            claims_in_flight_at_kills=in_flight_at_kill,
-            created_at_kills=created_at_kill,
-        )
+        events=events,
+        faults_injected=roles.kills,
+        check={"uploaded_urls": uploaded, "crashes": KILLS, "concurrency": concurrency},
+        claims_in_flight_at_kills=in_flight_at_kill,
+        created_at_kills=created_at_kill,
     )
     verdict.assert_clean()
     assert settled, roles.tail("projector") + roles.tail("classifier")
@@ -132,20 +117,17 @@ async def test_the_projector_killed_three_times_mid_run_loses_nothing(
     scenario: Scenario,
 ) -> None:
     engine = scenario.engine
-    started = time.monotonic()
     rng = random.Random(20261126)
-    # A slower classifier keeps the projector busy for the whole run.
-    concurrency = 4
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
-    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
-    roles = scenario.roles(
-        kafka.bootstrap_servers, kafka.prefix, fake_replicate, concurrency=concurrency
+    # A slower classifier keeps the projector busy for the whole run.
+    roles = await scenario.begin(
+        kafka.bootstrap_servers, kafka.prefix, fake_replicate, tracks, concurrency=4
     )
     projected_at_kill: list[int] = []
     try:
         await roles.start_each("projector", "classifier")
-        events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
+        events = await scenario.upload(tracks)
         for _ in range(KILLS):
             target = await projected_count(engine) + rng.randint(UPLOADS // 10, UPLOADS // 5)
             assert await projected_reaches(engine, target, timeout=90, interval=0.05), roles.tail(
@@ -159,20 +141,8 @@ async def test_the_projector_killed_three_times_mid_run_loses_nothing(
     finally:
         codes = await roles.stop_all()
 
-    verdict = await check_tracks(
-        engine,
-        kafka.bootstrap_servers,
-        kafka.prefix,
-        tracks,
-        fake_stats=fake_replicate.stats,
-    )
-    scenario.report(
-        verdict.figures(
-            events=events,
-            faults_injected=roles.kills,
-            started=started,
-            projected_at_kills=projected_at_kill,
-        )
+    verdict = await scenario.conclude(
+        tracks, events=events, faults_injected=roles.kills, projected_at_kills=projected_at_kill
     )
     verdict.assert_clean()
     assert settled, roles.tail("projector")
@@ -192,27 +162,16 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
     (``wait_ms`` 0 or 1.5 s) while the responder is killed three times.
     """
     engine = scenario.engine
-    started = time.monotonic()
     rng = random.Random(20261127)
-    concurrency = 32
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
     by_id = {t.id: t for t in tracks}
-    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
     # A short Replicate deadline: an on-demand marker lost with a killed responder is
     # reclaimed after twice that.
-    roles = scenario.roles(
-        kafka.bootstrap_servers,
-        kafka.prefix,
-        fake_replicate,
-        concurrency=concurrency,
-        timeout_s=5,
+    roles = await scenario.begin(
+        kafka.bootstrap_servers, kafka.prefix, fake_replicate, tracks, concurrency=32, timeout_s=5
     )
-    settings = load_settings(
-        kafka_bootstrap_servers=kafka.bootstrap_servers,
-        genres_topic_prefix=kafka.prefix,
-        database_url=scenario.database_url,
-    )
+    settings = service_settings(kafka, scenario.database_url)
     tally = {"requests": 0, "answered": 0, "pending": 0, "timeouts": 0, "errors": 0}
     wrong: list[str] = []
 
@@ -254,9 +213,7 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
 
     try:
         await roles.start_each("projector", "classifier", "responder")
-        events = await publish_uploads(
-            kafka.bootstrap_servers, kafka.prefix, tracks[: UPLOADS // 2]
-        )
+        events = await scenario.upload(tracks[: UPLOADS // 2])
         async with genres_client(settings) as requester:
             clients = [asyncio.create_task(client(requester, seed)) for seed in range(24)]
             try:
@@ -267,7 +224,7 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
                     async def flowing(answered: int = answered) -> bool:
                         return tally["answered"] >= answered + 20
 
-                    assert await poll_until(flowing, timeout=60), roles.tail("responder")
+                    assert await holds_within(flowing, within=60), roles.tail("responder")
                     await asyncio.sleep(rng.uniform(0.5, 1.5))
                     await roles.kill("responder")
                     await asyncio.sleep(rng.uniform(0.0, 1.0))
@@ -277,7 +234,7 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
                 async def recovered() -> bool:
                     return tally["answered"] >= answered + 20
 
-                assert await poll_until(recovered, timeout=60), roles.tail("responder")
+                assert await holds_within(recovered, within=60), roles.tail("responder")
             finally:
                 stop.set()
                 await asyncio.gather(*clients)
@@ -306,21 +263,12 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
     finally:
         codes = await roles.stop_all()
 
-    verdict = await check_tracks(
-        engine,
-        kafka.bootstrap_servers,
-        kafka.prefix,
+    verdict = await scenario.conclude(
         tracks,
-        fake_stats=fake_replicate.stats,
-    )
-    scenario.report(
-        verdict.figures(
-            events=events + tally["requests"] + len(tracks),
-            faults_injected=roles.kills,
-            started=started,
-            wrong=len(wrong),
-            **tally,
-        )
+        events=events + tally["requests"] + len(tracks),
+        faults_injected=roles.kills,
+        wrong=len(wrong),
+        **tally,
     )
     assert not wrong, "\n".join(wrong[:20])
     verdict.assert_clean()

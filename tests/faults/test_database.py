@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from tests.faults.checks import check_tracks
 from tests.faults.harness import (
     Scenario,
     all_projected,
@@ -28,12 +26,10 @@ from tests.faults.harness import (
     make_tracks,
     projected_count,
     projected_reaches,
-    publish_uploads,
-    read_topic,
 )
 from tests.faults.tcp_proxy import TcpProxy
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import fast_consumer_options
+from tests.support.bus import fast_consumer_options, read_topic
 from tests.support.fake_replicate import FakeReplicate
 
 from genres_contracts import topics
@@ -75,16 +71,13 @@ async def test_the_projector_waits_out_a_10_s_database_outage_and_commits_nothin
     scenario: Scenario,
 ) -> None:
     engine = scenario.engine
-    started = time.monotonic()
     rng = random.Random(2026112503)
     count = 300 if mode == "refuse" else 200
-    concurrency = 16
     fake_replicate.configure(latency_ms=150)
     tracks = make_tracks(count)
-    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
     classified_topic = kafka.topic(topics.GENRES_CLASSIFIED)
-    roles = scenario.roles(
-        kafka.bootstrap_servers, kafka.prefix, fake_replicate, concurrency=concurrency
+    roles = await scenario.begin(
+        kafka.bootstrap_servers, kafka.prefix, fake_replicate, tracks, concurrency=16
     )
     unwritten_below_commit: list[int] = []
     async with TcpProxy.for_database(scenario.database_url) as proxy:
@@ -93,7 +86,7 @@ async def test_the_projector_waits_out_a_10_s_database_outage_and_commits_nothin
                 "projector", {"DATABASE_URL": proxy.url_through(scenario.database_url)}
             )
             await roles.start("classifier")
-            events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
+            events = await scenario.upload(tracks)
             target = rng.randint(count // 5, count * 2 // 5)
             assert await projected_reaches(engine, target, timeout=90), roles.tail("projector")
             projected_at_cut = await projected_count(engine)
@@ -125,26 +118,17 @@ async def test_the_projector_waits_out_a_10_s_database_outage_and_commits_nothin
         finally:
             codes = await roles.stop_all()
 
-    verdict = await check_tracks(
-        engine,
-        kafka.bootstrap_servers,
-        kafka.prefix,
+    verdict = await scenario.conclude(
         tracks,
-        fake_stats=fake_replicate.stats,
-    )
-    scenario.report(
-        verdict.figures(
-            events=events,
-            faults_injected=1,
-            started=started,
-            lost=len(unwritten_below_commit),
-            mode=mode,
-            outage_s=OUTAGE_S,
-            projected_at_cut=projected_at_cut,
-            projected_in_outage=projected_in_outage,
-            retries_logged=retries,
-            proxy_connections=proxy.connections,
-        )
+        events=events,
+        faults_injected=1,
+        lost=len(unwritten_below_commit),
+        mode=mode,
+        outage_s=OUTAGE_S,
+        projected_at_cut=projected_at_cut,
+        projected_in_outage=projected_in_outage,
+        retries_logged=retries,
+        proxy_connections=proxy.connections,
     )
     verdict.assert_clean()
     assert not unwritten_below_commit, "offsets committed before the write"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaProducer
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import collect, header, values
+from tests.support.bus import header, read_topic, values
 from tests.support.fake_replicate import FakeReplicate
 
 from genres.bootstrap import Role, running
@@ -71,8 +71,8 @@ async def test_hostile_records_are_dead_lettered_and_the_partition_keeps_flowing
             )
         finally:
             await producer.stop()
-        dead = await collect(kafka.bootstrap_servers, f"{topic}.dlq", count=len(HOSTILE))
-        classified = await collect(
+        dead = await read_topic(kafka.bootstrap_servers, f"{topic}.dlq", count=len(HOSTILE))
+        classified = await read_topic(
             kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=2
         )
 

@@ -34,7 +34,6 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 from aiokafka.errors import KafkaError, for_code
-from tests.faults.checks import check_tracks
 from tests.faults.harness import (
     Scenario,
     all_projected,
@@ -42,14 +41,11 @@ from tests.faults.harness import (
     ensure_service_topics,
     make_tracks,
     pending_claims,
-    poll_until,
-    publish_uploads,
-    read_topic,
-    seed_tracks,
-    wait_until,
 )
 from tests.support.broker import KafkaTestBed
+from tests.support.bus import read_topic
 from tests.support.fake_replicate import FakeReplicate
+from tests.support.waiting import eventually, holds_within
 
 from genres.classifier.entry import GROUP
 from genres_contracts import topics
@@ -238,16 +234,16 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
 ) -> None:
     skip_on_tansu(kafka)
     engine = scenario.engine
-    started = time.monotonic()
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
-    await seed_tracks(engine, tracks)
     await create_topics_for_the_run(kafka)
-    roles = scenario.roles(
+    roles = await scenario.begin(
         kafka.bootstrap_servers,
         kafka.prefix,
         fake_replicate,
+        tracks,
         concurrency=CONCURRENCY,
+        partitions=PARTITIONS,
         KAFKA_TOPIC_PARTITIONS=str(PARTITIONS),
         KAFKA_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
         KAFKA_HEARTBEAT_INTERVAL_MS=str(HEARTBEAT_INTERVAL_MS),
@@ -276,9 +272,9 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
         async def stable() -> bool:
             return (await look()).owns_all(inputs, set(clients))
 
-        return await wait_until(
+        return await eventually(
             stable,
-            timeout=timeout,
+            within=timeout,
             what=f"{sorted(clients)} to own every partition",
             interval=0.05,
             diagnose=lambda: f"{seen[-3:]}\n{roles.tail('classifier-1', 1500)}",
@@ -296,7 +292,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
         name, env = classifier(1)
         await roles.start("classifier", env, name=name)
         await owned_by("classifier-1")
-        events += await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
+        events += await scenario.upload(tracks)
         uploads = await read_topic(kafka.bootstrap_servers, kafka.topic(topics.TRACK_UPLOADED))
         assert len(uploads) == UPLOADS
         ends: dict[int, int] = {}
@@ -308,7 +304,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
         async def busy() -> bool:
             return fake_replicate.stats.creations >= CONCURRENCY
 
-        assert await poll_until(busy, timeout=90, interval=0.02), roles.tail("classifier-1")
+        assert await holds_within(busy, within=90, interval=0.02), roles.tail("classifier-1")
         for number in (2, 3):
             name, env = classifier(number)
             await roles.start("classifier", env, name=name)
@@ -319,7 +315,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
         async def rebalancing() -> bool:
             return (await look()).state in REBALANCING
 
-        assert await poll_until(rebalancing, timeout=60, interval=0.02), seen[-3:]
+        assert await holds_within(rebalancing, within=60, interval=0.02), seen[-3:]
         state_at_kill = seen[-1].state
         await roles.kill("classifier-1")
         killed = time.monotonic()
@@ -340,7 +336,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
         async def shared() -> bool:
             return fake_replicate.stats.creations >= created + UPLOADS // 10
 
-        assert await poll_until(shared, timeout=60, interval=0.02)
+        assert await holds_within(shared, within=60, interval=0.02)
         figures["settled_at_stop"] = len(await current_projected(engine))
         codes["classifier-3"] = await roles.stop("classifier-3")
         figures["regroup_after_stop_s"] = round(await owned_by("classifier-2"), 2)
@@ -360,7 +356,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
             committed.update({tp.partition: meta.offset for tp, meta in offsets.items()})
             return committed == ends
 
-        drained_ok = await poll_until(drained, timeout=120, interval=0.1)
+        drained_ok = await holds_within(drained, within=120, interval=0.1)
         figures["drain_s"] = round(time.monotonic() - down_to_one, 2)
         final_view = await look()
     finally:
@@ -371,15 +367,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
         await admin.close()
 
     assert drained_ok, (committed, ends, roles.tail("classifier-2"), roles.tail("projector"))
-    verdict = await check_tracks(
-        engine,
-        kafka.bootstrap_servers,
-        kafka.prefix,
-        tracks,
-        fake_stats=fake_replicate.stats,
-        crashes=roles.kills,
-        concurrency=CONCURRENCY,
-    )
+    verdict = await scenario.check(tracks, crashes=roles.kills, concurrency=CONCURRENCY)
     outcomes: list[ConsumerRecord[bytes, bytes]] = []
     for name in OUTCOMES:
         outcomes += await read_topic(kafka.bootstrap_servers, kafka.topic(name))
@@ -389,7 +377,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
         verdict.figures(
             events=events,
             faults_injected=roles.kills + 1,  # the SIGKILL mid-rebalance and the SIGTERM
-            started=started,
+            started=scenario.started,
             **figures,
             commit_samples=len(samples.taken),
             commits_ahead_of_outcomes=len(ahead),
@@ -436,17 +424,16 @@ async def test_a_member_draining_longer_than_its_session_keeps_its_records_and_p
     records to the new member while it still runs them, which paid for them twice."""
     skip_on_tansu(kafka)
     engine = scenario.engine
-    started = time.monotonic()
     session_ms, latency_ms, concurrency = 1500, 4000, 4
     fake_replicate.configure(latency_ms=latency_ms)
     tracks = make_tracks(24)
-    await seed_tracks(engine, tracks)
-    await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix, PARTITIONS)
-    roles = scenario.roles(
+    roles = await scenario.begin(
         kafka.bootstrap_servers,
         kafka.prefix,
         fake_replicate,
+        tracks,
         concurrency=concurrency,
+        partitions=PARTITIONS,
         KAFKA_TOPIC_PARTITIONS=str(PARTITIONS),
         KAFKA_SESSION_TIMEOUT_MS=str(session_ms),
     )
@@ -471,18 +458,18 @@ async def test_a_member_draining_longer_than_its_session_keeps_its_records_and_p
     try:
         await roles.start("projector")
         await roles.start("classifier", {"KAFKA_CLIENT_ID": "classifier-1"}, name="classifier-1")
-        assert await poll_until(lambda: owned_by("classifier-1"), timeout=60)
-        events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
+        assert await holds_within(lambda: owned_by("classifier-1"), within=60)
+        events = await scenario.upload(tracks)
 
         async def busy() -> bool:
             return fake_replicate.stats.creations >= concurrency
 
-        assert await poll_until(busy, timeout=60, interval=0.02)
+        assert await holds_within(busy, within=60, interval=0.02)
         await roles.start("classifier", {"KAFKA_CLIENT_ID": "classifier-2"}, name="classifier-2")
-        assert await poll_until(rebalancing, timeout=60, interval=0.02)
+        assert await holds_within(rebalancing, within=60, interval=0.02)
         rebalance_started = time.monotonic()
-        assert await poll_until(
-            lambda: owned_by("classifier-1", "classifier-2"), timeout=60, interval=0.05
+        assert await holds_within(
+            lambda: owned_by("classifier-1", "classifier-2"), within=60, interval=0.05
         ), roles.tail("classifier-1")
         rebalance_s = time.monotonic() - rebalance_started
         settled = await all_projected(engine, len(tracks), timeout=90)
@@ -490,18 +477,13 @@ async def test_a_member_draining_longer_than_its_session_keeps_its_records_and_p
         codes = await roles.stop_all()
         await admin.close()
 
-    verdict = await check_tracks(
-        engine, kafka.bootstrap_servers, kafka.prefix, tracks, fake_stats=fake_replicate.stats
-    )
     commit_failures = roles.tail("classifier-1", 10**6).count("commit failed")
-    scenario.report(
-        verdict.figures(
-            events=events,
-            faults_injected=0,
-            started=started,
-            rebalance_s=round(rebalance_s, 2),
-            commit_failures=commit_failures,
-        )
+    verdict = await scenario.conclude(
+        tracks,
+        events=events,
+        faults_injected=0,
+        rebalance_s=round(rebalance_s, 2),
+        commit_failures=commit_failures,
     )
     # No crash: nothing may be paid twice (the checker's bound is 0 here).
     verdict.assert_clean()

@@ -15,7 +15,6 @@ and the one line of a configuration error.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,24 +23,20 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.checks import check_tracks
 from tests.faults.harness import (
-    Roles,
     Scenario,
-    fake_service_env,
     list_topics,
     make_tracks,
-    poll_until,
     publish,
-    publish_uploads,
-    read_topic,
     settled_tracks,
 )
 from tests.support.broker import KafkaTestBed
+from tests.support.bus import read_topic
 from tests.support.fake_replicate import FakeConfig, FakeReplicate, _detail, _Prediction
 from tests.support.process import run_genres
+from tests.support.service import service_settings
+from tests.support.waiting import holds_within
 
-from genres.config import load_settings
 from genres.kafka.client import genres_client
 from genres_contracts import topics
 from genres_contracts.kafka import RequestTimedOut
@@ -68,7 +63,7 @@ async def _settle(engine: AsyncEngine, count: int, timeout: float = 120) -> bool
     async def done() -> bool:
         return await settled_tracks(engine) >= count
 
-    return await poll_until(done, timeout=timeout, interval=0.25)
+    return await holds_within(done, within=timeout, interval=0.25)
 
 
 async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
@@ -77,7 +72,6 @@ async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
     scenario: Scenario,
 ) -> None:
     engine = scenario.engine
-    started = time.monotonic()
     count = 400
     fake_replicate.configure(
         latency_ms=150,
@@ -90,11 +84,11 @@ async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
     )
     directives = _directives(count)
     tracks = make_tracks(count, directives=directives)
-    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
-    roles = scenario.roles(
+    roles = await scenario.begin(
         kafka.bootstrap_servers,
         kafka.prefix,
         fake_replicate,
+        tracks,
         concurrency=64,
         # A 429 stops every creation for its hint, and the paced schedule does not burst to
         # make up for it afterwards: 10% of creations refused leaves ~10 creations a second,
@@ -104,20 +98,18 @@ async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
     )
     try:
         await roles.start_each("projector", "classifier")
-        events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
+        events = await scenario.upload(tracks)
         settled = await _settle(engine, count)
 
         async def nothing_running() -> bool:
             return fake_replicate.stats.running == 0
 
-        none_running = await poll_until(nothing_running, timeout=30)
+        none_running = await holds_within(nothing_running, within=30)
     finally:
         codes = await roles.stop_all()
 
     stats = fake_replicate.stats
-    verdict = await check_tracks(
-        engine, kafka.bootstrap_servers, kafka.prefix, tracks, fake_stats=stats
-    )
+    verdict = await scenario.check(tracks)
     wrong_kind: list[str] = []
     transient = 0
     for track in tracks:
@@ -151,7 +143,7 @@ async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
         verdict.figures(
             events=events,
             faults_injected=sum(injected.values()),
-            started=started,
+            started=scenario.started,
             wrong=len(wrong_kind),
             injected=injected,
             transient_failures=transient,
@@ -236,31 +228,24 @@ async def test_the_replicate_token_appears_in_no_log_event_error_or_dead_letter(
     scenario: Scenario,
 ) -> None:
     engine = scenario.engine
-    started = time.monotonic()
     count = 100
     directives = {t: "fail" for t in range(5, count + 1, 10)} | {50: "hang"}
     tracks = make_tracks(count, directives=directives)
-    await scenario.prepare(kafka.bootstrap_servers, kafka.prefix, tracks)
-    env = fake_service_env(
+    roles = await scenario.begin(
         kafka.bootstrap_servers,
         kafka.prefix,
-        scenario.database_url,
         leaky_fake,
+        tracks,
         token=SECRET,
         concurrency=32,
         timeout_s=6,
         LOG_LEVEL="DEBUG",
     )
-    roles = Roles(env, scenario.log_dir)
-    settings = load_settings(
-        kafka_bootstrap_servers=kafka.bootstrap_servers,
-        genres_topic_prefix=kafka.prefix,
-        database_url=scenario.database_url,
-    )
+    settings = service_settings(kafka, scenario.database_url)
     replies: list[str] = []
     try:
         await roles.start_each("projector", "classifier", "responder")
-        events = await publish_uploads(kafka.bootstrap_servers, kafka.prefix, tracks)
+        events = await scenario.upload(tracks)
         # Poison records for the dead-letter topics.
         events += await publish(
             kafka.bootstrap_servers,
@@ -289,7 +274,7 @@ async def test_the_replicate_token_appears_in_no_log_event_error_or_dead_letter(
             dlq = kafka.topic(topics.TRACK_UPLOADED) + ".dlq"
             return len(await read_topic(kafka.bootstrap_servers, dlq)) >= 3
 
-        await poll_until(dead_letters, timeout=30)
+        await holds_within(dead_letters, within=30)
     finally:
         codes = await roles.stop_all()
 
@@ -297,7 +282,7 @@ async def test_the_replicate_token_appears_in_no_log_event_error_or_dead_letter(
     bad_config = run_genres(
         "run",
         "classifier",
-        env=env | {"CLASSIFIER_CONCURRENCY": "lots", "REPLICATE_BASE_URL": "not a url"},
+        env=roles.env | {"CLASSIFIER_CONCURRENCY": "lots", "REPLICATE_BASE_URL": "not a url"},
     )
 
     captured: dict[str, str] = {
@@ -317,21 +302,16 @@ async def test_the_replicate_token_appears_in_no_log_event_error_or_dead_letter(
         captured[topic] = "\n".join(parts)
     leaks = {where: _hits(text) for where, text in captured.items() if SECRET in text}
     stats = leaky_fake.stats
-    verdict = await check_tracks(
-        engine, kafka.bootstrap_servers, kafka.prefix, tracks, fake_stats=stats
-    )
     failures_text = captured.get(kafka.topic(topics.GENRES_FAILED), "")
-    scenario.report(
-        verdict.figures(
-            events=events,
-            faults_injected=stats.rejected_5xx + stats.rejected_429 + len(directives),
-            started=started,
-            leaks=sum(len(v) for v in leaks.values()),
-            log_bytes=len(captured["logs"]),
-            records_scanned=records,
-            dlq_headers_scanned=dlq_headers,
-            redacted_in_failures=failures_text.count("[redacted]"),
-        )
+    verdict = await scenario.conclude(
+        tracks,
+        events=events,
+        faults_injected=stats.rejected_5xx + stats.rejected_429 + len(directives),
+        leaks=sum(len(v) for v in leaks.values()),
+        log_bytes=len(captured["logs"]),
+        records_scanned=records,
+        dlq_headers_scanned=dlq_headers,
+        redacted_in_failures=failures_text.count("[redacted]"),
     )
     assert not leaks, leaks
     # The token was in use and the fake did quote it back: the scrubbing was exercised.

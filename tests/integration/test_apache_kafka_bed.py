@@ -48,35 +48,36 @@ def _alive(pid: int) -> bool:
 
 def test_a_kill_9_of_the_session_takes_its_broker_along() -> None:
     _require_java()
-    holder = subprocess.Popen(
+    # The context closes the pipes (else the garbage collector reports them unclosed).
+    with subprocess.Popen(
         [sys.executable, "-c", HOLDER],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        line = holder.stdout.readline()
-        assert line, holder.stderr.read() if holder.stderr else ""
-        jvm_pid, folder = int(line.split()[0]), Path(line.split()[1])
-        assert _alive(jvm_pid)
-        assert folder.is_dir()
+    ) as holder:
+        try:
+            assert holder.stdout is not None
+            line = holder.stdout.readline()
+            assert line, holder.stderr.read() if holder.stderr else ""
+            jvm_pid, folder = int(line.split()[0]), Path(line.split()[1])
+            assert _alive(jvm_pid)
+            assert folder.is_dir()
 
-        holder.send_signal(signal.SIGKILL)  # no atexit, no finally: only the kernel acts
-        holder.wait(timeout=10)
+            holder.send_signal(signal.SIGKILL)  # no atexit, no finally: only the kernel acts
+            holder.wait(timeout=10)
 
-        deadline = time.monotonic() + 10
-        while _alive(jvm_pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(jvm_pid), "the broker outlived the killed session"
-        # the next session removes what the killed one left
-        apache_kafka.sweep_stale_dirs()
-        assert not folder.exists()
-    finally:
-        if holder.poll() is None:
-            holder.kill()
-            holder.wait()
+            deadline = time.monotonic() + 10
+            while _alive(jvm_pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not _alive(jvm_pid), "the broker outlived the killed session"
+            # the next session removes what the killed one left
+            apache_kafka.sweep_stale_dirs()
+            assert not folder.exists()
+        finally:
+            if holder.poll() is None:
+                holder.kill()
+                holder.wait()
 
 
 async def test_topics_are_created_by_their_users_not_by_the_broker(kafka: KafkaTestBed) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.backfill.entry import run_backfill
 from genres.backfill.outcomes import OutcomeWatcher
+from genres.backfill.rule import BackfillReport
 from genres.config import Settings
 from genres.kafka.producer import Publisher, track_key
 from genres_contracts import (
@@ -23,7 +23,8 @@ from genres_contracts import (
     ModelRef,
     topics,
 )
-from tests.support.bus import read_from_start
+from tests.support.bus import read_topic
+from tests.support.database import insert_tracks
 
 PREDICTIONS = [{"name": "ambient electronic", "confidence": 0.2}]
 
@@ -49,26 +50,27 @@ ROWS: list[tuple[int, str | None, str | None, dict[str, Any]]] = [
 ELIGIBLE = [1, 3, 5, 6]
 
 
+async def backfill(
+    settings: Settings, engine: AsyncEngine, publisher: Publisher, **options: Any
+) -> BackfillReport:
+    """``run_backfill`` with this module's defaults: every eligible track, four at a time,
+    published without waiting, a 1 s timeout; ``options`` override them."""
+    defaults = {"limit": None, "concurrency": 4, "dry_run": False, "wait": False, "timeout": 1}
+    return await run_backfill(settings, engine, publisher, **(defaults | options))
+
+
 @pytest_asyncio.fixture
 async def tracks(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
-        for track_id, file_id, url, extra in ROWS:
-            await connection.execute(
-                text(
-                    "INSERT INTO tracks (id, file_id, audio_url, extra) "
-                    "VALUES (:id, :file_id, :url, CAST(:extra AS jsonb))"
-                ),
-                {"id": track_id, "file_id": file_id, "url": url, "extra": json.dumps(extra)},
-            )
+    await insert_tracks(engine, ROWS)
 
 
 async def requests_on_the_bus(settings: Settings, count: int) -> list[ClassificationRequested]:
     # anything more than expected would arrive within a few more fetches
-    records = await read_from_start(
+    records = await read_topic(
         settings.kafka_bootstrap_servers,
         settings.topic(topics.CLASSIFICATION_REQUESTED),
-        count,
-        then_wait_ms=300,
+        count=count,
+        linger_ms=300,
     )
     for record in records:
         assert record.key == track_key(
@@ -83,15 +85,11 @@ async def test_a_dry_run_lists_exactly_the_eligible_tracks(
 ) -> None:
     seen: list[tuple[int, int]] = []
 
-    report = await run_backfill(
+    report = await backfill(
         settings,
         engine,
         publisher,
-        limit=None,
-        concurrency=4,
         dry_run=True,
-        wait=False,
-        timeout=1,
         progress=lambda done, total: seen.append((done, total)),
     )
 
@@ -99,9 +97,7 @@ async def test_a_dry_run_lists_exactly_the_eligible_tracks(
     assert (report.eligible, report.published) == (4, 0)
     assert seen[-1] == (4, 4)
 
-    limited = await run_backfill(
-        settings, engine, publisher, limit=2, concurrency=4, dry_run=True, wait=False, timeout=1
-    )
+    limited = await backfill(settings, engine, publisher, limit=2, dry_run=True)
     assert [t.track_id for t in limited.tracks] == ELIGIBLE[:2]
 
 
@@ -118,17 +114,7 @@ async def test_other_model_also_selects_predictions_another_model_or_version_mad
         )
 
     async def selected(model: ModelRef | None) -> list[int]:
-        report = await run_backfill(
-            settings,
-            engine,
-            publisher,
-            limit=None,
-            concurrency=4,
-            dry_run=True,
-            wait=False,
-            timeout=1,
-            model=model,
-        )
+        report = await backfill(settings, engine, publisher, dry_run=True, model=model)
         return [t.track_id for t in report.tracks]
 
     assert await selected(None) == ELIGIBLE
@@ -138,16 +124,8 @@ async def test_other_model_also_selects_predictions_another_model_or_version_mad
         [2, *ELIGIBLE]
     )
 
-    published = await run_backfill(
-        settings,
-        engine,
-        publisher,
-        limit=None,
-        concurrency=2,
-        dry_run=False,
-        wait=False,
-        timeout=1,
-        model=ModelRef(name="musicnn/msd", version="2"),
+    published = await backfill(
+        settings, engine, publisher, concurrency=2, model=ModelRef(name="musicnn/msd", version="2")
     )
     sent = await requests_on_the_bus(settings, 5)
     assert published.published == 5
@@ -158,9 +136,7 @@ async def test_other_model_also_selects_predictions_another_model_or_version_mad
 async def test_publishing_sends_one_backfill_request_per_eligible_track_and_twice_is_safe(
     settings: Settings, engine: AsyncEngine, publisher: Publisher
 ) -> None:
-    first = await run_backfill(
-        settings, engine, publisher, limit=None, concurrency=2, dry_run=False, wait=False, timeout=1
-    )
+    first = await backfill(settings, engine, publisher, concurrency=2)
     sent = await requests_on_the_bus(settings, 4)
 
     assert first.published == 4
@@ -169,9 +145,7 @@ async def test_publishing_sends_one_backfill_request_per_eligible_track_and_twic
     assert {r.event_id for r in sent} == set(first.event_ids)
     assert {(r.track_id, r.file_id) for r in sent} == {(1, "a"), (3, "c2"), (5, "e"), (6, "f")}
 
-    second = await run_backfill(
-        settings, engine, publisher, limit=None, concurrency=2, dry_run=False, wait=False, timeout=1
-    )
+    second = await backfill(settings, engine, publisher, concurrency=2)
     both = await requests_on_the_bus(settings, 8)
     assert second.published == 4
     assert sorted(r.track_id for r in both) == sorted(ELIGIBLE * 2)
@@ -197,16 +171,7 @@ async def test_waiting_counts_the_outcomes_a_classifier_publishes(
         answered.set()
 
     task = asyncio.create_task(classifier())
-    report = await run_backfill(
-        settings,
-        engine,
-        publisher,
-        limit=None,
-        concurrency=4,
-        dry_run=False,
-        wait=True,
-        timeout=8,
-    )
+    report = await backfill(settings, engine, publisher, wait=True, timeout=8)
     await task
 
     assert answered.is_set()

@@ -15,7 +15,7 @@ from genres.bootstrap import Role, running
 from genres.config import Settings
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import collect, header, producer, send_json, values
+from tests.support.bus import header, producer, read_topic, send_json, values
 from tests.support.fake_replicate import FakeReplicate
 
 CLASSIFIER = frozenset({Role.CLASSIFIER})
@@ -31,7 +31,7 @@ async def classifying(kafka: KafkaTestBed, settings: Settings) -> AsyncIterator[
 async def collect_classified(
     kafka: KafkaTestBed, *, count: int
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    return await collect(
+    return await read_topic(
         kafka.bootstrap_servers, kafka.topic(topics.GENRES_CLASSIFIED), count=count
     )
 
@@ -112,14 +112,14 @@ async def test_force_reclassifies_a_classified_file(
     async with classifying(kafka, replicate_settings) as client:
         await send_json(client, kafka.topic(topics.TRACK_UPLOADED), upload(9), key="9")
         # The two topics are read concurrently: the request must come after the upload's result.
-        await collect(kafka.bootstrap_servers, classified, count=1)
+        await read_topic(kafka.bootstrap_servers, classified, count=1)
         await send_json(
             client,
             kafka.topic(topics.CLASSIFICATION_REQUESTED),
             upload(9, reason="reclassify", force=True),
             key="9",
         )
-        await collect(kafka.bootstrap_servers, classified, count=2)
+        await read_topic(kafka.bootstrap_servers, classified, count=2)
 
     assert fake_replicate.stats.creations_per_url == {"https://cdn.test/9/f1.mp3": 2}
 
@@ -147,7 +147,9 @@ async def test_permanent_failures_publish_classification_failed_once(
     async with classifying(kafka, replicate_settings) as client:
         await send_json(client, kafka.topic(topics.TRACK_UPLOADED), bad, key="5")
         await send_json(client, kafka.topic(topics.TRACK_UPLOADED), bad, key="5")
-        records = await collect(kafka.bootstrap_servers, kafka.topic(topics.GENRES_FAILED), count=2)
+        records = await read_topic(
+            kafka.bootstrap_servers, kafka.topic(topics.GENRES_FAILED), count=2
+        )
 
     failures = values(records)
     assert len(failures) == 2
@@ -167,7 +169,7 @@ async def test_a_poison_record_is_dead_lettered_and_the_next_one_is_classified(
         await send_json(client, uploaded, b"{not json", key="1")
         await send_json(client, uploaded, {"track_id": -3, "file_id": "f"}, key="2")
         await send_json(client, uploaded, upload(3), key="3")
-        dead = await collect(kafka.bootstrap_servers, f"{uploaded}.dlq", count=2)
+        dead = await read_topic(kafka.bootstrap_servers, f"{uploaded}.dlq", count=2)
         classified = await collect_classified(kafka, count=1)
 
     assert [record.value for record in dead] == [

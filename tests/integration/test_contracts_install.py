@@ -23,7 +23,7 @@ from genres.kafka.producer import Publisher
 from genres.kafka.records import parse
 from genres_contracts import GenresClassified, ModelRef, Prediction, TrackUploaded, topics
 from tests.integration.test_responder import Service, add_track, cached, running_responder
-from tests.support.bus import collect
+from tests.support.bus import read_topic
 from tests.support.contracts_venv import ROOT, build_contracts_wheel, fresh_venv, installed
 
 README = ROOT / "contracts" / "README.md"
@@ -148,7 +148,7 @@ async def test_the_readme_faststream_example_publishes_uploads_and_consumes_outc
     await broker.start()
     try:
         await namespace["track_uploaded"](668, "b2c1e0", "https://cdn.example/audio/b2c1e0.mp3")
-        (record,) = await collect(
+        (record,) = await read_topic(
             settings.kafka_bootstrap_servers or "", topics.TRACK_UPLOADED, count=1, timeout=15
         )
         # What the service's classifier reads from it:

@@ -16,12 +16,11 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from genres.classify.factory import build_replicate_classifier, creation_pacer
 from genres.classify.replicate import Backoff, ReplicateClassifier
 from genres.config import Settings, load_settings
-from tests.support.fake_replicate import FakeConfig, FakeReplicate
+from tests.support.fake_replicate import FakeReplicate, FakeStats
 from tests.support.waiting import eventually
 
 pytestmark = [pytest.mark.timeout(120)]
@@ -35,9 +34,9 @@ arrival; 1% of this scaled-down window would be 20 ms, less than a busy loop's j
 FAST = Backoff(initial=0.05, maximum=0.2, jitter=0.0, poll_initial=0.05, poll_maximum=0.1)
 
 
-@pytest_asyncio.fixture
-async def fake() -> AsyncIterator[FakeReplicate]:
-    config = FakeConfig(
+@pytest.fixture
+def fake(fake_replicate: FakeReplicate) -> FakeReplicate:
+    fake_replicate.configure(
         token=TOKEN,
         latency_ms=200,
         latency_jitter_ms=50,
@@ -46,8 +45,7 @@ async def fake() -> AsyncIterator[FakeReplicate]:
         window_s=WINDOW,
         rate_limit_reset_s=1,
     )
-    async with FakeReplicate(config) as server:
-        yield server
+    return fake_replicate
 
 
 def settings_for(fake: FakeReplicate, database_url: str | None) -> Settings:
@@ -112,9 +110,10 @@ async def test_a_backlog_keeps_under_the_cap_from_a_cold_start_and_across_a_rest
     assert times[CAP] - times[0] >= WINDOW
 
 
-async def test_processes_sharing_an_account_share_its_cap(
-    fake: FakeReplicate, database_url: str
-) -> None:
+async def two_processes_classify_25_each(
+    fake: FakeReplicate, database_url: str | None
+) -> FakeStats:
+    """Two classifier processes on one account (``database_url=None``: each paced alone)."""
     async with (
         classifier_process(fake, database_url) as one,
         classifier_process(fake, database_url) as other,
@@ -123,8 +122,13 @@ async def test_processes_sharing_an_account_share_its_cap(
             classify_all(one, [f"a{i}" for i in range(25)]),
             classify_all(other, [f"b{i}" for i in range(25)]),
         )
+    return fake.stats
 
-    stats = fake.stats
+
+async def test_processes_sharing_an_account_share_its_cap(
+    fake: FakeReplicate, database_url: str
+) -> None:
+    stats = await two_processes_classify_25_each(fake, database_url)
     assert stats.creations == 50
     assert stats.rejected_429 == 0
     assert CAP - 2 <= stats.max_creations_in_window <= CAP
@@ -133,15 +137,6 @@ async def test_processes_sharing_an_account_share_its_cap(
 async def test_processes_each_pacing_alone_would_go_over_the_cap(fake: FakeReplicate) -> None:
     # Why the pace is booked in the database: two processes at the full cap each, without it,
     # get throttled (and honour the reset hint: everything is still classified).
-    async with (
-        classifier_process(fake, None) as one,
-        classifier_process(fake, None) as other,
-    ):
-        await asyncio.gather(
-            classify_all(one, [f"a{i}" for i in range(25)]),
-            classify_all(other, [f"b{i}" for i in range(25)]),
-        )
-
-    stats = fake.stats
+    stats = await two_processes_classify_25_each(fake, None)
     assert stats.creations == 50
     assert stats.rate_limited_by_window > 0

@@ -22,7 +22,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +38,7 @@ from genres.kafka.producer import Publisher
 from genres.kafka.tail import TopicTail
 from genres_contracts import GenresClassified, ModelRef, Prediction, RecommendedTags, topics
 from tests.support.broker import KafkaTestBed
+from tests.support.waiting import holds_within
 
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 PARTITIONS = 3
@@ -150,9 +151,10 @@ async def insert_tracks(engine: AsyncEngine, ids: range) -> None:
 
 
 async def projected(engine: AsyncEngine, ids: set[int], timeout: float = 60.0) -> set[int]:
-    deadline = time.monotonic() + timeout
+    """Which of ``ids`` hold predictions for file ``f`` once all do, or ``timeout`` passed."""
     done: set[int] = set()
-    while time.monotonic() < deadline:
+
+    async def all_done() -> bool:
         async with engine.connect() as conn:
             rows = await conn.execute(
                 text(
@@ -161,10 +163,11 @@ async def projected(engine: AsyncEngine, ids: set[int], timeout: float = 60.0) -
                 ),
                 {"ids": list(ids)},
             )
-            done = {row[0] for row in rows}
-        if done >= ids:
-            break
-        await asyncio.sleep(0.1)
+        done.clear()
+        done.update(row[0] for row in rows)
+        return done >= ids
+
+    await holds_within(all_done, within=timeout, interval=0.1)
     return done
 
 
@@ -267,17 +270,8 @@ async def test_a_group_less_reader_reads_every_codec(
         sent = await asyncio.to_thread(
             produce_interleaved, kafka, topic, {i: b'{"any": "json"}' for i in range(1, 31)}
         )
-        for _ in _polls(30.0):
-            if len(seen) >= len(sent):
-                break
-            await asyncio.sleep(0.05)
+        await holds_within(lambda: len(seen) >= len(sent), within=30.0)
     finally:
         await tail.stop()
     assert sorted(seen) == sorted(sent)
     assert set(sent.values()) == set(CODECS)
-
-
-def _polls(timeout: float) -> Iterator[None]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        yield None

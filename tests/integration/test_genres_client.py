@@ -9,16 +9,16 @@ import contextlib
 import gc
 import json
 import random
-import socket
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.config import Settings, load_settings
+from genres.config import Settings
+from genres.embedded import free_port
 from genres.kafka.broker import ensure_topics
 from genres_contracts import RecommendedTags, topics
 from genres_contracts.kafka import (
@@ -37,18 +37,16 @@ from tests.integration.test_responder import (
     cached,
     running_responder,
 )
-from tests.support.bus import serving
+from tests.support.broker import KafkaTestBed
+from tests.support.bus import reader, serving
+from tests.support.service import service_settings
 
 ECHO = "test.echo"
 
 
 @pytest.fixture
-def bus_settings(kafka_bootstrap: str, topic_prefix: str) -> Settings:
-    return load_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        genres_topic_prefix=topic_prefix,
-        classifier_backend="local",
-    )
+def bus_settings(kafka: KafkaTestBed) -> Settings:
+    return service_settings(kafka, None, classifier_backend="local")
 
 
 @pytest.fixture
@@ -70,13 +68,6 @@ async def client_errors() -> AsyncIterator[list[str]]:
         loop.set_exception_handler(previous)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def echo_server(
     settings: Settings, *, shuffle: bool = True, compression: str | None = None
@@ -86,13 +77,7 @@ async def echo_server(
     assert settings.kafka_bootstrap_servers is not None
     topic = settings.topic(ECHO)
     await ensure_topics(settings, [topic])
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=5,
-    )
+    consumer = reader(settings.kafka_bootstrap_servers, topic)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         linger_ms=0,

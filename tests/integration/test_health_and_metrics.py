@@ -9,25 +9,18 @@ from collections.abc import Callable
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import ALL_ROLES, Role, running
 from genres.config import Settings
-from genres_contracts import topics
+from genres.embedded import free_port
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import producer, send_json
+from tests.support.bus import producer
+from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
-from tests.support.service import service_settings
+from tests.support.service import send_upload, service_settings
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def samples(page: str) -> Samples:
@@ -51,13 +44,7 @@ async def test_healthy_ready_and_counting(
 ) -> None:
     port = free_port()
     settings = make_settings(fake_replicate, health_port=port, health_host="127.0.0.1")
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url) "
-                "VALUES (77, 'f77', 'https://cdn.test/77.mp3')"
-            )
-        )
+    await insert_track(engine, 77, "f77")
     base = f"http://127.0.0.1:{port}"
     async with (
         running(settings, ALL_ROLES) as service,
@@ -70,12 +57,7 @@ async def test_healthy_ready_and_counting(
         status, body = await get(session, f"{base}/readyz")
         assert status == 200, body
 
-        await send_json(
-            client,
-            kafka.topic(topics.TRACK_UPLOADED),
-            {"track_id": 77, "file_id": "f77", "audio_url": "https://cdn.test/77.mp3"},
-            key="77",
-        )
+        await send_upload(client, kafka, 77, "f77")
         classified = (
             "genres_classifications_total",
             (("backend", "replicate"), ("outcome", "classified")),

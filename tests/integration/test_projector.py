@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +21,8 @@ from genres.projector.entry import register_projector
 from genres.projector.rule import project
 from genres.projector.store import SqlProjectionStore
 from genres_contracts import GenresClassified, topics
-from tests.support.bus import read_from_start
+from tests.support.bus import read_topic
+from tests.support.database import insert_track
 from tests.support.waiting import eventually
 
 
@@ -50,19 +50,7 @@ def classified(
 async def add_track(
     engine: AsyncEngine, track_id: int, file_id: str | None, extra: dict[str, Any] | None = None
 ) -> None:
-    async with engine.begin() as connection:
-        await connection.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url, extra) "
-                "VALUES (:id, :file_id, :url, CAST(:extra AS jsonb))"
-            ),
-            {
-                "id": track_id,
-                "file_id": file_id,
-                "url": f"https://cdn.example/{track_id}.mp3",
-                "extra": json.dumps(extra or {}),
-            },
-        )
+    await insert_track(engine, track_id, file_id, extra=extra)
 
 
 async def add_tags(engine: AsyncEngine, track_id: int, names: list[str]) -> None:
@@ -362,7 +350,7 @@ async def _raw_producer(settings: Settings) -> AIOKafkaProducer:
 
 
 async def _read_all(settings: Settings, topic: str, count: int) -> list[Any]:
-    return await read_from_start(settings.kafka_bootstrap_servers, topic, count)
+    return await read_topic(settings.kafka_bootstrap_servers, topic, count=count)
 
 
 @pytest.mark.usefixtures("running_projector")

@@ -60,6 +60,7 @@ def test_a_killed_parent_leaves_nothing_running_from_a_watched_path() -> None:
 
         parent.send_signal(signal.SIGKILL)
         parent.wait(5)
+        parent.stdout.close()  # else the garbage collector reports the pipe unclosed
         deadline = time.monotonic() + 10
         while (_running(watched) or watched.exists()) and time.monotonic() < deadline:
             time.sleep(0.1)

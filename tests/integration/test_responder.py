@@ -16,7 +16,7 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.config import Settings, load_settings
+from genres.config import Settings
 from genres.database.schema import classification_requests, tags, track_tags, tracks
 from genres.kafka.broker import create_broker, ensure_topics
 from genres.kafka.client import genres_client
@@ -33,6 +33,9 @@ from genres_contracts import (
     topics,
 )
 from genres_contracts.kafka import GenresClient, InvalidRequest, TrackNotFound, read_reply
+from tests.support.broker import KafkaTestBed
+from tests.support.bus import reader
+from tests.support.service import service_settings
 
 PREDICTIONS = [
     {"name": "ambient electronic", "confidence": 0.5},
@@ -43,20 +46,9 @@ PREDICTIONS = [
 ]
 
 
-def make_settings(kafka_bootstrap: str, database_url: str, prefix: str, **extra: Any) -> Settings:
-    return load_settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=database_url,
-        genres_topic_prefix=prefix,
-        kafka_session_timeout_ms=1000,
-        kafka_heartbeat_interval_ms=300,
-        **{"classifier_backend": "local", **extra},
-    )
-
-
 @pytest.fixture
-def settings(kafka_bootstrap: str, database_url: str, topic_prefix: str) -> Settings:
-    return make_settings(kafka_bootstrap, database_url, topic_prefix)
+def settings(kafka: KafkaTestBed, database_url: str) -> Settings:
+    return service_settings(kafka, database_url, classifier_backend="local")
 
 
 async def add_track(
@@ -124,13 +116,7 @@ async def service(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Serv
 @contextlib.asynccontextmanager
 async def reading(settings: Settings, topic: str) -> AsyncIterator[AIOKafkaConsumer]:
     """A group-less consumer of a (prefixed) topic from its beginning."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=None,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=5,
-    )
+    consumer = reader(settings.kafka_bootstrap_servers, topic)
     await consumer.start()
     try:
         yield consumer
@@ -385,9 +371,9 @@ async def test_odd_correlation_ids_are_echoed_as_they_came(
 
 
 async def test_without_a_classifier_nothing_is_available(
-    kafka_bootstrap: str, database_url: str, topic_prefix: str, engine: AsyncEngine
+    kafka: KafkaTestBed, database_url: str, engine: AsyncEngine
 ) -> None:
-    settings = make_settings(kafka_bootstrap, database_url, topic_prefix, classifier_backend="none")
+    settings = service_settings(kafka, database_url, classifier_backend="none")
     await add_track(engine, 60, file_id="f60")
     await add_track(engine, 61, extra=cached())
     async with (

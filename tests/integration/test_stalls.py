@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,23 +22,18 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import Role, running
+from genres.embedded import free_port
 from genres.observability.stalls import NO_ERROR
 from genres_contracts import GenresClassified, topics
 from tests.faults.tcp_proxy import TcpProxy
 from tests.support.broker import KafkaTestBed
 from tests.support.bus import producer
+from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.service import service_settings
 from tests.support.waiting import eventually
 
 STALL_SECONDS = 2.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def classified(track_id: int) -> bytes:
@@ -126,15 +120,8 @@ async def test_a_role_cut_off_its_database_stalls_loudly_and_recovers(
     scenario = SCENARIOS[name]
     role = scenario.role.value
     caplog.set_level(logging.INFO, logger="genres.observability.stalls")
-    async with engine.begin() as connection:
-        for track_id in (1, 2):
-            await connection.execute(
-                text(
-                    "INSERT INTO tracks (id, file_id, audio_url) "
-                    "VALUES (:id, 'f', 'https://cdn.test/a.mp3')"
-                ),
-                {"id": track_id},
-            )
+    for track_id in (1, 2):
+        await insert_track(engine, track_id, audio_url="https://cdn.test/a.mp3")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     topic = kafka.topic(scenario.topic)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -13,15 +11,17 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.bootstrap import ALL_ROLES, running
 from genres.config import Settings
 from genres_contracts import topics
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import producer, send_json
+from tests.support.bus import producer
+from tests.support.database import insert_track
 from tests.support.fake_replicate import FakeReplicate
+from tests.support.service import send_upload
+from tests.support.waiting import eventually
 
 _EXPORTER = InMemorySpanExporter()
 
@@ -44,16 +44,20 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 async def wait_for_span(
-    exporter: InMemorySpanExporter, where: Callable[[ReadableSpan], bool], timeout: float = 30
+    exporter: InMemorySpanExporter, where: Callable[[ReadableSpan], bool]
 ) -> ReadableSpan:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for span in exporter.get_finished_spans():
-            if where(span):
-                return span
-        await asyncio.sleep(0.05)
-    names = [s.name for s in exporter.get_finished_spans()]
-    raise AssertionError(f"no such span within {timeout}s; finished: {names}")
+    found: list[ReadableSpan] = []
+
+    def finished() -> bool:
+        found.extend(s for s in exporter.get_finished_spans() if where(s))
+        return bool(found)
+
+    await eventually(
+        finished,
+        what="the span",
+        diagnose=lambda: f"finished: {[s.name for s in exporter.get_finished_spans()]}",
+    )
+    return found[0]
 
 
 async def test_an_upload_and_its_projection_share_one_trace(
@@ -64,26 +68,14 @@ async def test_an_upload_and_its_projection_share_one_trace(
     spans: InMemorySpanExporter,
 ) -> None:
     settings = make_settings(fake_replicate)
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO tracks (id, file_id, audio_url) "
-                "VALUES (31, 'f31', 'https://cdn.test/31.mp3')"
-            )
-        )
+    await insert_track(engine, 31, "f31")
     # The platform's upload span, as another service would propagate it.
     trace_id = secrets.token_hex(16)
     upload_span_id = secrets.token_hex(8)
     traceparent = f"00-{trace_id}-{upload_span_id}-01"
 
     async with running(settings, ALL_ROLES), producer(kafka.bootstrap_servers) as client:
-        await send_json(
-            client,
-            kafka.topic(topics.TRACK_UPLOADED),
-            {"track_id": 31, "file_id": "f31", "audio_url": "https://cdn.test/31.mp3"},
-            key="31",
-            headers=[("traceparent", traceparent.encode())],
-        )
+        await send_upload(client, kafka, 31, "f31", headers=[("traceparent", traceparent.encode())])
         projected = await wait_for_span(
             spans, lambda s: s.name == f"{kafka.topic(topics.GENRES_CLASSIFIED)} project"
         )

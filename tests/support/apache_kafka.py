@@ -36,7 +36,6 @@ import weakref
 from base64 import urlsafe_b64encode
 from functools import cache
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 from xml.etree import ElementTree
 
@@ -450,17 +449,6 @@ class ApacheKafka:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir = None
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"ApacheKafka({self.version}, {self.host}:{self.port}, pid={self.pid})"
 
@@ -474,7 +462,7 @@ def main(argv: list[str]) -> int:
         print(f"Apache Kafka {pom_version()}: {len(jars)} jars in {lib_dir(pom_version())}")
         return 0
     if command == "run":
-        with ApacheKafka() as node:
+        with contextlib.closing(ApacheKafka().start()) as node:
             print(f"{node!r} ready in {node.startup_seconds:.2f} s; Ctrl-C stops it", flush=True)
             with contextlib.suppress(KeyboardInterrupt):
                 signal.pause()

@@ -30,7 +30,7 @@ import pytest
 from genres.embedded import EmbeddedBroker, api_versions_probe, free_port
 from tests.support import apache_kafka
 from tests.support.bus import create_topics, fast_consumer_options
-from tests.support.infra import docker_available
+from tests.support.infra import FallbackWarning, docker_available
 from tests.support.tansu import TansuUnderTest
 
 BROKER_CHOICES = ("env", "docker", "kafka", "tansu")
@@ -187,7 +187,7 @@ def _kafka_broker() -> Iterator[_Broker]:
             if forced:
                 raise
             # fall through to the next choice rather than fail the run
-            warnings.warn(f"testcontainers Kafka failed ({exc!r})", stacklevel=1)
+            warnings.warn(f"testcontainers Kafka failed ({exc!r})", FallbackWarning, stacklevel=1)
             kind = "kafka" if apache_kafka.available() else "tansu"
         else:
             yield broker
@@ -200,7 +200,9 @@ def _kafka_broker() -> Iterator[_Broker]:
         except Exception as exc:
             if forced:
                 raise
-            warnings.warn(f"Apache Kafka did not start ({exc}); using Tansu", stacklevel=1)
+            warnings.warn(
+                f"Apache Kafka did not start ({exc}); using Tansu", FallbackWarning, stacklevel=1
+            )
         else:
             with contextlib.closing(node):
                 yield _Broker(node.bootstrap_servers, "kafka")

@@ -38,9 +38,11 @@ async def send_json(
     )
 
 
-def reader(bootstrap: str) -> AIOKafkaConsumer:
-    """A group-less consumer (not started) reading from the earliest records, fast fetches."""
+def reader(bootstrap: str | None, *subscribed: str) -> AIOKafkaConsumer:
+    """A group-less consumer (not started) reading from the earliest records, fast fetches;
+    of every partition of the ``subscribed`` topics, if any (else assign them yourself)."""
     return AIOKafkaConsumer(
+        *subscribed,
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -48,45 +50,75 @@ def reader(bootstrap: str) -> AIOKafkaConsumer:
     )
 
 
-async def collect(
-    bootstrap: str,
+async def read_topic(
+    bootstrap: str | None,
     topic: str,
     *,
-    count: int,
+    count: int | None = None,
     timeout: float = 30.0,
     where: Callable[[ConsumerRecord[bytes, bytes]], bool] = lambda _: True,
+    linger_ms: int = 0,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Read ``topic`` from the beginning until ``count`` matching records or the timeout."""
+    """The records of ``topic`` that match ``where``, from its start, without a group: the
+    one topic reader of the tests.
+
+    Without ``count``: every record up to the topic's end now (none if it is missing); fails
+    when the end is not reached within ``timeout``. With ``count``: until that many records
+    match or ``timeout`` passes (the topic may appear meanwhile), then, with ``linger_ms``,
+    one more fetch that long for any record too many."""
     consumer = reader(bootstrap)
     await consumer.start()
     found: list[ConsumerRecord[bytes, bytes]] = []
+
+    def fetched(batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> bool:
+        for records in batches.values():
+            found.extend(record for record in records if where(record))
+        return bool(batches)
+
     try:
         deadline = time.monotonic() + timeout
-        assigned = False
-        while time.monotonic() < deadline and len(found) < count:
-            if not assigned:
-                partitions = await _partitions(consumer, topic)
-                if partitions:
-                    consumer.assign(partitions)
-                    await consumer.seek_to_beginning(*partitions)
-                    assigned = True
-                else:
-                    await asyncio.sleep(0.1)
+        partitions = await _assign(consumer, topic)
+        if count is None:
+            while partitions and not await _at_end(consumer, partitions):
+                if fetched(await consumer.getmany(timeout_ms=100)):
                     continue
-            batches = await consumer.getmany(timeout_ms=200)
-            for records in batches.values():
-                found.extend(record for record in records if where(record))
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"could not read {topic} to its end within {timeout}s")
+            return found
+        while len(found) < count and time.monotonic() < deadline:
+            if not partitions:
+                await asyncio.sleep(0.1)
+                partitions = await _assign(consumer, topic)
+                continue
+            fetched(await consumer.getmany(timeout_ms=200))
+        if linger_ms:
+            fetched(await consumer.getmany(timeout_ms=linger_ms))
         return found
     finally:
         await consumer.stop()
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    ids = consumer.partitions_for_topic(topic)
-    if ids is None:
-        await consumer._client.force_metadata_update()
-        ids = consumer.partitions_for_topic(topic)
-    return [TopicPartition(topic, p) for p in sorted(ids or ())]
+async def _assign(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Assign every partition of ``topic`` from its start (none while the topic is missing)."""
+    await consumer._client.force_metadata_update()
+    partitions = [
+        TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
+    ]
+    if partitions:
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+    return partitions
+
+
+async def _at_end(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> bool:
+    # Tansu answers ListOffsets(latest) wrongly for batched records (the end offset of a
+    # partition holding one batch of 80 records is 1), so the end is the high watermark
+    # that fetch responses carry, which it gets right.
+    for partition in partitions:
+        end = consumer.highwater(partition)
+        if end is None or await consumer.position(partition) < end:
+            return False
+    return True
 
 
 def values(records: list[ConsumerRecord[bytes, bytes]]) -> list[dict[str, Any]]:
@@ -125,33 +157,6 @@ async def serving(
             await server
         await consumer.stop()
         await producer.stop()
-
-
-async def read_from_start(
-    bootstrap: str | None, topic: str, count: int, *, then_wait_ms: int = 0
-) -> list[ConsumerRecord[bytes, bytes]]:
-    """Up to ``count`` records of ``topic`` from its start (20 s at most), without a group;
-    then, when ``then_wait_ms`` is given, one more fetch waiting that long for any extra."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=10,
-    )
-    await consumer.start()
-    records: list[ConsumerRecord[bytes, bytes]] = []
-    try:
-        deadline = time.monotonic() + 20
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(batch)
-        if then_wait_ms:
-            for batch in (await consumer.getmany(timeout_ms=then_wait_ms)).values():
-                records.extend(batch)
-    finally:
-        await consumer.stop()
-    return records
 
 
 def fast_consumer_options(*, fast_group_join: bool = True) -> dict[str, int]:

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -28,7 +30,7 @@ from sqlalchemy.pool import NullPool
 from genres.database.engine import create_engine, to_async_url
 from genres.database.migrate import upgrade
 from genres.embedded import EmbeddedPostgres
-from tests.support.infra import docker_available, run_async
+from tests.support.infra import FallbackWarning, docker_available, run_async
 
 POSTGRES_IMAGE = os.environ.get("GENRES_TESTS_POSTGRES_IMAGE", "postgres:17-alpine")
 LOCAL_CANDIDATES = (
@@ -102,7 +104,9 @@ def _postgres_server() -> Iterator[PostgresServer]:
 
             container = PostgresContainer(POSTGRES_IMAGE, driver="asyncpg").start()
         except Exception as exc:  # fall back rather than fail the run
-            warnings.warn(f"testcontainers PostgreSQL failed ({exc!r})", stacklevel=1)
+            warnings.warn(
+                f"testcontainers PostgreSQL failed ({exc!r})", FallbackWarning, stacklevel=1
+            )
         else:
             try:
                 yield PostgresServer(to_async_url(container.get_connection_url()), "docker")
@@ -178,3 +182,31 @@ __all__ = [
     "migrated_template",
     "postgres_server_url",
 ]
+
+
+async def insert_track(
+    engine: AsyncEngine,
+    track_id: int,
+    file_id: str | None = "f",
+    *,
+    audio_url: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """One row of ``tracks`` as the platform writes it: its audio at
+    ``https://cdn.test/<id>.mp3`` unless given, ``extra`` ``{}`` unless given."""
+    url = audio_url or f"https://cdn.test/{track_id}.mp3"
+    await insert_tracks(engine, [(track_id, file_id, url, extra or {})])
+
+
+async def insert_tracks(
+    engine: AsyncEngine, rows: Iterable[tuple[int, str | None, str | None, dict[str, Any]]]
+) -> None:
+    """Rows of ``tracks``: ``(id, file_id, audio_url, extra)`` each, in one transaction."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO tracks (id, file_id, audio_url, extra) "
+                "VALUES (:id, :file_id, :url, CAST(:extra AS jsonb))"
+            ),
+            [{"id": i, "file_id": f, "url": u, "extra": json.dumps(e)} for i, f, u, e in rows],
+        )

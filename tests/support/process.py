@@ -38,10 +38,12 @@ def run_genres(
 
 
 async def start_genres(*args: str, env: Mapping[str, str], log: Path) -> asyncio.subprocess.Process:
-    handle = log.open("ab")
-    return await asyncio.create_subprocess_exec(
-        GENRES, *args, env=environment(env), stdout=handle, stderr=subprocess.STDOUT
-    )
+    """Start ``genres *args`` with its output appended to ``log``."""
+    # The child writes to its own copy of the descriptor: ours is closed once it runs.
+    with log.open("ab") as handle:
+        return await asyncio.create_subprocess_exec(
+            GENRES, *args, env=environment(env), stdout=handle, stderr=subprocess.STDOUT
+        )
 
 
 async def stop(

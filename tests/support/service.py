@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer
 
 from genres.config import Settings, load_settings
 from genres.kafka.broker import ensure_topics
@@ -21,11 +22,13 @@ FAKE_TOKEN = "r8_fake_token"
 
 def service_settings(
     kafka: KafkaTestBed,
-    database_url: str,
+    database_url: str | None,
     fake: FakeReplicate | None = None,
     **overrides: Any,
 ) -> Settings:
-    """Fast group joins and short waits; the Replicate backend when a fake is given."""
+    """The settings of the service under test, the one builder of them: this test's topic
+    prefix and database (none: a bus-only test), fast group joins and short waits; the
+    Replicate backend when a fake is given."""
     values: dict[str, Any] = {
         "kafka_bootstrap_servers": kafka.bootstrap_servers,
         "genres_topic_prefix": kafka.prefix,
@@ -67,18 +70,10 @@ def replicate_settings(
 
 @pytest.fixture
 def settings(kafka: KafkaTestBed, database_url: str) -> Settings:
-    """In-process roles on this test's topic prefix and database, with fast group joins.
+    """In-process roles on this test's topic prefix and database (:func:`service_settings`).
 
     Test modules needing other settings define their own ``settings`` fixture."""
-    return load_settings(
-        kafka_bootstrap_servers=kafka.bootstrap_servers,
-        database_url=database_url,
-        genres_topic_prefix=kafka.prefix,
-        kafka_session_timeout_ms=1000,
-        kafka_heartbeat_interval_ms=300,
-        kafka_fetch_max_wait_ms=10,
-        kafka_enable_idempotence=kafka.idempotence,
-    )
+    return service_settings(kafka, database_url)
 
 
 @pytest_asyncio.fixture
@@ -93,28 +88,53 @@ async def publisher(settings: Settings) -> AsyncIterator[Publisher]:
         await publisher.stop()
 
 
-def classifier_process_env(
-    kafka: KafkaTestBed,
+def process_env(
+    bootstrap: str,
+    prefix: str,
     database_url: str,
     fake: FakeReplicate,
     *,
     concurrency: int,
+    token: str = FAKE_TOKEN,
+    timeout_s: float = 20.0,
     **extra: str,
 ) -> dict[str, str]:
-    """Environment of a ``genres run classifier`` process using the fake Replicate."""
-    return (
-        kafka.env()
-        | {
-            "DATABASE_URL": database_url,
-            "CLASSIFIER_BACKEND": "replicate",
-            "REPLICATE_API_TOKEN": FAKE_TOKEN,
-            "REPLICATE_BASE_URL": fake.base_url,
-            "CLASSIFIER_CONCURRENCY": str(concurrency),
-            "KAFKA_SESSION_TIMEOUT_MS": "1000",
-            "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
-        }
-        | extra
-    )
+    """Environment of a ``genres run <role>`` process, the one builder of it: fast group
+    joins, ``fake`` as Replicate, no pacing; ``extra`` variables on top."""
+    return {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "GENRES_TOPIC_PREFIX": prefix,
+        "DATABASE_URL": database_url,
+        "CLASSIFIER_BACKEND": "replicate",
+        "REPLICATE_API_TOKEN": token,
+        "REPLICATE_BASE_URL": fake.base_url,
+        "REPLICATE_TIMEOUT_SECONDS": f"{timeout_s:g}",
+        "REPLICATE_MAX_PREDICTIONS_PER_MINUTE": "100000",
+        "CLASSIFIER_CONCURRENCY": str(concurrency),
+        "KAFKA_SESSION_TIMEOUT_MS": "1000",
+        "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+        "KAFKA_FETCH_MAX_WAIT_MS": "10",
+        **extra,
+    }
+
+
+async def send_upload(
+    client: AIOKafkaProducer,
+    kafka: KafkaTestBed,
+    track_id: int,
+    file_id: str = "f",
+    *,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
+    """The platform's ``track.uploaded`` for a track whose audio is
+    ``https://cdn.test/<id>.mp3`` (as :func:`~tests.support.database.insert_track` has it)."""
+    upload = {
+        "track_id": track_id,
+        "file_id": file_id,
+        "audio_url": f"https://cdn.test/{track_id}.mp3",
+    }
+    topic = kafka.topic(topics.TRACK_UPLOADED)
+    await send_json(client, topic, upload, key=str(track_id), headers=headers)
 
 
 async def upload_numbered_tracks(kafka: KafkaTestBed, count: int) -> None:
@@ -122,13 +142,4 @@ async def upload_numbered_tracks(kafka: KafkaTestBed, count: int) -> None:
     async with producer(kafka.bootstrap_servers) as client:
         await kafka.create_topics(topics.TRACK_UPLOADED, topics.GENRES_CLASSIFIED)
         for track_id in range(1, count + 1):
-            await send_json(
-                client,
-                kafka.topic(topics.TRACK_UPLOADED),
-                {
-                    "track_id": track_id,
-                    "file_id": "f",
-                    "audio_url": f"https://cdn.test/{track_id}.mp3",
-                },
-                key=str(track_id),
-            )
+            await send_upload(client, kafka, track_id)

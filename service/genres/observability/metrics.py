@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -72,12 +73,12 @@ class ServiceMetrics:
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self.cost_per_second = cost_per_second
-        self.classifications = Counter(
+        counter = functools.partial(Counter, registry=self.registry)
+        self.classifications = counter(
             "genres_classifications",
             "Classification requests handled, by backend and outcome "
             "(classified, failed, republished).",
             ["backend", "outcome"],
-            registry=self.registry,
         )
         self.replicate_latency = Histogram(
             "genres_replicate_latency_seconds",
@@ -92,32 +93,26 @@ class ServiceMetrics:
             buckets=PREDICT_BUCKETS,
             registry=self.registry,
         )
-        self.cost = Counter(
+        self.cost = counter(
             "genres_replicate_estimated_cost_usd",
             "Estimated Replicate spend: predict_time seconds x REPLICATE_COST_PER_SECOND.",
-            registry=self.registry,
         )
-        self.replicate_retries = Counter(
+        self.replicate_retries = counter(
             "genres_replicate_retries",
             "Replicate HTTP calls retried, by step (create, poll, output).",
             ["step"],
-            registry=self.registry,
         )
-        self.dead_letters = Counter(
+        self.dead_letters = counter(
             "genres_dead_letters",
             "Records sent to a dead-letter topic, by original topic.",
             ["topic"],
-            registry=self.registry,
         )
-        self.projections_stale = Counter(
+        self.projections_stale = counter(
             "genres_projections_stale",
             "Classifications dropped by the projector because the track's file changed.",
-            registry=self.registry,
         )
-        self.projections_written = Counter(
-            "genres_projections_written",
-            "Classifications stored by the projector.",
-            registry=self.registry,
+        self.projections_written = counter(
+            "genres_projections_written", "Classifications stored by the projector."
         )
         self.consumer_lag = Gauge(
             "genres_consumer_lag",
