@@ -14,6 +14,7 @@ This file runs as a script (``python -I reaper.py``): it imports the standard li
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
@@ -54,10 +55,21 @@ def _send(line: str) -> None:
                 # Out of the parent's process group: a signal to the group spares it.
                 start_new_session=True,
             )
+            atexit.register(_close, _process)
         stdin: IO[bytes] | None = _process.stdin
         assert stdin is not None
         stdin.write(line.encode())
         stdin.flush()
+
+
+def _close(process: subprocess.Popen[bytes]) -> None:
+    """At a normal exit, end of file now: the reaper cleans what was not forgotten and ends,
+    instead of outliving the interpreter as a process it never waited for."""
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=_GRACE_SECONDS + 2)
 
 
 # ---------------------------------------------------------------------------- the reaper side
