@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.backfill.outcomes import OutcomeWatcher
-from genres.backfill.rule import BackfillReport, Progress, backfill, no_progress
+from genres.backfill.rule import BackfillReport, Progress, Publish, backfill, no_progress
 from genres.backfill.store import SqlBackfillStore
 from genres.config import Settings
 from genres.kafka.broker import ensure_topics
@@ -37,39 +37,27 @@ async def run_backfill(
     current predictions another model or version made (``genres backfill --other-model``).
     """
     store = SqlBackfillStore(engine)
-    if dry_run:
+
+    async def run(publish: Publish) -> BackfillReport:
         return await backfill(
             tracks=store,
-            publish=_never,
+            publish=publish,
             limit=limit,
             concurrency=concurrency,
-            dry_run=True,
+            dry_run=dry_run,
             progress=progress,
             model=model,
         )
+
+    if dry_run:
+        return await run(_never)
     if publisher is None:
         raise ValueError("a backfill that publishes needs a publisher")
     await ensure_topics(settings)
     if not wait:
-        return await backfill(
-            tracks=store,
-            publish=_publisher(publisher, None),
-            limit=limit,
-            concurrency=concurrency,
-            dry_run=False,
-            progress=progress,
-            model=model,
-        )
+        return await run(_publisher(publisher, None))
     async with OutcomeWatcher(settings) as watcher:
-        report = await backfill(
-            tracks=store,
-            publish=_publisher(publisher, watcher),
-            limit=limit,
-            concurrency=concurrency,
-            dry_run=False,
-            progress=progress,
-            model=model,
-        )
+        report = await run(_publisher(publisher, watcher))
         counts = await watcher.wait(timeout)
     report.classified = counts.classified
     report.failed = counts.failed
