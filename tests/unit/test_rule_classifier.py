@@ -47,29 +47,21 @@ URL = "https://cdn.example/audio/f1.mp3"
 def upload(
     track_id: int = 1, file_id: str = "f1", *, event_id: str = "up-1", auto_tag: bool = False
 ) -> TrackUploaded:
-    return TrackUploaded.model_validate(
-        {
-            "event_id": event_id,
-            "track_id": track_id,
-            "file_id": file_id,
-            "audio_url": URL,
-            "auto_tag": auto_tag,
-        }
+    return TrackUploaded(
+        event_id=event_id, track_id=track_id, file_id=file_id, audio_url=URL, auto_tag=auto_tag
     )
 
 
 def request(
     track_id: int = 1, file_id: str = "f1", *, event_id: str = "rq-1", force: bool = False
 ) -> ClassificationRequested:
-    return ClassificationRequested.model_validate(
-        {
-            "event_id": event_id,
-            "track_id": track_id,
-            "file_id": file_id,
-            "audio_url": URL,
-            "reason": ClassificationReason.RECLASSIFY,
-            "force": force,
-        }
+    return ClassificationRequested(
+        event_id=event_id,
+        track_id=track_id,
+        file_id=file_id,
+        audio_url=URL,
+        reason=ClassificationReason.RECLASSIFY,
+        force=force,
     )
 
 
