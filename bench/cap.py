@@ -37,10 +37,8 @@ from aiokafka import AIOKafkaProducer
 from bench.infra import (
     fake_replicate_process,
     genres_process,
-    kafka_broker,
-    postgres_server,
     report,
-    scratch_database,
+    servers,
 )
 from bench.pipeline import FAKE_TOKEN, _collect, _outcome_consumer, _publish
 from genres.config import load_settings
@@ -83,9 +81,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="genres-bench-cap-"))
     print(f"logs in {workdir}", flush=True)
     async with (
-        kafka_broker() as bootstrap,
-        postgres_server() as (server_url, _),
-        scratch_database(server_url) as database_url,
+        servers() as (bootstrap, database_url),
         fake_replicate_process(*knobs) as replicate_url,
     ):
         # Default settings: REPLICATE_MAX_PREDICTIONS_PER_MINUTE (600) and the concurrency

@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 import numpy.typing as npt
+from tests.support.audio import blocks_of, write_stereo
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "service" / "genres" / "samples"
@@ -65,19 +66,14 @@ def _cuts(seconds: float) -> Iterator[npt.NDArray[np.float32]]:
 
 
 def write_mp3(path: Path, audio: npt.NDArray[np.float32]) -> None:
-    with av.open(str(path), "w", format="mp3") as out:
-        encoder = out.add_stream("libmp3lame", rate=RATE)
-        encoder.layout = "stereo"
-        encoder.bit_rate = 192_000
-        for start in range(0, audio.shape[1], 16384):
-            part = np.ascontiguousarray(audio[:, start : start + 16384])
-            frame = av.AudioFrame.from_ndarray(part, format="fltp", layout="stereo")
-            frame.sample_rate = RATE
-            frame.pts = start
-            for packet in encoder.encode(frame):
-                out.mux(packet)
-        for packet in encoder.encode(None):
-            out.mux(packet)
+    write_stereo(
+        path,
+        blocks_of(audio, 16384),
+        rate=RATE,
+        container_format="mp3",
+        codec="libmp3lame",
+        bit_rate=192_000,
+    )
 
 
 def make_clips(directory: Path, count: int, seconds: float = 30.0) -> list[Path]:

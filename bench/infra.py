@@ -87,6 +87,17 @@ async def scratch_database(server_url: str) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
+async def servers() -> AsyncIterator[tuple[str, str]]:
+    """A broker and a fresh migrated database: (bootstrap servers, database URL)."""
+    async with (
+        kafka_broker() as bootstrap,
+        postgres_server() as (server_url, _),
+        scratch_database(server_url) as database_url,
+    ):
+        yield bootstrap, database_url
+
+
+@contextlib.asynccontextmanager
 async def fake_replicate_process(*knobs: str) -> AsyncIterator[str]:
     """The fake Replicate in its own process (its CPU must not slow the service's loop)."""
     process = await asyncio.create_subprocess_exec(

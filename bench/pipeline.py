@@ -47,10 +47,8 @@ from bench.folder import descendants
 from bench.infra import (
     fake_replicate_process,
     genres_process,
-    kafka_broker,
     percentile,
-    postgres_server,
-    scratch_database,
+    servers,
 )
 from genres.config import load_settings
 from genres.database.engine import create_engine
@@ -160,9 +158,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="genres-bench-"))
     print(f"logs in {workdir}", flush=True)
     async with (
-        kafka_broker() as bootstrap,
-        postgres_server() as (server_url, _),
-        scratch_database(server_url) as database_url,
+        servers() as (bootstrap, database_url),
         _backend(args) as backend,
     ):
         cdn = backend.pop("BENCH_CDN", CDN)

@@ -30,7 +30,7 @@ from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.bus import serving
 
-from bench.infra import bench_settings, kafka_broker, postgres_server, scratch_database
+from bench.infra import bench_settings, servers
 from genres.config import Settings
 from genres.database.engine import create_engine
 from genres.database.schema import tags, track_tags, tracks
@@ -140,11 +140,7 @@ def summary(name: str, samples: list[float]) -> dict[str, float]:
 
 
 async def run(count: int, concurrency: int) -> dict[str, Any]:
-    async with (
-        kafka_broker() as bootstrap,
-        postgres_server() as (server, _kind),
-        scratch_database(server) as url,
-    ):
+    async with servers() as (bootstrap, url):
         settings = bench_settings(bootstrap, url, classifier_backend="local")
         engine = create_engine(url, pool_size=2)
         read_engine = create_read_engine(url, pool_size=concurrency)

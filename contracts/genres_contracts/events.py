@@ -64,8 +64,8 @@ class ClassificationRequested(TrackUploaded):
     )
 
 
-class GenresClassified(Message):
-    """`track.genres_classified`: a track's audio file was classified."""
+class _Outcome(Message):
+    """What every outcome of a classification carries: its id, its cause, the file it is about."""
 
     event_id: str = Field(
         default_factory=lambda: str(uuid.uuid4()),
@@ -77,6 +77,11 @@ class GenresClassified(Message):
     )
     track_id: TrackId
     file_id: FileId
+
+
+class GenresClassified(_Outcome):
+    """`track.genres_classified`: a track's audio file was classified."""
+
     predictions: list[Prediction] = Field(
         max_length=400, description="Genres, best first (confidence descending), at most top N."
     )
@@ -120,19 +125,9 @@ class ErrorInfo(Message):
     message: str = Field(max_length=2000, description="What went wrong, for people. No secrets.")
 
 
-class ClassificationFailed(Message):
+class ClassificationFailed(_Outcome):
     """`track.genres_failed`: a classification ended without predictions."""
 
-    event_id: str = Field(
-        default_factory=lambda: str(uuid.uuid4()),
-        max_length=200,
-        description="Unique id of this event.",
-    )
-    source_event_id: str = Field(
-        max_length=200, description="`event_id` of the upload or request that caused it."
-    )
-    track_id: TrackId
-    file_id: FileId
     error: ErrorInfo = Field(description="Why it failed.")
     attempts: int = Field(ge=1, description="How many attempts were made.")
     retryable: bool = Field(

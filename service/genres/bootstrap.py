@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
 import signal
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.backfill.entry import run_backfill
-from genres.backfill.rule import BackfillReport, Progress, no_progress
+from genres.backfill.rule import BackfillOptions, BackfillReport, Progress, no_progress
 from genres.classifier.bounded import BoundedClassifier
 from genres.classifier.consumer import ConcurrentConsumer
 from genres.classifier.entry import create_classifier_consumer
@@ -246,10 +247,8 @@ def _freeze_startup_heap() -> None:
 
 async def backfill(
     settings: Settings,
+    options: BackfillOptions,
     *,
-    dry_run: bool,
-    limit: int | None,
-    concurrency: int,
     wait: bool,
     timeout: float,
     progress: Progress = no_progress,
@@ -260,28 +259,18 @@ async def backfill(
     ``other_model``: also request the tracks whose predictions another model or version than
     the configured one made (the configured classifier is opened once to name its model).
     """
-    model = None
     if other_model:
         if settings.backend is Backend.NONE:
             raise ConfigurationError("--other-model needs CLASSIFIER_BACKEND set: which model?")
         async with open_classifier(settings) as classifier:
-            model = classifier.model
+            options = dataclasses.replace(options, model=classifier.model)
     engine = create_engine(database_url(settings), pool_size=2)
-    publisher = None if dry_run else Publisher.create(settings)
+    publisher = None if options.dry_run else Publisher.create(settings)
     try:
         if publisher is not None:
             await publisher.start()
         return await run_backfill(
-            settings,
-            engine,
-            publisher,
-            limit=limit,
-            concurrency=concurrency,
-            dry_run=dry_run,
-            wait=wait,
-            timeout=timeout,
-            progress=progress,
-            model=model,
+            settings, engine, publisher, options, wait=wait, timeout=timeout, progress=progress
         )
     finally:
         if publisher is not None:

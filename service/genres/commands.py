@@ -190,6 +190,7 @@ def backfill(
 ) -> None:
     settings = settings_for(DATABASE, *(() if dry_run else (KAFKA,)))
     from genres.backfill.command import print_report, with_progress
+    from genres.backfill.rule import BackfillOptions
     from genres.bootstrap import backfill as run_backfill
 
     out = console()
@@ -197,9 +198,7 @@ def backfill(
         report = run_async(
             run_backfill(
                 settings,
-                dry_run=dry_run,
-                limit=limit,
-                concurrency=concurrency,
+                BackfillOptions(limit=limit, concurrency=concurrency, dry_run=dry_run),
                 wait=wait,
                 timeout=timeout,
                 progress=progress,

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.backfill.entry import run_backfill
 from genres.backfill.outcomes import OutcomeWatcher
-from genres.backfill.rule import BackfillReport
+from genres.backfill.rule import BackfillOptions, BackfillReport
 from genres.config import Settings
 from genres.kafka.producer import Publisher, track_key
 from genres_contracts import (
@@ -55,8 +55,11 @@ async def backfill(
 ) -> BackfillReport:
     """``run_backfill`` with this module's defaults: every eligible track, four at a time,
     published without waiting, a 1 s timeout; ``options`` override them."""
-    defaults = {"limit": None, "concurrency": 4, "dry_run": False, "wait": False, "timeout": 1}
-    return await run_backfill(settings, engine, publisher, **(defaults | options))
+    run = {"wait": False, "timeout": 1} | {
+        name: options.pop(name) for name in ("wait", "timeout", "progress") if name in options
+    }
+    selected = BackfillOptions(**({"concurrency": 4} | options))
+    return await run_backfill(settings, engine, publisher, selected, **run)
 
 
 @pytest_asyncio.fixture

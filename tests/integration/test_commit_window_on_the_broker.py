@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from genres.classifier.consumer import ConcurrentConsumer
 from tests.support.broker import KafkaTestBed
-from tests.support.bus import fast_consumer_options
+from tests.support.bus import fast_consumer_options, producer
 from tests.support.waiting import eventually
 
 COUNT = 30
@@ -45,16 +46,20 @@ def make_consumer(kafka: KafkaTestBed, handler: object, concurrency: int) -> Con
     )
 
 
+async def window_topic(kafka: KafkaTestBed, records: Iterable[tuple[bytes, bytes]]) -> str:
+    """A new one-partition topic holding ``records`` (key, value), in this order."""
+    (topic,) = await kafka.create_topics("window", partitions=1)
+    async with producer(kafka.bootstrap_servers) as client:
+        for key, value in records:
+            await client.send_and_wait(topic, value, key=key)
+    return topic
+
+
 async def test_out_of_order_completion_never_commits_past_an_unfinished_record(
     kafka: KafkaTestBed,
 ) -> None:
-    (topic,) = await kafka.create_topics("window", partitions=1)
+    topic = await window_topic(kafka, ((f"k{i}".encode(), b"x") for i in range(COUNT)))
     tp = TopicPartition(topic, 0)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    await producer.start()
-    for i in range(COUNT):
-        await producer.send_and_wait(topic, b"x", key=f"k{i}".encode())
-    await producer.stop()
 
     release = {offset: asyncio.Event() for offset in range(COUNT)}
     started: set[int] = set()
@@ -103,12 +108,7 @@ async def test_out_of_order_completion_never_commits_past_an_unfinished_record(
 async def test_records_of_one_key_run_one_after_another_in_offset_order(
     kafka: KafkaTestBed,
 ) -> None:
-    (topic,) = await kafka.create_topics("window", partitions=1)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    await producer.start()
-    for i in range(20):
-        await producer.send_and_wait(topic, str(i).encode(), key=f"track-{i % 2}".encode())
-    await producer.stop()
+    await window_topic(kafka, ((f"track-{i % 2}".encode(), str(i).encode()) for i in range(20)))
 
     seen: dict[bytes, list[int]] = {}
     running: dict[bytes, int] = {}
@@ -136,12 +136,7 @@ async def test_records_of_one_key_run_one_after_another_in_offset_order(
 
 
 async def test_the_window_stops_fetching_when_full(kafka: KafkaTestBed) -> None:
-    (topic,) = await kafka.create_topics("window", partitions=1)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    await producer.start()
-    for i in range(50):
-        await producer.send_and_wait(topic, b"x", key=str(i).encode())
-    await producer.stop()
+    await window_topic(kafka, ((str(i).encode(), b"x") for i in range(50)))
     gate = asyncio.Event()
     peak = 0
 
@@ -166,12 +161,8 @@ async def test_the_window_stops_fetching_when_full(kafka: KafkaTestBed) -> None:
 async def test_a_failing_handler_is_retried_and_its_record_committed_only_once_done(
     kafka: KafkaTestBed,
 ) -> None:
-    (topic,) = await kafka.create_topics("window", partitions=1)
+    topic = await window_topic(kafka, [(b"k", b"x")])
     tp = TopicPartition(topic, 0)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers)
-    await producer.start()
-    await producer.send_and_wait(topic, b"x", key=b"k")
-    await producer.stop()
 
     attempts = 0
     positions: list[int] = []

@@ -5,12 +5,20 @@ from __future__ import annotations
 import importlib
 import os
 from types import ModuleType
+from typing import NoReturn
 
 import pytest
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def missing(message: str) -> NoReturn:
+    """A dev tool a test needs is not there: fail in CI, skip elsewhere."""
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def schema_dependency(name: str) -> ModuleType:

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ci import missing
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = ROOT / "docs" / "asyncapi.json"
 CLI = ROOT / "tools" / "asyncapi" / "node_modules" / ".bin" / "asyncapi"
 INSTALL = "npm ci --prefix tools/asyncapi"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +27,7 @@ def cli() -> Path:
     if CLI.exists() and shutil.which("node") is not None:
         return CLI
     message = f"the AsyncAPI CLI is not installed ({CLI.relative_to(ROOT)}); run: {INSTALL}"
-    if _in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(message)
 
 
 def _validate(cli: Path, document: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.ci import in_ci, schema_dependency
+from tests.support.ci import missing, schema_dependency
 
 yaml = schema_dependency("yaml")
 
@@ -59,9 +59,7 @@ def compose() -> list[str]:
     if command is not None:
         return command
     message = f"no Docker Compose v2 CLI; it comes from the dev dependency {PACKAGE!r}"
-    if in_ci():
-        pytest.fail(message)
-    pytest.skip(message)
+    missing(message)
 
 
 def _config(compose: list[str], path: Path, *extra: str) -> subprocess.CompletedProcess[str]:

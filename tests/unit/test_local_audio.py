@@ -16,6 +16,7 @@ import pytest
 from genres.classify.local.audio import decode, iter_decode
 from genres.errors import AudioError
 from genres_contracts import FailureKind
+from tests.support.audio import blocks_of, write_stereo
 
 SAMPLES = Path(__file__).resolve().parents[2] / "service" / "genres" / "samples"
 SAMPLE = SAMPLES / "loop_garzul.flac"
@@ -49,20 +50,15 @@ def read_source(seconds: float = SECONDS) -> tuple[np.ndarray, int]:
 
 def encode(audio: np.ndarray, rate: int, path: Path, name: str) -> Path:
     container_format, codec, options, codec_rate = FORMATS[name]
-    with av.open(str(path), "w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=codec_rate or rate, options=options)
-        stream.layout = "stereo"
-        frame_size = 4096
-        for start in range(0, audio.shape[1], frame_size):
-            block = np.ascontiguousarray(audio[:, start : start + frame_size])
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-            frame.sample_rate = rate
-            frame.pts = start
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+    return write_stereo(
+        path,
+        blocks_of(audio, 4096),
+        rate=rate,
+        container_format=container_format,
+        codec=codec,
+        options=options,
+        codec_rate=codec_rate,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -17,6 +18,7 @@ import pytest
 from genres.classify.local import audio
 from genres.classify.local.model import WINDOW_SAMPLES, MusicnnModel, analyse
 from genres.config import Settings
+from tests.support.audio import write_stereo
 
 RATE = 44_100
 SECONDS = 60.0
@@ -38,22 +40,22 @@ def amplitude(seconds: float, length: float = SECONDS) -> float:
 def write_ramp(path: Path, name: str, seconds: float = SECONDS) -> Path:
     """A 440 Hz stereo tone whose amplitude goes from LOW to HIGH over ``seconds``."""
     container_format, codec = FORMATS[name]
-    with av.open(str(path), "w", format=container_format) as container:
-        stream = container.add_stream(codec, rate=RATE, options={"strict": "experimental"})
-        stream.layout = "stereo"
-        total = int(seconds * RATE)
+    total = int(seconds * RATE)
+
+    def blocks() -> Iterator[np.ndarray]:
         for start in range(0, total, 8192):
             t = np.arange(start, min(total, start + 8192)) / RATE
             mono = (amplitude(t, seconds) * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
-            block = np.ascontiguousarray(np.stack([mono, mono]))
-            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout="stereo")
-            frame.sample_rate = RATE
-            frame.pts = start
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return path
+            yield np.stack([mono, mono])
+
+    return write_stereo(
+        path,
+        blocks(),
+        rate=RATE,
+        container_format=container_format,
+        codec=codec,
+        options={"strict": "experimental"},
+    )
 
 
 @pytest.fixture(scope="module")

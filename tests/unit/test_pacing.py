@@ -60,12 +60,16 @@ class VirtualClock:
         return later()
 
 
-async def creation_times(clock: VirtualClock, pacer: CreationPacer, count: int) -> list[float]:
-    async def create() -> float:
-        await pacer.acquire()
-        return clock.now
+async def create(clock: VirtualClock, pacer: CreationPacer, start: float = 0.0) -> float:
+    """One creation arriving at ``start``: the moment the pacer let it go."""
+    if start:
+        await clock.sleep(start)
+    await pacer.acquire()
+    return clock.now
 
-    return sorted(await clock.run(*(create() for _ in range(count))))
+
+async def creation_times(clock: VirtualClock, pacer: CreationPacer, count: int) -> list[float]:
+    return sorted(await clock.run(*(create(clock, pacer) for _ in range(count))))
 
 
 def most_in_any_window(times: list[float], window: float) -> int:
@@ -135,16 +139,11 @@ async def test_slots_booked_before_a_429_move_later_by_the_pause_in_order() -> N
     clock = VirtualClock()
     pacer = CreationPacer(per_minute=60, clock=clock)  # one every 1.01 s
 
-    async def create(start: float = 0.0) -> float:
-        await clock.sleep(start)
-        await pacer.acquire()
-        return clock.now
-
     done = await clock.run(
-        create(),
-        create(),
-        create(),
-        create(start=3.0),  # arrives during the pause
+        create(clock, pacer),
+        create(clock, pacer),
+        create(clock, pacer),
+        create(clock, pacer, start=3.0),  # arrives during the pause
         clock.at(0.5, lambda: pacer.throttled(5.0)),
     )
     times = sorted(moment for moment in done if moment is not None)
@@ -160,14 +159,10 @@ async def test_an_overlapping_429_stops_the_schedule_for_what_it_adds() -> None:
     clock = VirtualClock()
     pacer = CreationPacer(per_minute=60, clock=clock)
 
-    async def create() -> float:
-        await pacer.acquire()
-        return clock.now
-
     done = await clock.run(
-        create(),
-        create(),
-        create(),
+        create(clock, pacer),
+        create(clock, pacer),
+        create(clock, pacer),
         clock.at(0.5, lambda: pacer.throttled(5.0)),  # paused until 5.5
         clock.at(2.0, lambda: pacer.throttled(5.0)),  # until 7.0: 1.5 s more
         clock.at(3.0, lambda: pacer.throttled(1.0)),  # within the pause: nothing more

@@ -8,10 +8,18 @@ runs the same selection on what ``backfill/store.py`` reads from PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
-from genres.backfill.rule import BackfillReport, BackfillTrack, TrackRow, backfill, eligible
+from genres.backfill.rule import (
+    BackfillOptions,
+    BackfillReport,
+    BackfillTrack,
+    TrackRow,
+    backfill,
+    eligible,
+)
 from genres.stored import StoredPredictions
 from genres_contracts import ClassificationReason, ModelRef
 from tests.unit.fakes import FakeBackfillStore, FakePublish, settle
@@ -33,20 +41,15 @@ async def run(
     store: FakeBackfillStore,
     publish: FakePublish,
     *,
-    limit: int | None = None,
-    concurrency: int = 4,
-    dry_run: bool = False,
     progress: Progress | None = None,
-    model: ModelRef | None = None,
+    **options: Any,
 ) -> BackfillReport:
+    """The rule with four publishes in flight unless ``options`` (``BackfillOptions``) say."""
     return await backfill(
         tracks=store,
         publish=publish,
-        limit=limit,
-        concurrency=concurrency,
-        dry_run=dry_run,
+        options=BackfillOptions(**({"concurrency": 4} | options)),
         progress=progress or Progress(),
-        model=model,
     )
 
 

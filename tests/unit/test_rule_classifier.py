@@ -47,29 +47,21 @@ URL = "https://cdn.example/audio/f1.mp3"
 def upload(
     track_id: int = 1, file_id: str = "f1", *, event_id: str = "up-1", auto_tag: bool = False
 ) -> TrackUploaded:
-    return TrackUploaded.model_validate(
-        {
-            "event_id": event_id,
-            "track_id": track_id,
-            "file_id": file_id,
-            "audio_url": URL,
-            "auto_tag": auto_tag,
-        }
+    return TrackUploaded(
+        event_id=event_id, track_id=track_id, file_id=file_id, audio_url=URL, auto_tag=auto_tag
     )
 
 
 def request(
     track_id: int = 1, file_id: str = "f1", *, event_id: str = "rq-1", force: bool = False
 ) -> ClassificationRequested:
-    return ClassificationRequested.model_validate(
-        {
-            "event_id": event_id,
-            "track_id": track_id,
-            "file_id": file_id,
-            "audio_url": URL,
-            "reason": ClassificationReason.RECLASSIFY,
-            "force": force,
-        }
+    return ClassificationRequested(
+        event_id=event_id,
+        track_id=track_id,
+        file_id=file_id,
+        audio_url=URL,
+        reason=ClassificationReason.RECLASSIFY,
+        force=force,
     )
 
 
@@ -343,45 +335,29 @@ async def test_a_long_error_message_is_cut_to_what_the_contract_allows(world: Wo
 # -- infrastructure errors: propagate, publish nothing unrecorded ------------------------------
 
 
-@pytest.mark.parametrize("step", ["claim", "succeeded"])
-async def test_a_ledger_error_propagates_and_nothing_is_published(world: World, step: str) -> None:
+@pytest.mark.parametrize(
+    ("step", "classifier"),
+    [
+        pytest.param("claim", {}, id="claiming: pays nothing"),
+        pytest.param("started", {"job_id": "job-1"}, id="recording the job"),
+        pytest.param("succeeded", {}, id="recording a success"),
+        pytest.param("failed", {"error": AudioError("not audio")}, id="recording a failure"),
+    ],
+)
+async def test_a_ledger_error_propagates_and_nothing_is_done_after_it(
+    world: World, step: str, classifier: dict[str, object]
+) -> None:
+    for name, value in classifier.items():
+        setattr(world.classifier, name, value)
     world.ledger.failures[step] = ConnectionError("database down")
 
     with pytest.raises(ConnectionError):
         await world.handle(upload())
 
+    # The failing step is the last one: no classification after a failed claim, no further
+    # ledger step, and no outcome published that the ledger does not hold.
+    assert world.journal[-1] == f"ledger.{step}"
     assert world.outcomes.published == []
-    assert "outcomes.classified" not in world.journal
-
-
-async def test_a_ledger_error_recording_a_failure_publishes_nothing(world: World) -> None:
-    world.classifier.error = AudioError("not audio")
-    world.ledger.failures["failed"] = ConnectionError("database down")
-
-    with pytest.raises(ConnectionError):
-        await world.handle(upload())
-
-    assert world.outcomes.published == []
-
-
-async def test_a_claim_error_pays_nothing(world: World) -> None:
-    world.ledger.failures["claim"] = ConnectionError("database down")
-
-    with pytest.raises(ConnectionError):
-        await world.handle(upload())
-
-    assert world.classifier.calls == []
-
-
-async def test_an_error_recording_the_job_propagates_before_any_outcome(world: World) -> None:
-    world.classifier.job_id = "job-1"
-    world.ledger.failures["started"] = ConnectionError("database down")
-
-    with pytest.raises(ConnectionError):
-        await world.handle(upload())
-
-    assert world.outcomes.published == []
-    assert "ledger.succeeded" not in world.journal
 
 
 async def test_an_unexpected_classifier_error_propagates_unrecorded(world: World) -> None:

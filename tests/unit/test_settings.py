@@ -32,10 +32,27 @@ def test_defaults_follow_the_interface() -> None:
     assert settings.classifier_concurrency == 64
 
 
-def test_replicate_enabled_selects_the_replicate_backend(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REPLICATE_ENABLED", "true")
-    monkeypatch.setenv("REPLICATE_API_TOKEN", "r8_x")
-    assert load_settings().backend is Backend.REPLICATE
+@pytest.mark.parametrize(
+    ("environment", "backend"),
+    [
+        pytest.param(
+            {"REPLICATE_ENABLED": "true", "REPLICATE_API_TOKEN": "r8_x"},
+            Backend.REPLICATE,
+            id="replicate enabled selects replicate",
+        ),
+        pytest.param(
+            {"REPLICATE_ENABLED": "true", "CLASSIFIER_BACKEND": "none"},
+            Backend.NONE,
+            id="an explicit backend wins over replicate enabled",
+        ),
+    ],
+)
+def test_the_backend_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], backend: Backend
+) -> None:
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().backend is backend
 
 
 def test_replicate_without_a_token_is_one_clear_line(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,28 +64,21 @@ def test_replicate_without_a_token_is_one_clear_line(monkeypatch: pytest.MonkeyP
     assert "\n" not in message
 
 
-def test_an_unparseable_url_names_the_variable_without_echoing_it(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("variable", "value", "hidden"),
+    [
+        pytest.param("REPLICATE_BASE_URL", "not a url at all", "not a url at all", id="bad url"),
+        pytest.param("DATABASE_URL", "mysql://u:secret@h/db", "secret", id="not postgres"),
+    ],
+)
+def test_a_bad_value_names_the_variable_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, hidden: str
 ) -> None:
-    monkeypatch.setenv("REPLICATE_BASE_URL", "not a url at all")
+    monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigurationError) as caught:
         load_settings()
-    assert "REPLICATE_BASE_URL" in str(caught.value)
-    assert "not a url at all" not in str(caught.value)
-
-
-def test_a_non_postgres_database_url_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", "mysql://u:secret@h/db")
-    with pytest.raises(ConfigurationError) as caught:
-        load_settings()
-    assert "DATABASE_URL" in str(caught.value)
-    assert "secret" not in str(caught.value)
-
-
-def test_explicit_backend_wins_over_replicate_enabled(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("REPLICATE_ENABLED", "true")
-    monkeypatch.setenv("CLASSIFIER_BACKEND", "none")
-    assert load_settings().backend is Backend.NONE
+    assert variable in str(caught.value)
+    assert hidden not in str(caught.value)
 
 
 def test_the_token_is_not_shown_in_the_settings_repr(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,7 +27,6 @@ import logging
 import ssl
 import uuid
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import Any, Final, Literal, Self
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -148,12 +147,7 @@ class GenresClient:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def start(self) -> None:

@@ -5,12 +5,19 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.backfill.outcomes import OutcomeWatcher
-from genres.backfill.rule import BackfillReport, Progress, backfill, no_progress
+from genres.backfill.rule import (
+    BackfillOptions,
+    BackfillReport,
+    Progress,
+    Publish,
+    backfill,
+    no_progress,
+)
 from genres.backfill.store import SqlBackfillStore
 from genres.config import Settings
 from genres.kafka.broker import ensure_topics
 from genres.kafka.producer import Publisher, track_key
-from genres_contracts import ClassificationRequested, ModelRef, topics
+from genres_contracts import ClassificationRequested, topics
 
 __all__ = ["run_backfill"]
 
@@ -19,57 +26,33 @@ async def run_backfill(
     settings: Settings,
     engine: AsyncEngine,
     publisher: Publisher | None,
+    options: BackfillOptions,
     *,
-    limit: int | None,
-    concurrency: int,
-    dry_run: bool,
     wait: bool,
     timeout: float,
     progress: Progress = no_progress,
-    model: ModelRef | None = None,
 ) -> BackfillReport:
     """Run a backfill with a started ``publisher`` (none for a dry run, which only reads the
     database); with ``wait``, count the outcomes too.
 
     ``progress(done, total)`` is called as tracks are listed or published; when waiting, the
     report's ``classified`` / ``failed`` / ``timed_out`` are set after at most ``timeout``
-    seconds of waiting. ``model``: the configured model, to also select the tracks whose
-    current predictions another model or version made (``genres backfill --other-model``).
+    seconds of waiting.
     """
     store = SqlBackfillStore(engine)
-    if dry_run:
-        return await backfill(
-            tracks=store,
-            publish=_never,
-            limit=limit,
-            concurrency=concurrency,
-            dry_run=True,
-            progress=progress,
-            model=model,
-        )
+
+    async def run(publish: Publish) -> BackfillReport:
+        return await backfill(tracks=store, publish=publish, options=options, progress=progress)
+
+    if options.dry_run:
+        return await run(_never)
     if publisher is None:
         raise ValueError("a backfill that publishes needs a publisher")
     await ensure_topics(settings)
     if not wait:
-        return await backfill(
-            tracks=store,
-            publish=_publisher(publisher, None),
-            limit=limit,
-            concurrency=concurrency,
-            dry_run=False,
-            progress=progress,
-            model=model,
-        )
+        return await run(_publisher(publisher, None))
     async with OutcomeWatcher(settings) as watcher:
-        report = await backfill(
-            tracks=store,
-            publish=_publisher(publisher, watcher),
-            limit=limit,
-            concurrency=concurrency,
-            dry_run=False,
-            progress=progress,
-            model=model,
-        )
+        report = await run(_publisher(publisher, watcher))
         counts = await watcher.wait(timeout)
     report.classified = counts.classified
     report.failed = counts.failed

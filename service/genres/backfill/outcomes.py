@@ -14,7 +14,6 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Self
 
 from genres.backfill.rule import FailedTrack
@@ -74,12 +73,7 @@ class OutcomeWatcher:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     def expect(self, event_ids: Iterable[str]) -> None:

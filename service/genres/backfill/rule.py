@@ -130,38 +130,47 @@ def no_progress(done: int, total: int) -> None:
     return None
 
 
+@dataclass(frozen=True)
+class BackfillOptions:
+    """What a backfill selects and how it publishes, as ``genres backfill`` was asked."""
+
+    limit: int | None = None
+    """At most this many tracks."""
+    concurrency: int = 10
+    """Publishes in flight."""
+    dry_run: bool = False
+    """List the tracks, publish nothing."""
+    model: ModelRef | None = None
+    """Also the tracks whose current predictions another model made (``eligible``)."""
+
+
 async def backfill(
     *,
     tracks: BackfillStore,
     publish: Publish,
-    limit: int | None,
-    concurrency: int,
-    dry_run: bool,
+    options: BackfillOptions,
     progress: Progress = no_progress,
-    model: ModelRef | None = None,
 ) -> BackfillReport:
     """Publish one ``ClassificationRequested(reason=backfill)`` per eligible track.
 
-    ``model``: also the tracks whose current predictions another model made (``eligible``).
-
-    At most ``concurrency`` publishes are in flight; the first publish error stops the run
-    (the tracks not yet published are simply picked up by the next run).
+    At most ``options.concurrency`` publishes are in flight; the first publish error stops
+    the run (the tracks not yet published are simply picked up by the next run).
     """
-    if concurrency < 1:
+    if options.concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    total = await count(tracks, model=model, limit=limit)
-    report = BackfillReport(eligible=total, dry_run=dry_run)
+    total = await count(tracks, model=options.model, limit=options.limit)
+    report = BackfillReport(eligible=total, dry_run=options.dry_run)
     progress(0, total)
     done = 0
-    if dry_run:
-        async for page in selection(tracks, model=model, limit=limit):
+    if options.dry_run:
+        async for page in selection(tracks, model=options.model, limit=options.limit):
             report.tracks.extend(page)
             done += len(page)
             progress(done, total)
         report.eligible = len(report.tracks)
         return report
 
-    slots = asyncio.Semaphore(concurrency)
+    slots = asyncio.Semaphore(options.concurrency)
     seen = 0
 
     async def send(request: ClassificationRequested) -> None:
@@ -176,7 +185,7 @@ async def backfill(
 
     try:
         async with asyncio.TaskGroup() as group:
-            async for page in selection(tracks, model=model, limit=limit):
+            async for page in selection(tracks, model=options.model, limit=options.limit):
                 for track in page:
                     seen += 1
                     try:

@@ -15,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from genres.database.engine import CONNECT_TIMEOUT_SECONDS, to_async_url
@@ -67,14 +67,18 @@ def _upgrade(connection: Connection, revision: str) -> str | None:
     return _current(connection)
 
 
-async def upgrade(database_url: str, revision: str = "head") -> str:
-    """Upgrade the database to ``revision`` (head by default); return the revision it is at."""
-    engine = create_async_engine(
+def _engine(database_url: str) -> AsyncEngine:
+    return create_async_engine(
         to_async_url(database_url),
         poolclass=NullPool,
         # A server that does not answer fails the command in seconds, not asyncpg's minute.
         connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
     )
+
+
+async def upgrade(database_url: str, revision: str = "head") -> str:
+    """Upgrade the database to ``revision`` (head by default); return the revision it is at."""
+    engine = _engine(database_url)
     try:
         async with engine.connect() as connection:
             # A session-level lock: it outlives the transactions the migrations commit.
@@ -105,12 +109,7 @@ def upgrade_sync(database_url: str, revision: str = "head") -> str:
 
 async def current_revision(database_url: str) -> str | None:
     """The revision the database is at, or ``None`` when never migrated."""
-    engine = create_async_engine(
-        to_async_url(database_url),
-        poolclass=NullPool,
-        # A server that does not answer fails the command in seconds, not asyncpg's minute.
-        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
-    )
+    engine = _engine(database_url)
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(_current)
