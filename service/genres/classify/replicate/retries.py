@@ -61,10 +61,12 @@ class Retries:
             decision = backoff_for(exc, deadline)
             if decision is False or self.max_attempts <= 1:
                 raise
-        # The wait stamina would have made before the second attempt.
+        # The wait stamina would have made before the second attempt (none under its test
+        # switch, like its own waits).
         if decision is True:
             decision = self.backoff.initial + random.uniform(0, self.backoff.jitter)
-        await asyncio.sleep(min(decision, deadline.remaining))
+        if not stamina.is_testing():
+            await asyncio.sleep(min(decision, deadline.remaining))
         async for attempt in stamina.retry_context(
             on=lambda exc: backoff_for(exc, deadline),
             attempts=self.max_attempts - 1,
