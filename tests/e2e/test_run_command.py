@@ -11,6 +11,7 @@ from tests.support.bus import read_topic, values
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.process import run_genres, start_genres, stop
 from tests.support.service import process_env, upload_numbered_tracks
+from tests.support.waiting import eventually
 
 
 def test_a_bad_configuration_stops_at_start_with_one_clear_line() -> None:
@@ -58,15 +59,17 @@ async def test_sigterm_mid_run_loses_nothing_and_a_restart_finishes_the_rest(
     assert done_before < count, "the run should have been stopped in the middle"
 
     second = await start_genres("run", "classifier", env=env, log=log)
+    outcomes = kafka.topic(topics.GENRES_CLASSIFIED)
+
+    async def every_track_classified() -> bool:
+        records = await read_topic(kafka.bootstrap_servers, outcomes)
+        return {event["track_id"] for event in values(records)} >= set(range(1, count + 1))
+
     try:
-        records = await read_topic(
-            kafka.bootstrap_servers,
-            kafka.topic(topics.GENRES_CLASSIFIED),
-            count=count + 64,
-            timeout=40,
-        )
+        await eventually(every_track_classified, within=40, what="every track classified")
     finally:
         assert await stop(second) == 0, log.read_text()
+    records = await read_topic(kafka.bootstrap_servers, outcomes)
 
     classified = {event["track_id"] for event in values(records)}
     assert classified == set(range(1, count + 1))
