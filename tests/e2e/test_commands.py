@@ -146,7 +146,6 @@ async def test_backfill_wait_lists_each_failed_track_with_its_reason(
 async def test_recommend_asks_the_running_service_over_the_bus(
     kafka: KafkaTestBed,
     replicate_settings: Settings,
-    fake_replicate: FakeReplicate,
     seeded_env: dict[str, str],
 ) -> None:
     env = seeded_env
