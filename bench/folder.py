@@ -24,6 +24,7 @@ from typing import Any
 
 from bench.clips import made_from, make_clips
 from bench.cpu import cpu_seconds
+from bench.infra import report
 
 TARGET_FILES_PER_S = 4.0
 
@@ -124,15 +125,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser().parse_args(argv)
     result = run(args)
-    print(
+    return report(
+        result,
         f"genres classify DIR on {result['files']} clips of {args.seconds:g} s: "
         f"{result['files_per_s']} files/s (target {TARGET_FILES_PER_S}), "
         f"{result['cpu_s_per_file']} CPU s per file, {result['failed']} failed, "
         f"exit {result['exit_code']}; load average {result['load_average_1m_before']} -> "
-        f"{result['load_average_1m_after']} on {result['cores']} cores"
+        f"{result['load_average_1m_after']} on {result['cores']} cores",
     )
-    print(json.dumps(result))
-    return result
 
 
 if __name__ == "__main__":

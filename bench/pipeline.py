@@ -48,6 +48,7 @@ from bench.infra import (
     fake_replicate_process,
     genres_process,
     percentile,
+    report,
     servers,
 )
 from genres.config import load_settings
@@ -337,25 +338,23 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         args.events = 120 if args.backend == "local" else 2000
     result = asyncio.run(run(args))
     if args.backend == "local":
-        print(
+        return report(
+            result,
             f"{result['events']} uploads of real 30 s clips, local backend, "
             f"{result['local_workers']} workers: {result['throughput_per_s']} tracks/s "
             f"(target {LOCAL_TARGET_PER_S}), {result['classifier_cpu_s_per_track']} CPU s per "
             f"track; end to end p50 {result['end_to_end_p50_ms']} ms; lost {result['lost']}, "
             f"failed {result['failed']}; load average {result['load_average_1m_before']} -> "
-            f"{result['load_average_1m_after']} on {result['cores']} cores"
+            f"{result['load_average_1m_after']} on {result['cores']} cores",
         )
-        print(json.dumps(result))
-        return result
-    print(
+    return report(
+        result,
         f"{result['events']} uploads at {args.latency_ms:g} ms, concurrency {args.concurrency}, "
         f"{args.partitions} partitions: {result['throughput_per_s']}/s "
         f"(ideal {result['ideal_per_s']}/s, ratio {result['ratio']}); "
         f"end to end p50 {result['end_to_end_p50_ms']} ms, p99 {result['end_to_end_p99_ms']} ms; "
-        f"lost {result['lost']}, paid twice {result['duplicate_classifications']}"
+        f"lost {result['lost']}, paid twice {result['duplicate_classifications']}",
     )
-    print(json.dumps(result))
-    return result
 
 
 if __name__ == "__main__":

@@ -43,6 +43,25 @@ def _bounded(kind: Callable[[str], Any], low: float | None, high: float | None) 
     return parse
 
 
+def _number_option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    kind: Callable[[str], float],
+    bounds: tuple[float | None, float | None],
+    default: float,
+    metavar: str,
+    help: str,
+) -> None:
+    """A number from ``bounds`` (``None``: open), its default said at the end of ``help``."""
+    parser.add_argument(
+        flag,
+        type=_bounded(kind, *bounds),
+        default=default,
+        metavar=metavar,
+        help=f"{help} (default {default:g})",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     root = _Parser(
         prog="genres",
@@ -107,19 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument(
         "--limit", type=_bounded(int, 1, 20), default=5, help="at most this many tags (1-20)"
     )
-    recommend.add_argument(
-        "--wait-ms",
-        type=_bounded(int, 0, 30_000),
-        default=0,
-        metavar="MS",
-        help="wait this long for a classification (default 0)",
+    _number_option(
+        recommend, "--wait-ms", int, (0, 30_000), 0, "MS", "wait this long for a classification"
     )
-    recommend.add_argument(
+    _number_option(
+        recommend,
         "--timeout",
-        type=_bounded(float, 0.001, None),
-        default=10.0,
-        metavar="S",
-        help="seconds to wait for the reply, beyond --wait-ms (default 10)",
+        float,
+        (0.001, None),
+        10.0,
+        "S",
+        "seconds to wait for the reply, beyond --wait-ms",
     )
     recommend.add_argument(
         "--json", dest="as_json", action="store_true", help="print the reply as JSON"
@@ -137,13 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--limit", type=_bounded(int, 1, None), metavar="N", help="at most this many tracks"
     )
-    backfill.add_argument(
-        "--concurrency",
-        type=_bounded(int, 1, 1000),
-        default=10,
-        metavar="N",
-        help="requests in flight (default 10)",
-    )
+    _number_option(backfill, "--concurrency", int, (1, 1000), 10, "N", "requests in flight")
     backfill.add_argument(
         "--wait", action="store_true", help="wait for the outcomes; list the tracks that failed"
     )
@@ -153,12 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the tracks whose predictions another model or version than the configured "
         "one made (or one not recorded)",
     )
-    backfill.add_argument(
-        "--timeout",
-        type=_bounded(float, 0, None),
-        default=600.0,
-        metavar="S",
-        help="seconds to wait for outcomes (default 600)",
+    _number_option(
+        backfill, "--timeout", float, (0, None), 600.0, "S", "seconds to wait for outcomes"
     )
 
     demo = command(

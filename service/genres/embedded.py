@@ -285,22 +285,12 @@ class EmbeddedBroker(_Server):
             process = self._spawn()
             deadline = time.monotonic() + self.startup_timeout
             try:
-                while True:
-                    self._check_alive(process)
-                    if api_versions_probe(self.host, self.port, timeout=1.0):
-                        return self
-                    if time.monotonic() > deadline:
-                        raise BrokerStartError(
-                            f"tansu did not answer on {self.bootstrap_servers} within "
-                            f"{self.startup_timeout} s:\n{self.log_text()[-2000:]}"
-                        )
+                while not self._answers(process, deadline):
                     time.sleep(0.02)
+                return self
             except BrokerStartError:
-                self._kill()
-                # the free port may have been taken in between: try another one
-                if self._requested_port is not None or attempt == 2:
+                if not self._another_port(attempt):
                     raise
-                self._port = None
         raise AssertionError("unreachable")
 
     async def astart(self) -> Self:
@@ -314,21 +304,36 @@ class EmbeddedBroker(_Server):
             deadline = time.monotonic() + self.startup_timeout
             try:
                 while True:
-                    self._check_alive(process)
-                    if await asyncio.to_thread(api_versions_probe, self.host, self.port, 1.0):
+                    if await asyncio.to_thread(self._answers, process, deadline):
                         return self
-                    if time.monotonic() > deadline:
-                        raise BrokerStartError(
-                            f"tansu did not answer on {self.bootstrap_servers} within "
-                            f"{self.startup_timeout} s:\n{self.log_text()[-2000:]}"
-                        )
                     await asyncio.sleep(0.02)
             except BrokerStartError:
-                self._kill()
-                if self._requested_port is not None or attempt == 2:
+                if not self._another_port(attempt):
                     raise
-                self._port = None
         raise AssertionError("unreachable")
+
+    def _answers(self, process: subprocess.Popen[bytes], deadline: float) -> bool:
+        """Whether the broker answers the Kafka protocol yet (blocking, up to a second);
+        :class:`BrokerStartError` when ``process`` has died or ``deadline`` has passed."""
+        self._check_alive(process)
+        if api_versions_probe(self.host, self.port, timeout=1.0):
+            return True
+        if time.monotonic() > deadline:
+            raise BrokerStartError(
+                f"tansu did not answer on {self.bootstrap_servers} within "
+                f"{self.startup_timeout} s:\n{self.log_text()[-2000:]}"
+            )
+        return False
+
+    def _another_port(self, attempt: int) -> bool:
+        """After a failed start: kill the process and say whether to try again on another free
+        port (the one picked may have been taken in between); not when the port was asked for,
+        nor after the third attempt."""
+        self._kill()
+        if self._requested_port is not None or attempt == 2:
+            return False
+        self._port = None
+        return True
 
     def _signal(self, signum: int) -> None:
         pid = self.pid

@@ -11,7 +11,6 @@ whether any failed. Lines come in the order sources finish, each naming its sour
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from genres.classify.local.fetch import is_http_url
 from genres.errors import ClassificationError
+from genres.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -256,10 +256,7 @@ async def run_classify(
                 urls_only=not local,
             )
         finally:
-            if counting is not None:
-                counting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await counting
+            await cancel_and_wait(counting)
             if bar is not None:
                 bar.stop()
     elapsed = time.perf_counter() - started

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import socket
+import subprocess
 
 import pytest
 from sqlalchemy import text
@@ -102,17 +103,25 @@ async def test_backfill_other_model_also_lists_predictions_of_an_unrecorded_mode
     assert "--other-model" in refused.stderr + refused.stdout
 
 
+async def while_serving(
+    settings: Settings, env: dict[str, str], *commands: list[str]
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run each ``genres`` command in turn, in a thread, while every role serves ``settings``."""
+    async with running(settings, ALL_ROLES):
+        return [await asyncio.to_thread(run_genres, *command, env=env) for command in commands]
+
+
 async def test_backfill_waits_for_outcomes_and_is_safe_to_run_twice(
     replicate_settings: Settings,
     fake_replicate: FakeReplicate,
     seeded_env: dict[str, str],
 ) -> None:
-    env = seeded_env
-    async with running(replicate_settings, ALL_ROLES):
-        first = await asyncio.to_thread(
-            run_genres, "backfill", "--wait", "--timeout", "60", "--concurrency", "2", env=env
-        )
-        second = await asyncio.to_thread(run_genres, "backfill", "--wait", env=env)
+    first, second = await while_serving(
+        replicate_settings,
+        seeded_env,
+        ["backfill", "--wait", "--timeout", "60", "--concurrency", "2"],
+        ["backfill", "--wait"],
+    )
 
     assert first.returncode == 0, first.stderr
     assert "requested 2 of 2" in first.stdout
@@ -130,10 +139,9 @@ async def test_backfill_wait_lists_each_failed_track_with_its_reason(
     seeded_env: dict[str, str],
 ) -> None:
     fake_replicate.configure(fail_rate=1.0)
-    async with running(replicate_settings, ALL_ROLES):
-        result = await asyncio.to_thread(
-            run_genres, "backfill", "--wait", "--timeout", "60", env=seeded_env
-        )
+    [result] = await while_serving(
+        replicate_settings, seeded_env, ["backfill", "--wait", "--timeout", "60"]
+    )
 
     assert result.returncode == 1, result.stderr
     assert "classified 0, failed 2" in result.stdout
@@ -146,15 +154,14 @@ async def test_backfill_wait_lists_each_failed_track_with_its_reason(
 async def test_recommend_asks_the_running_service_over_the_bus(
     kafka: KafkaTestBed,
     replicate_settings: Settings,
-    fake_replicate: FakeReplicate,
     seeded_env: dict[str, str],
 ) -> None:
-    env = seeded_env
-    async with running(replicate_settings, ALL_ROLES):
-        waited = await asyncio.to_thread(
-            run_genres, "recommend", "1", "--limit", "3", "--wait-ms", "20000", "--json", env=env
-        )
-        missing = await asyncio.to_thread(run_genres, "recommend", "999", env=env)
+    waited, missing = await while_serving(
+        replicate_settings,
+        seeded_env,
+        ["recommend", "1", "--limit", "3", "--wait-ms", "20000", "--json"],
+        ["recommend", "999"],
+    )
 
     assert waited.returncode == 0, waited.stderr
     assert waited.stderr == ""  # no log lines (its reply topic), no unclosed client

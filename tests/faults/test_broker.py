@@ -91,7 +91,6 @@ async def test_a_broker_frozen_for_10_s_mid_run_is_rejoined_without_a_restart(
     fake_replicate: FakeReplicate,
     scenario: Scenario,
 ) -> None:
-    engine = scenario.engine
     rng = random.Random(2026112502)
     count = 300
     bootstrap = embedded_broker.bootstrap_servers
@@ -105,15 +104,17 @@ async def test_a_broker_frozen_for_10_s_mid_run_is_rejoined_without_a_restart(
         await roles.start_each(*ROLES)
         events = await scenario.upload(tracks)
         target = rng.randint(count // 5, count * 2 // 5)
-        assert await projected_reaches(engine, target, timeout=90), roles.tail("classifier")
-        frozen_at = await projected_count(engine)
+        assert await projected_reaches(scenario.engine, target, timeout=90), roles.tail(
+            "classifier"
+        )
+        frozen_at = await projected_count(scenario.engine)
         embedded_broker.freeze()
         try:
             await asyncio.sleep(10)
             assert all(roles.running[role].alive for role in ROLES), roles.logs()[-3000:]
         finally:
             embedded_broker.thaw()
-        settled = await all_projected(engine, count, timeout=120, interval=0.25)
+        settled = await all_projected(scenario.engine, count, timeout=120, interval=0.25)
         await _answers_correctly(
             bootstrap, topic_prefix, scenario.database_url, tracks[-1].id, tracks[-1].audio_url
         )
@@ -186,7 +187,6 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
     fake_replicate: FakeReplicate,
     scenario: Scenario,
 ) -> None:
-    engine = scenario.engine
     before, after = 60, 150
     bootstrap = embedded_broker.bootstrap_servers
     fake_replicate.configure(latency_ms=100)
@@ -201,7 +201,7 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
         events = await scenario.upload(first)
 
         async def first_done() -> bool:
-            return len(await current_projected(engine)) >= before
+            return len(await current_projected(scenario.engine)) >= before
 
         assert await holds_within(first_done, within=90), roles.logs()[-4000:]
 
@@ -210,14 +210,14 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
         # missing topics only when it starts).
         await ensure_service_topics(bootstrap, topic_prefix)
         probed, skipped = await _probe_until_every_partition_flows(
-            bootstrap, topic_prefix, engine, probes, partitions=3
+            bootstrap, topic_prefix, scenario.engine, probes, partitions=3
         )
         events += probed
         events += await scenario.upload(second)
         wanted = {t.id for t in first + second}
 
         async def all_done() -> bool:
-            return wanted <= await current_projected(engine)
+            return wanted <= await current_projected(scenario.engine)
 
         settled = await holds_within(all_done, within=90, interval=0.25)
         await _answers_correctly(
@@ -227,7 +227,7 @@ async def test_roles_survive_a_broker_restart_and_process_uploads_sent_after_it(
     finally:
         codes = await roles.stop_all()
 
-    projected = await current_projected(engine)
+    projected = await current_projected(scenario.engine)
     probe_ids = {t.id for t in probes}
     verdict = await scenario.check(first + second + probes)
     # Tracks 1..60 were processed before the restart: their events went with the old broker.

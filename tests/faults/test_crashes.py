@@ -51,7 +51,6 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
     fake_replicate: FakeReplicate,
     scenario: Scenario,
 ) -> None:
-    engine = scenario.engine
     rng = random.Random(20261125)
     concurrency = 16
     fake_replicate.configure(latency_ms=LATENCY_MS)
@@ -76,7 +75,7 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
 
             assert await holds_within(reached, within=90, interval=0.02), roles.tail("classifier")
             await asyncio.sleep(rng.uniform(0.0, 0.3))
-            in_flight_at_kill.append(await pending_claims(engine))
+            in_flight_at_kill.append(await pending_claims(scenario.engine))
             created_at_kill.append(fake_replicate.stats.creations)
             await roles.kill("classifier")
             if number == 0:
@@ -84,12 +83,12 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
                 # old file's predictions must never land under the new file.
                 replaced: list[Track] = []
                 for track in rng.sample(tracks, UPLOADS // 20):
-                    new = await replace_file(engine, track, f"b{track.id}")
+                    new = await replace_file(scenario.engine, track, f"b{track.id}")
                     uploaded[(new.id, new.file_id)] = new.audio_url
                     replaced.append(new)
                 events += await scenario.upload(replaced)
             await roles.start("classifier")
-        settled = await _settle(engine, UPLOADS)
+        settled = await _settle(scenario.engine, UPLOADS)
     finally:
         codes = await roles.stop_all()
 
@@ -116,7 +115,6 @@ async def test_the_projector_killed_three_times_mid_run_loses_nothing(
     fake_replicate: FakeReplicate,
     scenario: Scenario,
 ) -> None:
-    engine = scenario.engine
     rng = random.Random(20261126)
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
@@ -129,15 +127,17 @@ async def test_the_projector_killed_three_times_mid_run_loses_nothing(
         await roles.start_each("projector", "classifier")
         events = await scenario.upload(tracks)
         for _ in range(KILLS):
-            target = await projected_count(engine) + rng.randint(UPLOADS // 10, UPLOADS // 5)
-            assert await projected_reaches(engine, target, timeout=90, interval=0.05), roles.tail(
-                "projector"
+            target = await projected_count(scenario.engine) + rng.randint(
+                UPLOADS // 10, UPLOADS // 5
+            )
+            assert await projected_reaches(scenario.engine, target, timeout=90, interval=0.05), (
+                roles.tail("projector")
             )
             await asyncio.sleep(rng.uniform(0.0, 0.3))
-            projected_at_kill.append(await projected_count(engine))
+            projected_at_kill.append(await projected_count(scenario.engine))
             await roles.kill("projector")
             await roles.start("projector")
-        settled = await _settle(engine, UPLOADS)
+        settled = await _settle(scenario.engine, UPLOADS)
     finally:
         codes = await roles.stop_all()
 
@@ -161,7 +161,6 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
     classified on demand by the requests themselves. Clients keep ~24 requests in flight
     (``wait_ms`` 0 or 1.5 s) while the responder is killed three times.
     """
-    engine = scenario.engine
     rng = random.Random(20261127)
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
@@ -259,7 +258,7 @@ async def test_the_responder_killed_three_times_with_requests_in_flight_never_an
                     judge(track, await final(track), 10)
 
             await asyncio.gather(*(final_one(t) for t in tracks))
-        settled = await _settle(engine, UPLOADS)
+        settled = await _settle(scenario.engine, UPLOADS)
     finally:
         codes = await roles.stop_all()
 

@@ -70,7 +70,6 @@ async def test_the_projector_waits_out_a_10_s_database_outage_and_commits_nothin
     fake_replicate: FakeReplicate,
     scenario: Scenario,
 ) -> None:
-    engine = scenario.engine
     rng = random.Random(2026112503)
     count = 300 if mode == "refuse" else 200
     fake_replicate.configure(latency_ms=150)
@@ -88,8 +87,10 @@ async def test_the_projector_waits_out_a_10_s_database_outage_and_commits_nothin
             await roles.start("classifier")
             events = await scenario.upload(tracks)
             target = rng.randint(count // 5, count * 2 // 5)
-            assert await projected_reaches(engine, target, timeout=90), roles.tail("projector")
-            projected_at_cut = await projected_count(engine)
+            assert await projected_reaches(scenario.engine, target, timeout=90), roles.tail(
+                "projector"
+            )
+            projected_at_cut = await projected_count(scenario.engine)
             log_before = roles.tail("projector", 10**7)
             if mode == "refuse":
                 await proxy.refuse()
@@ -99,12 +100,12 @@ async def test_the_projector_waits_out_a_10_s_database_outage_and_commits_nothin
                 await asyncio.sleep(OUTAGE_S)
                 # Still the first projector process, and it wrote nothing meanwhile.
                 projector_alive = roles.running["projector"].alive
-                projected_in_outage = await projected_count(engine) - projected_at_cut
+                projected_in_outage = await projected_count(scenario.engine) - projected_at_cut
                 # Nothing committed that is not written: read the group's offsets now.
                 offsets = await committed_offsets(
                     kafka.bootstrap_servers, kafka.group("genres-projector"), classified_topic
                 )
-                written = await current_projected(engine)
+                written = await current_projected(scenario.engine)
                 for record in await read_topic(kafka.bootstrap_servers, classified_topic):
                     if record.offset < offsets.get(record.partition, -1):
                         track_id = int(json.loads(record.value)["track_id"])
@@ -113,7 +114,7 @@ async def test_the_projector_waits_out_a_10_s_database_outage_and_commits_nothin
             finally:
                 await proxy.restore()
             retries = roles.tail("projector", 10**7)[len(log_before) :].count(RETRY_LINE)
-            settled = await all_projected(engine, count, timeout=90, interval=0.25)
+            settled = await all_projected(scenario.engine, count, timeout=90, interval=0.25)
             starts = roles.running["projector"].starts
         finally:
             codes = await roles.stop_all()

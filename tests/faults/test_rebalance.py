@@ -27,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
@@ -49,6 +49,9 @@ from tests.support.waiting import eventually, holds_within
 
 from genres.classifier.entry import GROUP
 from genres_contracts import topics
+
+if TYPE_CHECKING:
+    from tests.faults.harness import Roles, Track
 
 pytestmark = [pytest.mark.timeout(300)]
 
@@ -227,31 +230,52 @@ async def create_topics_for_the_run(kafka: KafkaTestBed) -> None:
     await ensure_service_topics(kafka.bootstrap_servers, kafka.prefix, PARTITIONS)
 
 
+async def begin_on_the_group(
+    scenario: Scenario,
+    kafka: KafkaTestBed,
+    fake: FakeReplicate,
+    tracks: list[Track],
+    *,
+    concurrency: int,
+    **env: str,
+) -> tuple[Roles, str, list[TopicPartition], AIOKafkaAdminClient]:
+    """:meth:`Scenario.begin` on ``PARTITIONS`` partitions a topic, and what watching the
+    classifier's group takes: its name, its input partitions and a started admin client
+    (the caller closes it)."""
+    roles = await scenario.begin(
+        kafka.bootstrap_servers,
+        kafka.prefix,
+        fake,
+        tracks,
+        concurrency=concurrency,
+        partitions=PARTITIONS,
+        KAFKA_TOPIC_PARTITIONS=str(PARTITIONS),
+        **env,
+    )
+    inputs = [TopicPartition(kafka.topic(t), p) for t in INPUTS for p in range(PARTITIONS)]
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    await admin.start()
+    return roles, kafka.group(GROUP), inputs, admin
+
+
 async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_commits_safely(
     kafka: KafkaTestBed,
     fake_replicate: FakeReplicate,
     scenario: Scenario,
 ) -> None:
     skip_on_tansu(kafka)
-    engine = scenario.engine
     fake_replicate.configure(latency_ms=LATENCY_MS)
     tracks = make_tracks(UPLOADS)
     await create_topics_for_the_run(kafka)
-    roles = await scenario.begin(
-        kafka.bootstrap_servers,
-        kafka.prefix,
+    roles, group, inputs, admin = await begin_on_the_group(
+        scenario,
+        kafka,
         fake_replicate,
         tracks,
         concurrency=CONCURRENCY,
-        partitions=PARTITIONS,
-        KAFKA_TOPIC_PARTITIONS=str(PARTITIONS),
         KAFKA_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
         KAFKA_HEARTBEAT_INTERVAL_MS=str(HEARTBEAT_INTERVAL_MS),
     )
-    group = kafka.group(GROUP)
-    inputs = [TopicPartition(kafka.topic(t), p) for t in INPUTS for p in range(PARTITIONS)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    await admin.start()
     uploaded = [TopicPartition(kafka.topic(topics.TRACK_UPLOADED), p) for p in range(PARTITIONS)]
     samples = CommitSamples(admin, group, uploaded)
     sampling = asyncio.create_task(samples.run())
@@ -324,7 +348,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
         figures |= {
             "state_at_kill": state_at_kill,
             "kill_after_join_s": round(killed - joined, 2),
-            "claims_in_flight_at_kill": await pending_claims(engine),
+            "claims_in_flight_at_kill": await pending_claims(scenario.engine),
             "predictions_running_at_kill": fake_replicate.stats.running,
             "created_at_kill": fake_replicate.stats.creations,
         }
@@ -337,7 +361,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
             return fake_replicate.stats.creations >= created + UPLOADS // 10
 
         assert await holds_within(shared, within=60, interval=0.02)
-        figures["settled_at_stop"] = len(await current_projected(engine))
+        figures["settled_at_stop"] = len(await current_projected(scenario.engine))
         codes["classifier-3"] = await roles.stop("classifier-3")
         figures["regroup_after_stop_s"] = round(await owned_by("classifier-2"), 2)
         down_to_one = time.monotonic()
@@ -346,7 +370,7 @@ async def test_the_classifier_group_rebalancing_under_load_loses_nothing_and_com
         committed: dict[int, int] = {}
 
         async def drained() -> bool:
-            if len(await current_projected(engine)) < UPLOADS:
+            if len(await current_projected(scenario.engine)) < UPLOADS:
                 return False
             try:
                 offsets = await admin.list_consumer_group_offsets(group, partitions=uploaded)
@@ -423,24 +447,17 @@ async def test_a_member_draining_longer_than_its_session_keeps_its_records_and_p
     group waits for it (the rebalance timeout covers the drain) instead of handing its
     records to the new member while it still runs them, which paid for them twice."""
     skip_on_tansu(kafka)
-    engine = scenario.engine
     session_ms, latency_ms, concurrency = 1500, 4000, 4
     fake_replicate.configure(latency_ms=latency_ms)
     tracks = make_tracks(24)
-    roles = await scenario.begin(
-        kafka.bootstrap_servers,
-        kafka.prefix,
+    roles, group, inputs, admin = await begin_on_the_group(
+        scenario,
+        kafka,
         fake_replicate,
         tracks,
         concurrency=concurrency,
-        partitions=PARTITIONS,
-        KAFKA_TOPIC_PARTITIONS=str(PARTITIONS),
         KAFKA_SESSION_TIMEOUT_MS=str(session_ms),
     )
-    group = kafka.group(GROUP)
-    inputs = [TopicPartition(kafka.topic(t), p) for t in INPUTS for p in range(PARTITIONS)]
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    await admin.start()
 
     async def owned_by(*clients: str) -> bool:
         try:
@@ -472,7 +489,7 @@ async def test_a_member_draining_longer_than_its_session_keeps_its_records_and_p
             lambda: owned_by("classifier-1", "classifier-2"), within=60, interval=0.05
         ), roles.tail("classifier-1")
         rebalance_s = time.monotonic() - rebalance_started
-        settled = await all_projected(engine, len(tracks), timeout=90)
+        settled = await all_projected(scenario.engine, len(tracks), timeout=90)
     finally:
         codes = await roles.stop_all()
         await admin.close()

@@ -59,6 +59,16 @@ def _directives(count: int) -> dict[int, str]:
     return found
 
 
+# Both scenarios' weather: a fifth of creations answered 5xx, a tenth throttled with a 1 s
+# reset hint, and a 1 s wait window on creation, so that slower predictions are polled.
+TRANSIENT_FAULTS: dict[str, Any] = {
+    "error_5xx_rate": 0.2,
+    "rate_limit_rate": 0.1,
+    "rate_limit_reset_s": 1,
+    "max_wait_s": 1,
+}
+
+
 async def _settle(engine: AsyncEngine, count: int, timeout: float = 120) -> bool:
     async def done() -> bool:
         return await settled_tracks(engine) >= count
@@ -71,17 +81,8 @@ async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
     fake_replicate: FakeReplicate,
     scenario: Scenario,
 ) -> None:
-    engine = scenario.engine
     count = 400
-    fake_replicate.configure(
-        latency_ms=150,
-        error_5xx_rate=0.2,
-        rate_limit_rate=0.1,
-        rate_limit_reset_s=1,
-        max_wait_s=1,
-        slow_ms=2500,
-        seed=4,
-    )
+    fake_replicate.configure(latency_ms=150, slow_ms=2500, seed=4, **TRANSIENT_FAULTS)
     directives = _directives(count)
     tracks = make_tracks(count, directives=directives)
     roles = await scenario.begin(
@@ -99,7 +100,7 @@ async def test_replicate_faults_end_in_a_classification_or_the_right_failure(
     try:
         await roles.start_each("projector", "classifier")
         events = await scenario.upload(tracks)
-        settled = await _settle(engine, count)
+        settled = await _settle(scenario.engine, count)
 
         async def nothing_running() -> bool:
             return fake_replicate.stats.running == 0
@@ -200,15 +201,7 @@ class LeakyFake(FakeReplicate):
 
 @pytest_asyncio.fixture
 async def leaky_fake() -> AsyncIterator[LeakyFake]:
-    config = FakeConfig(
-        token=SECRET,
-        latency_ms=100,
-        error_5xx_rate=0.2,
-        rate_limit_rate=0.1,
-        rate_limit_reset_s=1,
-        max_wait_s=1,
-        seed=7,
-    )
+    config = FakeConfig(token=SECRET, latency_ms=100, seed=7, **TRANSIENT_FAULTS)
     async with LeakyFake(config) as fake:
         yield fake
 
@@ -227,7 +220,6 @@ async def test_the_replicate_token_appears_in_no_log_event_error_or_dead_letter(
     leaky_fake: LeakyFake,
     scenario: Scenario,
 ) -> None:
-    engine = scenario.engine
     count = 100
     directives = {t: "fail" for t in range(5, count + 1, 10)} | {50: "hang"}
     tracks = make_tracks(count, directives=directives)
@@ -257,7 +249,7 @@ async def test_the_replicate_token_appears_in_no_log_event_error_or_dead_letter(
             kafka.topic(topics.RECOMMENDED_TAGS),
             [("3", {"track_id": 3, "limit": 5})],  # no reply_to: dead-lettered
         )
-        settled = await _settle(engine, count, timeout=90)
+        settled = await _settle(scenario.engine, count, timeout=90)
         async with genres_client(settings) as client:
             payloads = (b'{"track_id": 1000000}', b"not json", b'{"track_id": 5, "wait_ms": 100}')
             for payload in payloads:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -20,31 +19,11 @@ from genres.kafka.producer import Publisher, track_key
 from genres.projector.entry import register_projector
 from genres.projector.rule import project
 from genres.projector.store import SqlProjectionStore
-from genres_contracts import GenresClassified, topics
+from genres_contracts import topics
 from tests.support.bus import read_topic
 from tests.support.database import insert_track
+from tests.support.messages import SEVEN_FOR_FIVE_TAGS, classified
 from tests.support.waiting import eventually
-
-
-def classified(
-    track_id: int,
-    file_id: str,
-    predictions: list[tuple[str, float]],
-    *,
-    auto_tag: bool = False,
-    model_version: str = "1",
-) -> GenresClassified:
-    return GenresClassified.model_validate(
-        {
-            "source_event_id": f"src-{track_id}-{file_id}",
-            "track_id": track_id,
-            "file_id": file_id,
-            "predictions": [{"name": n, "confidence": c} for n, c in predictions],
-            "model": {"name": "musicnn/msd", "version": model_version},
-            "classified_at": datetime(2026, 11, 25, 19, 0, 2, tzinfo=UTC),
-            "auto_tag": auto_tag,
-        }
-    )
 
 
 async def add_track(
@@ -201,18 +180,8 @@ async def test_auto_tag_adds_at_most_five_skipping_existing_case_insensitively(
 ) -> None:
     await add_track(engine, 1, "f")
     await add_tags(engine, 1, ["Rock"])
-    predictions = [
-        ("rock", 0.8),
-        ("pop", 0.7),
-        ("punk", 0.6),
-        ("jazz", 0.5),
-        ("soul", 0.45),
-        ("funk", 0.41),  # sixth at or over half the top: cut by the limit of five
-        ("house", 0.39),  # under half the top score
-    ]
-
     report = await project(
-        [classified(1, "f", predictions, auto_tag=True)], store=SqlProjectionStore(engine)
+        [classified(1, "f", SEVEN_FOR_FIVE_TAGS, auto_tag=True)], store=SqlProjectionStore(engine)
     )
 
     # the best five are rock..soul; the track has "Rock" already, so four are new

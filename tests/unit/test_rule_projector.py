@@ -9,8 +9,6 @@ cases on PostgreSQL.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from genres.projector.rule import (
@@ -22,30 +20,9 @@ from genres.projector.rule import (
     plan,
     project,
 )
-from genres_contracts import GenresClassified, ModelRef, Prediction
+from genres_contracts import ModelRef, Prediction
+from tests.support.messages import PREDICTIONS, SEVEN_FOR_FIVE_TAGS, classified
 from tests.unit.fakes import FakeProjectionStore, FakeTrack
-
-PREDICTIONS = [("ambient electronic", 0.1999), ("downtempo electronic", 0.12), ("house", 0.01)]
-
-
-def classified(
-    track_id: int,
-    file_id: str,
-    predictions: list[tuple[str, float]] = PREDICTIONS,
-    *,
-    auto_tag: bool = False,
-) -> GenresClassified:
-    return GenresClassified.model_validate(
-        {
-            "source_event_id": f"src-{track_id}-{file_id}",
-            "track_id": track_id,
-            "file_id": file_id,
-            "predictions": [{"name": n, "confidence": c} for n, c in predictions],
-            "model": {"name": "musicnn/msd", "version": "1"},
-            "classified_at": datetime(2026, 11, 25, 19, 0, 2, tzinfo=UTC),
-            "auto_tag": auto_tag,
-        }
-    )
 
 
 def stored(predictions: list[tuple[str, float]], file_id: str) -> dict[str, object]:
@@ -203,17 +180,7 @@ async def test_auto_tag_takes_tags_scoring_at_least_half_the_top_score() -> None
 
 async def test_auto_tag_adds_at_most_five_best_first_skipping_present_tags() -> None:
     store = FakeProjectionStore({1: FakeTrack("f", tags=["ROCK"])})
-    predictions = [
-        ("rock", 0.8),
-        ("pop", 0.7),
-        ("punk", 0.6),
-        ("jazz", 0.5),
-        ("soul", 0.45),
-        ("funk", 0.41),  # sixth at or over half the top: cut by the limit of five
-        ("house", 0.39),  # under half the top score
-    ]
-
-    report = await project([classified(1, "f", predictions, auto_tag=True)], store=store)
+    report = await project([classified(1, "f", SEVEN_FOR_FIVE_TAGS, auto_tag=True)], store=store)
 
     # the best five are rock..soul; the track has "ROCK" already, so four are new
     assert store.tracks[1].tags == ["ROCK", "pop", "punk", "jazz", "soul"]

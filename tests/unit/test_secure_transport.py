@@ -40,24 +40,23 @@ def test_sasl_ssl_with_scram_gives_credentials_and_a_verifying_tls_context() -> 
     assert security.use_ssl
 
 
-def test_sasl_plaintext_uses_plain_without_tls() -> None:
+@pytest.mark.parametrize(
+    ("protocol", "security_type", "tls"),
+    [("SASL_PLAINTEXT", SASLPlaintext, False), ("SSL", BaseSecurity, True)],
+)
+def test_sasl_plaintext_is_plain_without_tls_and_ssl_is_a_tls_context_only(
+    protocol: str, security_type: type[BaseSecurity], tls: bool
+) -> None:
     settings = load_settings(
         kafka_bootstrap_servers="k:9092",
-        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_security_protocol=protocol,
         kafka_sasl_username="u",
         kafka_sasl_password="p",
     )
     security = faststream_security(settings)
-    assert isinstance(security, SASLPlaintext)
-    assert not security.use_ssl
-    assert "ssl_context" not in security_options(settings)
-
-
-def test_tls_without_sasl_is_a_tls_context_only() -> None:
-    settings = load_settings(kafka_bootstrap_servers="k:9093", kafka_security_protocol="SSL")
-    security = faststream_security(settings)
-    assert type(security) is BaseSecurity
-    assert security.use_ssl
+    assert type(security) is security_type
+    assert security.use_ssl is tls
+    assert ("ssl_context" in security_options(settings)) is tls
 
 
 def test_an_unknown_sasl_mechanism_is_a_configuration_error() -> None:

@@ -22,6 +22,7 @@ from genres.observability.progress import (
 from genres.observability.stalls import (
     NO_ERROR,
     PartitionsStalled,
+    ProgressSource,
     StalledPartitions,
     StallWatchdog,
 )
@@ -107,16 +108,28 @@ async def run(watchdog: StallWatchdog, clock: Clock, until: float, step: float =
         await watchdog.sample()
 
 
+async def sampled_once(
+    clock: Clock,
+    role: str,
+    source: ProgressSource,
+    bound: float = 30.0,
+    patience: float | None = None,
+) -> StallWatchdog:
+    """A watchdog on ``clock`` with ``bound``, watching ``source`` as ``role``, sampled once."""
+    watchdog = StallWatchdog(bound, clock=clock)
+    watchdog.watch(role, source, patience=patience)
+    await watchdog.sample()
+    return watchdog
+
+
 async def test_a_partition_that_does_not_move_turns_stalled_then_recovers(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="genres.observability.stalls")
     clock = Clock()
-    watchdog = StallWatchdog(30.0, clock=clock)
     source = Source({P0: (5, 8), P1: (3, 3)})
-    watchdog.watch("projector", source)
     start = clock.now
-    await watchdog.sample()
+    watchdog = await sampled_once(clock, "projector", source)
     watchdog.note_error("projector", ConnectionRefusedError("connect call failed"))
     await run(watchdog, clock, start + 30)
     assert watchdog.stalls() == []  # waited exactly the bound: not longer
@@ -180,10 +193,8 @@ async def test_the_error_line_repeats_at_a_slow_interval_only(
 
 async def test_no_stall_while_nothing_waits_and_the_clock_starts_when_records_arrive() -> None:
     clock = Clock()
-    watchdog = StallWatchdog(30.0, clock=clock)
     source = Source({P0: (7, 7)})
-    watchdog.watch("responder", source)
-    await watchdog.sample()
+    watchdog = await sampled_once(clock, "responder", source)
     await run(watchdog, clock, clock.now + 3600)
     assert watchdog.stalls() == []  # idle for an hour: nothing waits
 
@@ -199,10 +210,8 @@ async def test_no_stall_while_nothing_waits_and_the_clock_starts_when_records_ar
 
 async def test_steady_progress_behind_a_backlog_is_not_a_stall() -> None:
     clock = Clock()
-    watchdog = StallWatchdog(30.0, clock=clock)
     source = Source({P0: (0, 1000)})
-    watchdog.watch("projector", source)
-    await watchdog.sample()
+    watchdog = await sampled_once(clock, "projector", source)
     for step in range(1, 40):
         clock.now += 20  # one batch stored every 20 s, a backlog all along
         source.parts[P0] = (step * 10, 1000)
@@ -212,20 +221,16 @@ async def test_steady_progress_behind_a_backlog_is_not_a_stall() -> None:
 
 async def test_patience_for_slow_work_unless_the_consumer_reports_errors() -> None:
     clock = Clock()
-    watchdog = StallWatchdog(30.0, clock=clock)
-    watchdog.watch("classifier", Source({P0: (4, 6)}), patience=150.0)
     start = clock.now
-    await watchdog.sample()
+    watchdog = await sampled_once(clock, "classifier", Source({P0: (4, 6)}), patience=150.0)
     await run(watchdog, clock, start + 150)
     assert watchdog.stalls() == []  # slow classifications, no error: within patience
     await run(watchdog, clock, start + 155)
     [stall] = watchdog.stalls()
     assert stall.reason == NO_ERROR
 
-    erring = StallWatchdog(30.0, clock=clock)
-    erring.watch("classifier", Source({P0: (4, 6)}), patience=150.0)
     start = clock.now
-    await erring.sample()
+    erring = await sampled_once(clock, "classifier", Source({P0: (4, 6)}), patience=150.0)
     clock.now += 10
     erring.note_error("classifier", OSError("database unreachable"), P0)
     await run(erring, clock, start + 35)
@@ -235,9 +240,7 @@ async def test_patience_for_slow_work_unless_the_consumer_reports_errors() -> No
 
 async def test_an_error_of_another_partition_is_not_the_reason() -> None:
     clock = Clock()
-    watchdog = StallWatchdog(30.0, clock=clock)
-    watchdog.watch("classifier", Source({P0: (4, 6), P1: (2, 3)}))
-    await watchdog.sample()
+    watchdog = await sampled_once(clock, "classifier", Source({P0: (4, 6), P1: (2, 3)}))
     watchdog.note_error("classifier", OSError("record 2 failed"), P1)
     await run(watchdog, clock, clock.now + 35)
     reasons = {s.partition: s.reason for s in watchdog.stalls()}
@@ -323,9 +326,7 @@ async def test_a_sample_that_hangs_or_fails_keeps_what_was_known() -> None:
             return await super().progress(partition)
 
     source = Broken({P0: (2, 4)})
-    watchdog = StallWatchdog(5.0, clock=clock)
-    watchdog.watch("projector", source)
-    await watchdog.sample()
+    watchdog = await sampled_once(clock, "projector", source, bound=5.0)
     source.fail = True
     await run(watchdog, clock, clock.now + 10, step=1.0)
     [stall] = watchdog.stalls()

@@ -27,13 +27,13 @@ class GenresClientError(Exception):
     reply: RecommendedTags | None = None
     """The service's reply, for errors the service answered with."""
 
-
-class Unavailable(GenresClientError):
-    """The broker cannot be reached or refuses the client, or the service said `unavailable`."""
-
     def __init__(self, message: str, *, reply: RecommendedTags | None = None) -> None:
         super().__init__(message)
         self.reply = reply
+
+
+class Unavailable(GenresClientError):
+    """The broker cannot be reached or refuses the client, or the service said `unavailable`."""
 
 
 class RequestTimedOut(GenresClientError):
@@ -49,26 +49,17 @@ class RequestTimedOut(GenresClientError):
 class InvalidRequest(GenresClientError):
     """The request breaks the contract (``reply`` is set when the service said so)."""
 
-    def __init__(self, message: str, *, reply: RecommendedTags | None = None) -> None:
-        super().__init__(message)
-        self.reply = reply
-
 
 class TrackNotFound(GenresClientError):
     """The service has no track with this id."""
 
     def __init__(self, track_id: int | None, message: str, *, reply: RecommendedTags) -> None:
-        super().__init__(message)
+        super().__init__(message, reply=reply)
         self.track_id = track_id
-        self.reply = reply
 
 
 class ServiceError(GenresClientError):
     """The service could not answer (`internal`), or its reply cannot be read."""
-
-    def __init__(self, message: str, *, reply: RecommendedTags | None = None) -> None:
-        super().__init__(message)
-        self.reply = reply
 
 
 class ClientClosed(GenresClientError):

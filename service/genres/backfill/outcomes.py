@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,8 +21,6 @@ from genres.errors import InvalidMessage
 from genres.kafka.records import parse
 from genres.kafka.tail import TopicTail
 from genres_contracts import ClassificationFailed, GenresClassified, topics
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

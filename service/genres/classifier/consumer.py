@@ -29,6 +29,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from genres.classifier.window import OffsetWindow
 from genres.retry import retrying
+from genres.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +107,9 @@ class ConcurrentConsumer:
     async def stop(self) -> None:
         """Stop fetching, let in-flight records finish within the grace period, commit, leave."""
         self._stopping.set()
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop_task
+        await cancel_and_wait(self._loop_task)
         await self._drain()
-        if self._commit_task is not None:
-            self._commit_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._commit_task
+        await cancel_and_wait(self._commit_task)
         await self._commit()
         await self._consumer.stop()
 

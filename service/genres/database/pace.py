@@ -26,6 +26,7 @@ import asyncpg
 
 from genres.database.batching import Batcher
 from genres.database.engine import connect_pool
+from genres.tasks import BackgroundTasks
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,9 @@ class DatabaseSlotBook:
         self._owns_pool = owns_pool
         # Every booking is its own item: the batch books them all, one after another.
         self._bookings: Batcher[_Booking, float] = Batcher(self._book_many, key=id)
-        self._shifts: set[asyncio.Future[str]] = set()
+        self._shifts = BackgroundTasks(
+            "could not share a replicate pause through the database", log
+        )
 
     @classmethod
     async def connect(cls, database_url: str, account: str) -> DatabaseSlotBook:
@@ -102,16 +105,9 @@ class DatabaseSlotBook:
             self._pool.execute(_SHIFT, self._account, seconds, timeout=SHIFT_TIMEOUT_SECONDS)
         )
         self._shifts.add(task)
-        task.add_done_callback(self._shift_done)
-
-    def _shift_done(self, task: asyncio.Future[str]) -> None:
-        self._shifts.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning("could not share a replicate pause through the database: %s", exc)
 
     async def aclose(self) -> None:
-        if self._shifts:
-            await asyncio.wait(self._shifts, timeout=SHIFT_TIMEOUT_SECONDS)
+        await self._shifts.wait(timeout=SHIFT_TIMEOUT_SECONDS)
         await self._bookings.close()
         if self._owns_pool:
             await self._pool.close()

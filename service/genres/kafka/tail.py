@@ -9,7 +9,6 @@ published after it returns cannot be missed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -20,6 +19,7 @@ from genres.config import Settings
 from genres.kafka.broker import client_options, wait_for_topics
 from genres.observability.progress import PositionProgress
 from genres.observability.stalls import StallWatchdog
+from genres.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -105,10 +105,7 @@ class TopicTail:
         if self._own_watchdog:
             await self._watchdog.stop()
         reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        await cancel_and_wait(reader)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()

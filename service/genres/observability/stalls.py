@@ -37,6 +37,8 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from genres.tasks import cancel_and_wait
+
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
@@ -359,10 +361,7 @@ class StallWatchdog:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

@@ -31,6 +31,7 @@ from genres.classify.replicate.protocol import FINAL_STATUSES, final
 from genres.classify.replicate.retries import Backoff, Deadline, Retries
 from genres.classify.replicate.transport import Transport
 from genres.errors import ClassificationError, ClassificationTimeout, MalformedOutput, RateLimited
+from genres.tasks import BackgroundTasks
 from genres_contracts import ModelRef
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ class ReplicateClassifier:
         backoff: Backoff = DEFAULT_BACKOFF,
         on_retry: Callable[[str], None] | None = None,
     ) -> None:
-        self._background: set[asyncio.Future[None]] = set()
+        self._background = BackgroundTasks("could not record a replicate prediction's id", log)
         self._base_url = base_url.rstrip("/")
         self._http = Transport(session, token, self._base_url)
         self._redact = self._http.redact
@@ -90,17 +91,7 @@ class ReplicateClassifier:
 
     async def aclose(self) -> None:
         """The HTTP session belongs to the composition root, which closes it."""
-        if self._background:
-            await asyncio.wait(self._background, timeout=5.0)
-
-    def _in_background(self, task: asyncio.Future[None]) -> None:
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Future[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning("could not record a replicate prediction's id: %s", exc)
+        await self._background.wait(timeout=5.0)
 
     async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
         started = time.monotonic()
@@ -121,7 +112,7 @@ class ReplicateClassifier:
         if checkpoint is not None and resumed is None:
             recording = asyncio.ensure_future(checkpoint.record(prediction["id"]))
             if final(prediction):
-                self._in_background(recording)
+                self._background.add(recording)
                 recording = None
         try:
             prediction = await self._until_output(prediction, deadline)
