@@ -1,5 +1,8 @@
 """Loud partitions: a consumer that cannot make progress on a partition it owns says so.
 
+(Over 300 lines: the sampling, the verdict and the reporting share each partition's state; the
+progress sources of the four kinds of consumer are small classes that only make sense beside it.)
+
 Every few seconds the watchdog samples, for each partition a watched consumer owns, its
 *progress offset* (below it every record is done: the committed offset of a consumer that
 commits after the work, the commit window's committed prefix for the classifier, the position
