@@ -38,7 +38,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _is_set(name: str) -> bool:
-    # pydantic-settings reads variable names in any case.
+    # Settings reads variable names in any case (config.Settings._from_environment).
     return any(key.upper() == name and value for key, value in os.environ.items())
 
 

@@ -153,15 +153,13 @@ def _import_service() -> None:
 async def _pipeline(
     settings: Settings, engine: AsyncEngine, audio: Path, audio_url: str, steps: _Steps
 ) -> RecommendedTags | GenresClientError:
-    import hashlib
-
     from genres.bootstrap import ALL_ROLES, running
     from genres.kafka.client import genres_client
     from genres.kafka.producer import track_key
     from genres_contracts import TrackUploaded, topics
     from genres_contracts.kafka import GenresClientError
 
-    file_id = hashlib.sha256(await asyncio.to_thread(audio.read_bytes)).hexdigest()[:12]
+    file_id = await file_id_of(audio)
     with steps.step("starting classifier, projector and responder"):
         service = running(settings, ALL_ROLES)
         roles = await service.__aenter__()
@@ -208,6 +206,13 @@ async def _failures(settings: Settings) -> AsyncIterator[dict[str, Classificatio
         yield failed
     finally:
         await tail.stop()
+
+
+async def file_id_of(path: Path) -> str:
+    """The ``file_id`` the platform would give the file: a hash of its bytes."""
+    import hashlib
+
+    return hashlib.sha256(await asyncio.to_thread(path.read_bytes)).hexdigest()[:12]
 
 
 async def insert_track(engine: AsyncEngine, file_id: str, audio_url: str) -> int:

@@ -66,14 +66,12 @@ def _on_stop_signals(callback: Callable[[], None]) -> None:
 
 
 async def _add_sample(database_url: str, audio_url: str) -> None:
-    import hashlib
-
     from genres.database.engine import create_engine
     from genres.database.migrate import upgrade
-    from genres.demo import SAMPLE, insert_track
+    from genres.demo import SAMPLE, file_id_of, insert_track
 
     await upgrade(database_url)
-    file_id = hashlib.sha256(await asyncio.to_thread(SAMPLE.read_bytes)).hexdigest()[:12]
+    file_id = await file_id_of(SAMPLE)
     engine = create_engine(database_url, pool_size=1)
     try:
         await insert_track(engine, file_id, audio_url)

@@ -82,14 +82,12 @@ class RedactSecrets(logging.Filter):
 def configure(level: str = "INFO", fmt: str = "json", secrets: Iterable[str | None] = ()) -> None:
     """Log to stderr; every value in ``secrets`` is replaced by ``[redacted]`` wherever it
     appears (message, arguments, extra fields, tracebacks)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactSecrets(secrets))
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root = _install(
+        JsonFormatter()
+        if fmt == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"),
+        secrets,
+    )
     root.setLevel(level.upper())
     # Their INFO lines are per request or per rebalance step: noise at our INFO.
     for noisy in ("httpx", "aiokafka", "faststream"):
@@ -102,15 +100,21 @@ def configure_for_people(
     """Logging for one-shot commands, whose output is for people: warnings and errors only,
     as ``warning: message`` lines (every level at ``LOG_LEVEL`` with ``debug``). The libraries'
     INFO lines (Alembic's migration steps, the client's topics) say nothing a person needs."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(RedactSecrets(secrets))
-    handler.setFormatter(_PeopleFormatter(debug=debug))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root = _install(_PeopleFormatter(debug=debug), secrets)
     root.setLevel(level.upper() if debug else max(logging.WARNING, _level(level)))
     if not debug:
         # aiokafka logs each failed connection attempt; the command's one error line says it.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+
+def _install(formatter: logging.Formatter, secrets: Iterable[str | None]) -> logging.Logger:
+    """The root logger with one stderr handler: ``formatter``, secrets redacted."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactSecrets(secrets))
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    return root
 
 
 def _level(name: str) -> int:
