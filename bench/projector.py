@@ -27,7 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from bench.infra import bench_settings, postgres_server, scratch_database
 from genres.database.engine import create_engine
 from genres.embedded import EmbeddedBroker
-from genres.kafka.broker import create_broker, ensure_topics
+from genres.kafka.broker import ensure_topics
+from genres.kafka.entry import create_broker
 from genres.kafka.producer import Publisher, encode, track_key
 from genres.projector.entry import register_projector
 from genres.projector.rule import project

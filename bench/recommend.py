@@ -40,8 +40,9 @@ from bench.infra import bench_settings, servers
 from genres.config import Settings
 from genres.database.engine import create_engine
 from genres.database.schema import tags, track_tags, tracks
-from genres.kafka.broker import client_options, create_broker, ensure_topics
+from genres.kafka.broker import client_options, ensure_topics
 from genres.kafka.client import genres_client
+from genres.kafka.entry import create_broker
 from genres.kafka.producer import Publisher
 from genres.responder.entry import RESPONDER_FETCH_MAX_WAIT_MS, register_responder
 from genres.responder.tracks import create_read_engine

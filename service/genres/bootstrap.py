@@ -1,6 +1,8 @@
 """The composition root: builds settings, broker, producer, HTTP clients, engine and roles.
 
 Nothing here runs at import time; ``running`` builds everything and tears it down in reverse.
+Each role's parts are imported in the branch that builds it, so a command pays at start only
+for what it runs (``migrate`` and ``backfill --dry-run`` load no classifier and no HTTP client).
 """
 
 from __future__ import annotations
@@ -15,24 +17,17 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.backfill.entry import run_backfill
 from genres.backfill.rule import BackfillOptions, BackfillReport, Progress, no_progress
-from genres.classifier.bounded import BoundedClassifier
-from genres.classifier.consumer import ConcurrentConsumer
-from genres.classifier.entry import create_classifier_consumer
-from genres.classifier.ledger import PostgresLedger
-from genres.classifier.observed import ObservedClassifier
-from genres.classify.factory import open_classifier
 from genres.config import Backend, Settings
 from genres.database.engine import create_engine
 from genres.errors import ConfigurationError
-from genres.kafka.broker import create_broker, ensure_topics
+from genres.kafka.broker import ensure_topics
 from genres.kafka.producer import Publisher
-from genres.observability.health import HealthServer, broker_check, database_check
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware
 from genres.observability.progress import (
     CommittedProgress,
@@ -43,6 +38,10 @@ from genres.observability.progress import (
 )
 from genres.observability.stalls import StallWatchdog
 from genres.observability.tracing import configure_tracing, telemetry_middleware
+
+if TYPE_CHECKING:
+    from genres.classifier.consumer import ConcurrentConsumer
+    from genres.observability.health import HealthServer
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +68,6 @@ class Service:
     health: HealthServer | None = None
 
 
-def database_url(settings: Settings) -> str:
-    if not settings.database_url:
-        raise ConfigurationError("DATABASE_URL is not set")
-    return settings.database_url
-
-
 @contextlib.asynccontextmanager
 async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[Service]:
     """Start ``roles``; on exit stop fetching, finish or hand back in-flight work, close all."""
@@ -87,7 +80,7 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         metrics.watch_stalls(watchdog)
         await ensure_topics(settings)
         engine = create_engine(
-            database_url(settings),
+            settings.required_database_url,
             # The classifier's ledger has a pool of its own; this one serves the projector and
             # the responder.
             pool_size=10,
@@ -104,6 +97,8 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         publisher.on_dead_letter = metrics.observe_dead_letter
         service = Service(settings=settings, engine=engine, publisher=publisher, metrics=metrics)
         if settings.health_port:
+            from genres.observability.health import HealthServer, broker_check, database_check
+
             health = HealthServer(
                 host=settings.health_host,
                 port=settings.health_port,
@@ -119,6 +114,12 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             service.health = health
 
         if Role.CLASSIFIER in roles:
+            from genres.classifier.bounded import BoundedClassifier
+            from genres.classifier.entry import create_classifier_consumer
+            from genres.classifier.ledger import PostgresLedger
+            from genres.classifier.observed import ObservedClassifier
+            from genres.classify.factory import open_classifier
+
             backend = settings.backend.value
             classifier = BoundedClassifier(
                 ObservedClassifier(
@@ -131,7 +132,7 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
                 limit=settings.classifier_concurrency,
             )
             ledger = await PostgresLedger.connect(
-                database_url(settings), size=max(4, settings.records_in_flight // 8)
+                settings.required_database_url, size=max(4, settings.records_in_flight // 8)
             )
             stack.push_async_callback(ledger.close)
             consumer = create_classifier_consumer(
@@ -157,6 +158,8 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             )
 
         if roles & {Role.PROJECTOR, Role.RESPONDER}:
+            from genres.kafka.entry import create_broker
+
             broker = create_broker(
                 settings, middlewares=[*telemetry_middleware(), *prometheus_middleware(metrics)]
             )
@@ -260,11 +263,13 @@ async def backfill(
     the configured one made (the configured classifier is opened once to name its model).
     """
     if other_model:
+        from genres.classify.factory import open_classifier
+
         if settings.backend is Backend.NONE:
             raise ConfigurationError("--other-model needs CLASSIFIER_BACKEND set: which model?")
         async with open_classifier(settings) as classifier:
             options = dataclasses.replace(options, model=classifier.model)
-    engine = create_engine(database_url(settings), pool_size=2)
+    engine = create_engine(settings.required_database_url, pool_size=2)
     publisher = None if options.dry_run else Publisher.create(settings)
     try:
         if publisher is not None:

@@ -103,10 +103,9 @@ def run(role: str) -> None:
 
 def migrate() -> None:
     settings = settings_for(DATABASE)
-    from genres.bootstrap import database_url
     from genres.database.migrate import upgrade
 
-    revision = run_async(upgrade(database_url(settings)), settings)
+    revision = run_async(upgrade(settings.required_database_url), settings)
     print(f"database at revision {revision}")
 
 

@@ -214,6 +214,13 @@ class Settings(BaseModel):
         """``KAFKA_COMPRESSION`` as Kafka clients take it (``None`` for no codec)."""
         return None if self.kafka_compression == "none" else self.kafka_compression
 
+    @property
+    def required_database_url(self) -> str:
+        """``DATABASE_URL``; a ``ConfigurationError`` when it is not set."""
+        if not self.database_url:
+            raise ConfigurationError("DATABASE_URL is not set")
+        return self.database_url
+
     def topic(self, name: str) -> str:
         return f"{self.genres_topic_prefix}{name}"
 

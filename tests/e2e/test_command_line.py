@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.broker import KafkaTestBed
-from tests.support.process import run_genres
+from tests.support.process import run_genres, run_together
 
 HEAVY = ("pydantic", "rich", "aiokafka", "sqlalchemy", "genres.bootstrap", "typer")
 """What ``--help`` and a wrong argument must not import (the service, its frameworks)."""
@@ -98,30 +98,43 @@ def test_an_invalid_setting_is_one_line_naming_it_without_its_value() -> None:
     assert "aiokafka" not in loaded
 
 
-def test_a_database_that_does_not_answer_is_named_without_its_password() -> None:
-    port = closed_port()
-    env = {"DATABASE_URL": f"postgresql://genres:hunter2@127.0.0.1:{port}/genres"}
-    line = assert_one_line(
-        run_genres("migrate", env=env), 3, f"cannot reach PostgreSQL at 127.0.0.1:{port}"
-    )
-    assert "hunter2" not in line
-    assert "genres:" not in line
-    assert "Traceback" not in run_genres("backfill", "--dry-run", env=env).stderr
-
-    for traced in (
-        run_genres("--debug", "migrate", env=env),
-        run_genres("migrate", env=env | {"GENRES_DEBUG": "1"}),
-    ):
+def test_a_database_that_refuses_or_hangs_is_named_without_its_password() -> None:
+    closed = closed_port()
+    refused = {"DATABASE_URL": f"postgresql://genres:hunter2@127.0.0.1:{closed}/genres"}
+    # The kernel accepts the connection; nothing ever answers on it.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        hung = {"DATABASE_URL": f"postgresql://genres:hunter2@127.0.0.1:{port}/genres"}
+        # Side by side: the hang's bound (10 s) is the test's time.
+        hang, refusal, dry_run, debug_flag, debug_variable = run_together(
+            (["migrate"], hung),
+            (["migrate"], refused),
+            (["backfill", "--dry-run"], refused),
+            (["--debug", "migrate"], refused),
+            (["migrate"], refused | {"GENRES_DEBUG": "1"}),
+            timeout=45,
+        )
+    assert_one_line(hang, 3, f"PostgreSQL at 127.0.0.1:{port} did not answer in time")
+    assert_one_line(refusal, 3, f"cannot reach PostgreSQL at 127.0.0.1:{closed}")
+    for result in (hang, refusal):
+        assert "hunter2" not in result.stderr
+        assert "genres:" not in result.stderr
+    assert "Traceback" not in dry_run.stderr
+    for traced in (debug_flag, debug_variable):
         assert traced.returncode != 0
         assert "Traceback" in traced.stderr
 
 
 def test_run_names_the_part_that_does_not_answer(kafka: KafkaTestBed, database_url: str) -> None:
     port = closed_port()
-    no_broker = run_genres(
-        "run",
-        "all",
-        env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "DATABASE_URL": database_url},
+    no_broker, no_database = run_together(
+        (
+            ["run", "all"],
+            {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}", "DATABASE_URL": database_url},
+        ),
+        (["run", "all"], kafka.env() | {"DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{port}/x"}),
     )
     assert no_broker.returncode == 3, no_broker.stderr
     assert no_broker.stderr.splitlines()[-1] == (
@@ -129,11 +142,6 @@ def test_run_names_the_part_that_does_not_answer(kafka: KafkaTestBed, database_u
     )
     assert "Traceback" not in no_broker.stderr
 
-    no_database = run_genres(
-        "run",
-        "all",
-        env=kafka.env() | {"DATABASE_URL": f"postgresql://u:pw@127.0.0.1:{port}/x"},
-    )
     assert no_database.returncode == 3, no_database.stderr
     assert no_database.stderr.splitlines()[-1] == (
         f"error: cannot reach PostgreSQL at 127.0.0.1:{port} (connection refused)"
@@ -147,34 +155,21 @@ def test_bad_audio_input_is_one_line_each(tmp_path: Path) -> None:
     notes = tmp_path / "notes.mp3"
     notes.write_text("these are my notes, not music\n")
     env = {"CLASSIFIER_BACKEND": "local"}
+    loopback = f"http://127.0.0.1:{closed_port()}/a.mp3"
 
-    assert_one_line(run_genres("classify", str(empty), env=env), 1, "the file is empty")
-    line = assert_one_line(
-        run_genres("classify", str(notes), env=env), 1, "not a readable audio file"
+    empty_run, notes_run, folder, private = run_together(
+        (["classify", str(empty)], env),
+        (["classify", str(notes)], env),
+        (["classify", str(tmp_path)], env),
+        (["classify", loopback], env),
     )
+    assert_one_line(empty_run, 1, "the file is empty")
+    line = assert_one_line(notes_run, 1, "not a readable audio file")
     assert "Errno" not in line
     # A folder is classified file by file: each bad file on its own line, the batch goes on.
-    folder = run_genres("classify", str(tmp_path), env=env)
     assert folder.returncode == 1
     lines = folder.stderr.splitlines()
     assert any(str(empty) in line and "the file is empty" in line for line in lines), lines
     assert any(str(notes) in line and "not a readable audio file" in line for line in lines)
     assert "Traceback" not in folder.stderr
-    port = closed_port()
-    assert_one_line(
-        run_genres("classify", f"http://127.0.0.1:{port}/a.mp3", env=env),
-        1,
-        "non-public address",
-        "AUDIO_ALLOW_PRIVATE_ADDRESSES",
-    )
-
-
-def test_a_database_that_hangs_is_given_up_on_within_a_bound() -> None:
-    # The kernel accepts the connection; nothing ever answers on it.
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen(8)
-        port = silent.getsockname()[1]
-        env = {"DATABASE_URL": f"postgresql://genres:hunter2@127.0.0.1:{port}/genres"}
-        result = run_genres("migrate", env=env, timeout=45)
-    assert_one_line(result, 3, f"PostgreSQL at 127.0.0.1:{port} did not answer in time")
+    assert_one_line(private, 1, "non-public address", "AUDIO_ALLOW_PRIVATE_ADDRESSES")

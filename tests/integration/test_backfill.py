@@ -174,7 +174,7 @@ async def test_waiting_counts_the_outcomes_a_classifier_publishes(
         answered.set()
 
     task = asyncio.create_task(classifier())
-    report = await backfill(settings, engine, publisher, wait=True, timeout=8)
+    report = await backfill(settings, engine, publisher, wait=True, timeout=4)
     await task
 
     assert answered.is_set()

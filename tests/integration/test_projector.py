@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Settings
-from genres.kafka.broker import create_broker
+from genres.kafka.entry import create_broker
 from genres.kafka.producer import Publisher, track_key
 from genres.projector.entry import register_projector
 from genres.projector.rule import project

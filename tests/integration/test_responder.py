@@ -18,8 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Settings
 from genres.database.schema import classification_requests, tags, track_tags, tracks
-from genres.kafka.broker import create_broker, ensure_topics
+from genres.kafka.broker import ensure_topics
 from genres.kafka.client import genres_client
+from genres.kafka.entry import create_broker
 from genres.kafka.producer import Publisher
 from genres.kafka.records import parse
 from genres.responder.entry import ResponderRuntime, register_responder

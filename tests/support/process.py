@@ -7,7 +7,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 GENRES = str(Path(sys.executable).with_name("genres"))
@@ -35,6 +36,15 @@ def run_genres(
         timeout=timeout,
         check=False,
     )
+
+
+def run_together(
+    *runs: tuple[Sequence[str], Mapping[str, str]], timeout: float = 60
+) -> list[subprocess.CompletedProcess[str]]:
+    """Independent ``genres`` runs (arguments, environment) side by side, in their order:
+    a test that waits on several slow answers waits for the slowest only."""
+    with ThreadPoolExecutor(len(runs)) as pool:
+        return list(pool.map(lambda run: run_genres(*run[0], env=run[1], timeout=timeout), runs))
 
 
 async def start_genres(*args: str, env: Mapping[str, str], log: Path) -> asyncio.subprocess.Process:

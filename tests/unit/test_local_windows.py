@@ -1,14 +1,16 @@
 """A bounded cost per track: windows spread across the track, reached by seeking.
 
-The fixtures are made at run time: a tone whose amplitude rises linearly over the track, so a
-window's level says where in the track it was taken from.
+The fixtures are made at run time, once per module (encoding a minute of mp3 takes about a
+second): a tone whose amplitude rises linearly over the track, so a window's level says where
+in the track it was taken from.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import cache
 from pathlib import Path
 
 import av
@@ -59,13 +61,20 @@ def write_ramp(path: Path, name: str, seconds: float = SECONDS) -> Path:
 
 
 @pytest.fixture(scope="module")
+def ramp(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``ramp(name)``: the minute-long ramp as that format's file, encoded once per module."""
+    folder = tmp_path_factory.mktemp("ramps")
+    return cache(lambda name: write_ramp(folder / f"ramp.{name}", name))
+
+
+@pytest.fixture(scope="module")
 def model() -> MusicnnModel:
     return MusicnnModel()
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
-def test_windows_are_spread_evenly_across_the_track(tmp_path: Path, name: str) -> None:
-    track = write_ramp(tmp_path / f"ramp.{name}", name)
+def test_windows_are_spread_evenly_across_the_track(ramp: Callable[[str], Path], name: str) -> None:
+    track = ramp(name)
     windows = audio.sample_windows(track, count=5, window_samples=WINDOW_SAMPLES)
     assert windows is not None
     assert [len(w) for w in windows] == [WINDOW_SAMPLES] * 5
@@ -87,7 +96,9 @@ def level(samples: np.ndarray) -> float:
     return float(np.sqrt(2 * np.mean(samples.astype(np.float64) ** 2)))
 
 
-def test_short_tracks_and_unseekable_files_are_not_sampled(tmp_path: Path) -> None:
+def test_short_tracks_and_unseekable_files_are_not_sampled(
+    tmp_path: Path, ramp: Callable[[str], Path]
+) -> None:
     """``None`` tells the caller to decode from the start instead."""
     short = write_ramp(tmp_path / "short.wav", "wav", seconds=20.0)  # < 2 x 4 windows x 3 s
     assert audio.sample_windows(short, count=4, window_samples=WINDOW_SAMPLES) is None
@@ -102,21 +113,23 @@ def test_short_tracks_and_unseekable_files_are_not_sampled(tmp_path: Path) -> No
         def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
             return self._data.readinto(buffer)
 
-    long = write_ramp(tmp_path / "long.wav", "wav").read_bytes()
+    long = ramp("wav").read_bytes()
     assert audio.sample_windows(Pipe(long), count=4, window_samples=WINDOW_SAMPLES) is None
 
 
-def test_a_file_object_is_left_where_it_was(tmp_path: Path) -> None:
-    data = write_ramp(tmp_path / "ramp.ogg", "ogg").read_bytes()
+def test_a_file_object_is_left_where_it_was(ramp: Callable[[str], Path]) -> None:
+    data = ramp("ogg").read_bytes()
     fileobj = io.BytesIO(data)
     assert audio.sample_windows(fileobj, count=3, window_samples=WINDOW_SAMPLES) is not None
     assert fileobj.tell() == 0
     assert len(audio.decode(fileobj)) > 50 * audio.SAMPLE_RATE
 
 
-def test_a_stated_length_past_the_real_end_keeps_the_windows_that_exist(tmp_path: Path) -> None:
+def test_a_stated_length_past_the_real_end_keeps_the_windows_that_exist(
+    tmp_path: Path, ramp: Callable[[str], Path]
+) -> None:
     """A truncated mp3 whose header still states the whole length (a cut-short download)."""
-    data = write_ramp(tmp_path / "ramp.mp3", "mp3").read_bytes()
+    data = ramp("mp3").read_bytes()
     truncated = tmp_path / "truncated.mp3"
     truncated.write_bytes(data[: len(data) // 2])
     with av.open(str(truncated)) as container:
@@ -127,19 +140,18 @@ def test_a_stated_length_past_the_real_end_keeps_the_windows_that_exist(tmp_path
 
 
 def test_analyse_runs_the_model_on_the_sampled_windows_only(
-    tmp_path: Path, model: MusicnnModel
+    ramp: Callable[[str], Path], model: MusicnnModel
 ) -> None:
-    track = write_ramp(tmp_path / "ramp.mp3", "mp3", seconds=240.0)
-    sampled = analyse(track, model, windows=4)
+    sampled = analyse(ramp("mp3"), model, windows=4)  # of the minute's 20
     assert sampled.patches == 4
     assert sampled.audio_seconds == pytest.approx(4 * WINDOW_SAMPLES / audio.SAMPLE_RATE)
     assert sampled.scores.shape == (len(model.tags),)
 
 
 def test_unseekable_input_is_decoded_and_windows_are_picked_from_it(
-    tmp_path: Path, model: MusicnnModel
+    ramp: Callable[[str], Path], model: MusicnnModel
 ) -> None:
-    data = write_ramp(tmp_path / "ramp.wav", "wav").read_bytes()
+    data = ramp("wav").read_bytes()
 
     class Unseekable(io.BytesIO):
         def seekable(self) -> bool:
@@ -152,13 +164,15 @@ def test_unseekable_input_is_decoded_and_windows_are_picked_from_it(
     assert picked.audio_seconds == every.audio_seconds == pytest.approx(SECONDS, abs=0.01)
 
 
-def test_windows_must_be_positive(tmp_path: Path, model: MusicnnModel) -> None:
+def test_windows_must_be_positive(model: MusicnnModel) -> None:
     with pytest.raises(ValueError, match="windows"):
         analyse(b"", model, windows=0)
 
 
-def test_a_cancelled_sampled_analysis_stops(tmp_path: Path, model: MusicnnModel) -> None:
-    track = write_ramp(tmp_path / "ramp.flac", "flac")
+def test_a_cancelled_sampled_analysis_stops(
+    ramp: Callable[[str], Path], model: MusicnnModel
+) -> None:
+    track = ramp("flac")
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(Exception, match="abandoned"):

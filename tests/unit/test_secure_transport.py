@@ -9,7 +9,8 @@ from faststream.security import BaseSecurity, SASLPlaintext, SASLScram512
 
 from genres.config import load_settings
 from genres.errors import ConfigurationError
-from genres.kafka.broker import faststream_security, security_options
+from genres.kafka.broker import security_options
+from genres.kafka.entry import faststream_security
 
 
 def test_plaintext_is_the_default_and_sends_no_credentials() -> None:

@@ -1,4 +1,9 @@
-"""The Kafka connection: FastStream's broker, client options and topic creation."""
+"""The Kafka connection: client options and topic creation.
+
+FastStream's broker is built in :mod:`genres.kafka.entry`, with the subscribers it carries:
+what reads topics without it (the commit window, tails, backfill, the producer) never imports
+FastStream (``python -m bench startup``).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,6 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
-from faststream.kafka import KafkaBroker
-from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 from genres.config import Settings
 from genres.errors import ConfigurationError
@@ -75,44 +78,6 @@ def consumer_options(settings: Settings, *, fetch_max_wait_ms: int | None = None
         "session_timeout_ms": settings.kafka_session_timeout_ms,
         "heartbeat_interval_ms": settings.kafka_heartbeat_interval_ms,
     }
-
-
-def faststream_security(settings: Settings) -> BaseSecurity | None:
-    """The same security settings in FastStream's form."""
-    options = security_options(settings)
-    protocol = options["security_protocol"]
-    context = options.get("ssl_context")
-    if not protocol.startswith("SASL"):
-        return BaseSecurity(ssl_context=context) if context is not None else None
-    kinds = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
-    kind = kinds.get(options["sasl_mechanism"].upper())
-    if kind is None:
-        raise ConfigurationError(
-            f"KAFKA_SASL_MECHANISM: {options['sasl_mechanism']} is not one of {', '.join(kinds)}"
-        )
-    return kind(
-        username=options["sasl_plain_username"] or "",
-        password=options["sasl_plain_password"] or "",
-        ssl_context=context,
-        use_ssl=protocol == "SASL_SSL",
-    )
-
-
-def create_broker(settings: Settings, **extra: Any) -> KafkaBroker:
-    """FastStream's broker; its producer waits for all in-sync replicas."""
-    return KafkaBroker(
-        bootstrap_servers=bootstrap_servers(settings),
-        client_id=settings.kafka_client_id,
-        acks="all",
-        enable_idempotence=settings.kafka_enable_idempotence,
-        linger_ms=1,
-        compression_type=settings.compression_type,
-        security=faststream_security(settings),
-        # Through our handlers and format; its per-message lines are DEBUG noise at INFO.
-        logger=logging.getLogger("genres.faststream"),
-        log_level=logging.DEBUG,
-        **extra,
-    )
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:

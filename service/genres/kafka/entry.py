@@ -13,24 +13,34 @@ records), and builds the role's consumer in one of two shapes:
   or runs one record per partition at a time, and the classifier needs many records of a
   partition in flight with only their finished prefix committed.
 
+:func:`create_broker` builds the process's FastStream broker those subscribers ride on.
+
 Backfill consumes no subscription: it publishes requests and reads outcomes without a group.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import BaseModel
 
 from genres.config import Settings
-from genres.kafka.broker import client_options, consumer_options
+from genres.errors import ConfigurationError
+from genres.kafka.broker import (
+    bootstrap_servers,
+    client_options,
+    consumer_options,
+    security_options,
+)
 from genres.kafka.parsing import tolerant_parser
 from genres.subscriptions import Subscription
 
-__all__ = ["BusEntry"]
+__all__ = ["BusEntry", "create_broker"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +94,41 @@ class BusEntry:
             auto_offset_reset="earliest",
             **options,
         )
+
+
+def faststream_security(settings: Settings) -> BaseSecurity | None:
+    """The same security settings in FastStream's form."""
+    options = security_options(settings)
+    protocol = options["security_protocol"]
+    context = options.get("ssl_context")
+    if not protocol.startswith("SASL"):
+        return BaseSecurity(ssl_context=context) if context is not None else None
+    kinds = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+    kind = kinds.get(options["sasl_mechanism"].upper())
+    if kind is None:
+        raise ConfigurationError(
+            f"KAFKA_SASL_MECHANISM: {options['sasl_mechanism']} is not one of {', '.join(kinds)}"
+        )
+    return kind(
+        username=options["sasl_plain_username"] or "",
+        password=options["sasl_plain_password"] or "",
+        ssl_context=context,
+        use_ssl=protocol == "SASL_SSL",
+    )
+
+
+def create_broker(settings: Settings, **extra: Any) -> KafkaBroker:
+    """FastStream's broker; its producer waits for all in-sync replicas."""
+    return KafkaBroker(
+        bootstrap_servers=bootstrap_servers(settings),
+        client_id=settings.kafka_client_id,
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        linger_ms=1,
+        compression_type=settings.compression_type,
+        security=faststream_security(settings),
+        # Through our handlers and format; its per-message lines are DEBUG noise at INFO.
+        logger=logging.getLogger("genres.faststream"),
+        log_level=logging.DEBUG,
+        **extra,
+    )
