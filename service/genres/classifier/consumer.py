@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from genres.classifier.window import OffsetWindow
-from genres.retry import retrying
+from genres.retry import is_transient, retrying
 from genres.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -117,15 +117,20 @@ class ConcurrentConsumer:
 
     async def _fetch_loop(self) -> None:
         while not self._stopping.is_set():
-            try:
-                await self._fetch_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                # Never die silently: a dead fetch loop would leave partitions unread forever.
-                log.exception("fetching failed; retrying")
-                self._note(exc)
-                await asyncio.sleep(1.0)
+            # Any failure is retried: a dead fetch loop would leave partitions unread forever.
+            await retrying(
+                self._fetch_once,
+                what="fetching records",
+                on=Exception,
+                wait_initial=0.5,
+                wait_max=2.0,
+                on_error=self._fetch_failed,
+            )
+
+    def _fetch_failed(self, error: BaseException) -> None:
+        if not is_transient(error):
+            log.error("fetching failed on a bug, not the broker", exc_info=error)
+        self._note(error)
 
     async def _fetch_once(self) -> None:
         free = self._concurrency - self._window.in_flight
@@ -138,13 +143,7 @@ class ConcurrentConsumer:
             await self._consumer.getmany(timeout_ms=0)
             return
         self._resume()
-        try:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=free)
-        except KafkaError as exc:
-            log.warning("fetch failed, retrying: %s", exc)
-            self._note(exc)
-            await asyncio.sleep(1.0)
-            return
+        batches = await self._consumer.getmany(timeout_ms=200, max_records=free)
         for partition, records in batches.items():
             for record in records:
                 self._admit(partition, record)

@@ -19,6 +19,7 @@ from genres.config import Settings
 from genres.kafka.broker import client_options, wait_for_topics
 from genres.observability.progress import PositionProgress
 from genres.observability.stalls import StallWatchdog
+from genres.retry import retrying
 from genres.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -112,15 +113,14 @@ class TopicTail:
 
     async def _read(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            try:
-                batches = await consumer.getmany(timeout_ms=1000)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("%s: reading failed; retrying", self._name, extra={"error": repr(exc)})
-                self._watchdog.note_error(self._name, exc)
-                await asyncio.sleep(0.5)
-                continue
+            batches = await retrying(
+                lambda: consumer.getmany(timeout_ms=1000),
+                what=f"{self._name}: reading",
+                on=Exception,
+                wait_initial=0.5,
+                wait_max=2.0,
+                on_error=lambda exc: self._watchdog.note_error(self._name, exc),
+            )
             try:
                 for records in batches.values():
                     for record in records:
