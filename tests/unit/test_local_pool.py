@@ -27,9 +27,10 @@ async def test_workers_predict_what_this_process_predicts(tmp_path: Path) -> Non
     junk = tmp_path / "junk.mp3"
     junk.write_bytes(b"not audio at all " * 100)
     paths = [str(SAMPLES / "loop_garzul.flac"), str(SAMPLES / "ambi_drone.flac")]
+    named = MusicnnModel()
     async with httpx.AsyncClient() as client:
         here = LocalClassifier(http_client=client, model=MusicnnModel(), top_n=5)
-        pooled = LocalClassifier(http_client=client, top_n=5, workers=2)
+        pooled = LocalClassifier(http_client=client, model=named, top_n=5, workers=2)
         try:
             expected = [await here.classify(p) for p in paths]
             got = await asyncio.gather(*(pooled.classify(p) for p in paths * 2))
@@ -44,8 +45,26 @@ async def test_workers_predict_what_this_process_predicts(tmp_path: Path) -> Non
     assert [g.predictions for g in got] == [e.predictions for e in expected] * 2
     assert again.predictions == expected[0].predictions
     assert got[0].model == expected[0].model
+    # The workers ran the model; this process only named it, and never loaded it.
+    assert not named.loaded
     with pytest.raises(RuntimeError):
         await pooled.classify(paths[0])
+
+
+async def test_a_model_whose_tags_do_not_match_its_outputs_fails_when_loaded(
+    tmp_path: Path,
+) -> None:
+    tags = tmp_path / "tags.json"
+    tags.write_text('["rock"]')
+    model = MusicnnModel(tags_path=tags)  # naming it loads nothing
+    assert model.tags == ("rock",)
+    assert not model.loaded
+    with pytest.raises(ValueError, match="names 1 tags; the model has 33"):
+        model.load()
+    # In-process analyses load it at once: a broken model fails at start, not on a track.
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(ValueError, match="names 1 tags"):
+            LocalClassifier(http_client=client, model=MusicnnModel(tags_path=tags))
 
 
 def test_the_pool_defaults_to_the_cores_and_the_setting_caps_it() -> None:

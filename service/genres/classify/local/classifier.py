@@ -68,7 +68,8 @@ class LocalClassifier:
     ) -> None:
         """``http_client`` is long-lived and owned by the caller (``aclose`` leaves it open).
 
-        ``model`` defaults to the packaged ``musicnn_genres.onnx`` (loaded here, once).
+        ``model`` defaults to the packaged ``musicnn_genres.onnx`` (loaded here, once, when no
+        ``workers`` run it).
         ``windows`` is how many ~3 s windows, spread across the track, are classified (``None``:
         all of them); ``max_seconds`` caps the audio decoded from a track's start, when it is not
         sampled by seeking (see ``model.analyse``). ``workers``: processes running the packaged
@@ -84,6 +85,10 @@ class LocalClassifier:
             raise ValueError("workers must be at least 0")
         self._http = http_client
         self._model = model if model is not None else MusicnnModel()
+        if not workers:
+            # Analyses run here: load now, so a broken model fails at start, not on a track.
+            # With workers, this process only names the model; each worker loads its own.
+            self._model.load()
         self._top_n = top_n
         self._policy = fetch_policy if fetch_policy is not None else FetchPolicy()
         self._max_seconds = max_seconds

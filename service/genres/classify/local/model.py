@@ -54,8 +54,23 @@ DEFAULT_THREADS = 2
 Float32Array = npt.NDArray[np.float32]
 
 
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """An onnxruntime session and the names and widths of its graph's ends."""
+
+    run: Any
+    input: str
+    output: str
+    widths: dict[str, int]
+
+
 class MusicnnModel:
-    """An onnxruntime session over ``musicnn_genres.onnx``; create once, share; thread-safe."""
+    """An onnxruntime session over ``musicnn_genres.onnx``; create once, share; thread-safe.
+
+    The session is created by :meth:`load` or by the first prediction: a process that only
+    names the model (its tags and version), as a parent of worker processes does, never pays
+    for it in time or memory.
+    """
 
     def __init__(
         self,
@@ -68,13 +83,38 @@ class MusicnnModel:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.model_path = model_path
+        self.tags_path = tags_path
         self.batch_size = batch_size
         tags = json.loads(tags_path.read_text())
         if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
             raise ValueError(f"{tags_path} is not a list of tag names")
         self.tags: tuple[str, ...] = tuple(tags)
+        self._intra_op_threads = intra_op_threads
+        self._session: _Session | None = None
+        self._loading = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the session exists (it takes ~40 MB and a fraction of a second)."""
+        return self._session is not None
+
+    def load(self) -> MusicnnModel:
+        """Create the onnxruntime session now, if not done yet (each thread may call it)."""
+        self._loaded()
+        return self
+
+    def _loaded(self) -> _Session:
+        session = self._session
+        if session is None:
+            with self._loading:
+                if self._session is None:
+                    self._session = self._open()
+                session = self._session
+        return session
+
+    def _open(self) -> _Session:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads
+        options.intra_op_num_threads = self._intra_op_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         # Measured (bench/local_model.py): the extended level is as fast as "all" here and
@@ -88,15 +128,21 @@ class MusicnnModel:
         # Flush subnormal floats to zero (~15% faster here; outputs unchanged to 1e-7).
         options.add_session_config_entry("session.set_denormal_as_zero", "1")
         options.log_severity_level = 3
-        self._session: Any = ort.InferenceSession(
-            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        session: Any = ort.InferenceSession(
+            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        self._input = self._session.get_inputs()[0].name
-        outputs = self._session.get_outputs()
-        self._output = outputs[0].name
-        self._widths: dict[str, int] = {o.name: int(o.shape[-1]) for o in outputs}
+        outputs = session.get_outputs()
         if len(self.tags) != outputs[0].shape[-1]:
-            raise ValueError(f"{tags_path} names {len(self.tags)} tags; the model has more/less")
+            raise ValueError(
+                f"{self.tags_path} names {len(self.tags)} tags; the model has "
+                f"{outputs[0].shape[-1]}"
+            )
+        return _Session(
+            run=session.run,
+            input=session.get_inputs()[0].name,
+            output=outputs[0].name,
+            widths={o.name: int(o.shape[-1]) for o in outputs},
+        )
 
     @cached_property
     def sha256(self) -> str:
@@ -109,19 +155,20 @@ class MusicnnModel:
 
     def predict(self, patches: Float32Array) -> Float32Array:
         """Sigmoid scores (N, tags) of log-mel patches (N, 187, 96), ``batch_size`` at a time."""
-        return self.outputs(patches, self._output)
+        return self.outputs(patches, self._loaded().output)
 
     def outputs(self, patches: Float32Array, name: str) -> Float32Array:
         """The graph's output ``name`` for log-mel patches (N, 187, 96)."""
         patches = np.asarray(patches, dtype=np.float32)
         if patches.ndim != 3 or patches.shape[1:] != (PATCH_FRAMES, N_MELS):
             raise ValueError(f"patches must be (N, {PATCH_FRAMES}, {N_MELS}), not {patches.shape}")
+        session = self._loaded()
         out: list[Float32Array] = []
         for start in range(0, len(patches), self.batch_size):
             batch = np.ascontiguousarray(patches[start : start + self.batch_size])
-            out.append(self._session.run([name], {self._input: batch})[0])
+            out.append(session.run([name], {session.input: batch})[0])
         if not out:
-            return np.zeros((0, self._widths[name]), np.float32)
+            return np.zeros((0, session.widths[name]), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
 
 

@@ -49,7 +49,7 @@ def _load_model() -> None:
     from genres.classify.local.model import MusicnnModel
 
     # One thread per process: the pool's processes are the parallelism.
-    _MODEL = MusicnnModel(intra_op_threads=1)
+    _MODEL = MusicnnModel(intra_op_threads=1).load()
 
 
 def analyse_in_worker(
