@@ -12,7 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.backfill.entry import run_backfill
-from genres.backfill.outcomes import OutcomeWatcher
+from genres.backfill.outcomes import OutcomeListener
 from genres.backfill.rule import BackfillOptions, BackfillReport
 from genres.config import Settings
 from genres.kafka.producer import Publisher, track_key
@@ -181,19 +181,19 @@ async def test_waiting_counts_the_outcomes_a_classifier_publishes(
     assert (report.published, report.classified, report.failed, report.timed_out) == (4, 2, 1, 1)
 
 
-async def test_the_watcher_ignores_outcomes_from_before_it_started(
+async def test_the_listener_ignores_outcomes_from_before_it_started(
     settings: Settings, publisher: Publisher
 ) -> None:
     request = ClassificationRequested.model_validate(
         {"event_id": "e1", "track_id": 1, "file_id": "a", "audio_url": "https://x.example/a"}
     )
     await publisher.publish(topics.GENRES_CLASSIFIED, success(request), key=None)
-    async with OutcomeWatcher(settings) as watcher:
-        watcher.expect(["e1"])
-        counts = await watcher.wait(0.5)
+    async with OutcomeListener(settings) as listener:
+        listener.expect(["e1"])
+        counts = await listener.wait(0.5)
         assert (counts.classified, counts.timed_out) == (0, 1)
         await publisher.publish(topics.GENRES_CLASSIFIED, success(request), key=None)
-        counts = await watcher.wait(10)
+        counts = await listener.wait(10)
         assert (counts.classified, counts.timed_out) == (1, 0)
 
 

@@ -17,8 +17,8 @@ from genres.classifier.rule import (
     Claimed,
     Handled,
     LedgerEntry,
+    OutcomeKind,
     Recorded,
-    Result,
     decide_claim,
     handle_classification,
 )
@@ -112,7 +112,7 @@ async def test_a_new_upload_is_claimed_classified_recorded_then_published(world:
         "ledger.succeeded",
         "outcomes.classified",
     ]
-    assert handled.result is Result.CLASSIFIED
+    assert handled.kind is OutcomeKind.CLASSIFIED
     assert world.outcomes.published == [handled.event]
     event = handled.event
     assert isinstance(event, GenresClassified)
@@ -157,7 +157,7 @@ async def test_another_file_of_the_same_track_is_classified_again(world: World) 
     await world.handle(upload(file_id="f1"))
     handled = await world.handle(upload(file_id="f2", event_id="up-2"))
 
-    assert handled.result is Result.CLASSIFIED
+    assert handled.kind is OutcomeKind.CLASSIFIED
     assert len(world.classifier.calls) == 2
 
 
@@ -167,7 +167,7 @@ async def test_another_model_classifies_the_same_file_again(world: World) -> Non
 
     handled = await world.handle(upload(event_id="up-2"))
 
-    assert handled.result is Result.CLASSIFIED
+    assert handled.kind is OutcomeKind.CLASSIFIED
     assert len(world.classifier.calls) == 2
 
 
@@ -182,7 +182,7 @@ async def test_a_duplicate_republishes_the_recorded_outcome_without_paying(world
     again = await world.handle(upload(event_id="up-2", auto_tag=True))
 
     assert world.steps() == ["ledger.claim", "outcomes.classified"]
-    assert again.result is Result.REPUBLISHED
+    assert again.kind is OutcomeKind.REPUBLISHED
     assert len(world.classifier.calls) == 1
     replayed, original = again.event, first.event
     assert isinstance(replayed, GenresClassified)
@@ -200,7 +200,7 @@ async def test_a_redelivered_record_republishes_the_same_event(world: World) -> 
     first = await world.handle(upload())
     again = await world.handle(upload())
 
-    assert again.result is Result.REPUBLISHED
+    assert again.kind is OutcomeKind.REPUBLISHED
     assert again.event == first.event
     assert len(world.classifier.calls) == 1
 
@@ -215,7 +215,7 @@ async def test_a_duplicate_of_a_permanent_failure_republishes_the_failure(world:
     again = await world.handle(upload(event_id="up-2"))
 
     assert world.steps() == ["ledger.claim", "outcomes.failed"]
-    assert again.result is Result.REPUBLISHED
+    assert again.kind is OutcomeKind.REPUBLISHED
     replayed, original = again.event, first.event
     assert isinstance(replayed, ClassificationFailed)
     assert isinstance(original, ClassificationFailed)
@@ -233,8 +233,8 @@ async def test_a_duplicate_after_a_retryable_failure_is_classified_again(world: 
 
     again = await world.handle(upload(event_id="up-2"))
 
-    assert first.result is Result.FAILED
-    assert again.result is Result.CLASSIFIED
+    assert first.kind is OutcomeKind.FAILED
+    assert again.kind is OutcomeKind.CLASSIFIED
     assert len(world.classifier.calls) == 2
     # the failed attempt counts too
     assert world.ledger.row(1, "f1", world.classifier.model).attempts == 2
@@ -248,7 +248,7 @@ async def test_force_pays_again_and_publishes_a_new_event(world: World) -> None:
 
     forced = await world.handle(request(force=True))
 
-    assert forced.result is Result.CLASSIFIED
+    assert forced.kind is OutcomeKind.CLASSIFIED
     assert len(world.classifier.calls) == 2
     assert forced.event.event_id != first.event.event_id
     assert world.ledger.row(1, "f1", world.classifier.model).event_id == forced.event.event_id
@@ -259,7 +259,7 @@ async def test_a_request_without_force_is_a_duplicate_like_any_other(world: Worl
 
     again = await world.handle(request(force=False))
 
-    assert again.result is Result.REPUBLISHED
+    assert again.kind is OutcomeKind.REPUBLISHED
     assert len(world.classifier.calls) == 1
 
 
@@ -306,7 +306,7 @@ async def test_a_classification_error_is_recorded_then_published(
         "ledger.failed",
         "outcomes.failed",
     ]
-    assert handled.result is Result.FAILED
+    assert handled.kind is OutcomeKind.FAILED
     failed = handled.event
     assert isinstance(failed, ClassificationFailed)
     assert world.outcomes.published == [failed]
@@ -385,7 +385,7 @@ async def test_a_publish_error_after_the_record_is_republished_on_redelivery(
 
     again = await world.handle(upload())  # the uncommitted record, redelivered
 
-    assert again.result is Result.REPUBLISHED
+    assert again.kind is OutcomeKind.REPUBLISHED
     assert again.event.event_id == recorded.event_id
     assert len(world.classifier.calls) == 1
     assert world.outcomes.published == [again.event]
@@ -402,7 +402,7 @@ async def test_a_redelivery_after_a_lost_record_pays_again_without_a_job_id(
 
     handled = await world.handle(upload())
 
-    assert handled.result is Result.CLASSIFIED
+    assert handled.kind is OutcomeKind.CLASSIFIED
     assert world.classifier.calls == [(URL, None), (URL, None)]
 
 
@@ -420,7 +420,7 @@ async def test_a_redelivered_record_resumes_the_recorded_job(world: World) -> No
 
     handled = await world.handle(upload())
 
-    assert handled.result is Result.CLASSIFIED
+    assert handled.kind is OutcomeKind.CLASSIFIED
     assert world.classifier.calls == [(URL, None), (URL, "job-1")]
     # a resumed job is not recorded again
     assert world.steps() == [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.backfill.outcomes import OutcomeWatcher
+from genres.backfill.outcomes import OutcomeListener
 from genres.backfill.rule import (
     BackfillOptions,
     BackfillReport,
@@ -51,9 +51,9 @@ async def run_backfill(
     await ensure_topics(settings)
     if not wait:
         return await run(_publisher(publisher, None))
-    async with OutcomeWatcher(settings) as watcher:
-        report = await run(_publisher(publisher, watcher))
-        counts = await watcher.wait(timeout)
+    async with OutcomeListener(settings) as listener:
+        report = await run(_publisher(publisher, listener))
+        counts = await listener.wait(timeout)
     report.classified = counts.classified
     report.failed = counts.failed
     report.timed_out = counts.timed_out
@@ -65,18 +65,18 @@ async def _never(request: ClassificationRequested) -> None:
     raise AssertionError("a dry run publishes nothing")
 
 
-def _publisher(publisher: Publisher, watcher: OutcomeWatcher | None) -> _Publish:
-    return _Publish(publisher, watcher)
+def _publisher(publisher: Publisher, listener: OutcomeListener | None) -> _Publish:
+    return _Publish(publisher, listener)
 
 
 class _Publish:
-    def __init__(self, publisher: Publisher, watcher: OutcomeWatcher | None) -> None:
+    def __init__(self, publisher: Publisher, listener: OutcomeListener | None) -> None:
         self._publisher = publisher
-        self._watcher = watcher
+        self._listener = listener
 
     async def __call__(self, request: ClassificationRequested) -> None:
-        if self._watcher is not None and request.event_id is not None:
-            self._watcher.expect([request.event_id])
+        if self._listener is not None and request.event_id is not None:
+            self._listener.expect([request.event_id])
         await self._publisher.publish(
             topics.CLASSIFICATION_REQUESTED, request, key=track_key(request.track_id)
         )

@@ -1,6 +1,6 @@
 """Watching for the outcomes of requests this process published.
 
-The watcher reads ``track.genres_classified`` and ``track.genres_failed`` without a consumer
+The listener reads ``track.genres_classified`` and ``track.genres_failed`` without a consumer
 group (it must not steal partitions from the projector or commit anything), from the end
 offsets as they were when it started: start it before publishing, and no outcome of ours can
 be missed.
@@ -36,7 +36,7 @@ class OutcomeCounts:
         return self.expected - self.classified - self.failed
 
 
-class OutcomeWatcher:
+class OutcomeListener:
     """Counts ``GenresClassified`` / ``ClassificationFailed`` whose source is one of ours."""
 
     def __init__(self, settings: Settings, *, fetch_max_wait_ms: int = 100) -> None:
@@ -51,7 +51,7 @@ class OutcomeWatcher:
             self._observe,
             on_batch=self._changed_now,
             fetch_max_wait_ms=fetch_max_wait_ms,
-            name="outcome-watcher",
+            name="outcome-listener",
         )
         self._expected: set[str] = set()
         # A success beats a failure for the same request: the classifier may fail once and

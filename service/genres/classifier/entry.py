@@ -70,7 +70,8 @@ def create_classifier_consumer(
     publisher: Publisher,
     on_outcome: Callable[[str], None] | None = None,
 ) -> ConcurrentConsumer:
-    """``on_outcome`` is told each handled request's result (classified, failed, republished)."""
+    """``on_outcome`` is told the kind of each handled request's outcome (classified, failed,
+    republished)."""
     entry = BusEntry.of(CLASSIFIER, settings)
     by_topic = {topic: (name, INPUTS[name]) for topic, (name, _) in entry.inputs().items()}
     outcomes = PublishedOutcomes(publisher)
@@ -93,16 +94,16 @@ def create_classifier_consumer(
             outcomes=outcomes,
         )
         if on_outcome is not None:
-            on_outcome(handled.result.value)
+            on_outcome(handled.kind.value)
         log.info(
             "classification handled: %s",
-            handled.result.value,
+            handled.kind.value,
             extra={
                 "track_id": request.track_id,
                 "file_id": request.file_id,
                 "event_id": handled.event.event_id,
                 "source_event_id": source_event_id,
-                "result": handled.result.value,
+                "outcome": handled.kind.value,
             },
         )
 

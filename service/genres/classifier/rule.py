@@ -123,7 +123,9 @@ class Outcomes(Protocol):
     async def failed(self, event: ClassificationFailed) -> None: ...
 
 
-class Result(StrEnum):
+class OutcomeKind(StrEnum):
+    """How a request was handled (the ``outcome`` label of the classifier's metrics)."""
+
     CLASSIFIED = "classified"
     FAILED = "failed"
     REPUBLISHED = "republished"
@@ -132,7 +134,9 @@ class Result(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Handled:
-    result: Result
+    """A handled request: how, and the outcome event published for it."""
+
+    kind: OutcomeKind
     event: GenresClassified | ClassificationFailed
 
 
@@ -164,7 +168,7 @@ async def handle_classification(
             "duplicate request: republished the recorded outcome",
             extra={"track_id": request.track_id, "file_id": request.file_id},
         )
-        return Handled(Result.REPUBLISHED, event)
+        return Handled(OutcomeKind.REPUBLISHED, event)
 
     try:
         # The job's id goes on record as soon as it exists: if this process dies, the
@@ -190,7 +194,7 @@ async def handle_classification(
             exc.kind,
             extra={"track_id": request.track_id, "file_id": request.file_id, "kind": exc.kind},
         )
-        return Handled(Result.FAILED, failed)
+        return Handled(OutcomeKind.FAILED, failed)
 
     classified = GenresClassified(
         source_event_id=source_event_id,
@@ -203,7 +207,7 @@ async def handle_classification(
     )
     await ledger.succeeded(model, classified, attempts=classification.attempts)
     await outcomes.classified(classified)
-    return Handled(Result.CLASSIFIED, classified)
+    return Handled(OutcomeKind.CLASSIFIED, classified)
 
 
 def _replay(
