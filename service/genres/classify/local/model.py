@@ -56,11 +56,11 @@ Float32Array = npt.NDArray[np.float32]
 
 @dataclass(frozen=True, slots=True)
 class _Session:
-    """An onnxruntime session and the names and widths of its graph's ends."""
+    """An onnxruntime session's ``run``, its input's name and its outputs' widths by name
+    (the genre scores first)."""
 
     run: Any
     input: str
-    output: str
     widths: dict[str, int]
 
 
@@ -140,7 +140,6 @@ class MusicnnModel:
         return _Session(
             run=session.run,
             input=session.get_inputs()[0].name,
-            output=outputs[0].name,
             widths={o.name: int(o.shape[-1]) for o in outputs},
         )
 
@@ -155,7 +154,7 @@ class MusicnnModel:
 
     def predict(self, patches: Float32Array) -> Float32Array:
         """Sigmoid scores (N, tags) of log-mel patches (N, 187, 96), ``batch_size`` at a time."""
-        return self.outputs(patches, self._loaded().output)
+        return self.outputs(patches, next(iter(self._loaded().widths)))
 
     def outputs(self, patches: Float32Array, name: str) -> Float32Array:
         """The graph's output ``name`` for log-mel patches (N, 187, 96)."""
