@@ -113,7 +113,8 @@ def _top(tags: tuple[str, ...], scores: np.ndarray, n: int = 3) -> list[str]:
 
 def cost_worker(path: str, runs: int, windows: int, whole: bool) -> None:
     """In a subprocess: load the model, analyse ``path`` ``runs`` times, print JSON."""
-    from genres.classify.local.model import MusicnnModel, analyse
+    from genres.classify.local.analysis import analyse
+    from genres.classify.local.model import MusicnnModel
 
     started = time.perf_counter()
     model = MusicnnModel()
@@ -148,7 +149,8 @@ def cost_worker(path: str, runs: int, windows: int, whole: bool) -> None:
 
 def agreement_worker(paths: list[str], windows: list[int]) -> None:
     """In a subprocess: whole-track and sampled top 3 of each path, one JSON line each."""
-    from genres.classify.local.model import MusicnnModel, analyse
+    from genres.classify.local.analysis import analyse
+    from genres.classify.local.model import MusicnnModel
 
     model = MusicnnModel()
     for path in paths:

@@ -16,7 +16,8 @@ import pytest
 import pytest_asyncio
 
 from genres.classify.local import LocalClassifier, MusicnnModel
-from genres.classify.local.model import TAGS_PATH, WINDOW_SAMPLES
+from genres.classify.local.analysis import WINDOW_SAMPLES
+from genres.classify.local.model import TAGS_PATH
 from genres.classify.local.tags import genre_names
 from genres.classify.port import Classifier
 from genres.config import Settings

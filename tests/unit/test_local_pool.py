@@ -14,7 +14,7 @@ import pytest
 
 from genres.classify.local import LocalClassifier, MusicnnModel
 from genres.classify.local import classifier as classifier_module
-from genres.classify.local.model import Analysis
+from genres.classify.local.analysis import Analysis
 from genres.classify.local.pool import ModelPool, analyse_in_worker, available_cores
 from genres.config import Settings
 from genres.errors import AudioError

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from genres.classify.local import audio
-from genres.classify.local.model import WINDOW_SAMPLES, MusicnnModel, analyse
+from genres.classify.local.analysis import WINDOW_SAMPLES, analyse
+from genres.classify.local.model import MusicnnModel
 from genres.config import Settings
 from tests.support.audio import write_stereo
 

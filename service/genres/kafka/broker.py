@@ -1,8 +1,8 @@
 """The Kafka connection: client options and topic creation.
 
-FastStream's broker is built in :mod:`genres.kafka.entry`, with the subscribers it carries:
-what reads topics without it (the commit window, tails, backfill, the producer) never imports
-FastStream (``python -m bench startup``).
+FastStream's broker is built in :mod:`genres.kafka.entry`, with the subscriptions it carries:
+what uses no subscription (the producer, the group-less tails, ``migrate`` and ``backfill``)
+never imports FastStream.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING
 
 import httpx
 
+from genres.classify.local.analysis import DEFAULT_WINDOWS, Analysis, analyse
 from genres.classify.local.audio import AudioSource
 from genres.classify.local.fetch import (
     FetchedAudio,
@@ -32,13 +33,7 @@ from genres.classify.local.fetch import (
     is_http_url,
     looks_like_url,
 )
-from genres.classify.local.model import (
-    DEFAULT_WINDOWS,
-    MODEL_NAME,
-    Analysis,
-    MusicnnModel,
-    analyse,
-)
+from genres.classify.local.model import MODEL_NAME, MusicnnModel
 from genres.classify.local.pool import ModelPool, available_cores
 from genres.classify.local.tags import genre_indices
 from genres.classify.port import Checkpoint, Classification, Timings
@@ -72,7 +67,7 @@ class LocalClassifier:
         ``workers`` run it).
         ``windows`` is how many ~3 s windows, spread across the track, are classified (``None``:
         all of them); ``max_seconds`` caps the audio decoded from a track's start, when it is not
-        sampled by seeking (see ``model.analyse``). ``workers``: processes running the packaged
+        sampled by seeking (see ``analysis.analyse``). ``workers``: processes running the packaged
         model (0: none, the analyses run on threads of this process with ``model``, at most
         ``max_parallel`` at a time).
         ``allow_local_paths`` lets ``classify`` take paths of local files, not only URLs.

@@ -30,7 +30,8 @@ from genres.errors import AudioError
 from genres_contracts import FailureKind
 
 if TYPE_CHECKING:
-    from genres.classify.local.model import Analysis, MusicnnModel
+    from genres.classify.local.analysis import Analysis
+    from genres.classify.local.model import MusicnnModel
 
 _MODEL: MusicnnModel | None = None
 """The worker process's model, loaded once by its initializer."""
@@ -55,8 +56,8 @@ def _load_model() -> None:
 def analyse_in_worker(
     source: str | bytes, max_seconds: float | None, windows: int | None
 ) -> Analysis:
-    """``model.analyse`` with the worker's model (what the pool's workers run)."""
-    from genres.classify.local.model import analyse
+    """``analysis.analyse`` with the worker's model (what the pool's workers run)."""
+    from genres.classify.local.analysis import analyse
 
     if _MODEL is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("the worker's model is not loaded")
@@ -66,7 +67,7 @@ def analyse_in_worker(
 def _context() -> multiprocessing.context.BaseContext:
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["genres.classify.local.model"])
+        context.set_forkserver_preload(["genres.classify.local.analysis"])
         return context
     return multiprocessing.get_context("spawn")  # pragma: no cover - not Linux
 
