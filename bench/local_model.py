@@ -117,7 +117,7 @@ def cost_worker(path: str, runs: int, windows: int, whole: bool) -> None:
     from genres.classify.local.model import MusicnnModel
 
     started = time.perf_counter()
-    model = MusicnnModel()
+    model = MusicnnModel().load()
     load = time.perf_counter() - started
     results = []
     for _ in range(runs):
