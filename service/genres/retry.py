@@ -1,8 +1,9 @@
 """The one retry policy: stamina's exponential backoff with jitter, never blocking the loop.
 
-Every role that waits out infrastructure trouble (the classifier's handler, the projector's
-writes and dead letters) goes through :func:`retrying`, so ``stamina.set_testing`` switches all
-of them off at once in tests. ``is_transient`` says which failures a later attempt may not meet.
+Every wait for infrastructure trouble (the classifier's handler and fetch loop, the projector's
+writes and dead letters, the group-less topic readers) goes through :func:`retrying`, so
+``stamina.set_testing`` switches all of them off at once in tests. ``is_transient`` says which
+failures a later attempt may not meet.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ class ConcurrentConsumer:
 
     def _fetch_failed(self, error: BaseException) -> None:
         if not is_transient(error):
-            log.error("fetching failed on a bug, not the broker", exc_info=error)
+            log.error("fetching failed, not on a broker error; retrying", exc_info=error)
         self._note(error)
 
     async def _fetch_once(self) -> None:
