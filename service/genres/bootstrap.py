@@ -263,10 +263,10 @@ async def backfill(
     the configured one made (the configured classifier is opened once to name its model).
     """
     if other_model:
-        from genres.classify.factory import open_classifier
-
         if settings.backend is Backend.NONE:
             raise ConfigurationError("--other-model needs CLASSIFIER_BACKEND set: which model?")
+        from genres.classify.factory import open_classifier
+
         async with open_classifier(settings) as classifier:
             options = dataclasses.replace(options, model=classifier.model)
     engine = create_engine(settings.required_database_url, pool_size=2)

@@ -130,10 +130,10 @@ async def run_demo(settings: Settings, path: Path | None, console: Console) -> i
         }
     )
     async with _infrastructure(settings, steps) as settings:
-        assert settings.database_url is not None
+        database_url = settings.required_database_url
         with steps.step("migrating the database"):
-            await upgrade(settings.database_url)
-        engine = create_engine(settings.database_url, pool_size=2)
+            await upgrade(database_url)
+        engine = create_engine(database_url, pool_size=2)
         try:
             with serve_file(audio) as audio_url:
                 reply = await _pipeline(settings, engine, audio, audio_url, steps)

@@ -33,16 +33,12 @@ class Analysis:
     """A track's mean tag scores and where the time went (seconds)."""
 
     scores: Float32Array
-    """Mean sigmoid score per model tag (50,)."""
+    """Mean sigmoid score per model tag, in ``MusicnnModel.tags`` order (33,)."""
     patches: int
     audio_seconds: float
     decode_seconds: float
     frontend_seconds: float
     model_seconds: float
-
-    @property
-    def total_seconds(self) -> float:
-        return self.decode_seconds + self.frontend_seconds + self.model_seconds
 
 
 class _Accumulator:

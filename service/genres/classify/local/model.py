@@ -34,6 +34,8 @@ TAGS_PATH = HERE / "musicnn_genres.json"
 MODEL_NAME = "musicnn/msd+mtt"
 """The name stored with the predictions; it was ``musicnn/msd`` for the MSD model alone."""
 MUSICNN_VERSION = "0.1.0"
+SCORES = "genres"
+"""The graph's output of genre scores, one per tag of ``musicnn_genres.json``."""
 
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_THREADS = 2
@@ -43,8 +45,7 @@ Float32Array = npt.NDArray[np.float32]
 
 @dataclass(frozen=True, slots=True)
 class _Session:
-    """An onnxruntime session's ``run``, its input's name and its outputs' widths by name
-    (the genre scores first)."""
+    """An onnxruntime session's ``run``, its input's name and its outputs' widths by name."""
 
     run: Any
     input: str
@@ -118,17 +119,12 @@ class MusicnnModel:
         session: Any = ort.InferenceSession(
             str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
-        outputs = session.get_outputs()
-        if len(self.tags) != outputs[0].shape[-1]:
+        widths = {o.name: int(o.shape[-1]) for o in session.get_outputs()}
+        if len(self.tags) != widths[SCORES]:
             raise ValueError(
-                f"{self.tags_path} names {len(self.tags)} tags; the model has "
-                f"{outputs[0].shape[-1]}"
+                f"{self.tags_path} names {len(self.tags)} tags; the model has {widths[SCORES]}"
             )
-        return _Session(
-            run=session.run,
-            input=session.get_inputs()[0].name,
-            widths={o.name: int(o.shape[-1]) for o in outputs},
-        )
+        return _Session(run=session.run, input=session.get_inputs()[0].name, widths=widths)
 
     @cached_property
     def sha256(self) -> str:
@@ -141,7 +137,7 @@ class MusicnnModel:
 
     def predict(self, patches: Float32Array) -> Float32Array:
         """Sigmoid scores (N, tags) of log-mel patches (N, 187, 96), ``batch_size`` at a time."""
-        return self.outputs(patches, next(iter(self._loaded().widths)))
+        return self.outputs(patches, SCORES)
 
     def outputs(self, patches: Float32Array, name: str) -> Float32Array:
         """The graph's output ``name`` for log-mel patches (N, 187, 96)."""
