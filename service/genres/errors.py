@@ -2,6 +2,8 @@
 
     GenresError
     ├── ConfigurationError              bad settings: stop at start with one line
+    │   └── ClusterRefused              the Kafka cluster refuses us for good: an ACL, the
+    │                                   credentials, TLS, a topic that does not exist
     ├── InvalidMessage                  a record that cannot be parsed or validated: dead-letter
     └── ClassificationError             a classification did not produce predictions
         ├── RetryableClassificationError       may succeed later: retry within the deadline
@@ -20,6 +22,8 @@ Only the roles' entries (``genres.<role>.entry``) map these to ack, retry or dea
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 from genres_contracts import FailureKind
 
 
@@ -29,6 +33,30 @@ class GenresError(Exception):
 
 class ConfigurationError(GenresError):
     """The configuration cannot work; the message is one line, for people."""
+
+
+class Refusal(StrEnum):
+    """Why the cluster refuses: what an operator must fix (never retried as transient)."""
+
+    AUTHORIZATION = "authorization"
+    """An ACL denies an operation on a topic, a group or the cluster."""
+    AUTHENTICATION = "authentication"
+    """The credentials (SASL user, password, mechanism) are refused."""
+    TLS = "tls"
+    """The TLS handshake fails: an unknown CA, a wrong or expired certificate."""
+    MISSING_TOPIC = "missing_topic"
+    """A topic the service needs does not exist and the service may not create it."""
+
+
+class ClusterRefused(ConfigurationError):
+    """The Kafka cluster refuses the service for a reason retrying cannot fix.
+
+    The message is one line naming the operation and the resource (or the mechanism, or the
+    certificate problem); ``refusal`` says which kind, for readiness and metrics."""
+
+    def __init__(self, message: str, *, refusal: Refusal) -> None:
+        super().__init__(message)
+        self.refusal = refusal
 
 
 class InvalidMessage(GenresError):
