@@ -26,6 +26,7 @@ from genres.backfill.rule import BackfillOptions, BackfillReport, Progress, no_p
 from genres.config import Backend, Settings
 from genres.database.engine import create_engine
 from genres.errors import ConfigurationError
+from genres.kafka.acls import topics_used
 from genres.kafka.broker import ensure_topics
 from genres.kafka.producer import Publisher
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware
@@ -78,7 +79,8 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         metrics = ServiceMetrics(cost_per_second=settings.replicate_cost_per_second)
         watchdog = StallWatchdog(settings.kafka_stall_seconds)
         metrics.watch_stalls(watchdog)
-        await ensure_topics(settings)
+        # Only the roles' own topics: a role is granted nothing on the others (kafka/acls.py).
+        await ensure_topics(settings, topics_used(settings, sorted(roles)))
         engine = create_engine(
             settings.required_database_url,
             # The classifier's ledger has a pool of its own; this one serves the projector and

@@ -15,6 +15,7 @@ from genres.backfill.rule import (
 )
 from genres.backfill.store import SqlBackfillStore
 from genres.config import Settings
+from genres.kafka.acls import topics_used
 from genres.kafka.broker import ensure_topics
 from genres.kafka.producer import Publisher, track_key
 from genres_contracts import ClassificationRequested, topics
@@ -48,7 +49,7 @@ async def run_backfill(
         return await run(_never)
     if publisher is None:
         raise ValueError("a backfill that publishes needs a publisher")
-    await ensure_topics(settings)
+    await ensure_topics(settings, topics_used(settings, ["backfill"]))
     if not wait:
         return await run(_publisher(publisher, None))
     async with OutcomeListener(settings) as listener:

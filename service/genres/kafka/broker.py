@@ -19,11 +19,12 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from genres.config import Settings
 from genres.errors import ConfigurationError
+from genres.kafka.acls import ROLES, topics_used
 from genres_contracts import topics
 
 log = logging.getLogger(__name__)
 
-# Every topic the service reads or writes, dead-letter topics included.
+# Every topic the service reads or writes (dead-letter topics aside).
 SERVICE_TOPICS = (
     topics.TRACK_UPLOADED,
     topics.CLASSIFICATION_REQUESTED,
@@ -34,8 +35,9 @@ SERVICE_TOPICS = (
 
 
 def all_topics(settings: Settings) -> list[str]:
-    names = [settings.topic(name) for name in SERVICE_TOPICS]
-    return names + [topics.dead_letter_topic(name) for name in names]
+    """Every topic a role or command reads or writes, dead-letter topics included (those of
+    the topics consumed in a group: nothing dead-letters ``track.genres_failed``)."""
+    return topics_used(settings, ROLES)
 
 
 def bootstrap_servers(settings: Settings) -> str:
