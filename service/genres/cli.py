@@ -21,6 +21,10 @@ ROLES = ("classifier", "projector", "responder")
 """``genres.bootstrap.Role``'s values, here so that a wrong role is refused before importing it
 (a unit test keeps the two equal)."""
 
+BUS_ROLES = (*ROLES, "recommend", "backfill")
+"""``genres.kafka.acls.ROLES``: the roles and the commands that use the bus (a unit test keeps
+the two equal)."""
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
@@ -60,6 +64,13 @@ def _number_option(
         metavar=metavar,
         help=f"{help} (default {default:g})",
     )
+
+
+def _principal(text: str) -> str:
+    kind, _, name = text.partition(":")
+    if kind != "User" or not name:
+        raise argparse.ArgumentTypeError(f"{text!r} is not of the form User:NAME")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,7 +208,63 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument(
         "directory", nargs="?", type=Path, default=Path("schemas"), help="default: schemas"
     )
+
+    acls = command(
+        "acls",
+        "Print the Kafka ACLs the roles and commands need, derived from what each reads and "
+        "writes.",
+        "Topic and group names carry GENRES_TOPIC_PREFIX. Needs no broker.",
+    )
+    acls.add_argument(
+        "--principal", required=True, type=_principal, help="the service's, e.g. User:genres"
+    )
+    acls.add_argument(
+        "--role",
+        dest="roles",
+        action="append",
+        choices=(*BUS_ROLES, "all"),
+        help="%(choices)s; repeatable (default all: what `genres run all` runs)",
+    )
+    acls.add_argument(
+        "--format",
+        dest="form",
+        choices=("kafka-acls", "strimzi"),
+        default="kafka-acls",
+        help="kafka-acls.sh lines, or a Strimzi KafkaUser (default kafka-acls)",
+    )
+    acls.add_argument(
+        "--creates-topics",
+        action=argparse.BooleanOptionalAction,
+        help="the roles create their missing topics: CREATE on them (default KAFKA_CREATE_TOPICS)",
+    )
+    _cluster_option(acls)
+
+    topics = command(
+        "topics",
+        "Print every topic the roles and commands use: names, or Strimzi KafkaTopic resources.",
+        "Partitions: KAFKA_TOPIC_PARTITIONS. Topic names carry GENRES_TOPIC_PREFIX. Needs no "
+        "broker.",
+    )
+    topics.add_argument(
+        "--format",
+        dest="form",
+        choices=("names", "strimzi"),
+        default="names",
+        help="one name a line, or Strimzi KafkaTopic resources (default names)",
+    )
+    _number_option(topics, "--replicas", int, (1, 16), 3, "N", "strimzi: replicas per topic")
+    _cluster_option(topics)
     return root
+
+
+def _cluster_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster",
+        default="my-cluster",
+        metavar="NAME",
+        help="strimzi: the Kafka resource's name, the label strimzi.io/cluster (default "
+        "my-cluster)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -232,3 +232,38 @@ def schema(directory: Path) -> None:
 
     for path in write(directory):
         print(path)
+
+
+def acls(
+    principal: str, roles: list[str] | None, form: str, creates_topics: bool | None, cluster: str
+) -> None:
+    """The ACLs of ``roles`` (``all``: what ``genres run all`` runs) for ``principal``."""
+    settings = settings_for()
+    from genres.kafka.acls import SERVICE_ROLES, required_acls
+    from genres.kafka.manifests import kafka_acls_lines, kafka_user
+
+    chosen = [name for role in roles or ["all"] for name in _roles(role, SERVICE_ROLES)]
+    creates = settings.kafka_create_topics if creates_topics is None else creates_topics
+    found = required_acls(settings, chosen, creates_topics=creates)
+    if form == "strimzi":
+        made = f"genres acls --principal {principal} --format strimzi: the ACLs of "
+        comment = made + f"{', '.join(chosen)}, {'with' if creates else 'without'} CREATE."
+        print(kafka_user(found, principal, cluster=cluster, comment=comment), end="")
+    else:
+        print("\n".join(kafka_acls_lines(found, principal)))
+
+
+def _roles(role: str, service: tuple[str, ...]) -> tuple[str, ...]:
+    return service if role == "all" else (role,)
+
+
+def topics(form: str, replicas: int, cluster: str) -> None:
+    """Every topic the roles and commands use: names, or Strimzi ``KafkaTopic`` resources."""
+    settings = settings_for()
+    from genres.kafka.broker import all_topics
+    from genres.kafka.manifests import kafka_topics
+
+    if form == "strimzi":
+        print(kafka_topics(settings, replicas=replicas, cluster=cluster), end="")
+    else:
+        print("\n".join(sorted(all_topics(settings))))

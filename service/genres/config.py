@@ -113,6 +113,10 @@ class Settings(BaseModel):
     )
     kafka_topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 3
     kafka_replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
+    kafka_create_topics: bool = Field(
+        default=True,
+        description="Create the missing topics at start; false: never create, only check.",
+    )
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
