@@ -115,7 +115,10 @@ class Settings(BaseModel):
     kafka_replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
     kafka_create_topics: bool = Field(
         default=True,
-        description="Create the missing topics at start; false: never create, only check.",
+        description=(
+            "Create missing topics at start; false: never create, check at start that each "
+            "topic exists (topics managed as code)."
+        ),
     )
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
