@@ -19,6 +19,7 @@ from genres.classifier.ledger import PostgresLedger
 from genres.classifier.rule import Claimed, Recorded
 from genres.database.engine import create_engine
 from genres.database.grants import ROLES, Grant, grants_of, required_grants
+from genres.database.migrate import upgrade
 from genres.database.pace import DatabaseSlotBook
 from genres.projector.rule import Write
 from genres.projector.store import SqlProjectionStore
@@ -209,3 +210,10 @@ async def test_the_roles_grants_allow_no_schema_change_and_no_write_they_do_not_
                 assert refused(raised.value), f"{statement}: {raised.value!r}"
         finally:
             await engine.dispose()
+
+
+async def test_the_role_cannot_migrate_which_is_the_owners_job(database_url: str) -> None:
+    async with role_holding(database_url, required_grants(ROLES)) as url:
+        with pytest.raises(Exception, match=REFUSAL) as raised:
+            await upgrade(url)
+    assert refused(raised.value)
