@@ -156,12 +156,13 @@ def tls_postgres(bin_dir: Path) -> Iterator[TlsPostgres]:
             for path in (data, sockets, cert, key):
                 os.chown(path, user.pw_uid, user.pw_gid)
         key.chmod(0o600)
-        as_user = {"user": user.pw_uid, "group": user.pw_gid} if user is not None else {}
+        uid, gid = (user.pw_uid, user.pw_gid) if user is not None else (None, None)
         subprocess.run(
             [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8"],
             check=True,
             capture_output=True,
-            **as_user,  # type: ignore[arg-type]
+            user=uid,
+            group=gid,
         )
         # TLS or nothing: a plain connection on TCP is rejected.
         (data / "pg_hba.conf").write_text(
@@ -181,7 +182,8 @@ def tls_postgres(bin_dir: Path) -> Iterator[TlsPostgres]:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                **as_user,  # type: ignore[arg-type]
+                user=uid,
+            group=gid,
             )  # fmt: skip
         _wait_until_ready(process, log)
         yield TlsPostgres("127.0.0.1", port, ca[0], other_ca[0])
