@@ -145,13 +145,6 @@ def refused(exc: BaseException) -> bool:
     return False
 
 
-def test_every_table_the_service_knows_is_granted_to_some_role() -> None:
-    from genres.database.schema import ALL_TABLES
-
-    tables = {grant.table for grant in required_grants(ROLES) if not grant.sequence}
-    assert tables == set(ALL_TABLES)
-
-
 @pytest.mark.parametrize("role", ROLES)
 async def test_a_role_runs_all_its_sql_with_only_its_grants(database_url: str, role: str) -> None:
     await platform_rows(database_url)

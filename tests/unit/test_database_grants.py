@@ -10,6 +10,7 @@ import pytest
 
 from genres.cli import GRANT_ROLES, build_parser
 from genres.database.grants import ROLES, Grant, grants_of, required_grants, statements
+from genres.database.schema import ALL_TABLES
 
 
 def test_the_cli_knows_the_roles_with_grants_without_importing_them() -> None:
@@ -73,3 +74,8 @@ def test_the_command_takes_a_name_roles_and_a_schema() -> None:
         "roles": ["projector"],
         "schema": "public",
     }
+
+
+def test_every_table_the_service_knows_is_granted_to_some_role() -> None:
+    tables = {grant.table for grant in required_grants(ROLES) if not grant.sequence}
+    assert tables == set(ALL_TABLES)
