@@ -20,6 +20,8 @@ from typing import Any, NoReturn
 ROLES = ("classifier", "projector", "responder")
 """``genres.bootstrap.Role``'s values, here so that a wrong role is refused before importing it
 (a unit test keeps the two equal)."""
+GRANT_ROLES = ("classifier", "projector", "responder", "backfill")
+"""``genres.database.grants.ROLES``, here for the same reason (a unit test keeps them equal)."""
 
 BUS_ROLES = (*ROLES, "recommend", "backfill")
 """``genres.kafka.acls.ROLES``: the roles and the commands that use the bus (a unit test keeps
@@ -108,6 +110,24 @@ def build_parser() -> argparse.ArgumentParser:
         "Create or upgrade the schema (the platform's tables only when missing).",
         "Needs DATABASE_URL.",
     )
+
+    grants = command(
+        "grants",
+        "Print the GRANT statements a PostgreSQL role needs to run the roles (least privilege).",
+        "Migrations run as the tables' owner (`genres migrate`); the roles run as a login role\n"
+        "that owns nothing. Apply after each `genres migrate`, as the owner:\n"
+        '  genres grants genres_app | psql -v ON_ERROR_STOP=1 "$OWNER_URL"\n'
+        "Needs no setting and connects to nothing.",
+    )
+    grants.add_argument("name", help="the PostgreSQL role to grant to (taken as spelt)")
+    grants.add_argument(
+        "--role",
+        dest="roles",
+        action="append",
+        choices=GRANT_ROLES,
+        help="only what this role needs (repeatable; default: all of %(choices)s)",
+    )
+    grants.add_argument("--schema", default="public", help="the tables' schema (default public)")
 
     classify = command(
         "classify",

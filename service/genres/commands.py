@@ -109,6 +109,17 @@ def migrate() -> None:
     print(f"database at revision {revision}")
 
 
+def grants(name: str, roles: list[str] | None, schema: str) -> None:
+    """The GRANT statements, one a line (``genres.database.grants``)."""
+    from genres.database.grants import ROLES, required_grants, statements
+
+    try:
+        lines = statements(name, required_grants(roles or ROLES), schema=schema)
+    except ValueError as exc:
+        fail(str(exc), code=2)
+    print("\n".join(lines))
+
+
 def classify(sources: list[str], as_json: bool) -> None:
     """Files, folders and URLs, in parallel (``genres.files``); exit 1 if any failed."""
     if len(sources) == 1:

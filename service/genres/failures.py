@@ -8,8 +8,10 @@ whose frames raised it. A place is named by host and port only: never a user or 
 
 from __future__ import annotations
 
+import ssl
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,6 +33,10 @@ def explain(exc: BaseException, settings: Settings | None) -> tuple[str, int]:
     for error in chain:
         if isinstance(error, GenresError):
             return _one_line(str(error)), 1
+    for error in chain:
+        line = _database_tls(error, settings)
+        if line is not None:  # DATABASE_URL's CA, host or TLS files are wrong: a setting
+            return _one_line(line), 2
     for error in chain:
         line = _broker(error, settings) or _database(error, settings)
         if line is not None:
@@ -88,6 +94,39 @@ def _database(error: BaseException, settings: Settings | None) -> str | None:
             return f"PostgreSQL at {where} did not answer in time"
         return f"cannot reach PostgreSQL at {where} ({_reason(error)})"
     return None
+
+
+def _database_tls(error: BaseException, settings: Settings | None) -> str | None:
+    where = database_place(settings.database_url if settings is not None else None)
+    try:
+        from asyncpg.exceptions import ClientConfigurationError
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return None
+    if isinstance(error, ClientConfigurationError):  # e.g. no sslrootcert and no default
+        return f"DATABASE_URL: {error}"
+    if isinstance(error, FileNotFoundError) and _raised_in(error, "asyncpg"):
+        # ssl's loaders do not say which file: the URL does.
+        missing = _missing_tls_files(settings.database_url if settings is not None else None)
+        if missing:
+            return f"DATABASE_URL: {', '.join(missing)}: no such file"
+    if not isinstance(error, ssl.SSLError) or not _raised_in(error, "asyncpg", "sqlalchemy"):
+        return None
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return (
+            f"PostgreSQL at {where}: its TLS certificate failed verification "
+            f"({error.verify_message}): check DATABASE_URL's sslrootcert and host"
+        )
+    return f"PostgreSQL at {where}: TLS failed ({error.reason or error})"
+
+
+def _missing_tls_files(url: str | None) -> list[str]:
+    query = parse_qs(urlsplit(url).query) if url else {}
+    return [
+        f"{name} {path}"
+        for name in ("sslrootcert", "sslcert", "sslkey", "sslcrl")
+        for path in query.get(name, [])[-1:]
+        if not Path(path).expanduser().exists()
+    ]
 
 
 def _reason(error: BaseException) -> str:

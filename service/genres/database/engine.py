@@ -1,15 +1,21 @@
 """The one way to reach PostgreSQL: SQLAlchemy's asyncio engine on asyncpg, with timeouts.
 
 Hot paths (the classifier's ledger, the Replicate pace) use asyncpg directly, on a pool
-built from the same URL and timeouts: :func:`connect_pool`."""
+built from the same URL and timeouts: :func:`connect_pool`.
+
+``DATABASE_URL`` takes libpq's TLS parameters (``sslmode=verify-full&sslrootcert=/ca.pem``,
+``sslcert``, ``sslkey``, ...): SQLAlchemy would hand them to ``asyncpg.connect`` as keyword
+arguments it does not take, so :func:`driver_url` moves them to asyncpg's ``dsn``, which reads
+them as libpq does. asyncpg's own ``ssl=<mode>`` keeps working."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 import asyncpg
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -18,12 +24,28 @@ __all__ = [
     "CONNECT_TIMEOUT_SECONDS",
     "connect_pool",
     "create_engine",
+    "driver_url",
     "json_dumps",
     "to_async_url",
 ]
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 COMMAND_TIMEOUT_SECONDS = 30.0
+
+TLS_PARAMETERS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "sslcrl",
+        "sslnegotiation",
+        "ssl_min_protocol_version",
+        "ssl_max_protocol_version",
+    }
+)
+"""libpq's TLS parameters, as asyncpg reads them from a DSN."""
 
 
 def to_async_url(url: str) -> str:
@@ -33,6 +55,17 @@ def to_async_url(url: str) -> str:
     if not sep or not scheme.startswith("postgres"):
         raise ValueError("not a PostgreSQL URL")
     return f"postgresql+asyncpg://{rest}"
+
+
+def driver_url(url: str) -> tuple[URL, dict[str, Any]]:
+    """``url`` for asyncpg without libpq's TLS parameters, and the connect arguments that
+    carry them (``{"dsn": "postgresql://?sslmode=..."}``; none when there are none)."""
+    parsed = make_url(to_async_url(url))
+    tls = {key: value for key, value in parsed.query.items() if key in TLS_PARAMETERS}
+    if not tls:
+        return parsed, {}
+    dsn = "postgresql://?" + urlencode(tls, doseq=True)
+    return parsed.difference_update_query(tls), {"dsn": dsn}
 
 
 def json_dumps(value: Any) -> str:
@@ -63,7 +96,9 @@ def create_engine(
       ``pool_size=0`` opens a connection per use (``NullPool``).
     * ``autocommit``: every statement commits on its own (single-statement reads).
     """
+    address, tls = driver_url(url)
     connect_args: dict[str, Any] = {
+        **tls,
         # A partitioned network must not hang a role until TCP gives up (~15 min): the
         # callers treat timeouts as transient and retry.
         "timeout": CONNECT_TIMEOUT_SECONDS,
@@ -81,9 +116,9 @@ def create_engine(
     if autocommit:
         options["isolation_level"] = "AUTOCOMMIT"
     if pool_size == 0:
-        return create_async_engine(to_async_url(url), poolclass=NullPool, **options)
+        return create_async_engine(address, poolclass=NullPool, **options)
     return create_async_engine(
-        to_async_url(url),
+        address,
         pool_size=pool_size,
         max_overflow=pool_size if max_overflow is None else max_overflow,
         pool_timeout=pool_timeout,
@@ -95,12 +130,13 @@ def create_engine(
 
 async def connect_pool(database_url: str, *, size: int) -> asyncpg.Pool:
     """An asyncpg pool on ``DATABASE_URL`` (any PostgreSQL scheme; SQLAlchemy reads the URL)."""
-    url = make_url(to_async_url(database_url))
+    url, tls = driver_url(database_url)
     engine = create_async_engine(url)
     try:
         _, options = engine.dialect.create_connect_args(url)
     finally:
         await engine.dispose()
+    options.update(tls)
     options.pop("prepared_statement_cache_size", None)
     options.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
     options.setdefault("command_timeout", COMMAND_TIMEOUT_SECONDS)

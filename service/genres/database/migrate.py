@@ -18,7 +18,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from genres.database.engine import CONNECT_TIMEOUT_SECONDS, to_async_url
+from genres.database.engine import CONNECT_TIMEOUT_SECONDS, driver_url
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -68,11 +68,12 @@ def _upgrade(connection: Connection, revision: str) -> str | None:
 
 
 def _engine(database_url: str) -> AsyncEngine:
+    url, tls = driver_url(database_url)
     return create_async_engine(
-        to_async_url(database_url),
+        url,
         poolclass=NullPool,
         # A server that does not answer fails the command in seconds, not asyncpg's minute.
-        connect_args={"timeout": CONNECT_TIMEOUT_SECONDS},
+        connect_args={**tls, "timeout": CONNECT_TIMEOUT_SECONDS},
     )
 
 
