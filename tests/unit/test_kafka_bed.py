@@ -28,7 +28,7 @@ def test_the_pom_without_a_version_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_cluster_ids_are_never_taken_for_an_option() -> None:
-    ids = {apache_kafka._cluster_id() for _ in range(2000)}
+    ids = {apache_kafka.new_cluster_id() for _ in range(2000)}
     assert len(ids) == 2000
     for cluster_id in ids:
         assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", cluster_id), cluster_id
