@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import kafka_cluster
 from tests.support.ci import missing
-from tests.support.kafka_cluster import SecuredCluster
+from tests.support.kafka_cluster import ADMIN, USERS, SecuredCluster
 
 _FIGURES = pytest.StashKey[dict[str, float]]()
 
@@ -27,6 +27,16 @@ def secured_cluster(pytestconfig: pytest.Config) -> Iterator[SecuredCluster]:
             "rss_mib": cluster.rss_bytes() / 2**20,
         }
         yield cluster
+
+
+@pytest.fixture
+def cluster(secured_cluster: SecuredCluster) -> Iterator[SecuredCluster]:
+    """The session's cluster, given back as found: every broker running, no user's ACLs."""
+    yield secured_cluster
+    secured_cluster.restore()
+    for user in USERS:
+        if user != ADMIN:
+            secured_cluster.clear_acls(f"User:{user}")
 
 
 @pytest.fixture

@@ -71,30 +71,20 @@ def _first_error(config: dict[str, Any], timeout: float = 20.0) -> KafkaError:
 
 @pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"])
 def test_each_sasl_mechanism_writes_over_tls(
-    secured_cluster: SecuredCluster, topic: str, mechanism: str
+    cluster: SecuredCluster, topic: str, mechanism: str
 ) -> None:
-    secured_cluster.set_acls("User:guest", [Rule("topic", topic, "literal", "WRITE")])
-    try:
-        reports = _produce(secured_cluster.client_config("guest", mechanism), topic, [b"x"])
-    finally:
-        secured_cluster.clear_acls("User:guest")
-    assert reports == [None]
+    cluster.set_acls("User:guest", [Rule("topic", topic, "literal", "WRITE")])
+    assert _produce(cluster.client_config("guest", mechanism), topic, [b"x"]) == [None]
 
 
-def test_a_client_certificate_is_its_common_names_user(
-    secured_cluster: SecuredCluster, topic: str
-) -> None:
+def test_a_client_certificate_is_its_common_names_user(cluster: SecuredCluster, topic: str) -> None:
     """``CN=genres`` is ``User:genres``: the ACL of the SASL user of that name lets it in."""
-    secured_cluster.set_acls("User:genres", [Rule("topic", topic, "literal", "WRITE")])
-    try:
-        reports = _produce(secured_cluster.client_config("genres", "mTLS"), topic, [b"x"])
-    finally:
-        secured_cluster.clear_acls("User:genres")
-    assert reports == [None]
+    cluster.set_acls("User:genres", [Rule("topic", topic, "literal", "WRITE")])
+    assert _produce(cluster.client_config("genres", "mTLS"), topic, [b"x"]) == [None]
 
 
-def test_nothing_is_allowed_without_an_acl(secured_cluster: SecuredCluster, topic: str) -> None:
-    guest = secured_cluster.client_config("guest", "SCRAM-SHA-512")
+def test_nothing_is_allowed_without_an_acl(cluster: SecuredCluster, topic: str) -> None:
+    guest = cluster.client_config("guest", "SCRAM-SHA-512")
     group = f"{topic}.group"
 
     [denied] = _produce(guest, topic, [b"denied"])
@@ -102,7 +92,7 @@ def test_nothing_is_allowed_without_an_acl(secured_cluster: SecuredCluster, topi
     assert denied.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
     written = [f"{i}".encode() for i in range(5)]
-    secured_cluster.set_acls(
+    cluster.set_acls(
         "User:guest",
         [
             Rule("topic", topic, "literal", "WRITE"),
@@ -110,55 +100,50 @@ def test_nothing_is_allowed_without_an_acl(secured_cluster: SecuredCluster, topi
             Rule("group", group, "literal", "READ"),
         ],
     )
-    try:
-        assert _produce(guest, topic, written) == [None] * len(written)
-        assert sorted(_read(guest, topic, len(written), group)) == written
-        # the group still allowed, the topic no longer
-        secured_cluster.set_acls("User:guest", [Rule("group", group, "literal", "READ")])
-        with pytest.raises(AssertionError, match="TOPIC_AUTHORIZATION_FAILED"):
-            _read(guest, topic, 1, group)
-    finally:
-        secured_cluster.clear_acls("User:guest")
+    assert _produce(guest, topic, written) == [None] * len(written)
+    assert sorted(_read(guest, topic, len(written), group)) == written
+    # the group still allowed, the topic no longer
+    cluster.set_acls("User:guest", [Rule("group", group, "literal", "READ")])
+    with pytest.raises(AssertionError, match="TOPIC_AUTHORIZATION_FAILED"):
+        _read(guest, topic, 1, group)
 
 
 def test_a_broker_killed_under_acks_all_loses_nothing_and_rejoins(
-    secured_cluster: SecuredCluster, topic: str
+    cluster: SecuredCluster, topic: str
 ) -> None:
-    state = secured_cluster.partitions(topic)
+    state = cluster.partitions(topic)
     assert all(isr == list(range(BROKERS)) for _leader, isr in state.values()), state
-    victim = state[0][0]
-    admin = secured_cluster.admin_config()
+    victim = cluster.leader(topic, 0)
+    admin = cluster.admin_config()
     values = [f"{i}".encode() for i in range(300)]
     reports: list[KafkaError | None] = []
     producer = Producer(admin | {"acks": "all", "enable.idempotence": True, "linger.ms": 5})
     for index, value in enumerate(values):
         if index == 100:
-            secured_cluster.kill(victim)
+            cluster.kill(victim)
         producer.produce(topic, value, on_delivery=lambda error, _msg: reports.append(error))
         producer.poll(0.01)
     assert producer.flush(60) == 0
     assert reports == [None] * len(values)
-    led = {leader for leader, _isr in secured_cluster.partitions(topic).values()}
+    led = {leader for leader, _isr in cluster.partitions(topic).values()}
     assert victim not in led
 
-    secured_cluster.start(victim)
-    secured_cluster.wait_in_sync(topic)
+    cluster.start(victim)
+    cluster.wait_in_sync(topic)
     got = _read(admin, topic, len(values), f"{topic}.check")
     assert sorted(got, key=int) == values
 
 
-def test_a_wrong_password_fails_authentication(secured_cluster: SecuredCluster) -> None:
-    config = secured_cluster.client_config("guest", "SCRAM-SHA-512") | {"sasl.password": "wrong"}
+def test_a_wrong_password_fails_authentication(cluster: SecuredCluster) -> None:
+    config = cluster.client_config("guest", "SCRAM-SHA-512") | {"sasl.password": "wrong"}
     error = _first_error(config)
     assert error.code() == KafkaError._AUTHENTICATION, error
     assert "SCRAM-SHA-512" in error.str()
 
 
-def test_a_wrong_ca_fails_verification(secured_cluster: SecuredCluster) -> None:
-    assert secured_cluster.tls is not None
-    config = secured_cluster.client_config("guest") | {
-        "ssl.ca.location": str(secured_cluster.tls.foreign_ca_file)
-    }
+def test_a_wrong_ca_fails_verification(cluster: SecuredCluster) -> None:
+    assert cluster.tls is not None
+    config = cluster.client_config("guest") | {"ssl.ca.location": str(cluster.tls.foreign_ca_file)}
     error = _first_error(config)
     assert error.code() in (KafkaError._SSL, KafkaError._TRANSPORT), error
     assert "certificate verify failed" in error.str()
@@ -173,13 +158,11 @@ def test_a_wrong_ca_fails_verification(secured_cluster: SecuredCluster) -> None:
     ],
 )
 def test_a_bad_client_certificate_fails_the_handshake(
-    secured_cluster: SecuredCluster, certificate: str, alert: str
+    cluster: SecuredCluster, certificate: str, alert: str
 ) -> None:
-    assert secured_cluster.tls is not None
-    path = getattr(secured_cluster.tls, certificate)
-    config = secured_cluster.client_config("genres", "mTLS") | {
-        "ssl.certificate.location": str(path)
-    }
+    assert cluster.tls is not None
+    path = getattr(cluster.tls, certificate)
+    config = cluster.client_config("genres", "mTLS") | {"ssl.certificate.location": str(path)}
     error = _first_error(config)
     assert error.code() in (KafkaError._SSL, KafkaError._TRANSPORT), error
     assert alert in error.str()

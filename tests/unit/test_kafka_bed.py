@@ -15,7 +15,7 @@ import pytest
 
 from tests.support import apache_kafka
 from tests.support.broker import describe_broker, planned_broker
-from tests.support.cluster_acls import acl_binding
+from tests.support.cluster_admin import acl_binding
 
 
 def test_the_pom_asks_for_a_kafka_4_broker() -> None:

@@ -1,8 +1,9 @@
-"""ACLs on the secured test cluster: ``genres.kafka.acls.Acl``-shaped rules made ALLOW
-bindings for a principal, set and cleared with confluent-kafka's admin client, and waited for
-on every broker: the controller commits an ACL change before it answers, but each broker
-applies it when it replays the metadata log, a moment later; a test that acted at once could
-meet a broker that does not know it yet."""
+"""What the secured test cluster's admin does besides starting nodes: ACLs
+(``genres.kafka.acls.Acl``-shaped rules made ALLOW bindings for a principal, set and cleared
+with confluent-kafka's admin client) and asking each broker itself. A change the controller
+has committed reaches each broker when it replays the metadata log, a moment later: a test
+acting at once could meet a broker that does not know it yet, so changes are waited for on
+every running broker."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.admin import DescribeAclsRequest
+from aiokafka.protocol.api import Request
 from confluent_kafka.admin import (
     AclBinding,
     AclBindingFilter,
@@ -116,24 +118,28 @@ def _wait(
 
 
 def held_acls(brokers: Mapping[int, str], principal: str) -> dict[int, set[Rule]]:
-    """Each broker's ACLs for ``principal``, asked of each broker itself (confluent-kafka's
-    admin client asks a broker of its choosing)."""
+    """Each broker's ACLs for ``principal``."""
+    any_ = 1  # the filter's ANY, for resource, pattern, operation and permission
+    request = DescribeAclsRequest(any_, None, any_, principal, None, any_, any_)
+    return {
+        node: {
+            (kind, name, pattern, acl[2], acl[3])
+            for kind, name, pattern, acls in response.resources
+            for acl in acls
+        }
+        for node, response in ask_each(brokers, request).items()
+    }
 
-    async def ask() -> dict[int, set[Rule]]:
+
+def ask_each(brokers: Mapping[int, str], request: Request[Any]) -> dict[int, Any]:
+    """``request``'s answer from each of ``brokers`` (node id -> address of a listener that
+    needs no credentials); confluent-kafka's admin client asks a broker of its choosing."""
+
+    async def ask() -> dict[int, Any]:
         client = AIOKafkaClient(bootstrap_servers=list(brokers.values()))
         await client.bootstrap()
         try:
-            any_ = 1  # the filter's ANY, for resource, pattern, operation and permission
-            request = DescribeAclsRequest(any_, None, any_, principal, None, any_, any_)
-            held = {}
-            for node in brokers:
-                response = await client.send(node, request)
-                held[node] = {
-                    (kind, name, pattern, acl[2], acl[3])
-                    for kind, name, pattern, acls in response.resources
-                    for acl in acls
-                }
-            return held
+            return {node: await client.send(node, request) for node in brokers}
         finally:
             await client.close()
 
