@@ -1,6 +1,8 @@
 """The secured cluster tier: one :class:`~tests.support.kafka_cluster.SecuredCluster` (a KRaft
-controller, three brokers, SASL_SSL, mTLS, deny-by-default ACLs) for the whole session, started
-on first use; its start-up time and memory are printed at the end of the run."""
+controller, three brokers, SASL_SSL, mTLS, deny-by-default ACLs) for the whole folder, started
+on first use and stopped once its last test is done (package scope: its four JVMs and ~1 GiB
+are not left idling under the tiers that follow); its start-up time and memory are printed at
+the end of the run."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from tests.support.kafka_cluster import ADMIN, USERS, SecuredCluster
 _FIGURES = pytest.StashKey[dict[str, float]]()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def secured_cluster(pytestconfig: pytest.Config) -> Iterator[SecuredCluster]:
     if not kafka_cluster.available():
         missing("the secured cluster needs Java 17+, Maven (or the cached jars) and openssl")
