@@ -1,6 +1,6 @@
 """The secured cluster tier: one :class:`~tests.support.kafka_cluster.SecuredCluster` (a KRaft
 controller, three brokers, SASL_SSL, mTLS, deny-by-default ACLs) for the whole folder, started
-on first use and stopped once its last test is done (package scope: its four JVMs and ~1 GiB
+on first use and stopped once its last test is done (package scope: its four JVMs and ~620 MiB
 are not left idling under the tiers that follow); its start-up time and memory are printed at
 the end of the run."""
 

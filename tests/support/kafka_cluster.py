@@ -18,7 +18,7 @@ at format time, PLAIN ones are the listener's JAAS users). The certificates come
 ``tests.support.kafka_tls``; the JVMs, the jars and the leftovers' sweeping from
 ``tests.support.apache_kafka``.
 
-The four JVMs start side by side (ready in 8-15 s on 2 idle cores, ~950 MiB resident); they
+The four JVMs start side by side (ready in 7-15 s on 2 busy cores, ~620 MiB resident); they
 die with the thread that spawned them, so one thread of the cluster's own spawns them all,
 restarts included: tests may call :meth:`SecuredCluster.start` from any thread. ACLs are set
 and cleared through ``tests.support.cluster_admin``, which waits until every broker applies
