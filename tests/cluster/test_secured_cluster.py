@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.helpers import create_ssl_context
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from tests.support.kafka_cluster import BROKERS, SecuredCluster
@@ -81,6 +83,41 @@ def test_a_client_certificate_is_its_common_names_user(cluster: SecuredCluster, 
     """``CN=genres`` is ``User:genres``: the ACL of the SASL user of that name lets it in."""
     cluster.set_acls("User:genres", [Rule("topic", topic, "literal", "WRITE")])
     assert _produce(cluster.client_config("genres", "mTLS"), topic, [b"x"]) == [None]
+
+
+@pytest.mark.parametrize("mechanism", ["SCRAM-SHA-512", "mTLS"])
+async def test_the_services_client_gets_in_with_the_settings_env(
+    cluster: SecuredCluster, topic: str, mechanism: str
+) -> None:
+    """aiokafka (the service's client), configured from exactly what ``settings_env`` gives a
+    service process: the bed's certificates, key password and addresses suit it."""
+    env = cluster.settings_env("genres", mechanism)
+    cluster.set_acls("User:genres", [Rule("topic", topic, "literal", "WRITE")])
+    tls = create_ssl_context(
+        cafile=env["KAFKA_SSL_CAFILE"],
+        certfile=env.get("KAFKA_SSL_CERTFILE"),
+        keyfile=env.get("KAFKA_SSL_KEYFILE"),
+        password=env.get("KAFKA_SSL_KEY_PASSWORD"),
+    )
+    sasl = {
+        "sasl_mechanism": env.get("KAFKA_SASL_MECHANISM", "PLAIN"),
+        "sasl_plain_username": env.get("KAFKA_SASL_USERNAME"),
+        "sasl_plain_password": env.get("KAFKA_SASL_PASSWORD"),
+    }
+    producer = AIOKafkaProducer(
+        bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"].split(","),
+        security_protocol=env["KAFKA_SECURITY_PROTOCOL"],
+        ssl_context=tls,
+        acks="all",
+        enable_idempotence=env["KAFKA_ENABLE_IDEMPOTENCE"] == "true",
+        **sasl,
+    )
+    await producer.start()
+    try:
+        written = await producer.send_and_wait(topic, b"x")
+    finally:
+        await producer.stop()
+    assert written.offset == 0
 
 
 def test_nothing_is_allowed_without_an_acl(cluster: SecuredCluster, topic: str) -> None:
