@@ -20,6 +20,7 @@ _FIGURES = pytest.StashKey[dict[str, float]]()
 
 @pytest.fixture(scope="package")
 def secured_cluster(pytestconfig: pytest.Config) -> Iterator[SecuredCluster]:
+    """The cluster itself; tests take :func:`cluster`, which puts back what they changed."""
     if not kafka_cluster.available():
         missing("the secured cluster needs Java 17+, Maven (or the cached jars) and openssl")
     with SecuredCluster() as cluster:
@@ -33,7 +34,7 @@ def secured_cluster(pytestconfig: pytest.Config) -> Iterator[SecuredCluster]:
 
 @pytest.fixture
 def cluster(secured_cluster: SecuredCluster) -> Iterator[SecuredCluster]:
-    """The session's cluster, given back as found: every broker running, no user's ACLs."""
+    """The folder's cluster, given back as found: every broker running, no user's ACLs."""
     yield secured_cluster
     secured_cluster.restore()
     for user in USERS:
