@@ -1,13 +1,14 @@
 # Tasks, one target per test tier. Every target runs through uv, which installs what it needs.
 #   make lint        ruff, format check, mypy (strict), import contracts
 #   make unit        the rules and pure code, no servers (seconds)
+#   make cluster     the secured three-broker cluster (SASL_SSL, mTLS, ACLs; needs openssl)
 #   make fast        everything but the fault suite
 #   make test        the whole suite (what CI and README's `uv run pytest` run)
 # The broker is chosen as README says (GENRES_TESTS_BROKER=kafka|tansu|docker forces one).
 
 PYTEST := uv run pytest -p no:cacheprovider
 
-.PHONY: lint unit integration e2e faults fast test ci
+.PHONY: lint unit integration e2e faults cluster fast test ci
 
 lint:
 	uv run ruff check .
@@ -26,6 +27,9 @@ e2e:
 
 faults:
 	$(PYTEST) -m faults
+
+cluster:
+	$(PYTEST) -m cluster
 
 fast:
 	$(PYTEST) -m "not faults"

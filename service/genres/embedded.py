@@ -35,6 +35,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -118,13 +119,19 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def api_versions_probe(host: str, port: int, timeout: float) -> bool:
-    """True when something speaking the Kafka protocol answers an ApiVersions v0 request."""
+def api_versions_probe(
+    host: str, port: int, timeout: float, *, tls: ssl.SSLContext | None = None
+) -> bool:
+    """True when something speaking the Kafka protocol answers an ApiVersions v0 request
+    (over TLS with ``tls``: a listener that is SSL or SASL_SSL answers it before any SASL)."""
     correlation_id = 0x67656E72
     client_id = b"genres-probe"
     body = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection((host, port), timeout=timeout))
+            if tls is not None:
+                sock = stack.enter_context(tls.wrap_socket(sock, server_hostname=host))
             sock.settimeout(timeout)
             sock.sendall(struct.pack(">i", len(body)) + body)
             header = _recv_exact(sock, 10)

@@ -12,6 +12,11 @@ No JVM outlives the test session, even a ``kill -9``-ed one: the JVM is asked to
 parent (``PR_SET_PDEATHSIG``, set between fork and exec, so it is tied to the thread that spawns
 it: spawn from a thread that lives as long as the broker), ``atexit`` stops it otherwise, and
 temporary folders left by a killed session are removed by the next one.
+
+:class:`Jvm` (one node's folder, settings, storage and process) is what the secured cluster
+(``tests.support.kafka_cluster``) runs its four nodes with. (Over 300 lines: resolving the
+jars, running a node and sweeping its leftovers share the cache, the folders and the reaping;
+split, each part would restate the others'.)
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import re
 import resource
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -34,9 +40,10 @@ import time
 import uuid
 import weakref
 from base64 import urlsafe_b64encode
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Self
+from typing import Protocol, Self
 from xml.etree import ElementTree
 
 from genres.embedded import api_versions_probe, free_port
@@ -44,14 +51,6 @@ from genres.embedded import api_versions_probe, free_port
 POM = Path(__file__).with_name("kafka") / "pom.xml"
 MAIN_CLASS = "kafka.Kafka"
 STORAGE_TOOL = "kafka.tools.StorageTool"
-#: Small heap, one GC thread, C1 only: starts faster and stays small; ample for tests.
-JVM_OPTIONS = (
-    "-Xms64m",
-    "-Xmx512m",
-    "-XX:+UseSerialGC",
-    "-XX:TieredStopAtLevel=1",
-    "-Djava.awt.headless=true",
-)
 #: The broker's tuning for tests (also given to the testcontainers image, as KAFKA_* variables).
 TEST_SETTINGS = {
     # The service creates its topics itself: a test must fail when it does not.
@@ -74,6 +73,9 @@ TEST_SETTINGS = {
     # default): the service's own size check (1 MiB, then the dead-letter topic) is what the
     # hostile-input tests exercise, not the broker's default refusal above ~1 MiB.
     "message.max.bytes": str(16 * 1024 * 1024),
+    # The log cleaner's buffer (on the heap, taken at start) at 16 MiB, not 128: enough for
+    # the tests' compacted topics, and ~110 MiB less resident per broker.
+    "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
     # Fewer threads on small machines.
     "num.network.threads": "2",
     "num.io.threads": "4",
@@ -232,20 +234,35 @@ def sweep_stale_dirs() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-_live: weakref.WeakSet[ApacheKafka] = weakref.WeakSet()
+class _Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+_live: weakref.WeakSet[_Closeable] = weakref.WeakSet()
 _live_lock = threading.Lock()
+
+
+def track(owner: _Closeable) -> None:
+    """Close ``owner`` (a node or a cluster) at exit if it is still running then."""
+    with _live_lock:
+        _live.add(owner)
+
+
+def untrack(owner: _Closeable) -> None:
+    with _live_lock:
+        _live.discard(owner)
 
 
 @atexit.register
 def _stop_all() -> None:
     with _live_lock:
-        brokers = list(_live)
-    for broker in brokers:
+        owners = list(_live)
+    for owner in owners:
         with contextlib.suppress(Exception):
-            broker.close()
+            owner.close()
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     """A KRaft cluster id: a random UUID, base64url without padding (22 characters).
 
     Never one starting with ``-``, which the storage tool would take for an option (Kafka's own
@@ -254,6 +271,162 @@ def _cluster_id() -> str:
         cluster_id = urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cluster_id.startswith("-"):
             return cluster_id
+
+
+def new_folder() -> Path:
+    """A temporary folder owned by this process: :func:`sweep_stale_dirs` removes it once the
+    process is gone."""
+    folder = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
+    (folder / _OWNER_FILE).write_text(f"{os.getpid()}\n")
+    return folder
+
+
+def jvm_options(heap: str) -> tuple[str, ...]:
+    """Small heap, one GC thread, C1 only: starts faster and stays small; ample for tests."""
+    return (
+        "-Xms64m",
+        f"-Xmx{heap}",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-Djava.awt.headless=true",
+    )
+
+
+def _log4j(path: Path) -> str:
+    return (
+        "appender.file.type = File\n"
+        "appender.file.name = file\n"
+        f"appender.file.fileName = {path}\n"
+        "appender.file.layout.type = PatternLayout\n"
+        "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
+        "rootLogger.level = WARN\n"
+        "rootLogger.appenderRef.file.ref = file\n"
+        # start-up and group membership: what a failing test's reader wants to see
+        "logger.server.name = kafka.server.KafkaRaftServer\n"
+        "logger.server.level = INFO\n"
+        "logger.groups.name = org.apache.kafka.coordinator.group\n"
+        "logger.groups.level = INFO\n"
+    )
+
+
+class Jvm:
+    """One Kafka JVM (broker, controller or both) in ``folder``: its settings, its storage and
+    its process, which dies with the thread that spawns it (``PR_SET_PDEATHSIG``): spawn it
+    from a thread that lives as long as the node. A respawn keeps the folder (and the data)."""
+
+    def __init__(self, folder: Path, *, heap: str = "512m") -> None:
+        self.folder = folder
+        self.heap = heap
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        process = self.process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def configure(self, settings: Mapping[str, str]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        properties = "".join(f"{key}={value}\n" for key, value in settings.items())
+        (self.folder / "server.properties").write_text(properties)
+        (self.folder / "log4j2.properties").write_text(_log4j(self.folder / "server.log"))
+
+    def command(self, classpath: list[Path], *args: str) -> list[str]:
+        java = shutil.which("java")
+        if java is None:
+            raise KafkaStartError("java is not on PATH")
+        return [
+            java,
+            *jvm_options(self.heap),
+            f"-Dlog4j2.configurationFile={self.folder / 'log4j2.properties'}",
+            "-cp",
+            os.pathsep.join(str(jar) for jar in classpath),
+            *args,
+        ]
+
+    def format(self, classpath: list[Path], cluster_id: str, *options: str) -> None:
+        """``kafka-storage format`` of the log directory, with the storage tool's ``options``
+        (``--add-scram ...``)."""
+        argv = self.command(
+            classpath,
+            STORAGE_TOOL,
+            "format",
+            "--cluster-id",
+            cluster_id,
+            "--config",
+            str(self.folder / "server.properties"),
+            *options,
+        )
+        with open(self.folder / "format.log", "wb") as log:
+            result = subprocess.run(
+                argv, stdout=log, stderr=subprocess.STDOUT, timeout=120, check=False
+            )
+        if result.returncode != 0:
+            raise KafkaStartError(f"kafka-storage format failed:\n{self.log_text()}")
+
+    def spawn(self, classpath: list[Path]) -> None:
+        argv = self.command(classpath, MAIN_CLASS, str(self.folder / "server.properties"))
+        parent = os.getpid()
+        linux = sys.platform.startswith("linux")
+        with open(self.folder / "stdout.log", "ab") as log:
+            self.process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C in the terminal reaches pytest, not the JVM
+                preexec_fn=(lambda: _die_with_parent(parent)) if linux else None,
+                cwd=self.folder,
+            )
+
+    def wait_answering(
+        self, host: str, port: int, deadline: float, *, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """Until ``host:port`` answers ApiVersions (over TLS with ``tls``); a KRaft broker opens
+        its listeners only once the controller has unfenced it."""
+        process = self.process
+        assert process is not None
+        while not api_versions_probe(host, port, timeout=1.0, tls=tls):
+            if process.poll() is not None:
+                raise KafkaStartError(
+                    f"Apache Kafka exited with {process.returncode}:\n{self.log_text()}"
+                )
+            if time.monotonic() > deadline:
+                raise KafkaStartError(
+                    f"Apache Kafka did not answer on {host}:{port} in time:\n{self.log_text()}"
+                )
+            time.sleep(0.05)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the JVM (``SIGSTOP`` freezes it, ``SIGCONT`` thaws it)."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no controlled shutdown, nothing flushed."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            self.signal(signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM (a controlled shutdown), SIGKILL after ``timeout`` seconds. Idempotent."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log_text(self, chars: int = 4000) -> str:
+        parts = []
+        for name in ("format.log", "stdout.log", "server.log"):
+            path = self.folder / name
+            if path.exists():
+                parts.append(f"--- {name}\n" + path.read_text(errors="replace")[-chars:])
+        return "\n".join(parts)
 
 
 class ApacheKafka:
@@ -267,7 +440,7 @@ class ApacheKafka:
         self.controller_port: int | None = None
         self.dir: Path | None = None
         self.startup_seconds: float | None = None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._jvm: Jvm | None = None
 
     @property
     def bootstrap_servers(self) -> str:
@@ -277,23 +450,15 @@ class ApacheKafka:
 
     @property
     def pid(self) -> int | None:
-        process = self._process
-        return process.pid if process is not None and process.poll() is None else None
+        return self._jvm.pid if self._jvm is not None else None
 
     def log_text(self, chars: int = 4000) -> str:
-        if self.dir is None:
-            return ""
-        parts = []
-        for name in ("format.log", "stdout.log", "server.log"):
-            path = self.dir / name
-            if path.exists():
-                parts.append(f"--- {name}\n" + path.read_text(errors="replace")[-chars:])
-        return "\n".join(parts)
+        return self._jvm.log_text(chars) if self._jvm is not None else ""
 
-    def _properties(self) -> str:
+    def _properties(self) -> dict[str, str]:
         assert self.dir is not None
         host, port, cport = self.host, self.port, self.controller_port
-        settings = {
+        return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{host}:{cport}",
@@ -305,38 +470,6 @@ class ApacheKafka:
             "log.dirs": str(self.dir / "data"),
             **TEST_SETTINGS,
         }
-        return "".join(f"{key}={value}\n" for key, value in settings.items())
-
-    def _log4j(self) -> str:
-        assert self.dir is not None
-        return (
-            "appender.file.type = File\n"
-            "appender.file.name = file\n"
-            f"appender.file.fileName = {self.dir / 'server.log'}\n"
-            "appender.file.layout.type = PatternLayout\n"
-            "appender.file.layout.pattern = [%d] %p %m (%c)%n\n"
-            "rootLogger.level = WARN\n"
-            "rootLogger.appenderRef.file.ref = file\n"
-            # start-up and group membership: what a failing test's reader wants to see
-            "logger.server.name = kafka.server.KafkaRaftServer\n"
-            "logger.server.level = INFO\n"
-            "logger.groups.name = org.apache.kafka.coordinator.group\n"
-            "logger.groups.level = INFO\n"
-        )
-
-    def _java(self, classpath: list[Path], *args: str) -> list[str]:
-        java = shutil.which("java")
-        if java is None:
-            raise KafkaStartError("java is not on PATH")
-        assert self.dir is not None
-        return [
-            java,
-            *JVM_OPTIONS,
-            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
-            "-cp",
-            os.pathsep.join(str(jar) for jar in classpath),
-            *args,
-        ]
 
     def start(self) -> Self:
         """Resolve (once), format and start the node, and wait until it answers."""
@@ -344,11 +477,13 @@ class ApacheKafka:
         sweep_stale_dirs()
         classpath = resolve(self.version)
         for attempt in range(3):
-            self._prepare()
-            self._format(classpath)
-            self._spawn(classpath)
+            jvm = self._prepare()
+            jvm.format(classpath, new_cluster_id())
+            jvm.spawn(classpath)
+            track(self)
+            assert self.port is not None
             try:
-                self._wait_ready()
+                jvm.wait_answering(self.host, self.port, time.monotonic() + self.startup_timeout)
             except KafkaStartError:
                 text = self.log_text()
                 self.close()
@@ -360,87 +495,21 @@ class ApacheKafka:
             return self
         raise AssertionError("unreachable")
 
-    def _prepare(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix=_DIR_PREFIX))
-        (self.dir / _OWNER_FILE).write_text(f"{os.getpid()}\n")
+    def _prepare(self) -> Jvm:
+        self.dir = new_folder()
         self.port = free_port(self.host)
         self.controller_port = free_port(self.host)
         while self.controller_port == self.port:
             self.controller_port = free_port(self.host)
-        (self.dir / "server.properties").write_text(self._properties())
-        (self.dir / "log4j2.properties").write_text(self._log4j())
-
-    def _format(self, classpath: list[Path]) -> None:
-        assert self.dir is not None
-        argv = self._java(
-            classpath,
-            STORAGE_TOOL,
-            "format",
-            "--cluster-id",
-            _cluster_id(),
-            "--config",
-            str(self.dir / "server.properties"),
-        )
-        with open(self.dir / "format.log", "wb") as log:
-            result = subprocess.run(
-                argv, stdout=log, stderr=subprocess.STDOUT, timeout=120, check=False
-            )
-        if result.returncode != 0:
-            raise KafkaStartError(f"kafka-storage format failed:\n{self.log_text()}")
-
-    def _spawn(self, classpath: list[Path]) -> None:
-        assert self.dir is not None
-        argv = self._java(classpath, MAIN_CLASS, str(self.dir / "server.properties"))
-        parent = os.getpid()
-        linux = sys.platform.startswith("linux")
-        with open(self.dir / "stdout.log", "ab") as log:
-            self._process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # Ctrl-C in the terminal reaches pytest, not the JVM
-                preexec_fn=(lambda: _die_with_parent(parent)) if linux else None,
-                cwd=self.dir,
-            )
-        with _live_lock:
-            _live.add(self)
-
-    def _wait_ready(self) -> None:
-        """Ready once the broker listener answers ApiVersions: a KRaft broker opens it only
-        after the controller has unfenced it."""
-        process = self._process
-        assert process is not None
-        assert self.port is not None
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if process.poll() is not None:
-                raise KafkaStartError(
-                    f"Apache Kafka exited with {process.returncode}:\n{self.log_text()}"
-                )
-            if api_versions_probe(self.host, self.port, timeout=1.0):
-                return
-            if time.monotonic() > deadline:
-                raise KafkaStartError(
-                    f"Apache Kafka did not answer on {self.bootstrap_servers} within "
-                    f"{self.startup_timeout:g} s:\n{self.log_text()}"
-                )
-            time.sleep(0.05)
+        self._jvm = Jvm(self.dir)
+        self._jvm.configure(self._properties())
+        return self._jvm
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM (a controlled shutdown), SIGKILL after ``timeout`` seconds. Idempotent."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        with _live_lock:
-            _live.discard(self)
+        if self._jvm is not None:
+            self._jvm.stop(timeout)
+        untrack(self)
 
     def close(self) -> None:
         """Stop the node and delete its log directory."""

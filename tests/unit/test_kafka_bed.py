@@ -7,12 +7,15 @@ import re
 import subprocess
 import sys
 import tempfile
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.support import apache_kafka
 from tests.support.broker import describe_broker, planned_broker
+from tests.support.cluster_admin import acl_binding
 
 
 def test_the_pom_asks_for_a_kafka_4_broker() -> None:
@@ -28,7 +31,7 @@ def test_the_pom_without_a_version_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_cluster_ids_are_never_taken_for_an_option() -> None:
-    ids = {apache_kafka._cluster_id() for _ in range(2000)}
+    ids = {apache_kafka.new_cluster_id() for _ in range(2000)}
     assert len(ids) == 2000
     for cluster_id in ids:
         assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{21}", cluster_id), cluster_id
@@ -97,3 +100,27 @@ def test_folders_of_dead_sessions_are_swept(
     assert not stale.exists()
     assert live.exists()
     assert foreign.exists()
+
+
+@dataclass(frozen=True)
+class _Rule:
+    """An ACL in ``genres.kafka.acls.Acl``'s shape, built by hand."""
+
+    resource_type: str
+    name: str
+    pattern: str
+    operation: str
+
+
+def test_acls_convert_field_by_field() -> None:
+    rule = _Rule("group", f"g{uuid.uuid4().hex[:6]}", "prefixed", "read")
+    binding = acl_binding("User:genres", rule)
+    assert (binding.restype.name, binding.name, binding.resource_pattern_type.name) == (
+        "GROUP",
+        rule.name,
+        "PREFIXED",
+    )
+    assert (binding.principal, binding.host) == ("User:genres", "*")
+    assert (binding.operation.name, binding.permission_type.name) == ("READ", "ALLOW")
+    cluster = acl_binding("User:genres", _Rule("cluster", "kafka-cluster", "literal", "DESCRIBE"))
+    assert (cluster.restype.name, cluster.operation.name) == ("BROKER", "DESCRIBE")
