@@ -66,12 +66,14 @@ async def retrying(
     wait_max: float = 5.0,
     on_error: ErrorHook | None = None,
     context: dict[str, Any] | None = None,
+    operation: str | None = None,
 ) -> T:
     """Run ``action`` until it succeeds; failures ``on`` rejects propagate at once, and a
     refusal from the cluster propagates at once as ``ClusterRefused``.
 
     No attempt or time limit: the record stays uncommitted meanwhile, and the stall watchdog
-    (given each failure through ``on_error``) is what makes a long wait loud.
+    (given each failure through ``on_error``) is what makes a long wait loud. ``operation``:
+    the ACL operation ``action`` needs (``READ``), named by a refusal.
     """
 
     def retried(exc: Exception) -> bool:
@@ -83,9 +85,9 @@ async def retrying(
         try:
             return await action()
         except Exception as exc:
+            refusal = refused(exc, operation=operation)
             if on_error is not None:
-                on_error(exc)
-            refusal = refused(exc)
+                on_error(refusal or exc)
             if refusal is not None and refusal is not exc:
                 raise refusal from exc
             if retried(exc):

@@ -46,7 +46,8 @@ def one_line(error: ClusterRefused | None) -> str:
 
 def test_a_topic_denial_names_the_operation_and_the_topic() -> None:
     error = refused(TopicAuthorizationFailedError("track.genres_failed"), operation="READ")
-    assert error is not None and error.refusal is Refusal.AUTHORIZATION
+    assert error is not None
+    assert error.refusal is Refusal.AUTHORIZATION
     text = one_line(error)
     assert "READ on topic track.genres_failed" in text
     assert "TOPIC_AUTHORIZATION_FAILED" in text
@@ -77,7 +78,8 @@ def test_a_refused_login_names_mechanism_and_user_never_the_password() -> None:
         " mechanism SCRAM-SHA-512"
     )
     error = refused(SaslAuthenticationFailed(broker_says), settings=SASL)
-    assert error is not None and error.refusal is Refusal.AUTHENTICATION
+    assert error is not None
+    assert error.refusal is Refusal.AUTHENTICATION
     text = one_line(error)
     assert "SASL SCRAM-SHA-512 as user genres" in text
     assert "invalid credentials" in text
@@ -92,7 +94,8 @@ def test_an_unoffered_mechanism_is_an_authentication_refusal() -> None:
         ),
         settings=SASL,
     )
-    assert error is not None and error.refusal is Refusal.AUTHENTICATION
+    assert error is not None
+    assert error.refusal is Refusal.AUTHENTICATION
     assert "Enabled mechanisms are: ['PLAIN']" in one_line(error)
 
 
@@ -105,7 +108,8 @@ def test_an_untrusted_broker_certificate_names_the_problem_and_the_ca_setting() 
     wrapped = KafkaConnectionError("Connection at h1:9093 closed")
     wrapped.__cause__ = cause
     error = refused(wrapped, settings=SASL)
-    assert error is not None and error.refusal is Refusal.TLS
+    assert error is not None
+    assert error.refusal is Refusal.TLS
     text = one_line(error)
     assert "certificate verify failed: unable to get local issuer certificate" in text
     assert "KAFKA_SSL_CAFILE=/etc/kafka/ca.pem" in text
@@ -114,8 +118,7 @@ def test_an_untrusted_broker_certificate_names_the_problem_and_the_ca_setting() 
 def test_a_refused_client_certificate_names_the_certificate_settings() -> None:
     cause = ssl.SSLError(
         1,
-        "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required"
-        " (_ssl.c:2580)",
+        "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required (_ssl.c:2580)",
     )
     text = one_line(refused(cause))
     assert "tlsv13 alert certificate required" in text
@@ -127,7 +130,8 @@ def test_an_unknown_topic_is_missing_only_where_it_must_exist() -> None:
     # While a topic is being created or moved, the same error is transient.
     assert refused(UnknownTopicOrPartitionError()) is None
     error = refused(UnknownTopicOrPartitionError(), topics=["t.b", "t.a"])
-    assert error is not None and error.refusal is Refusal.MISSING_TOPIC
+    assert error is not None
+    assert error.refusal is Refusal.MISSING_TOPIC
     assert "t.a, t.b" in one_line(error)
 
 
@@ -160,11 +164,12 @@ async def test_retrying_raises_a_refusal_at_once_even_when_told_to_retry_everyth
         attempts += 1
         raise TopicAuthorizationFailedError("track.genres_failed")
 
-    with pytest.raises(ClusterRefused, match="topic track.genres_failed") as raised:
-        await retrying(fetch, what="reading", on=Exception, on_error=seen.append)
+    with pytest.raises(ClusterRefused, match=r"READ on topic track\.genres_failed") as raised:
+        await retrying(fetch, what="reading", on=Exception, on_error=seen.append, operation="READ")
     assert attempts == 1
     assert isinstance(raised.value.__cause__, TopicAuthorizationFailedError)
-    assert seen and isinstance(seen[0], TopicAuthorizationFailedError)
+    # The watchdog and the process's refusals are told the refusal, its operation named.
+    assert seen == [raised.value]
 
 
 def test_a_command_ending_on_a_refusal_exits_2_with_its_line() -> None:

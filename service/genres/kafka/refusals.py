@@ -188,10 +188,13 @@ class Refusals:
         self.first: ClusterRefused | None = None
         self._event = asyncio.Event()
 
-    def note(self, error: BaseException | str, *, role: str | None = None) -> ClusterRefused | None:
+    def note(
+        self, error: BaseException | str, *, role: str | None = None, operation: str | None = None
+    ) -> ClusterRefused | None:
+        """``error``'s refusal, if it is one; the first one is logged and kept."""
         if isinstance(error, str):
             return None
-        found = refused(error)
+        found = refused(error, operation=operation)
         if found is not None and self.first is None:
             self.first = found
             log.error(str(found), extra={"refusal": found.refusal.value, "role": role})
@@ -207,6 +210,23 @@ class Refusals:
         """The readiness check: raises the refusal once there is one."""
         if self.first is not None:
             raise self.first
+
+
+class Intercepted(logging.Filter):
+    """Takes refusals out of a library's log, on its logger: FastStream logs a subscriber's
+    fetch errors at ERROR and tries again every 5 s. Each is noted (the process's one line
+    comes from :class:`Refusals`) and dropped; every other record passes."""
+
+    def __init__(self, refusals: Refusals, *, operation: str | None = None) -> None:
+        super().__init__()
+        self._refusals = refusals
+        self._operation = operation
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None:
+            return True
+        return self._refusals.note(error, operation=self._operation) is None
 
 
 def _names(error: BaseException) -> str:
