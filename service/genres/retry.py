@@ -11,7 +11,7 @@ raised at once as ``ClusterRefused``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeVar
 
 import stamina
@@ -67,13 +67,15 @@ async def retrying(
     on_error: ErrorHook | None = None,
     context: dict[str, Any] | None = None,
     operation: str | None = None,
+    topics: Collection[str] = (),
 ) -> T:
     """Run ``action`` until it succeeds; failures ``on`` rejects propagate at once, and a
     refusal from the cluster propagates at once as ``ClusterRefused``.
 
     No attempt or time limit: the record stays uncommitted meanwhile, and the stall watchdog
     (given each failure through ``on_error``) is what makes a long wait loud. ``operation``:
-    the ACL operation ``action`` needs (``READ``), named by a refusal.
+    the ACL operation ``action`` needs (``READ``) and ``topics`` the topics it is on, named by
+    a refusal whose error does not.
     """
 
     def retried(exc: Exception) -> bool:
@@ -85,7 +87,7 @@ async def retrying(
         try:
             return await action()
         except Exception as exc:
-            refusal = refused(exc, operation=operation)
+            refusal = refused(exc, operation=operation, topics=topics)
             if on_error is not None:
                 on_error(refusal or exc)
             if refusal is not None and refusal is not exc:

@@ -11,6 +11,7 @@ from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     KafkaConnectionError,
+    KafkaError,
     KafkaTimeoutError,
     NotLeaderForPartitionError,
     SaslAuthenticationFailed,
@@ -129,7 +130,8 @@ def test_a_refused_client_certificate_names_the_certificate_settings() -> None:
 def test_an_unknown_topic_is_missing_only_where_it_must_exist() -> None:
     # While a topic is being created or moved, the same error is transient.
     assert refused(UnknownTopicOrPartitionError()) is None
-    error = refused(UnknownTopicOrPartitionError(), topics=["t.b", "t.a"])
+    assert refused(UnknownTopicOrPartitionError(), topics=["t.a"]) is None
+    error = refused(UnknownTopicOrPartitionError(), topics=["t.b", "t.a"], missing=True)
     assert error is not None
     assert error.refusal is Refusal.MISSING_TOPIC
     assert "t.a, t.b" in one_line(error)
@@ -209,3 +211,12 @@ async def test_the_first_refusal_is_logged_once_and_ends_the_wait(
     assert getattr(errors[0], "refusal", None) == "authorization"
     with pytest.raises(ClusterRefused):
         await refusals.check()
+
+
+def test_a_denial_aiokafka_flattened_to_a_plain_kafka_error_is_still_one() -> None:
+    # An OffsetFetch denied for a topic: aiokafka raises KafkaError(repr(original)).
+    flattened = KafkaError(repr(TopicAuthorizationFailedError()))
+    error = refused(flattened, operation="READ", topics=["t.classified"])
+    assert error is not None
+    assert "READ on topic t.classified" in one_line(error)
+    assert refused(KafkaError("something else")) is None

@@ -133,6 +133,7 @@ class ConcurrentConsumer:
                     wait_max=2.0,
                     on_error=self._fetch_failed,
                     operation="READ",
+                    topics=self._topics,
                 )
             except ClusterRefused:
                 return  # told to on_error; fetching again would meet it again

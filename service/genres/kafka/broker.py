@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from genres.config import Settings
 from genres.errors import ConfigurationError
@@ -138,7 +138,9 @@ async def wait_for_topics(
             if name in described and described[name]["error_code"] == TOPIC_AUTHORIZATION_FAILED
         ]
         if denied:
-            raise not_authorized(f"DESCRIBE on topic {', '.join(denied)}")
+            raise not_authorized(
+                f"DESCRIBE on topic {', '.join(denied)}", TopicAuthorizationFailedError()
+            )
         pending = [
             name
             for name in wanted

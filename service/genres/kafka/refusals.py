@@ -18,6 +18,7 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Collection, Iterable, Iterator
+from types import TracebackType
 
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -59,17 +60,20 @@ def refused(
     operation: str | None = None,
     settings: Settings | None = None,
     topics: Collection[str] = (),
+    missing: bool = False,
 ) -> ClusterRefused | None:
     """The permanent refusal ``error`` is or wraps, or None when retrying may help.
 
     ``operation``: the ACL operation the caller attempted (``READ``, ``WRITE``, ``DESCRIBE``),
-    when it knows it; the errors do not say. ``topics``: topics that must exist, for which an
-    ``UnknownTopicOrPartitionError`` is a missing topic rather than a topic being created.
+    when it knows it; the errors do not say. ``topics``: the topics it was on, named when the
+    error names none. ``missing``: those topics must exist, so an
+    ``UnknownTopicOrPartitionError`` is a missing topic rather than one being created.
     """
     for each in _chain(error):
         if isinstance(each, ClusterRefused):
             return each
-        found = _one(each, operation=operation, settings=settings, topics=topics)
+        each = _unwrapped(each, topics)
+        found = _one(each, operation=operation, settings=settings, topics=topics, missing=missing)
         if found is not None:
             found.__cause__ = each
             return found
@@ -86,10 +90,12 @@ def _one(
     operation: str | None,
     settings: Settings | None,
     topics: Collection[str],
+    missing: bool,
 ) -> ClusterRefused | None:
     doing = f"{operation} on " if operation else "access to "
     if isinstance(error, TopicAuthorizationFailedError):
-        return not_authorized(f"{doing}topic {_names(error)}", error)
+        named = _names(error) if error.args else ", ".join(sorted(topics)) or _names(error)
+        return not_authorized(f"{doing}topic {named}", error)
     if isinstance(error, GroupAuthorizationFailedError):
         # Joining, fetching offsets and committing all need READ on the group.
         return not_authorized(f"{operation or 'READ'} on group {_names(error)}", error)
@@ -107,7 +113,7 @@ def _one(
         return ClusterRefused(
             f"Kafka TLS handshake failed: {tls_problem(error, settings)}", refusal=Refusal.TLS
         )
-    if isinstance(error, UnknownTopicOrPartitionError) and topics:
+    if isinstance(error, UnknownTopicOrPartitionError) and missing and topics:
         return missing_topics(topics)
     return None
 
@@ -189,12 +195,17 @@ class Refusals:
         self._event = asyncio.Event()
 
     def note(
-        self, error: BaseException | str, *, role: str | None = None, operation: str | None = None
+        self,
+        error: BaseException | str,
+        *,
+        role: str | None = None,
+        operation: str | None = None,
+        topics: Collection[str] = (),
     ) -> ClusterRefused | None:
         """``error``'s refusal, if it is one; the first one is logged and kept."""
         if isinstance(error, str):
             return None
-        found = refused(error, operation=operation)
+        found = refused(error, operation=operation, topics=topics)
         if found is not None and self.first is None:
             self.first = found
             log.error(str(found), extra={"refusal": found.refusal.value, "role": role})
@@ -226,7 +237,48 @@ class Intercepted(logging.Filter):
         error = record.exc_info[1] if record.exc_info else None
         if error is None:
             return True
-        return self._refusals.note(error, operation=self._operation) is None
+        topics = subscribed_topics(record.exc_info[2] if record.exc_info else None)
+        found = self._refusals.note(error, operation=self._operation, topics=topics)
+        return found is None
+
+
+_WRAPPED: dict[str, type[KafkaError]] = {
+    kind.__name__: kind
+    for kind in (
+        TopicAuthorizationFailedError,
+        GroupAuthorizationFailedError,
+        ClusterAuthorizationFailedError,
+        TransactionalIdAuthorizationFailed,
+    )
+}
+
+
+def _unwrapped(error: BaseException, topics: Collection[str]) -> BaseException:
+    """aiokafka's group coordinator raises some broker errors as a plain ``KafkaError`` whose
+    text is the original's ``repr`` (an OffsetFetch denied for a topic:
+    ``KafkaError("TopicAuthorizationFailedError()")``): the original, rebuilt."""
+    if type(error) is not KafkaError or not error.args:
+        return error
+    text = str(error.args[0])
+    kind = _WRAPPED.get(text.split("(", 1)[0])
+    if kind is None:
+        return error
+    rebuilt: BaseException = (
+        kind(set(topics)) if kind is TopicAuthorizationFailedError and topics else kind()
+    )
+    rebuilt.__cause__ = error
+    return rebuilt
+
+
+def subscribed_topics(trace: TracebackType | None) -> list[str]:
+    """The topics of the FastStream subscriber whose consume loop is in ``trace``, if any."""
+    while trace is not None:
+        owner = trace.tb_frame.f_locals.get("self")
+        names = getattr(owner, "topic_names_for_subscribe", None)
+        if isinstance(names, list) and names:
+            return [str(name) for name in names]
+        trace = trace.tb_next
+    return []
 
 
 def _names(error: BaseException) -> str:

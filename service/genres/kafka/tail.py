@@ -125,6 +125,7 @@ class TopicTail:
                 wait_max=2.0,
                 on_error=lambda exc: self._watchdog.note_error(self._name, exc),
                 operation="READ",
+                topics=self._topics,
             )
             try:
                 for records in batches.values():
