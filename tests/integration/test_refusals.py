@@ -236,3 +236,118 @@ def test_genres_run_ends_on_a_refusal_with_one_error_line_and_exit_2(
     assert ours[0]["refusal"] == "authorization"
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: Kafka denies READ on topic"), last
+
+
+async def ask(settings: Settings, reply_to: str) -> None:
+    """A request for track 1 whose reply goes to ``reply_to``."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic(topics.RECOMMENDED_TAGS),
+            b'{"track_id": 1}',
+            key=b"1",
+            headers=[
+                (topics.REPLY_TO_HEADER, reply_to.encode()),
+                (topics.CORRELATION_ID_HEADER, b"c1"),
+            ],
+        )
+    finally:
+        await producer.stop()
+
+
+async def test_a_denied_write_to_the_services_reply_topics_stops_the_responder(
+    node: AuthorizingKafka, database_url: str
+) -> None:
+    settings = settings_for(node, database_url=database_url)
+    reply_to = settings.topic("genres.replies.denied")
+    await ensure_topics(settings)
+    await ensure_topics(settings, [reply_to])
+    deny(node, "topic", reply_to, "WRITE")
+    async with running(settings, frozenset({Role.RESPONDER})) as service:
+        await ask(settings, reply_to)
+        refusal = await asyncio.wait_for(service.refusals.wait(), 30)
+    assert f"WRITE on topic {reply_to}" in str(refusal)
+
+
+async def test_a_denied_reply_topic_of_another_name_is_the_callers_and_dead_lettered(
+    node: AuthorizingKafka, database_url: str
+) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    settings = settings_for(node, database_url=database_url)
+    reply_to = settings.topic("elsewhere.denied")
+    await ensure_topics(settings)
+    await ensure_topics(settings, [reply_to])
+    deny(node, "topic", reply_to, "WRITE")
+    dlq = topics.dead_letter_topic(settings.topic(topics.RECOMMENDED_TAGS))
+    reader = AIOKafkaConsumer(
+        dlq, bootstrap_servers=node.bootstrap_servers, auto_offset_reset="earliest"
+    )
+    async with running(settings, frozenset({Role.RESPONDER})) as service:
+        await reader.start()
+        try:
+            await ask(settings, reply_to)
+            record = await asyncio.wait_for(reader.getone(), 30)
+        finally:
+            await reader.stop()
+        assert service.refusals.first is None
+    reason = dict(record.headers)[topics.DLQ_REASON_HEADER].decode()
+    assert f"Kafka denies WRITE on topic {reply_to}" in reason
+
+
+async def test_a_topic_that_never_appears_is_named_missing(node: AuthorizingKafka) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from genres.kafka.broker import wait_for_topics
+
+    name = f"t{uuid.uuid4().hex[:8]}.never.created"
+    admin = AIOKafkaAdminClient(bootstrap_servers=node.bootstrap_servers)
+    await admin.start()
+    try:
+        with pytest.raises(ClusterRefused) as raised:
+            await wait_for_topics(admin, [name], timeout_s=0.5)
+    finally:
+        await admin.close()
+    assert raised.value.refusal is Refusal.MISSING_TOPIC
+    assert name in str(raised.value)
+
+
+async def test_readyz_answers_from_the_start_saying_what_it_waits_for(
+    node: AuthorizingKafka, database_url: str
+) -> None:
+    settings = settings_for(
+        node, database_url=database_url, health_host="127.0.0.1", health_port=free_port()
+    )
+    url = f"http://127.0.0.1:{settings.health_port}/readyz"
+    answers: list[tuple[int, str | None]] = []
+    stop = asyncio.Event()
+
+    async def start() -> None:
+        async with running(settings, frozenset({Role.PROJECTOR})):
+            await stop.wait()
+
+    starting = asyncio.create_task(start())
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(600):
+                try:
+                    async with session.get(url) as response:
+                        body = await response.json()
+                        answers.append((response.status, body.get("starting")))
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass  # not listening yet
+                await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await starting
+    # Creating the topics takes far longer than a poll: the first answer is while waiting.
+    assert answers[0] == (503, "topics"), answers
+    assert answers[-1] == (200, None), answers
+    order = ["topics", "database", "roles"]
+    seen = [order.index(step) for status, step in answers if step is not None]
+    assert seen == sorted(seen), answers
