@@ -41,14 +41,37 @@ UNREACHABLE_DATABASE = "postgresql+asyncpg://genres@127.0.0.1:9/genres"
 """The roles tested here refuse before they touch the database."""
 
 
+SASL_USER, SASL_PASSWORD = "genres", "right-password"
+
+
 class AuthorizingKafka(apache_kafka.ApacheKafka):
-    """The test node with the standard authorizer: open unless an ACL says otherwise."""
+    """The test node with the standard authorizer, open unless an ACL says otherwise, and a
+    second listener taking SASL PLAIN logins (one user, ``SASL_USER``)."""
+
+    sasl_port: int | None = None
 
     def _properties(self) -> str:
-        return super()._properties() + (
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n"
-            "allow.everyone.if.no.acl.found=true\n"
+        self.sasl_port = free_port(self.host)
+        sasl = f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}"
+        lines = []
+        for line in super()._properties().splitlines():
+            key, _, value = line.partition("=")
+            if key in ("listeners", "advertised.listeners"):
+                value = f"{value},{sasl}"
+            elif key == "listener.security.protocol.map":
+                value = f"{value},SASL_PLAINTEXT:SASL_PLAINTEXT"
+            lines.append(f"{key}={value}")
+        login = (
+            "org.apache.kafka.common.security.plain.PlainLoginModule required"
+            f' user_{SASL_USER}="{SASL_PASSWORD}";'
         )
+        lines += [
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found=true",
+            "sasl.enabled.mechanisms=PLAIN",
+            f"listener.name.sasl_plaintext.plain.sasl.jaas.config={login}",
+        ]
+        return "".join(f"{line}\n" for line in lines)
 
 
 @pytest.fixture(scope="module")
@@ -351,3 +374,80 @@ async def test_readyz_answers_from_the_start_saying_what_it_waits_for(
     order = ["topics", "database", "roles"]
     seen = [order.index(step) for status, step in answers if step is not None]
     assert seen == sorted(seen), answers
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "password", "says"),
+    [
+        ("PLAIN", "wrong-password", "Authentication failed: Invalid username or password"),
+        ("SCRAM-SHA-512", SASL_PASSWORD, "does not offer SCRAM-SHA-512 on this listener"),
+    ],
+)
+async def test_a_refused_login_is_named_at_start_not_unreachable(
+    node: AuthorizingKafka, mechanism: str, password: str, says: str
+) -> None:
+    from genres.kafka.refusals import probe
+
+    settings = settings_for(
+        node,
+        kafka_bootstrap_servers=f"{node.host}:{node.sasl_port}",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism=mechanism,
+        kafka_sasl_username=SASL_USER,
+        kafka_sasl_password=password,
+    )
+    with pytest.raises(ClusterRefused) as raised:
+        await probe(settings)
+    line = str(raised.value)
+    assert raised.value.refusal is Refusal.AUTHENTICATION
+    assert f"SASL {mechanism} as user {SASL_USER}" in line
+    assert says in line
+    assert password not in line
+
+
+async def test_the_right_login_is_no_refusal(node: AuthorizingKafka) -> None:
+    from genres.kafka.refusals import probe
+
+    settings = settings_for(
+        node,
+        kafka_bootstrap_servers=f"{node.host}:{node.sasl_port}",
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_sasl_mechanism="PLAIN",
+        kafka_sasl_username=SASL_USER,
+        kafka_sasl_password=SASL_PASSWORD,
+    )
+    await probe(settings)
+
+
+def test_genres_run_with_a_wrong_password_exits_2_naming_the_login(
+    node: AuthorizingKafka,
+) -> None:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"{node.host}:{node.sasl_port}",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "PLAIN",
+        "KAFKA_SASL_USERNAME": SASL_USER,
+        "KAFKA_SASL_PASSWORD": "wrong-password",
+        "GENRES_TOPIC_PREFIX": f"t{uuid.uuid4().hex[:8]}.",
+        "DATABASE_URL": UNREACHABLE_DATABASE,
+        "HEALTH_PORT": "0",
+        "LOG_FORMAT": "json",
+    }
+    done = subprocess.run(
+        [GENRES, "run", "projector"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: Kafka authentication failed: SASL PLAIN as user genres"), last
+    assert "wrong-password" not in done.stdout + done.stderr
+    logged = [
+        json.loads(line) for line in (done.stdout + done.stderr).splitlines() if line[:1] == "{"
+    ]
+    errors = [line for line in logged if line["level"] == "error"]
+    assert [line["refusal"] for line in errors] == ["authentication"], errors

@@ -220,3 +220,10 @@ def test_a_denial_aiokafka_flattened_to_a_plain_kafka_error_is_still_one() -> No
     assert error is not None
     assert "READ on topic t.classified" in one_line(error)
     assert refused(KafkaError("something else")) is None
+
+
+def test_a_refused_handshake_names_the_mechanism_it_asked_for() -> None:
+    # aiokafka raises the handshake's error with the connection as its only argument.
+    error = refused(UnsupportedSaslMechanismError(object()), settings=SASL)
+    assert "does not offer SCRAM-SHA-512 on this listener" in one_line(error)
+    assert "object at" not in one_line(error)

@@ -105,7 +105,7 @@ def _one(
         return not_authorized(f"{doing}the cluster", error)
     if isinstance(error, SaslAuthenticationFailed | UnsupportedSaslMechanismError):
         return ClusterRefused(
-            f"Kafka authentication failed: {_login(settings)}: {_detail(error)}"
+            f"Kafka authentication failed: {_login(settings)}: {_detail(error, settings)}"
             " (check KAFKA_SASL_MECHANISM, KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD)",
             refusal=Refusal.AUTHENTICATION,
         )
@@ -298,11 +298,15 @@ def _login(settings: Settings | None) -> str:
     return f"SASL {settings.kafka_sasl_mechanism or 'PLAIN'} as user {user}"
 
 
-def _detail(error: BaseException) -> str:
-    # aiokafka's str() prefixes "[Error 58] SaslAuthenticationFailed: "; the broker's own
-    # message follows (it never contains the password).
-    text = " ".join(" ".join(str(arg) for arg in error.args).split())
+def _detail(error: BaseException, settings: Settings | None) -> str:
+    # The broker's own message (it never contains the password), without aiokafka's
+    # "[Error 58] SaslAuthenticationFailed: " prefix. A refused handshake carries the
+    # connection object instead of a message.
+    text = " ".join(" ".join(str(a) for a in error.args if isinstance(a, str)).split())
     message = getattr(error, "message", type(error).__name__)
+    if not text and isinstance(error, UnsupportedSaslMechanismError):
+        mechanism = (settings.kafka_sasl_mechanism if settings else None) or "this mechanism"
+        text = f"the broker does not offer {mechanism} on this listener"
     return f"{message}: {text}" if text else str(message)
 
 
