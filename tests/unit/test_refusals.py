@@ -121,7 +121,9 @@ def test_a_refused_client_certificate_names_the_certificate_settings() -> None:
         1,
         "[SSL: TLSV13_ALERT_CERTIFICATE_REQUIRED] tlsv13 alert certificate required (_ssl.c:2580)",
     )
-    text = one_line(refused(cause))
+    wrapped = KafkaConnectionError("Connection at h1:9093 closed")
+    wrapped.__cause__ = cause
+    text = one_line(refused(wrapped))
     assert "tlsv13 alert certificate required" in text
     assert "KAFKA_SSL_CERTFILE" in text
     assert "_ssl.c" not in text
@@ -227,3 +229,13 @@ def test_a_refused_handshake_names_the_mechanism_it_asked_for() -> None:
     error = refused(UnsupportedSaslMechanismError(object()), settings=SASL)
     assert "does not offer SCRAM-SHA-512 on this listener" in one_line(error)
     assert "object at" not in one_line(error)
+
+
+def test_another_clients_tls_failure_is_not_kafkas() -> None:
+    # PostgreSQL's or Replicate's handshake: the Kafka client is not in it.
+    cause = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    cause.verify_message = "self-signed certificate"
+    wrapped = ConnectionError("cannot connect to the database")
+    wrapped.__cause__ = cause
+    assert refused(cause) is None
+    assert refused(wrapped) is None

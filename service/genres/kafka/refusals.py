@@ -69,9 +69,11 @@ def refused(
     error names none. ``missing``: those topics must exist, so an
     ``UnknownTopicOrPartitionError`` is a missing topic rather than one being created.
     """
-    for each in _chain(error):
+    for each, parent in _chain(error):
         if isinstance(each, ClusterRefused):
             return each
+        if isinstance(each, ssl.SSLError) and not _kafkas(each, parent):
+            continue  # another client's handshake (PostgreSQL's, Replicate's)
         each = _unwrapped(each, topics)
         found = _one(each, operation=operation, settings=settings, topics=topics, missing=missing)
         if found is not None:
@@ -317,15 +319,30 @@ def _ssl_text(error: ssl.SSLError) -> str:
     return text.rsplit(" (_ssl.c", 1)[0]
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
+def _kafkas(error: BaseException, parent: BaseException | None) -> bool:
+    """Whether ``error`` was met by the Kafka client: raised in its frames, or the cause of
+    one of its errors (a closed connection keeps the handshake's error as its cause)."""
+    if isinstance(parent, KafkaError):
+        return True
+    trace = error.__traceback__
+    while trace is not None:
+        if "/aiokafka/" in trace.tb_frame.f_code.co_filename:
+            return True
+        trace = trace.tb_next
+    return False
+
+
+def _chain(error: BaseException) -> Iterator[tuple[BaseException, BaseException | None]]:
+    """``error``, its causes and contexts and the members of groups, each with the error it
+    was found under."""
     seen: set[int] = set()
-    todo = [error]
+    todo: list[tuple[BaseException, BaseException | None]] = [(error, None)]
     while todo:
-        each = todo.pop(0)
+        each, parent = todo.pop(0)
         if id(each) in seen:
             continue
         seen.add(id(each))
-        yield each
+        yield each, parent
         if isinstance(each, BaseExceptionGroup):
-            todo.extend(each.exceptions)
-        todo.extend(e for e in (each.__cause__, each.__context__) if e is not None)
+            todo.extend((member, each) for member in each.exceptions)
+        todo.extend((e, each) for e in (each.__cause__, each.__context__) if e is not None)
