@@ -10,6 +10,9 @@ process collects them: the first one logs its ERROR line, turns readiness and st
 aiokafka's bootstrap logs a failed login or handshake and then raises a bare
 ``KafkaConnectionError`` ("Unable to bootstrap"): the cause is gone. :func:`probe` connects to
 each bootstrap server once, as the clients would, so that the cause can be named at start.
+
+Over 300 lines on purpose: recognising a refusal in aiokafka's many shapes of it, probing for
+one and collecting them share one vocabulary; split, the parts would only import each other.
 """
 
 from __future__ import annotations
