@@ -67,7 +67,7 @@ def test_a_group_denial_names_the_group_and_read() -> None:
 
 
 def test_cluster_and_transactional_id_denials() -> None:
-    cluster = refused(ClusterAuthorizationFailedError(), operation="IDEMPOTENT_WRITE")
+    cluster = refused(ClusterAuthorizationFailedError(), operation="WRITE")
     assert "IDEMPOTENT_WRITE on the cluster" in one_line(cluster)
     txn = refused(TransactionalIdAuthorizationFailed("genres-tx"))
     assert "WRITE on transactional id genres-tx" in one_line(txn)

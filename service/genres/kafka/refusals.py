@@ -107,7 +107,9 @@ def _one(
     if isinstance(error, TransactionalIdAuthorizationFailed):
         return not_authorized(f"{operation or 'WRITE'} on transactional id {_names(error)}", error)
     if isinstance(error, ClusterAuthorizationFailedError):
-        return not_authorized(f"{doing}the cluster", error)
+        # A producer's cluster-wide need is its idempotence (InitProducerId).
+        op = "IDEMPOTENT_WRITE" if operation == "WRITE" else operation
+        return not_authorized(f"{op} on the cluster" if op else "access to the cluster", error)
     if isinstance(error, SaslAuthenticationFailed | UnsupportedSaslMechanismError):
         return ClusterRefused(
             f"Kafka authentication failed: {_login(settings)}: {_detail(error, settings)}"
