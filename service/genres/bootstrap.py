@@ -13,7 +13,7 @@ import dataclasses
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -25,10 +25,11 @@ from genres.backfill.entry import run_backfill
 from genres.backfill.rule import BackfillOptions, BackfillReport, Progress, no_progress
 from genres.config import Backend, Settings
 from genres.database.engine import create_engine
-from genres.errors import ConfigurationError
+from genres.errors import ClusterRefused, ConfigurationError
 from genres.kafka.acls import topics_used
 from genres.kafka.broker import ensure_topics
 from genres.kafka.producer import Publisher
+from genres.kafka.refusals import Intercepted, Refusals, probe
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware
 from genres.observability.progress import (
     CommittedProgress,
@@ -67,6 +68,8 @@ class Service:
     extras: dict[str, Any] = field(default_factory=dict)
     metrics: ServiceMetrics | None = None
     health: HealthServer | None = None
+    refusals: Refusals = field(default_factory=Refusals)
+    """The cluster's refusals: the first one stops the process (``serve``)."""
 
 
 @contextlib.asynccontextmanager
@@ -79,8 +82,18 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         metrics = ServiceMetrics(cost_per_second=settings.replicate_cost_per_second)
         watchdog = StallWatchdog(settings.kafka_stall_seconds)
         metrics.watch_stalls(watchdog)
+        # Every error a role meets reaches the watchdog; a refusal among them stops the process.
+        refusals = Refusals()
+        watchdog.listeners.append(lambda role, error: refusals.note(error, role=role))
+        # Answers from the start, saying what the process still waits for.
+        health = await _start_health(settings, metrics, refusals, stack)
+        stack.push(_noting(refusals))  # a refusal met while starting: its one ERROR line
+        _waiting(health, "topics")
+        if settings.kafka_security_protocol.upper() != "PLAINTEXT":
+            await probe(settings)  # a refused login or handshake, named (the clients hide it)
         # Only the roles' own topics: a role is granted nothing on the others (kafka/acls.py).
         await ensure_topics(settings, topics_used(settings, sorted(roles)))
+        _waiting(health, "database")
         engine = create_engine(
             settings.required_database_url,
             # The classifier's ledger has a pool of its own; this one serves the projector and
@@ -97,23 +110,21 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         publisher.on_dead_letter = metrics.observe_dead_letter
-        service = Service(settings=settings, engine=engine, publisher=publisher, metrics=metrics)
-        if settings.health_port:
-            from genres.observability.health import HealthServer, broker_check, database_check
+        service = Service(
+            settings=settings,
+            engine=engine,
+            publisher=publisher,
+            metrics=metrics,
+            health=health,
+            refusals=refusals,
+        )
+        if health is not None:
+            from genres.observability.health import broker_check, database_check
 
-            health = HealthServer(
-                host=settings.health_host,
-                port=settings.health_port,
-                metrics=metrics,
-                checks={
-                    "broker": broker_check(publisher.producer.client),
-                    "database": database_check(engine),
-                    "partitions": watchdog.check,
-                },
-            )
-            await health.start()
-            stack.push_async_callback(health.stop)
-            service.health = health
+            health.add_check("broker", broker_check(publisher.producer.client))
+            health.add_check("database", database_check(engine))
+            health.add_check("partitions", watchdog.check)
+        _waiting(health, "roles")
 
         if Role.CLASSIFIER in roles:
             from genres.classifier.bounded import BoundedClassifier
@@ -209,6 +220,10 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             faststream_log = logging.getLogger("genres.faststream")
             faststream_log.addHandler(errors)
             stack.callback(faststream_log.removeHandler, errors)
+            # A refusal among them (a denied READ) is not retried every 5 s: it stops us.
+            intercepted = Intercepted(refusals, operation="READ")
+            faststream_log.addFilter(intercepted)
+            stack.callback(faststream_log.removeFilter, intercepted)
             await broker.start()
             stack.push_async_callback(broker.stop)
             metrics.watch_subscribers("faststream", broker.subscribers)
@@ -232,12 +247,62 @@ async def serve(settings: Settings, roles: frozenset[Role]) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with running(settings, roles):
+        async with running(settings, roles) as service:
             _freeze_startup_heap()
-            await stop.wait()
+            refused = await _until_stopped(stop, service.refusals)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+    if refused is not None:
+        # After a clean stop: the command ends on it (exit 2, its line).
+        raise refused
+
+
+async def _until_stopped(stop: asyncio.Event, refusals: Refusals) -> ClusterRefused | None:
+    """Wait for a signal or the cluster's first refusal; returns the refusal, if that was it."""
+    signalled = asyncio.ensure_future(stop.wait())
+    refused = asyncio.ensure_future(refusals.wait())
+    try:
+        await asyncio.wait({signalled, refused}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        signalled.cancel()
+        refused.cancel()
+    return refusals.first if not stop.is_set() else None
+
+
+async def _start_health(
+    settings: Settings, metrics: ServiceMetrics, refusals: Refusals, stack: AsyncExitStack
+) -> HealthServer | None:
+    """The health server, listening before anything else starts (none when the port is 0)."""
+    if not settings.health_port:
+        return None
+    from genres.observability.health import HealthServer
+
+    health = HealthServer(
+        host=settings.health_host,
+        port=settings.health_port,
+        metrics=metrics,
+        checks={"kafka": refusals.check},
+    )
+    await health.start()
+    stack.push_async_callback(health.stop)
+    return health
+
+
+def _waiting(health: HealthServer | None, what: str) -> None:
+    if health is not None:
+        health.starting = what
+
+
+def _noting(refusals: Refusals) -> Callable[..., bool]:
+    """An exit callback: notes the refusal a failed start ended on (it still propagates)."""
+
+    def exit_(kind: object, error: BaseException | None, trace: object) -> bool:
+        if error is not None:
+            refusals.note(error)
+        return False
+
+    return exit_
 
 
 def _freeze_startup_heap() -> None:

@@ -27,6 +27,10 @@ UNREACHABLE = 3
 def explain(exc: BaseException, settings: Settings | None) -> tuple[str, int]:
     """One line and an exit code for ``exc``."""
     chain = list(_chain(exc))
+    refusal = _refusal(exc, settings)
+    if refusal is not None:
+        # A refusal wrapped in a connection error says what to fix, not "cannot reach".
+        return _one_line(str(refusal)), 2
     for error in chain:
         if isinstance(error, ConfigurationError):
             return _one_line(str(error)), 2
@@ -58,6 +62,14 @@ def database_place(url: str | None) -> str:
         return f"{parts.hostname}:{port}"
     socket_dir = parse_qs(parts.query).get("host")
     return f"the socket in {socket_dir[0]}" if socket_dir else f"localhost:{port}"
+
+
+def _refusal(error: BaseException, settings: Settings | None) -> BaseException | None:
+    try:
+        from genres.kafka.refusals import refused
+    except ImportError:  # pragma: no cover - aiokafka is a dependency
+        return None
+    return refused(error, settings=settings)
 
 
 def _broker(error: BaseException, settings: Settings | None) -> str | None:

@@ -11,7 +11,10 @@ consumer per partition (FACTS.md), so the classifier consumes with aiokafka dire
 - a handler that raises is retried in place with backoff: its record is never committed
   before its outcome is durable;
 - on revocation and on stop, in-flight records get a grace period to finish, then the
-  committable prefix is committed and the rest is abandoned for re-delivery.
+  committable prefix is committed and the rest is abandoned for re-delivery;
+- a refusal from the cluster (``ClusterRefused``: an ACL, the login) is never retried: it is
+  told to ``on_error`` (the process stops on it), fetching ends and its record stays
+  uncommitted.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from genres.classifier.window import OffsetWindow
+from genres.errors import ClusterRefused
+from genres.kafka.refusals import is_refusal
 from genres.retry import is_transient, retrying
 from genres.tasks import cancel_and_wait
 
@@ -117,18 +122,24 @@ class ConcurrentConsumer:
 
     async def _fetch_loop(self) -> None:
         while not self._stopping.is_set():
-            # Any failure is retried: a dead fetch loop would leave partitions unread forever.
-            await retrying(
-                self._fetch_once,
-                what="fetching records",
-                on=Exception,
-                wait_initial=0.5,
-                wait_max=2.0,
-                on_error=self._fetch_failed,
-            )
+            # Any failure but a refusal is retried: a dead fetch loop would leave partitions
+            # unread forever.
+            try:
+                await retrying(
+                    self._fetch_once,
+                    what="fetching records",
+                    on=Exception,
+                    wait_initial=0.5,
+                    wait_max=2.0,
+                    on_error=self._fetch_failed,
+                    operation="READ",
+                    topics=self._topics,
+                )
+            except ClusterRefused:
+                return  # told to on_error; fetching again would meet it again
 
     def _fetch_failed(self, error: BaseException) -> None:
-        if not is_transient(error):
+        if not is_transient(error) and not is_refusal(error):
             log.error("fetching failed, not on a broker error; retrying", exc_info=error)
         self._note(error)
 
@@ -190,7 +201,10 @@ class ConcurrentConsumer:
         try:
             while chain:
                 record, window_key = chain[0]
-                await self._handle_until_done(record)
+                try:
+                    await self._handle_until_done(record)
+                except ClusterRefused:
+                    return  # told to on_error; the record stays uncommitted
                 self._window.finish(window_key, record.offset)
                 chain.popleft()
                 self.handled += 1
@@ -234,8 +248,10 @@ class ConcurrentConsumer:
         try:
             await self._consumer.commit({key[0]: offset for key, offset in offsets.items()})
         except (CommitFailedError, KafkaError) as exc:
-            # A rebalance took the partitions: their records will be re-delivered.
-            log.warning("commit failed: %s", exc)
+            # A rebalance took the partitions: their records will be re-delivered. A refusal
+            # (READ on the group) is named where on_error leads, once.
+            if not is_refusal(exc):
+                log.warning("commit failed: %s", exc)
             self._note(exc)
             return
         self._window.committed(offsets)

@@ -15,11 +15,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from genres.config import Settings
 from genres.errors import ConfigurationError
 from genres.kafka.acls import ROLES, topics_used
+from genres.kafka.refusals import (
+    TOPIC_AUTHORIZATION_FAILED,
+    UNKNOWN_TOPIC_OR_PARTITION,
+    missing_topics,
+    not_authorized,
+)
 from genres_contracts import topics
 
 log = logging.getLogger(__name__)
@@ -120,12 +126,23 @@ async def wait_for_topics(
     Apache Kafka (KRaft) answers CreateTopics once its controller has committed the topics;
     the brokers learn of them a moment later, and a client asking in between hears "unknown
     topic" or "not leader". Whoever created the topics, another instance included, they are
-    served when this returns. Raises ``TimeoutError`` naming the topics still missing.
+    served when this returns. Raises ``TimeoutError`` naming the topics still missing, or
+    ``ClusterRefused`` when the cluster denies describing one (at once) or knows none of those
+    still missing at the end.
     """
     wanted = list(dict.fromkeys(names))
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         described = {entry["topic"]: entry for entry in await admin.describe_topics(wanted)}
+        denied = [
+            name
+            for name in wanted
+            if name in described and described[name]["error_code"] == TOPIC_AUTHORIZATION_FAILED
+        ]
+        if denied:
+            raise not_authorized(
+                f"DESCRIBE on topic {', '.join(denied)}", TopicAuthorizationFailedError()
+            )
         pending = [
             name
             for name in wanted
@@ -140,6 +157,13 @@ async def wait_for_topics(
                 for name in wanted
             }
         if asyncio.get_running_loop().time() > deadline:
+            unknown = [
+                name
+                for name in pending
+                if name in described and described[name]["error_code"] == UNKNOWN_TOPIC_OR_PARTITION
+            ]
+            if unknown and len(unknown) == len(pending):
+                raise missing_topics(unknown)
             raise TimeoutError(
                 f"the broker does not serve these topics after {timeout_s:g} s: "
                 + ", ".join(pending)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
 from genres.config import Settings
 from genres.kafka.broker import client_options
 from genres.kafka.dead_letters import Rejected, dead_letter
+from genres.kafka.refusals import refused
 
 JSON_HEADERS = [("content-type", b"application/json")]
 
@@ -22,6 +25,18 @@ def encode(message: BaseModel) -> bytes:
 
 def track_key(track_id: int | None) -> bytes | None:
     return None if track_id is None else str(track_id).encode()
+
+
+@contextlib.contextmanager
+def _writing() -> Iterator[None]:
+    """A topic that refuses our writes is named as such (``ClusterRefused``, WRITE)."""
+    try:
+        yield
+    except KafkaError as exc:
+        refusal = refused(exc, operation="WRITE")
+        if refusal is not None:
+            raise refusal from exc
+        raise
 
 
 class Publisher:
@@ -71,20 +86,23 @@ class Publisher:
     ) -> None:
         """Publish and wait for the broker's acknowledgement."""
         name = topic if prefixed else self._settings.topic(topic)
-        await self._producer.send_and_wait(
-            name, value=encode(message), key=key, headers=JSON_HEADERS + list(headers or [])
-        )
+        with _writing():
+            await self._producer.send_and_wait(
+                name, value=encode(message), key=key, headers=JSON_HEADERS + list(headers or [])
+            )
 
     async def publish_json(
         self, topic: str, value: Any, *, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
         """Publish a plain JSON value to an already prefixed topic (replies)."""
-        await self._producer.send_and_wait(
-            topic, value=json.dumps(value).encode(), key=key, headers=JSON_HEADERS + headers
-        )
+        with _writing():
+            await self._producer.send_and_wait(
+                topic, value=json.dumps(value).encode(), key=key, headers=JSON_HEADERS + headers
+            )
 
     async def dead_letter(self, record: Rejected, reason: str) -> None:
         """Send ``record``, unchanged, to ``<its topic>.dlq`` (the topic as the record had it)."""
-        await dead_letter(self._producer, record, reason)
+        with _writing():
+            await dead_letter(self._producer, record, reason)
         if self.on_dead_letter is not None:
             self.on_dead_letter(record.topic)

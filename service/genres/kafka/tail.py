@@ -106,7 +106,11 @@ class TopicTail:
         if self._own_watchdog:
             await self._watchdog.stop()
         reader, self._reader = self._reader, None
-        await cancel_and_wait(reader)
+        if reader is not None and reader.done() and not reader.cancelled():
+            # It ended on an error already reported (a refusal, a callback's bug).
+            reader.exception()
+        else:
+            await cancel_and_wait(reader)
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
             await consumer.stop()
@@ -120,6 +124,8 @@ class TopicTail:
                 wait_initial=0.5,
                 wait_max=2.0,
                 on_error=lambda exc: self._watchdog.note_error(self._name, exc),
+                operation="READ",
+                topics=self._topics,
             )
             try:
                 for records in batches.values():

@@ -4,6 +4,9 @@
 * ``GET /readyz``: 200 when the service has started its roles and the broker and the
   database both answer within a short timeout; otherwise 503 with a JSON body naming what
   failed. Results are cached briefly so that frequent probes cost one check per interval.
+  The server answers from the start of the process: while starting, the body says what the
+  process still waits for (``"starting": "topics"``); a refusal from the cluster
+  (``ClusterRefused``) is given as its one line (``"refused": "Kafka denies ..."``).
 * ``GET /metrics``: the service's Prometheus registry in the text format.
 """
 
@@ -20,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from genres.errors import ClusterRefused
 from genres.observability.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -66,10 +70,15 @@ class HealthServer:
         self._check_timeout = check_timeout
         self._cache_seconds = cache_seconds
         self._cached: tuple[float, dict[str, str]] | None = None
+        self._refused: set[str] = set()
+        """The checks whose last result was a refusal from the cluster."""
         self._lock = asyncio.Lock()
         self._runner: web.AppRunner | None = None
         self.started = False
         """Set by the composition root once every role runs, cleared when stopping."""
+        self.starting: str | None = None
+        """What the process still waits for while not started (``topics``, ``database``,
+        ``roles``), set by the composition root."""
         self.port: int | None = None
 
     @property
@@ -108,6 +117,11 @@ class HealthServer:
         self.port = int(addresses[0][1]) if addresses else self._port
         log.info("health server listening", extra={"health_port": self.port})
 
+    def add_check(self, name: str, check: Check) -> None:
+        """Check ``name`` from now on (a dependency that exists only once started)."""
+        self._checks[name] = check
+        self._cached = None
+
     async def stop(self) -> None:
         self.started = False
         if self._runner is not None:
@@ -123,16 +137,20 @@ class HealthServer:
             if self._cached is not None and now - self._cached[0] < self._cache_seconds:
                 return self._cached[1]
             names = list(self._checks)
-            outcomes = await asyncio.gather(*(self._run(self._checks[n]) for n in names))
+            outcomes = await asyncio.gather(*(self._run(n, self._checks[n]) for n in names))
             results = dict(zip(names, outcomes, strict=True))
             self._cached = (time.monotonic(), results)
             return results
 
-    async def _run(self, check: Check) -> str:
+    async def _run(self, name: str, check: Check) -> str:
+        self._refused.discard(name)
         try:
             await asyncio.wait_for(check(), self._check_timeout)
         except TimeoutError:
             return f"no answer within {self._check_timeout:g}s"
+        except ClusterRefused as exc:
+            self._refused.add(name)
+            return str(exc)  # already one line for people, naming what to fix
         except Exception as exc:
             return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
         return "ok"
@@ -144,9 +162,25 @@ class HealthServer:
 
     async def _readyz(self, request: web.Request) -> web.Response:
         checks = dict(await self.readiness())
-        checks["service"] = "ok" if self.started else "not started (or stopping)"
+        if self.started:
+            checks["service"] = "ok"
+        elif self.starting is not None:
+            checks["service"] = f"starting: waiting for {self.starting}"
+        else:
+            checks["service"] = "not started (or stopping)"
         failed = sorted(name for name, result in checks.items() if result != "ok")
-        body = {"status": "unavailable" if failed else "ok", "failed": failed, "checks": checks}
+        body: dict[str, Any] = {
+            "status": "unavailable" if failed else "ok",
+            "failed": failed,
+            "checks": checks,
+        }
+        refusals = [checks[name] for name in failed if name in self._refused]
+        if refusals:
+            body["status"] = "refused"
+            body["refused"] = refusals[0]
+        elif not self.started and self.starting is not None:
+            body["status"] = "starting"
+            body["starting"] = self.starting
         return web.json_response(body, status=503 if failed else 200)
 
     async def _metrics_page(self, request: web.Request) -> web.Response:

@@ -144,6 +144,8 @@ class StallWatchdog:
         self._watched: dict[str, _Watched] = {}
         self._errors: dict[tuple[str, PartitionKey | None], _Error] = {}
         self._task: asyncio.Task[None] | None = None
+        self.listeners: list[Callable[[str, BaseException | str], object]] = []
+        """Told every error noted, with its role (the process's refusals listen)."""
 
     # -- what is watched ---------------------------------------------------------------------
 
@@ -178,6 +180,8 @@ class StallWatchdog:
         text = error if isinstance(error, str) else _describe(error)
         key = None if partition is None else (str(partition.topic), int(partition.partition))
         self._errors[(role, key)] = _Error(self._clock(), text)
+        for listener in self.listeners:
+            listener(role, error)
 
     def reporter(self, role: str) -> Reporter:
         """A hook for a consumer: ``report(error, partition_or_None)``."""

@@ -23,7 +23,7 @@ from faststream.message import StreamMessage
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Settings
-from genres.errors import InvalidMessage
+from genres.errors import ClusterRefused, InvalidMessage
 from genres.kafka.entry import BusEntry
 from genres.kafka.producer import Publisher
 from genres.kafka.records import parse
@@ -151,7 +151,9 @@ def register_projector(
         except Exception as exc:
             # Not transient and not the record's fault (a bug, a schema problem): rewind so
             # the batch is fetched again rather than skipped, and let it be seen in the logs.
-            log.exception("projection failed; the batch will be fetched again")
+            # A refusal is named once, where on_error leads (the process stops on it).
+            if not isinstance(exc, ClusterRefused):
+                log.exception("projection failed; the batch will be fetched again")
             if on_error is not None:
                 on_error(exc)
             await asyncio.sleep(REWIND_PAUSE_SECONDS)

@@ -116,6 +116,7 @@ def register_responder(
         ),
         max_in_flight=max_in_flight,
         stale_after=2 * settings.replicate_timeout_seconds if stale_after is None else stale_after,
+        on_refused=watchdog.reporter("responder") if watchdog is not None else None,
     )
     entry = BusEntry.of(
         RESPONDER,

@@ -10,6 +10,10 @@ and the reply path.
   A request without a usable ``reply_to`` (or whose reply cannot be published) goes to the
   dead-letter topic with the reason; a request that cannot be parsed gets an
   ``invalid_request`` error reply; an unexpected error an ``internal`` one.
+* A refusal from the cluster (``ClusterRefused``) on the service's own topics, its reply
+  topics (``<prefix>genres.replies.``) included, ends the request and goes to ``on_refused``
+  (the process stops on it); a refused reply topic of another name is the caller's, and its
+  request is dead-lettered.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,7 +30,7 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Backend, Settings
-from genres.errors import InvalidMessage
+from genres.errors import ClusterRefused, InvalidMessage
 from genres.kafka.producer import Publisher, track_key
 from genres.kafka.records import parse
 from genres.responder.outcomes import OutcomeListener
@@ -38,6 +43,7 @@ from genres_contracts import (
     ReplyError,
     topics,
 )
+from genres_contracts.kafka import REPLY_TOPIC_STEM
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "ResponderRuntime"]
 
@@ -86,6 +92,8 @@ class ResponderRuntime:
     own_read_engine: bool = False
     #: the FastStream subscriber of requests (its consumer exists while the broker runs)
     subscriber: Any = None
+    on_refused: Callable[[ClusterRefused], object] | None = None
+    """Told a refusal from the cluster that ended a request (the stall watchdog's reporter)."""
     _slots: asyncio.Semaphore = field(init=False)
     #: the single-flight on-demand rule over ``classification_requests``
     on_demand: SingleFlight = field(init=False)
@@ -148,7 +156,14 @@ class ResponderRuntime:
         self._tasks.discard(task)
         self._slots.release()
         if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, ClusterRefused) and self.on_refused is not None:
+                self.on_refused(exc)  # named once, where it leads
+                return
             log.error("a request task failed", exc_info=exc)
+
+    @property
+    def _reply_topics(self) -> str:
+        return self.settings.topic(REPLY_TOPIC_STEM)
 
     async def _dead_letter(self, record: ConsumerRecord[Any, Any], reason: str) -> None:
         await self.publisher.dead_letter(record, reason)
@@ -175,12 +190,14 @@ class ResponderRuntime:
                     headers=headers,
                 )
         except Exception as exc:
+            if isinstance(exc, ClusterRefused) and reply_to.startswith(self._reply_topics):
+                raise  # the service's own ACL is missing, not the caller's doing
             await self._dead_letter(
                 record, f"cannot publish the reply to {reply_to!r}: {type(exc).__name__}: {exc}"
             )
 
     async def answer(self, value: bytes | None) -> RecommendedTags:
-        """The reply to one request value (never raises)."""
+        """The reply to one request value (raises only a refusal from the cluster)."""
         try:
             request = parse(RecommendedTagsRequest, value)
         except InvalidMessage as exc:
@@ -198,6 +215,8 @@ class ResponderRuntime:
                 outcomes=self.outcomes,
                 available=self.available,
             )
+        except ClusterRefused:
+            raise
         except Exception as exc:
             log.exception("answering a request failed", extra={"track_id": request.track_id})
             return RecommendedTags(
