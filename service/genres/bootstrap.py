@@ -35,6 +35,7 @@ from genres.observability.progress import (
     PositionProgress,
     SubscriberErrors,
     subscriber_consumer,
+    watch_publisher,
 )
 from genres.observability.stalls import StallWatchdog
 from genres.observability.tracing import configure_tracing, telemetry_middleware
@@ -95,6 +96,7 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         await publisher.start()
         stack.push_async_callback(publisher.stop)
         publisher.on_dead_letter = metrics.observe_dead_letter
+        stack.callback(watch_publisher(watchdog, publisher))
         service = Service(settings=settings, engine=engine, publisher=publisher, metrics=metrics)
         if settings.health_port:
             from genres.observability.health import HealthServer, broker_check, database_check

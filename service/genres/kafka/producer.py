@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel
 
 from genres.config import Settings
@@ -24,18 +27,78 @@ def track_key(track_id: int | None) -> bytes | None:
     return None if track_id is None else str(track_id).encode()
 
 
+@dataclass
+class _Partition:
+    acknowledged: int = 0
+    waiting: int = 0
+    refused: bool = False
+
+
+class Deliveries:
+    """Per partition written: sends acknowledged, sends waiting for their acknowledgement, and
+    whether the last one ended refused by the cluster's state (too few in-sync replicas, no
+    leader, no answer in time) with none acknowledged since.
+
+    The stall watchdog reads it as a consumer's offsets (``genres.observability.progress``):
+    progress is the count acknowledged, the end adds what waits, a refusal waits until a send
+    is acknowledged (its caller retries it), so produces refused for longer than the bound
+    make the partition stalled however the client retries them.
+    """
+
+    def __init__(self) -> None:
+        self._partitions: dict[tuple[str, int], _Partition] = {}
+
+    def partitions(self) -> Iterator[tuple[str, int]]:
+        return iter(list(self._partitions))
+
+    def progress(self, topic: str, partition: int) -> int | None:
+        found = self._partitions.get((topic, partition))
+        return None if found is None else found.acknowledged
+
+    def end(self, topic: str, partition: int) -> int | None:
+        found = self._partitions.get((topic, partition))
+        if found is None:
+            return None
+        return found.acknowledged + found.waiting + (1 if found.refused else 0)
+
+    def started(self, topic: str, partition: int) -> None:
+        self._partitions.setdefault((topic, partition), _Partition()).waiting += 1
+
+    def acknowledged(self, topic: str, partition: int) -> None:
+        state = self._partitions[(topic, partition)]
+        state.waiting -= 1
+        state.acknowledged += 1
+        state.refused = False
+
+    def ended(self, topic: str, partition: int, error: BaseException) -> None:
+        """A send ended without an acknowledgement (failed, or cancelled)."""
+        state = self._partitions[(topic, partition)]
+        state.waiting -= 1
+        if getattr(error, "retriable", False) or isinstance(error, KafkaTimeoutError):
+            state.refused = True
+
+
+ErrorHook = Callable[[BaseException, TopicPartition], None]
+
+
 class Publisher:
     """Publishes messages and dead letters, each acknowledged by the broker before returning.
 
     Topic names given here are canonical (``track.uploaded``); the settings' prefix is
-    applied in one place, here.
+    applied in one place, here. Each send to the service's topics is counted per partition
+    (:class:`Deliveries`): the publisher picks the partition itself, with the client's own
+    default partitioner, so that it knows which partition a send waits on.
     """
 
     def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
         self._producer = producer
         self._settings = settings
+        self._partitioner = DefaultPartitioner()
+        self.deliveries = Deliveries()
         self.on_dead_letter: Callable[[str], None] | None = None
         """Called with the original topic after each dead letter (metrics)."""
+        self.on_error: ErrorHook | None = None
+        """Told each send that failed and its partition (the stall watchdog's reporter)."""
 
     @classmethod
     def create(cls, settings: Settings, **options: Any) -> Publisher:
@@ -71,9 +134,33 @@ class Publisher:
     ) -> None:
         """Publish and wait for the broker's acknowledgement."""
         name = topic if prefixed else self._settings.topic(topic)
-        await self._producer.send_and_wait(
+        await self.send_and_wait(
             name, value=encode(message), key=key, headers=JSON_HEADERS + list(headers or [])
         )
+
+    async def send_and_wait(
+        self,
+        topic: str,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Send one record to a service topic (full name) and wait for its acknowledgement,
+        counted in :attr:`deliveries`."""
+        partitions = sorted(await self._producer.partitions_for(topic))
+        available = self._producer.client.cluster.available_partitions_for_topic(topic)
+        partition: int = self._partitioner(key, partitions, sorted(available or ()))
+        self.deliveries.started(topic, partition)
+        try:
+            await self._producer.send_and_wait(
+                topic, value=value, key=key, headers=headers, partition=partition
+            )
+        except BaseException as exc:
+            self.deliveries.ended(topic, partition, exc)
+            if self.on_error is not None and isinstance(exc, Exception):
+                self.on_error(exc, TopicPartition(topic, partition))
+            raise
+        self.deliveries.acknowledged(topic, partition)
 
     async def publish_json(
         self, topic: str, value: Any, *, key: bytes | None, headers: list[tuple[str, bytes]]
@@ -85,6 +172,6 @@ class Publisher:
 
     async def dead_letter(self, record: Rejected, reason: str) -> None:
         """Send ``record``, unchanged, to ``<its topic>.dlq`` (the topic as the record had it)."""
-        await dead_letter(self._producer, record, reason)
+        await dead_letter(self, record, reason)
         if self.on_dead_letter is not None:
             self.on_dead_letter(record.topic)

@@ -16,6 +16,14 @@ A consumer whose records may legitimately take longer than the bound (a classifi
 up to its deadline) is watched with more ``patience``: silent slowness is a stall only past
 it, while a partition whose consumer reports errors is stalled past the bound.
 
+The publisher is watched the same way (``writes``): its progress is the count of sends the
+cluster acknowledged, its end adds those waiting or refused (too few in-sync replicas), so a
+partition whose produces are refused for longer than the bound is stalled too.
+
+A partition that has **no leader** (``leaders``: one metadata request per sample, or no broker
+answering it) counts as waiting even when no record is known to wait: reading or writing it is
+impossible, so it is stalled once leaderless for longer than the bound.
+
 When a partition turns stalled: one ERROR line naming role, topic, partition, offset and the
 reason (the last error the consumer reported for it, else "no progress"), repeated every
 ``repeat_every`` seconds while it lasts, and an INFO line when it moves again. The state is
@@ -33,7 +41,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,10 +54,13 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 PartitionKey = tuple[str, int]
+Leaders = Callable[[Collection[str]], Awaitable[set[PartitionKey]]]
+"""``find(topics)``: the partitions of ``topics`` without a leader; raises when it cannot tell."""
 
 REPEAT_SECONDS = 60.0
 MAX_INTERVAL_SECONDS = 5.0
 NO_ERROR = "no progress and no error reported"
+NO_LEADER = "no leader for the partition in the cluster's metadata"
 
 
 class ProgressSource(Protocol):
@@ -81,13 +92,19 @@ class Stall:
     seconds: float
     """How long records have waited there without progress."""
     reason: str
+    writes: bool = False
+    """A partition written (offset and end count sends), not read."""
 
     @property
     def waiting(self) -> int:
         return self.end - self.offset
 
     def describe(self) -> str:
-        return f"{self.role} {self.topic}[{self.partition}] at offset {self.offset}: {self.reason}"
+        if self.writes:
+            where = f"{self.waiting} sends unacknowledged"
+        else:
+            where = f"at offset {self.offset}"
+        return f"{self.role} {self.topic}[{self.partition}] {where}: {self.reason}"
 
 
 @dataclass
@@ -106,6 +123,7 @@ class _Partition:
 class _Watched:
     source: ProgressSource
     patience: float
+    writes: bool = False
     partitions: dict[PartitionKey, _Partition] = field(default_factory=dict)
 
 
@@ -144,16 +162,29 @@ class StallWatchdog:
         self._watched: dict[str, _Watched] = {}
         self._errors: dict[tuple[str, PartitionKey | None], _Error] = {}
         self._task: asyncio.Task[None] | None = None
+        self._leaders: Leaders | None = None
 
     # -- what is watched ---------------------------------------------------------------------
 
-    def watch(self, role: str, source: ProgressSource, *, patience: float | None = None) -> None:
+    def watch(
+        self,
+        role: str,
+        source: ProgressSource,
+        *,
+        patience: float | None = None,
+        writes: bool = False,
+    ) -> None:
         """Watch ``source``'s partitions under ``role`` (one source per role).
 
         ``patience``: how long records may wait without progress when the consumer reports
-        no error (at least the bound; by default the bound).
+        no error (at least the bound; by default the bound). ``writes``: the source counts
+        sends to the partitions (the publisher), not records read.
         """
-        self._watched[role] = _Watched(source, max(self.bound, patience or self.bound))
+        self._watched[role] = _Watched(source, max(self.bound, patience or self.bound), writes)
+
+    def watch_leaders(self, leaders: Leaders) -> None:
+        """Ask ``leaders`` at each sample which watched partitions have no leader."""
+        self._leaders = leaders
 
     def unwatch(self, role: str) -> None:
         watched = self._watched.pop(role, None)
@@ -193,10 +224,31 @@ class StallWatchdog:
         """Sample every watched consumer once and apply the rule."""
         roles = list(self._watched.items())
         samples = await asyncio.gather(*(self._sample_source(w.source) for _, w in roles))
+        keys = {key for sampled in samples for key in sampled}
+        leaderless = await self._leaderless(keys)
         now = self._clock()
         for (role, watched), sampled in zip(roles, samples, strict=True):
             if self._watched.get(role) is watched:
-                self._apply(role, watched, sampled, now)
+                for key in sampled:
+                    if key in leaderless:
+                        self._errors[(role, key)] = _Error(now, leaderless[key])
+                self._apply(role, watched, sampled, now, leaderless)
+
+    async def _leaderless(self, keys: Collection[PartitionKey]) -> dict[PartitionKey, str]:
+        """Each watched partition without a leader, and why; every one of them when no
+        broker answers."""
+        if self._leaders is None or not keys:
+            return {}
+        try:
+            found = await asyncio.wait_for(
+                self._leaders({topic for topic, _ in keys}), self._sample_timeout
+            )
+        except TimeoutError:
+            reason = f"no broker answered a metadata request within {self._sample_timeout:g}s"
+            return dict.fromkeys(keys, reason)
+        except Exception as exc:
+            return dict.fromkeys(keys, _describe(exc))
+        return {key: NO_LEADER for key in keys if key in found}
 
     async def _sample_source(
         self, source: ProgressSource
@@ -230,6 +282,7 @@ class StallWatchdog:
         watched: _Watched,
         sampled: Mapping[PartitionKey, tuple[int | None, int | None]],
         now: float,
+        leaderless: Collection[PartitionKey] = (),
     ) -> None:
         for key in list(watched.partitions):
             if key not in sampled:  # revoked: its new owner watches it
@@ -245,15 +298,16 @@ class StallWatchdog:
                 state.waiting_since = None
             if end is not None:
                 state.end = end
-            if state.progress is None or state.end is None or state.end <= state.progress:
+            idle = state.progress is None or state.end is None or state.end <= state.progress
+            if idle and key not in leaderless:
                 state.waiting_since = None  # nothing waits: an idle partition is not stalled
                 self._report(state, None, now)
                 continue
             if state.waiting_since is None:
                 state.waiting_since = now
-            stall = self._judge(
-                role, watched, key, (state.progress, state.end, state.waiting_since), state, now
-            )
+            offset = state.progress if state.progress is not None else -1
+            end = max(offset, state.end if state.end is not None else offset)
+            stall = self._judge(role, watched, key, (offset, end, state.waiting_since), state, now)
             self._report(state, stall, now)
 
     def _judge(
@@ -285,6 +339,7 @@ class StallWatchdog:
             end=end,
             seconds=waited,
             reason=reason,
+            writes=watched.writes,
         )
 
     def _error_for(self, role: str, key: PartitionKey, *, since: float) -> _Error | None:
@@ -302,14 +357,21 @@ class StallWatchdog:
             return
         if previous is None or now - state.logged_at >= self.repeat_every:
             state.logged_at = now
+            # A written partition's counts are sends, not offsets.
+            template, counts = (
+                ("%s %s[%d], %d sends unacknowledged, none acknowledged", (stall.waiting,))
+                if stall.writes
+                else (
+                    "%s %s[%d] at offset %d, %d records waiting, no progress",
+                    (stall.offset, stall.waiting),
+                )
+            )
             log.error(
-                "partition stalled: %s %s[%d] at offset %d, %d records waiting, no progress "
-                "for %.1fs: %s",
+                "partition stalled: " + template + " for %.1fs: %s",
                 stall.role,
                 stall.topic,
                 stall.partition,
-                stall.offset,
-                stall.waiting,
+                *counts,
                 stall.seconds,
                 stall.reason,
                 extra={
