@@ -178,6 +178,12 @@ async def test_no_broker_answering_the_metadata_request_stalls_every_watched_par
     assert {s.reason for s in watchdog.stalls()} == {
         "KafkaConnectionError: no broker answered a metadata request"
     }
+    with pytest.raises(PartitionsStalled) as raised:
+        await watchdog.check()
+    assert str(raised.value) == (
+        f"projector {TOPIC}[0], publisher track.genres_failed[2]: "
+        "KafkaConnectionError: no broker answered a metadata request"
+    )
     leaders.failure = None
     await run(watchdog, clock, until=clock.now + 5)
     assert watchdog.stalls() == []

@@ -1,4 +1,4 @@
-"""The Kafka connection: client options and topic creation.
+"""The Kafka connection: client options, topic creation and metadata.
 
 FastStream's broker is built in :mod:`genres.kafka.entry`, with the subscriptions it carries:
 what uses no subscription (the producer, the group-less tails, ``migrate`` and ``backfill``)
@@ -10,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from genres.config import Settings
 from genres.errors import ConfigurationError
@@ -143,3 +146,25 @@ async def wait_for_topics(
                 + ", ".join(pending)
             )
         await asyncio.sleep(0.05)
+
+
+async def metadata(client: Any, names: Collection[str]) -> ClusterMetadata:
+    """The cluster's metadata for the topics ``names``, from one request to the first broker of
+    ``client`` (an aiokafka ``AIOKafkaClient``) that answers; no topic is created by asking,
+    none is added to what the client tracks. Raises ``KafkaError`` when no broker answers.
+
+    A topic the broker does not know has no partitions in the result."""
+    request = MetadataRequest(sorted(names), allow_auto_topic_creation=False)
+    nodes = [broker.nodeId for broker in client.cluster.brokers()]
+    random.shuffle(nodes)
+    failure: BaseException | None = None
+    for node in nodes:
+        try:
+            response = await client.send(node, request)
+        except KafkaError as exc:
+            failure = exc
+            continue
+        found = ClusterMetadata()
+        found.update_metadata(response)
+        return found
+    raise KafkaError(f"no broker answered a metadata request: {failure or 'none known'}")

@@ -134,7 +134,8 @@ class HealthServer:
         except TimeoutError:
             return f"no answer within {self._check_timeout:g}s"
         except Exception as exc:
-            return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            # Long enough to name the partitions of a cluster that lost its leaders.
+            return f"{type(exc).__name__}: {' '.join(str(exc).split())[:1000]}"
         return "ok"
 
     # -- handlers ------------------------------------------------------------------------

@@ -9,16 +9,13 @@ done (``progress``) and the end offset (``highwater``); see ``genres.observabili
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.cluster import ClusterMetadata
-from aiokafka.errors import KafkaError
-from aiokafka.protocol.metadata import MetadataRequest
 
+from genres.kafka.broker import metadata
 from genres.kafka.producer import Deliveries, Publisher
 from genres.observability.stalls import PartitionKey, StallWatchdog
 
@@ -199,7 +196,7 @@ def _is_error(value: object) -> bool:
 
 def leaderless(client: Any) -> Callable[[Collection[str]], Any]:
     """``find(topics)``: the partitions of ``topics`` without a leader, from one metadata
-    request (no topic is created by it) to the first broker of ``client`` that answers.
+    request (:func:`genres.kafka.broker.metadata`; no topic is created by it).
 
     ``client`` is an aiokafka ``AIOKafkaClient`` (a started producer's ``.client``). Raises
     ``KafkaError`` when no broker answers; a topic the broker does not know is left out.
@@ -208,25 +205,13 @@ def leaderless(client: Any) -> Callable[[Collection[str]], Any]:
     async def find(topics: Collection[str]) -> set[PartitionKey]:
         if not topics:
             return set()
-        request = MetadataRequest(sorted(topics), allow_auto_topic_creation=False)
-        nodes = [broker.nodeId for broker in client.cluster.brokers()]
-        random.shuffle(nodes)
-        failure: BaseException | None = None
-        for node in nodes:
-            try:
-                response = await client.send(node, request)
-            except KafkaError as exc:
-                failure = exc
-                continue
-            metadata = ClusterMetadata()
-            metadata.update_metadata(response)
-            found: set[PartitionKey] = set()
-            for topic in topics:
-                every = metadata.partitions_for_topic(topic) or set()
-                led = metadata.available_partitions_for_topic(topic) or set()
-                found |= {(topic, partition) for partition in every - led}
-            return found
-        raise KafkaError(f"no broker answered a metadata request: {failure or 'none known'}")
+        cluster = await metadata(client, topics)
+        found: set[PartitionKey] = set()
+        for topic in topics:
+            every = cluster.partitions_for_topic(topic) or set()
+            led = cluster.available_partitions_for_topic(topic) or set()
+            found |= {(topic, partition) for partition in every - led}
+        return found
 
     return find
 

@@ -101,10 +101,10 @@ class Stall:
 
     def describe(self) -> str:
         if self.writes:
-            where = f"{self.waiting} sends unacknowledged"
+            where = f" {self.waiting} sends unacknowledged"
         else:
-            where = f"at offset {self.offset}"
-        return f"{self.role} {self.topic}[{self.partition}] {where}: {self.reason}"
+            where = f" at offset {self.offset}"
+        return f"{self.role} {self.topic}[{self.partition}]{where}: {self.reason}"
 
 
 @dataclass
@@ -413,10 +413,24 @@ class StallWatchdog:
                 yield role, topic, partition, state.stall is not None
 
     async def check(self) -> None:
-        """The readiness check: raises naming the stalled partitions."""
+        """The readiness check: raises naming the stalled partitions (those stalled only for
+        want of a leader, with no record known to wait, grouped by reason and topic)."""
         stalls = self.stalls()
-        if stalls:
-            raise PartitionsStalled("; ".join(stall.describe() for stall in stalls))
+        if not stalls:
+            return
+        named = [stall.describe() for stall in stalls if stall.waiting > 0]
+        leaderless: dict[str, dict[tuple[str, str], list[int]]] = {}
+        for stall in stalls:
+            if stall.waiting <= 0:
+                where = leaderless.setdefault(stall.reason, {})
+                where.setdefault((stall.role, stall.topic), []).append(stall.partition)
+        for reason, where in leaderless.items():
+            partitions = ", ".join(
+                f"{role} {topic}[{','.join(map(str, sorted(numbers)))}]"
+                for (role, topic), numbers in where.items()
+            )
+            named.append(f"{partitions}: {reason}")
+        raise PartitionsStalled("; ".join(named))
 
     # -- running -----------------------------------------------------------------------------
 
