@@ -16,7 +16,6 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.metadata import MetadataRequest
 
@@ -148,12 +147,12 @@ async def wait_for_topics(
         await asyncio.sleep(0.05)
 
 
-async def metadata(client: Any, names: Collection[str]) -> ClusterMetadata:
-    """The cluster's metadata for the topics ``names``, from one request to the first broker of
-    ``client`` (an aiokafka ``AIOKafkaClient``) that answers; no topic is created by asking,
-    none is added to what the client tracks. Raises ``KafkaError`` when no broker answers.
-
-    A topic the broker does not know has no partitions in the result."""
+async def leaders(client: Any, names: Collection[str]) -> dict[str, dict[int, int]]:
+    """Each topic of ``names`` the cluster has: its partitions and their leaders (-1: none), from
+    one metadata request to the first broker of ``client`` (an aiokafka ``AIOKafkaClient``) that
+    answers. No topic is created by asking, none is added to what the client tracks, and a topic
+    the cluster lacks is left out without a log line. Raises ``KafkaError`` when no broker
+    answers."""
     request = MetadataRequest(sorted(names), allow_auto_topic_creation=False)
     nodes = [broker.nodeId for broker in client.cluster.brokers()]
     random.shuffle(nodes)
@@ -164,7 +163,11 @@ async def metadata(client: Any, names: Collection[str]) -> ClusterMetadata:
         except KafkaError as exc:
             failure = exc
             continue
-        found = ClusterMetadata()
-        found.update_metadata(response)
+        found: dict[str, dict[int, int]] = {}
+        for entry in response.topics:
+            # (error, topic, partitions) in version 0, (error, topic, internal, partitions) after
+            error, topic, partitions = entry[0], entry[1], entry[-1]
+            if error == 0:
+                found[topic] = {p[1]: p[2] for p in partitions}
         return found
     raise KafkaError(f"no broker answered a metadata request: {failure or 'none known'}")

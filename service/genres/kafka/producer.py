@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import BaseModel
 
 from genres.config import Settings
-from genres.kafka.broker import client_options
+from genres.kafka.broker import client_options, leaders
 from genres.kafka.dead_letters import Rejected, dead_letter
 
 JSON_HEADERS = [("content-type", b"application/json")]
@@ -79,6 +80,23 @@ class Deliveries:
 
 
 ErrorHook = Callable[[BaseException, TopicPartition], None]
+Clock = Callable[[], float]
+
+REPLY_TOPIC_IDLE_SECONDS = 60.0
+
+
+class ReplyTopicMissing(Exception):
+    """The requester's reply topic does not exist (it is gone): the reply cannot be given."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"the reply topic {topic} does not exist")
+        self.topic = topic
+
+
+@dataclass
+class _Reply:
+    waiting: int = 0
+    used: float = 0.0
 
 
 class Publisher:
@@ -90,7 +108,9 @@ class Publisher:
     default partitioner, so that it knows which partition a send waits on.
     """
 
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings) -> None:
+    def __init__(
+        self, producer: AIOKafkaProducer, settings: Settings, *, clock: Clock = time.monotonic
+    ) -> None:
         self._producer = producer
         self._settings = settings
         self._partitioner = DefaultPartitioner()
@@ -99,6 +119,8 @@ class Publisher:
         """Called with the original topic after each dead letter (metrics)."""
         self.on_error: ErrorHook | None = None
         """Told each send that failed and its partition (the stall watchdog's reporter)."""
+        self._replies: dict[str, _Reply] = {}
+        self._clock = clock
 
     @classmethod
     def create(cls, settings: Settings, **options: Any) -> Publisher:
@@ -165,10 +187,64 @@ class Publisher:
     async def publish_json(
         self, topic: str, value: Any, *, key: bytes | None, headers: list[tuple[str, bytes]]
     ) -> None:
-        """Publish a plain JSON value to an already prefixed topic (replies)."""
-        await self._producer.send_and_wait(
-            topic, value=json.dumps(value).encode(), key=key, headers=JSON_HEADERS + headers
-        )
+        """Publish a plain JSON value to a requester's reply topic (full name, never created).
+
+        Raises :class:`ReplyTopicMissing` when the cluster does not have the topic (its
+        requester is gone). A reply topic lives as long as its requester: one unused for
+        ``REPLY_TOPIC_IDLE_SECONDS`` is no longer tracked in the client's metadata, so that a
+        requester's deleted topic is not asked about (and reported missing) at every refresh.
+        """
+        if topic not in self._replies:
+            await self._check_reply_topic(topic)
+        reply = self._replies.setdefault(topic, _Reply())
+        reply.waiting += 1
+        try:
+            await self._producer.send_and_wait(
+                topic, value=json.dumps(value).encode(), key=key, headers=JSON_HEADERS + headers
+            )
+        except UnknownTopicOrPartitionError as exc:
+            raise ReplyTopicMissing(topic) from exc
+        finally:
+            reply.waiting -= 1
+            reply.used = self._clock()
+            self._forget_idle_replies()
+
+    async def _check_reply_topic(self, topic: str) -> None:
+        client = self._producer.client
+        if client.cluster.partitions_for_topic(topic) is None and not (
+            await self.reply_topic_exists(topic)
+        ):
+            raise ReplyTopicMissing(topic)
+        # Tracked from now on (a known topic's send would not add it), until idle.
+        await client.add_topic(topic)
+
+    async def reply_topic_exists(self, topic: str) -> bool:
+        """Whether the cluster has ``topic`` now (one metadata request); a topic gone is no
+        longer tracked. Raises ``KafkaError`` when no broker answers."""
+        if (await leaders(self._producer.client, [topic])).get(topic):
+            return True
+        self._replies.pop(topic, None)
+        self._untrack({topic})
+        return False
+
+    def _forget_idle_replies(self) -> None:
+        now = self._clock()
+        idle = {
+            topic
+            for topic, reply in self._replies.items()
+            if not reply.waiting and now - reply.used > REPLY_TOPIC_IDLE_SECONDS
+        }
+        for topic in idle:
+            del self._replies[topic]
+        self._untrack(idle)
+
+    def _untrack(self, topics: set[str]) -> None:
+        client = self._producer.client
+        # aiokafka has no getter for the topics it tracks; every one was sent to through here.
+        tracked = set(getattr(client, "_topics", ()))
+        kept = tracked - topics
+        if kept and kept != tracked:
+            client.set_topics(kept)
 
     async def dead_letter(self, record: Rejected, reason: str) -> None:
         """Send ``record``, unchanged, to ``<its topic>.dlq`` (the topic as the record had it)."""

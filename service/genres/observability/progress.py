@@ -15,7 +15,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from genres.kafka.broker import metadata
+from genres.kafka.broker import leaders
 from genres.kafka.producer import Deliveries, Publisher
 from genres.observability.stalls import PartitionKey, StallWatchdog
 
@@ -196,7 +196,7 @@ def _is_error(value: object) -> bool:
 
 def leaderless(client: Any) -> Callable[[Collection[str]], Any]:
     """``find(topics)``: the partitions of ``topics`` without a leader, from one metadata
-    request (:func:`genres.kafka.broker.metadata`; no topic is created by it).
+    request (:func:`genres.kafka.broker.leaders`; no topic is created by it).
 
     ``client`` is an aiokafka ``AIOKafkaClient`` (a started producer's ``.client``). Raises
     ``KafkaError`` when no broker answers; a topic the broker does not know is left out.
@@ -205,13 +205,13 @@ def leaderless(client: Any) -> Callable[[Collection[str]], Any]:
     async def find(topics: Collection[str]) -> set[PartitionKey]:
         if not topics:
             return set()
-        cluster = await metadata(client, topics)
-        found: set[PartitionKey] = set()
-        for topic in topics:
-            every = cluster.partitions_for_topic(topic) or set()
-            led = cluster.available_partitions_for_topic(topic) or set()
-            found |= {(topic, partition) for partition in every - led}
-        return found
+        found = await leaders(client, topics)
+        return {
+            (topic, partition)
+            for topic, partitions in found.items()
+            for partition, leader in partitions.items()
+            if leader < 0
+        }
 
     return find
 
