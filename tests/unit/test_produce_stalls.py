@@ -159,7 +159,10 @@ async def test_an_idle_partition_without_a_leader_is_stalled_past_the_bound() ->
     assert watchdog.stalls() == []
 
 
-async def test_no_broker_answering_the_metadata_request_stalls_every_watched_partition() -> None:
+async def test_no_broker_answering_the_metadata_request_stalls_every_watched_partition(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="genres.observability.stalls")
     clock = Clock()
     watchdog = StallWatchdog(30.0, clock=clock)
     watchdog.watch("projector", Source({TopicPartition(TOPIC, 0): (4, 4)}))
@@ -184,6 +187,11 @@ async def test_no_broker_answering_the_metadata_request_stalls_every_watched_par
         f"projector {TOPIC}[0], publisher track.genres_failed[2]: "
         "KafkaConnectionError: no broker answered a metadata request"
     )
+    # One line for the cause, naming every partition it stalled.
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR] == [
+        "partitions stalled: 2 without a leader for 35.0s: KafkaConnectionError: no broker "
+        f"answered a metadata request: projector {TOPIC}[0], publisher track.genres_failed[2]"
+    ]
     leaders.failure = None
     await run(watchdog, clock, until=clock.now + 5)
     assert watchdog.stalls() == []

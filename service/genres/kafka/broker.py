@@ -147,20 +147,26 @@ async def wait_for_topics(
         await asyncio.sleep(0.05)
 
 
-async def leaders(client: Any, names: Collection[str]) -> dict[str, dict[int, int]]:
+METADATA_ATTEMPT_SECONDS = 1.5
+
+
+async def leaders(
+    client: Any, names: Collection[str], *, attempt_timeout: float = METADATA_ATTEMPT_SECONDS
+) -> dict[str, dict[int, int]]:
     """Each topic of ``names`` the cluster has: its partitions and their leaders (-1: none), from
     one metadata request to the first broker of ``client`` (an aiokafka ``AIOKafkaClient``) that
     answers. No topic is created by asking, none is added to what the client tracks, and a topic
-    the cluster lacks is left out without a log line. Raises ``KafkaError`` when no broker
-    answers."""
+    the cluster lacks is left out without a log line. Each broker gets ``attempt_timeout``
+    seconds (one that hangs, frozen or cut off, must not hide the others). Raises
+    ``KafkaError`` when no broker answers."""
     request = MetadataRequest(sorted(names), allow_auto_topic_creation=False)
     nodes = [broker.nodeId for broker in client.cluster.brokers()]
     random.shuffle(nodes)
     failure: BaseException | None = None
     for node in nodes:
         try:
-            response = await client.send(node, request)
-        except KafkaError as exc:
+            response = await asyncio.wait_for(client.send(node, request), attempt_timeout)
+        except (KafkaError, TimeoutError) as exc:
             failure = exc
             continue
         found: dict[str, dict[int, int]] = {}
@@ -170,4 +176,5 @@ async def leaders(client: Any, names: Collection[str]) -> dict[str, dict[int, in
             if error == 0:
                 found[topic] = {p[1]: p[2] for p in partitions}
         return found
-    raise KafkaError(f"no broker answered a metadata request: {failure or 'none known'}")
+    last = repr(failure) if isinstance(failure, TimeoutError) else failure
+    raise KafkaError(f"no broker answered a metadata request: {last or 'none known'}")

@@ -153,7 +153,7 @@ def _quieten(record: logging.LogRecord, repeats: int, interval: float) -> None:
                 message = f"{message}: {error}"
             record.exc_info, record.exc_text = None, None
     if repeats:
-        message = f"{message or record.getMessage()} (repeated {repeats} times in {interval:g} s)"
+        message = f"{message or record.getMessage()} {_repeated(repeats, interval)}"
     if message is not None:
         record.msg, record.args = message, None
 
@@ -163,9 +163,14 @@ def _summary(last: logging.LogRecord, repeats: int, interval: float) -> logging.
     record.created = time.time()
     setattr(record, _SUMMARY, True)
     _quieten(record, 0, interval)
-    record.msg = f"{record.getMessage()} (repeated {repeats} times in {interval:g} s)"
+    record.msg = f"{record.getMessage()} {_repeated(repeats, interval)}"
     record.args, record.exc_info, record.exc_text = None, None, None
     return record
+
+
+def _repeated(repeats: int, interval: float) -> str:
+    times = "once" if repeats == 1 else f"{repeats} times"
+    return f"(repeated {times} in {interval:g} s)"
 
 
 def _one_line(error: BaseException) -> str:

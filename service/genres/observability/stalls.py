@@ -29,7 +29,7 @@ reason (the last error the consumer reported for it, else "no progress"), repeat
 ``repeat_every`` seconds while it lasts, and an INFO line when it moves again. The state is
 read by ``genres_partition_stalled`` and by the ``partitions`` check of ``/readyz``.
 
-(About 400 lines: the rule, its sampling loop and its log lines share one per-partition state,
+(About 530 lines: the rule, its sampling loop and its log lines share one per-partition state,
 and splitting them would spread one decision over several modules. Where progress is read is
 ``genres.observability.progress``.)
 """
@@ -227,12 +227,14 @@ class StallWatchdog:
         keys = {key for sampled in samples for key in sampled}
         leaderless = await self._leaderless(keys)
         now = self._clock()
+        due: list[Stall] = []
         for (role, watched), sampled in zip(roles, samples, strict=True):
             if self._watched.get(role) is watched:
                 for key in sampled:
                     if key in leaderless:
                         self._errors[(role, key)] = _Error(now, leaderless[key])
-                self._apply(role, watched, sampled, now, leaderless)
+                due += self._apply(role, watched, sampled, now, leaderless)
+        self._log_stalls(due)
 
     async def _leaderless(self, keys: Collection[PartitionKey]) -> dict[PartitionKey, str]:
         """Each watched partition without a leader, and why; every one of them when no
@@ -283,7 +285,9 @@ class StallWatchdog:
         sampled: Mapping[PartitionKey, tuple[int | None, int | None]],
         now: float,
         leaderless: Collection[PartitionKey] = (),
-    ) -> None:
+    ) -> list[Stall]:
+        """Apply the rule to one source's sample; returns the stalls to log now."""
+        due: list[Stall] = []
         for key in list(watched.partitions):
             if key not in sampled:  # revoked: its new owner watches it
                 state = watched.partitions.pop(key)
@@ -308,7 +312,9 @@ class StallWatchdog:
             offset = state.progress if state.progress is not None else -1
             end = max(offset, state.end if state.end is not None else offset)
             stall = self._judge(role, watched, key, (offset, end, state.waiting_since), state, now)
-            self._report(state, stall, now)
+            if self._report(state, stall, now) and stall is not None:
+                due.append(stall)
+        return due
 
     def _judge(
         self,
@@ -349,41 +355,73 @@ class StallWatchdog:
         newest = max(candidates, key=lambda e: e.at, default=None)
         return newest if newest is not None and newest.at >= since else None
 
-    def _report(self, state: _Partition, stall: Stall | None, now: float) -> None:
+    def _report(self, state: _Partition, stall: Stall | None, now: float) -> bool:
+        """Keep the partition's verdict; whether its stall is to be logged now."""
         previous, state.stall = state.stall, stall
         if stall is None:
             if previous is not None:
                 self._log_released(previous, now, "moving again")
-            return
+            return False
         if previous is None or now - state.logged_at >= self.repeat_every:
             state.logged_at = now
-            # A written partition's counts are sends, not offsets.
-            template, counts = (
-                ("%s %s[%d], %d sends unacknowledged, none acknowledged", (stall.waiting,))
-                if stall.writes
-                else (
-                    "%s %s[%d] at offset %d, %d records waiting, no progress",
-                    (stall.offset, stall.waiting),
-                )
-            )
+            return True
+        return False
+
+    def _log_stalls(self, due: list[Stall]) -> None:
+        """One line per stalled partition where records wait; one line per cause for those
+        stalled only for want of a leader (a cluster that lost a broker loses many)."""
+        leaderless: dict[str, list[Stall]] = {}
+        for stall in due:
+            if stall.waiting > 0:
+                self._log_stall(stall)
+            else:
+                leaderless.setdefault(stall.reason, []).append(stall)
+        for reason, stalls in leaderless.items():
+            if len(stalls) == 1:
+                self._log_stall(stalls[0])
+                continue
+            seconds = max(stall.seconds for stall in stalls)
             log.error(
-                "partition stalled: " + template + " for %.1fs: %s",
-                stall.role,
-                stall.topic,
-                stall.partition,
-                *counts,
-                stall.seconds,
-                stall.reason,
+                "partitions stalled: %d without a leader for %.1fs: %s: %s",
+                len(stalls),
+                seconds,
+                reason,
+                _named(stalls),
                 extra={
-                    "role": stall.role,
-                    "topic": stall.topic,
-                    "partition": stall.partition,
-                    "offset": stall.offset,
-                    "records_waiting": stall.waiting,
-                    "stalled_seconds": round(stall.seconds, 1),
-                    "reason": stall.reason,
+                    "partitions": [f"{s.role} {s.topic}[{s.partition}]" for s in stalls],
+                    "stalled_seconds": round(seconds, 1),
+                    "reason": reason,
                 },
             )
+
+    def _log_stall(self, stall: Stall) -> None:
+        # A written partition's counts are sends, not offsets.
+        template, counts = (
+            ("%s %s[%d], %d sends unacknowledged, none acknowledged", (stall.waiting,))
+            if stall.writes
+            else (
+                "%s %s[%d] at offset %d, %d records waiting, no progress",
+                (stall.offset, stall.waiting),
+            )
+        )
+        log.error(
+            "partition stalled: " + template + " for %.1fs: %s",
+            stall.role,
+            stall.topic,
+            stall.partition,
+            *counts,
+            stall.seconds,
+            stall.reason,
+            extra={
+                "role": stall.role,
+                "topic": stall.topic,
+                "partition": stall.partition,
+                "offset": stall.offset,
+                "records_waiting": stall.waiting,
+                "stalled_seconds": round(stall.seconds, 1),
+                "reason": stall.reason,
+            },
+        )
 
     def _log_released(self, stall: Stall, now: float, how: str) -> None:
         log.info(
@@ -419,17 +457,11 @@ class StallWatchdog:
         if not stalls:
             return
         named = [stall.describe() for stall in stalls if stall.waiting > 0]
-        leaderless: dict[str, dict[tuple[str, str], list[int]]] = {}
+        leaderless: dict[str, list[Stall]] = {}
         for stall in stalls:
             if stall.waiting <= 0:
-                where = leaderless.setdefault(stall.reason, {})
-                where.setdefault((stall.role, stall.topic), []).append(stall.partition)
-        for reason, where in leaderless.items():
-            partitions = ", ".join(
-                f"{role} {topic}[{','.join(map(str, sorted(numbers)))}]"
-                for (role, topic), numbers in where.items()
-            )
-            named.append(f"{partitions}: {reason}")
+                leaderless.setdefault(stall.reason, []).append(stall)
+        named += [f"{_named(group)}: {reason}" for reason, group in leaderless.items()]
         raise PartitionsStalled("; ".join(named))
 
     # -- running -----------------------------------------------------------------------------
@@ -457,6 +489,17 @@ def _describe(error: BaseException) -> str:
     if not text:
         return name
     return text if text.startswith(name) else f"{name}: {text}"  # aiokafka's name themselves
+
+
+def _named(stalls: Iterable[Stall]) -> str:
+    """``role topic[0,1,2], role topic[1]``: the stalls' partitions, by role and topic."""
+    where: dict[tuple[str, str], list[int]] = {}
+    for stall in stalls:
+        where.setdefault((stall.role, stall.topic), []).append(stall.partition)
+    return ", ".join(
+        f"{role} {topic}[{','.join(map(str, sorted(numbers)))}]"
+        for (role, topic), numbers in where.items()
+    )
 
 
 def _order(partition: Any) -> tuple[str, int]:
