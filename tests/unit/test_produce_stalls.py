@@ -20,7 +20,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 
 from genres.config import load_settings
-from genres.kafka.producer import Deliveries, Publisher
+from genres.kafka.producer import REFUSAL_HOLD_SECONDS, Deliveries, Publisher
 from genres.observability.progress import (
     PRODUCER_LOGGER,
     ProduceErrors,
@@ -46,7 +46,7 @@ def refused(partition: int) -> None:
 def watched() -> tuple[StallWatchdog, Deliveries, Clock]:
     clock = Clock()
     watchdog = StallWatchdog(30.0, clock=clock)
-    deliveries = Deliveries()
+    deliveries = Deliveries(clock=clock)
     watchdog.watch("publisher", SendProgress(deliveries), writes=True)
     return watchdog, deliveries, clock
 
@@ -106,6 +106,19 @@ async def test_a_refused_send_keeps_its_partition_waiting_while_its_caller_backs
         await watchdog.sample()
     [stall] = watchdog.stalls()
     assert stall.partition == 2
+
+
+async def test_a_refusal_whose_caller_gave_up_is_forgotten_after_the_hold(
+    watched: tuple[StallWatchdog, Deliveries, Clock],
+) -> None:
+    watchdog, deliveries, clock = watched
+    deliveries.started(TOPIC, 1)
+    deliveries.ended(TOPIC, 1, KafkaTimeoutError())
+    assert deliveries.end(TOPIC, 1) == 1  # waits: its caller may send it again
+    clock.now += REFUSAL_HOLD_SECONDS
+    assert deliveries.end(TOPIC, 1) == deliveries.progress(TOPIC, 1) == 0
+    await run(watchdog, clock, until=clock.now + 120)
+    assert watchdog.stalls() == []
 
 
 async def test_a_send_that_no_retry_cures_does_not_leave_its_partition_waiting(

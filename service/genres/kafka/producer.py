@@ -32,22 +32,32 @@ def track_key(track_id: int | None) -> bytes | None:
 class _Partition:
     acknowledged: int = 0
     waiting: int = 0
-    refused: bool = False
+    refused_at: float | None = None
+
+
+#: How long a send refused by the cluster keeps its partition waiting without a new send: longer
+#: than the callers' longest backoff (15 s), so that a refusal retried stays one wait; one whose
+#: caller gave up is forgotten.
+REFUSAL_HOLD_SECONDS = 20.0
 
 
 class Deliveries:
     """Per partition written: sends acknowledged, sends waiting for their acknowledgement, and
-    whether the last one ended refused by the cluster's state (too few in-sync replicas, no
+    when the last one ended refused by the cluster's state (too few in-sync replicas, no
     leader, no answer in time) with none acknowledged since.
 
     The stall watchdog reads it as a consumer's offsets (``genres.observability.progress``):
-    progress is the count acknowledged, the end adds what waits, a refusal waits until a send
-    is acknowledged (its caller retries it), so produces refused for longer than the bound
-    make the partition stalled however the client retries them.
+    progress is the count acknowledged, the end adds what waits, and a refusal waits for
+    ``hold`` seconds (its caller retries meanwhile), so produces refused for longer than the
+    bound make the partition stalled however the client and the callers retry them.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, hold: float = REFUSAL_HOLD_SECONDS
+    ) -> None:
         self._partitions: dict[tuple[str, int], _Partition] = {}
+        self._clock = clock
+        self._hold = hold
 
     def partitions(self) -> Iterator[tuple[str, int]]:
         return iter(list(self._partitions))
@@ -60,7 +70,8 @@ class Deliveries:
         found = self._partitions.get((topic, partition))
         if found is None:
             return None
-        return found.acknowledged + found.waiting + (1 if found.refused else 0)
+        refused = found.refused_at is not None and self._clock() - found.refused_at < self._hold
+        return found.acknowledged + found.waiting + (1 if refused else 0)
 
     def started(self, topic: str, partition: int) -> None:
         self._partitions.setdefault((topic, partition), _Partition()).waiting += 1
@@ -69,14 +80,14 @@ class Deliveries:
         state = self._partitions[(topic, partition)]
         state.waiting -= 1
         state.acknowledged += 1
-        state.refused = False
+        state.refused_at = None
 
     def ended(self, topic: str, partition: int, error: BaseException) -> None:
         """A send ended without an acknowledgement (failed, or cancelled)."""
         state = self._partitions[(topic, partition)]
         state.waiting -= 1
         if getattr(error, "retriable", False) or isinstance(error, KafkaTimeoutError):
-            state.refused = True
+            state.refused_at = self._clock()
 
 
 ErrorHook = Callable[[BaseException, TopicPartition], None]
@@ -114,7 +125,7 @@ class Publisher:
         self._producer = producer
         self._settings = settings
         self._partitioner = DefaultPartitioner()
-        self.deliveries = Deliveries()
+        self.deliveries = Deliveries(clock=clock)
         self.on_dead_letter: Callable[[str], None] | None = None
         """Called with the original topic after each dead letter (metrics)."""
         self.on_error: ErrorHook | None = None
