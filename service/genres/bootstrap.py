@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
+import os
 import signal
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -37,6 +40,7 @@ from genres.observability.progress import (
     PositionProgress,
     SubscriberErrors,
     subscriber_consumer,
+    watch_publisher,
 )
 from genres.observability.stalls import StallWatchdog
 from genres.observability.tracing import configure_tracing, telemetry_middleware
@@ -55,6 +59,13 @@ class Role(StrEnum):
 
 
 ALL_ROLES = frozenset(Role)
+
+SHUTDOWN_SECONDS = 20.0
+"""How long stopping may take, whatever the cluster's state (Kubernetes waits 30 s by
+default before it kills): past it, what is not done is left for redelivery."""
+#: What each stop may take within that (a broker that does not answer holds each one).
+CLASSIFIER_GRACE_SECONDS = 8.0
+STEP_SECONDS = 4.0
 
 
 @dataclass
@@ -108,8 +119,9 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         stack.push_async_callback(engine.dispose)
         publisher = Publisher.create(settings)
         await publisher.start()
-        stack.push_async_callback(publisher.stop)
+        stack.push_async_callback(_within(STEP_SECONDS, "the publisher", publisher.stop))
         publisher.on_dead_letter = metrics.observe_dead_letter
+        stack.callback(watch_publisher(watchdog, publisher))
         service = Service(
             settings=settings,
             engine=engine,
@@ -156,7 +168,13 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
                 on_outcome=lambda outcome: metrics.observe_outcome(backend, outcome),
             )
             await consumer.start()
-            stack.push_async_callback(consumer.stop)
+            stack.push_async_callback(
+                _within(
+                    CLASSIFIER_GRACE_SECONDS + 2 * STEP_SECONDS,
+                    "the classifier",
+                    functools.partial(consumer.stop, grace=CLASSIFIER_GRACE_SECONDS),
+                )
+            )
             service.classifier_consumer = consumer
             metrics.watch_window(consumer)
             metrics.watch_classifications(classifier)
@@ -213,7 +231,13 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
                 )
                 # The outcome listener must be positioned before requests are taken.
                 await responder.start()
-                stack.push_async_callback(responder.stop)
+                stack.push_async_callback(
+                    _within(
+                        STEP_SECONDS,
+                        "the responder",
+                        functools.partial(responder.stop, grace=STEP_SECONDS / 2),
+                    )
+                )
                 service.extras["responder"] = responder
             # FastStream retries its fetch errors itself and only logs them: the reasons.
             errors = SubscriberErrors(watchdog, subscribers)
@@ -225,11 +249,11 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             faststream_log.addFilter(intercepted)
             stack.callback(faststream_log.removeFilter, intercepted)
             await broker.start()
-            stack.push_async_callback(broker.stop)
+            stack.push_async_callback(_within(STEP_SECONDS, "the subscribers", broker.stop))
             metrics.watch_subscribers("faststream", broker.subscribers)
         # Stops first on the way out: a role draining is not a stall.
         await watchdog.start()
-        stack.push_async_callback(watchdog.stop)
+        stack.push_async_callback(_within(STEP_SECONDS, "the stall watchdog", watchdog.stop))
         service.extras["watchdog"] = watchdog
         if service.health is not None:
             service.health.started = True
@@ -240,19 +264,39 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         log.info("service stopping", extra={"roles": sorted(roles)})
 
 
+def _within(
+    seconds: float, what: str, stop: Callable[[], Awaitable[object]]
+) -> Callable[[], Awaitable[None]]:
+    """``stop``, given up after ``seconds`` with a WARNING: a broker that does not answer
+    must not hold the exit (what was not committed is redelivered)."""
+
+    async def bounded() -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await stop()
+        except TimeoutError:
+            log.warning("%s did not stop within %gs: left unfinished", what, seconds)
+
+    return bounded
+
+
 async def serve(settings: Settings, roles: frozenset[Role]) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    """Run until SIGTERM or SIGINT, then stop cleanly within ``SHUTDOWN_SECONDS``."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    stack = AsyncExitStack()
     try:
-        async with running(settings, roles) as service:
-            _freeze_startup_heap()
-            refused = await _until_stopped(stop, service.refusals)
+        service = await stack.enter_async_context(running(settings, roles))
+        _freeze_startup_heap()
+        refused = await _until_stopped(stop, service.refusals)
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+        try:
+            await _stopped_within(stack.aclose(), SHUTDOWN_SECONDS)
+        finally:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
     if refused is not None:
         # After a clean stop: the command ends on it (exit 2, its line).
         raise refused
@@ -303,6 +347,26 @@ def _noting(refusals: Refusals) -> Callable[..., bool]:
         return False
 
     return exit_
+
+
+async def _stopped_within(teardown: Awaitable[None], seconds: float) -> None:
+    """Await ``teardown``; past ``seconds`` (a stop that ignored its own bound), end the process
+    at once with 0: what was not committed is redelivered, and waiting longer only earns a
+    SIGKILL. (A thread's timer: it fires even if the loop is blocked, and the teardown stays in
+    the task that started the roles.)"""
+    timer = threading.Timer(seconds, _give_up, args=(seconds,))
+    timer.daemon = True
+    timer.start()
+    try:
+        await teardown
+    finally:
+        timer.cancel()
+
+
+def _give_up(seconds: float) -> None:
+    log.warning("stopping took longer than %gs: exiting with work left unfinished", seconds)
+    logging.shutdown()
+    os._exit(0)
 
 
 def _freeze_startup_heap() -> None:

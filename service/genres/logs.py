@@ -9,6 +9,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from genres.observability.repeats import RepeatLimiter
+
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
 
 
@@ -108,9 +110,12 @@ def configure_for_people(
 
 
 def _install(formatter: logging.Formatter, secrets: Iterable[str | None]) -> logging.Logger:
-    """The root logger with one stderr handler: ``formatter``, secrets redacted."""
+    """The root logger with one stderr handler: ``formatter``, secrets redacted, the Kafka
+    client's repeated lines limited (``genres.observability.repeats``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactSecrets(secrets))
+    # A failover's client errors: one line per cause per interval, at WARNING.
+    RepeatLimiter().install(handler)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

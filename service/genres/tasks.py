@@ -4,19 +4,24 @@ cancels a task and waits for its end."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
 
 async def cancel_and_wait(task: asyncio.Future[Any] | None) -> None:
     """Cancel ``task`` (nothing when ``None``) and wait until it has ended; its cancellation
-    is the expected end, not an error."""
+    is the expected end, not an error (a cancellation of the caller still propagates)."""
     if task is None:
         return
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        # The task's end, unless the waiter itself is being cancelled (a stop bounded by a
+        # timeout): then it must end too.
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
 
 
 class BackgroundTasks:

@@ -50,28 +50,23 @@ class AuthorizingKafka(apache_kafka.ApacheKafka):
 
     sasl_port: int | None = None
 
-    def _properties(self) -> str:
+    def _properties(self) -> dict[str, str]:
         self.sasl_port = free_port(self.host)
         sasl = f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}"
-        lines = []
-        for line in super()._properties().splitlines():
-            key, _, value = line.partition("=")
-            if key in ("listeners", "advertised.listeners"):
-                value = f"{value},{sasl}"
-            elif key == "listener.security.protocol.map":
-                value = f"{value},SASL_PLAINTEXT:SASL_PLAINTEXT"
-            lines.append(f"{key}={value}")
+        settings = super()._properties()
+        for key in ("listeners", "advertised.listeners"):
+            settings[key] += f",{sasl}"
+        settings["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
         login = (
             "org.apache.kafka.common.security.plain.PlainLoginModule required"
             f' user_{SASL_USER}="{SASL_PASSWORD}";'
         )
-        lines += [
-            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-            "allow.everyone.if.no.acl.found=true",
-            "sasl.enabled.mechanisms=PLAIN",
-            f"listener.name.sasl_plaintext.plain.sasl.jaas.config={login}",
-        ]
-        return "".join(f"{line}\n" for line in lines)
+        return settings | {
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "true",
+            "sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.sasl_plaintext.plain.sasl.jaas.config": login,
+        }
 
 
 @pytest.fixture(scope="module")

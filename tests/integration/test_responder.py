@@ -387,3 +387,33 @@ async def test_without_a_classifier_nothing_is_available(
         assert await drain(requested, 0.5) == []
         with pytest.raises(TrackNotFound):
             await running.client.recommended_tags(62)
+
+
+async def test_a_reply_to_a_topic_that_does_not_exist_is_one_warning_and_creates_nothing(
+    service: Service,
+    engine: AsyncEngine,
+    settings: Settings,
+    kafka: KafkaTestBed,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    if kafka.is_tansu:
+        pytest.skip("Tansu creates a topic that a client asks about")
+    await add_track(engine, 70, extra=cached())
+    topic = settings.topic(topics.RECOMMENDED_TAGS)
+    gone = f"{kafka.prefix}genres.replies.gone-1"
+    for correlation in (b"a", b"b"):
+        await service.publisher.producer.send_and_wait(
+            topic,
+            b'{"track_id": 70, "limit": 1}',
+            headers=[("reply_to", gone.encode()), ("correlation_id", correlation)],
+        )
+    # A later request to a live reply topic is answered: the two before it were handled.
+    reply = await service.client.recommended_tags(70, limit=1, timeout=20)
+    assert [tag.name for tag in reply.tags] == ["ambient electronic"]
+    async with reading(settings, topics.dead_letter_topic(topic)) as dlq:
+        assert await drain(dlq, 1.0) == []  # a requester's problem, not a bad request
+    said = [r for r in caplog.records if gone in r.getMessage()]
+    assert [(r.levelname, r.name) for r in said] == [("WARNING", "genres.responder.runtime")]
+    assert "does not exist" in said[0].getMessage()
+    cluster = await service.publisher.producer.client.fetch_all_metadata()
+    assert gone not in cluster.topics()

@@ -109,14 +109,19 @@ class ConcurrentConsumer:
         self._loop_task = asyncio.create_task(self._fetch_loop(), name="consumer-fetch")
         self._commit_task = asyncio.create_task(self._commit_loop(), name="consumer-commit")
 
-    async def stop(self) -> None:
-        """Stop fetching, let in-flight records finish within the grace period, commit, leave."""
+    async def stop(self, *, grace: float | None = None, timeout: float = 2.0) -> None:
+        """Stop fetching, let in-flight records finish within ``grace`` (by default the grace
+        period), commit, leave. Each broker round trip waits at most ``timeout``: a broker
+        that does not answer must not hold the exit (what is not committed is redelivered)."""
         self._stopping.set()
         await cancel_and_wait(self._loop_task)
-        await self._drain()
+        await self._drain(self._grace if grace is None else grace, timeout)
         await cancel_and_wait(self._commit_task)
-        await self._commit()
-        await self._consumer.stop()
+        await self._commit(timeout)
+        try:
+            await asyncio.wait_for(self._consumer.stop(), timeout)
+        except TimeoutError:
+            log.warning("the broker did not answer within %gs: left the group unannounced", timeout)
 
     # -- fetching ------------------------------------------------------------------------
 
@@ -240,14 +245,17 @@ class ConcurrentConsumer:
             await self._commit()
             await asyncio.sleep(self._commit_interval)
 
-    async def _commit(self) -> None:
+    async def _commit(self, timeout: float | None = None) -> None:
         # Only the current epoch of a partition is in the window (older ones are forgotten).
         offsets = self._window.to_commit()
         if not offsets:
             return
         try:
-            await self._consumer.commit({key[0]: offset for key, offset in offsets.items()})
-        except (CommitFailedError, KafkaError) as exc:
+            await asyncio.wait_for(
+                self._consumer.commit({key[0]: offset for key, offset in offsets.items()}),
+                timeout,
+            )
+        except (CommitFailedError, KafkaError, TimeoutError) as exc:
             # A rebalance took the partitions: their records will be re-delivered. A refusal
             # (READ on the group) is named where on_error leads, once.
             if not is_refusal(exc):
@@ -256,22 +264,23 @@ class ConcurrentConsumer:
             return
         self._window.committed(offsets)
 
-    async def _drain(self) -> None:
-        """Give in-flight records the grace period, commit the finished prefix, cancel the rest.
+    async def _drain(self, grace: float, timeout: float | None = None) -> None:
+        """Give in-flight records ``grace`` seconds, commit the finished prefix (waiting at most
+        ``timeout`` for the broker), cancel the rest.
 
         aiokafka rebalances eagerly (every partition is revoked), so a drain covers them all.
         """
         if self._tasks:
-            _, late = await asyncio.wait(set(self._tasks), timeout=self._grace)
+            _, late = await asyncio.wait(set(self._tasks), timeout=grace)
             for task in late:
                 task.cancel()
             if late:
                 log.warning("abandoned %d records still running after the grace period", len(late))
-                await asyncio.wait(late, timeout=10.0)
-        await self._commit()
+                await asyncio.wait(late, timeout=10.0 if timeout is None else timeout)
+        await self._commit(timeout)
 
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._drain()
+        await self._drain(self._grace)
         # Whatever did not finish is re-delivered from the committed offset.
         self._window.forget(list(self._window.partitions()))
         self._chains.clear()

@@ -1,4 +1,4 @@
-"""The Kafka connection: client options and topic creation.
+"""The Kafka connection: client options, topic creation and metadata.
 
 FastStream's broker is built in :mod:`genres.kafka.entry`, with the subscriptions it carries:
 what uses no subscription (the producer, the group-less tails, ``migrate`` and ``backfill``)
@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import ssl
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
+from aiokafka.protocol.metadata import MetadataRequest
 
 from genres.config import Settings
 from genres.errors import ConfigurationError
@@ -169,3 +171,36 @@ async def wait_for_topics(
                 + ", ".join(pending)
             )
         await asyncio.sleep(0.05)
+
+
+METADATA_ATTEMPT_SECONDS = 1.5
+
+
+async def leaders(
+    client: Any, names: Collection[str], *, attempt_timeout: float = METADATA_ATTEMPT_SECONDS
+) -> dict[str, dict[int, int]]:
+    """Each topic of ``names`` the cluster has: its partitions and their leaders (-1: none), from
+    one metadata request to the first broker of ``client`` (an aiokafka ``AIOKafkaClient``) that
+    answers. No topic is created by asking, none is added to what the client tracks, and a topic
+    the cluster lacks is left out without a log line. Each broker gets ``attempt_timeout``
+    seconds (one that hangs, frozen or cut off, must not hide the others). Raises
+    ``KafkaError`` when no broker answers."""
+    request = MetadataRequest(sorted(names), allow_auto_topic_creation=False)
+    nodes = [broker.nodeId for broker in client.cluster.brokers()]
+    random.shuffle(nodes)
+    failure: BaseException | None = None
+    for node in nodes:
+        try:
+            response = await asyncio.wait_for(client.send(node, request), attempt_timeout)
+        except (KafkaError, TimeoutError) as exc:
+            failure = exc
+            continue
+        found: dict[str, dict[int, int]] = {}
+        for entry in response.topics:
+            # (error, topic, partitions) in version 0, (error, topic, internal, partitions) after
+            error, topic, partitions = entry[0], entry[1], entry[-1]
+            if error == 0:
+                found[topic] = {p[1]: p[2] for p in partitions}
+        return found
+    last = repr(failure) if isinstance(failure, TimeoutError) else failure
+    raise KafkaError(f"no broker answered a metadata request: {last or 'none known'}")

@@ -152,7 +152,8 @@ class HealthServer:
             self._refused.add(name)
             return str(exc)  # already one line for people, naming what to fix
         except Exception as exc:
-            return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+            # Long enough to name the partitions of a cluster that lost its leaders.
+            return f"{type(exc).__name__}: {' '.join(str(exc).split())[:1000]}"
         return "ok"
 
     # -- handlers ------------------------------------------------------------------------

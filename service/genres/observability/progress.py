@@ -1,5 +1,6 @@
-"""Where the stall watchdog reads progress: one source per kind of consumer, and FastStream's
-own fetch errors attributed to the subscriber they stopped.
+"""Where the stall watchdog reads progress: one source per kind of consumer and one for the
+publisher, FastStream's own fetch errors attributed to the subscriber they stopped, the
+producer's refusals to the partition they hit, and which partitions have no leader.
 
 Each source answers, for a partition its consumer owns, the offset below which every record is
 done (``progress``) and the end offset (``highwater``); see ``genres.observability.stalls``.
@@ -8,11 +9,15 @@ done (``progress``) and the end offset (``highwater``); see ``genres.observabili
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
-from genres.observability.stalls import StallWatchdog
+from aiokafka import TopicPartition
+
+from genres.kafka.broker import leaders
+from genres.kafka.producer import Deliveries, Publisher
+from genres.observability.stalls import PartitionKey, StallWatchdog
 
 # -- sources -------------------------------------------------------------------------------------
 
@@ -91,6 +96,23 @@ class LocalProgress(_ConsumerSource):
         return await PositionProgress(self._consumer).progress(partition)
 
 
+class SendProgress:
+    """The publisher's writes: acknowledged sends are its progress, waiting (or refused)
+    ones its end (:class:`genres.kafka.producer.Deliveries`)."""
+
+    def __init__(self, deliveries: Deliveries) -> None:
+        self._deliveries = deliveries
+
+    def assignment(self) -> Iterable[Any]:
+        return [TopicPartition(topic, p) for topic, p in self._deliveries.partitions()]
+
+    def highwater(self, partition: Any) -> int | None:
+        return self._deliveries.end(partition.topic, partition.partition)
+
+    async def progress(self, partition: Any) -> int | None:
+        return self._deliveries.progress(partition.topic, partition.partition)
+
+
 def subscriber_consumer(subscriber: Any) -> ConsumerRef:
     """A FastStream subscriber's aiokafka consumer, which exists only while it runs."""
     return lambda: getattr(subscriber, "consumer", None)
@@ -129,3 +151,89 @@ def _owners(trace: TracebackType | None, roles: Mapping[str, Any]) -> list[str]:
             return [role]
         trace = trace.tb_next
     return []
+
+
+# -- the producer's refusals ---------------------------------------------------------------------
+
+PRODUCER_LOGGER = "aiokafka.producer.sender"
+
+
+class ProduceErrors(logging.Handler):
+    """Notes the refusals aiokafka's producer retries by itself (too few in-sync replicas, not
+    the leader): it only logs them, naming the partition, while the send waits.
+
+    Installed on ``aiokafka.producer.sender``; each refusal is noted for ``role`` on its
+    partition, a failed request (no partition named) for all of the role's partitions.
+    """
+
+    def __init__(self, watchdog: StallWatchdog, role: str) -> None:
+        super().__init__(level=logging.WARNING)
+        self._watchdog = watchdog
+        self._role = role
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        partition = next((a for a in args if isinstance(a, TopicPartition)), None)
+        error = next((a for a in args if _is_error(a)), None)
+        if error is None:
+            return
+        if isinstance(error, BaseException):
+            self._watchdog.note_error(self._role, error, partition)
+        elif isinstance(error, type):
+            description = getattr(error, "description", "")
+            text = f"{error.__name__}: {description}" if description else error.__name__
+            self._watchdog.note_error(self._role, f"produce refused: {text}", partition)
+
+
+def _is_error(value: object) -> bool:
+    if isinstance(value, BaseException):
+        return True
+    return isinstance(value, type) and issubclass(value, BaseException)
+
+
+# -- leaders -------------------------------------------------------------------------------------
+
+
+def leaderless(client: Any) -> Callable[[Collection[str]], Any]:
+    """``find(topics)``: the partitions of ``topics`` without a leader, from one metadata
+    request (:func:`genres.kafka.broker.leaders`; no topic is created by it).
+
+    ``client`` is an aiokafka ``AIOKafkaClient`` (a started producer's ``.client``). Raises
+    ``KafkaError`` when no broker answers; a topic the broker does not know is left out.
+    """
+
+    async def find(topics: Collection[str]) -> set[PartitionKey]:
+        if not topics:
+            return set()
+        found = await leaders(client, topics)
+        return {
+            (topic, partition)
+            for topic, partitions in found.items()
+            for partition, leader in partitions.items()
+            if leader < 0
+        }
+
+    return find
+
+
+# -- the publisher -------------------------------------------------------------------------------
+
+PUBLISHER = "publisher"
+
+
+def watch_publisher(watchdog: StallWatchdog, publisher: Publisher) -> Callable[[], None]:
+    """Watch ``publisher``'s writes under the role ``publisher``, its producer's refusals as
+    their reasons, and (through its client) which partitions have no leader. Returns the
+    undoing of what it installed."""
+    publisher.on_error = watchdog.reporter(PUBLISHER)
+    watchdog.watch(PUBLISHER, SendProgress(publisher.deliveries), writes=True)
+    watchdog.watch_leaders(leaderless(publisher.producer.client))
+    errors = ProduceErrors(watchdog, PUBLISHER)
+    sender = logging.getLogger(PRODUCER_LOGGER)
+    sender.addHandler(errors)
+
+    def undo() -> None:
+        sender.removeHandler(errors)
+        watchdog.unwatch(PUBLISHER)
+
+    return undo

@@ -16,12 +16,20 @@ A consumer whose records may legitimately take longer than the bound (a classifi
 up to its deadline) is watched with more ``patience``: silent slowness is a stall only past
 it, while a partition whose consumer reports errors is stalled past the bound.
 
+The publisher is watched the same way (``writes``): its progress is the count of sends the
+cluster acknowledged, its end adds those waiting or refused (too few in-sync replicas), so a
+partition whose produces are refused for longer than the bound is stalled too.
+
+A partition that has **no leader** (``leaders``: one metadata request per sample, or no broker
+answering it) counts as waiting even when no record is known to wait: reading or writing it is
+impossible, so it is stalled once leaderless for longer than the bound.
+
 When a partition turns stalled: one ERROR line naming role, topic, partition, offset and the
 reason (the last error the consumer reported for it, else "no progress"), repeated every
 ``repeat_every`` seconds while it lasts, and an INFO line when it moves again. The state is
 read by ``genres_partition_stalled`` and by the ``partitions`` check of ``/readyz``.
 
-(About 400 lines: the rule, its sampling loop and its log lines share one per-partition state,
+(About 530 lines: the rule, its sampling loop and its log lines share one per-partition state,
 and splitting them would spread one decision over several modules. Where progress is read is
 ``genres.observability.progress``.)
 """
@@ -33,7 +41,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -46,10 +54,13 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 PartitionKey = tuple[str, int]
+Leaders = Callable[[Collection[str]], Awaitable[set[PartitionKey]]]
+"""``find(topics)``: the partitions of ``topics`` without a leader; raises when it cannot tell."""
 
 REPEAT_SECONDS = 60.0
 MAX_INTERVAL_SECONDS = 5.0
 NO_ERROR = "no progress and no error reported"
+NO_LEADER = "no leader for the partition in the cluster's metadata"
 
 
 class ProgressSource(Protocol):
@@ -81,13 +92,19 @@ class Stall:
     seconds: float
     """How long records have waited there without progress."""
     reason: str
+    writes: bool = False
+    """A partition written (offset and end count sends), not read."""
 
     @property
     def waiting(self) -> int:
         return self.end - self.offset
 
     def describe(self) -> str:
-        return f"{self.role} {self.topic}[{self.partition}] at offset {self.offset}: {self.reason}"
+        if self.writes:
+            where = f" {self.waiting} sends unacknowledged"
+        else:
+            where = f" at offset {self.offset}"
+        return f"{self.role} {self.topic}[{self.partition}]{where}: {self.reason}"
 
 
 @dataclass
@@ -106,6 +123,7 @@ class _Partition:
 class _Watched:
     source: ProgressSource
     patience: float
+    writes: bool = False
     partitions: dict[PartitionKey, _Partition] = field(default_factory=dict)
 
 
@@ -146,16 +164,29 @@ class StallWatchdog:
         self._task: asyncio.Task[None] | None = None
         self.listeners: list[Callable[[str, BaseException | str], object]] = []
         """Told every error noted, with its role (the process's refusals listen)."""
+        self._leaders: Leaders | None = None
 
     # -- what is watched ---------------------------------------------------------------------
 
-    def watch(self, role: str, source: ProgressSource, *, patience: float | None = None) -> None:
+    def watch(
+        self,
+        role: str,
+        source: ProgressSource,
+        *,
+        patience: float | None = None,
+        writes: bool = False,
+    ) -> None:
         """Watch ``source``'s partitions under ``role`` (one source per role).
 
         ``patience``: how long records may wait without progress when the consumer reports
-        no error (at least the bound; by default the bound).
+        no error (at least the bound; by default the bound). ``writes``: the source counts
+        sends to the partitions (the publisher), not records read.
         """
-        self._watched[role] = _Watched(source, max(self.bound, patience or self.bound))
+        self._watched[role] = _Watched(source, max(self.bound, patience or self.bound), writes)
+
+    def watch_leaders(self, leaders: Leaders) -> None:
+        """Ask ``leaders`` at each sample which watched partitions have no leader."""
+        self._leaders = leaders
 
     def unwatch(self, role: str) -> None:
         watched = self._watched.pop(role, None)
@@ -197,10 +228,33 @@ class StallWatchdog:
         """Sample every watched consumer once and apply the rule."""
         roles = list(self._watched.items())
         samples = await asyncio.gather(*(self._sample_source(w.source) for _, w in roles))
+        keys = {key for sampled in samples for key in sampled}
+        leaderless = await self._leaderless(keys)
         now = self._clock()
+        due: list[Stall] = []
         for (role, watched), sampled in zip(roles, samples, strict=True):
             if self._watched.get(role) is watched:
-                self._apply(role, watched, sampled, now)
+                for key in sampled:
+                    if key in leaderless:
+                        self._errors[(role, key)] = _Error(now, leaderless[key])
+                due += self._apply(role, watched, sampled, now, leaderless)
+        self._log_stalls(due)
+
+    async def _leaderless(self, keys: Collection[PartitionKey]) -> dict[PartitionKey, str]:
+        """Each watched partition without a leader, and why; every one of them when no
+        broker answers."""
+        if self._leaders is None or not keys:
+            return {}
+        try:
+            found = await asyncio.wait_for(
+                self._leaders({topic for topic, _ in keys}), self._sample_timeout
+            )
+        except TimeoutError:
+            reason = f"no broker answered a metadata request within {self._sample_timeout:g}s"
+            return dict.fromkeys(keys, reason)
+        except Exception as exc:
+            return dict.fromkeys(keys, _describe(exc))
+        return {key: NO_LEADER for key in keys if key in found}
 
     async def _sample_source(
         self, source: ProgressSource
@@ -234,7 +288,10 @@ class StallWatchdog:
         watched: _Watched,
         sampled: Mapping[PartitionKey, tuple[int | None, int | None]],
         now: float,
-    ) -> None:
+        leaderless: Collection[PartitionKey] = (),
+    ) -> list[Stall]:
+        """Apply the rule to one source's sample; returns the stalls to log now."""
+        due: list[Stall] = []
         for key in list(watched.partitions):
             if key not in sampled:  # revoked: its new owner watches it
                 state = watched.partitions.pop(key)
@@ -249,16 +306,19 @@ class StallWatchdog:
                 state.waiting_since = None
             if end is not None:
                 state.end = end
-            if state.progress is None or state.end is None or state.end <= state.progress:
+            idle = state.progress is None or state.end is None or state.end <= state.progress
+            if idle and key not in leaderless:
                 state.waiting_since = None  # nothing waits: an idle partition is not stalled
                 self._report(state, None, now)
                 continue
             if state.waiting_since is None:
                 state.waiting_since = now
-            stall = self._judge(
-                role, watched, key, (state.progress, state.end, state.waiting_since), state, now
-            )
-            self._report(state, stall, now)
+            offset = state.progress if state.progress is not None else -1
+            end = max(offset, state.end if state.end is not None else offset)
+            stall = self._judge(role, watched, key, (offset, end, state.waiting_since), state, now)
+            if self._report(state, stall, now) and stall is not None:
+                due.append(stall)
+        return due
 
     def _judge(
         self,
@@ -289,6 +349,7 @@ class StallWatchdog:
             end=end,
             seconds=waited,
             reason=reason,
+            writes=watched.writes,
         )
 
     def _error_for(self, role: str, key: PartitionKey, *, since: float) -> _Error | None:
@@ -298,34 +359,73 @@ class StallWatchdog:
         newest = max(candidates, key=lambda e: e.at, default=None)
         return newest if newest is not None and newest.at >= since else None
 
-    def _report(self, state: _Partition, stall: Stall | None, now: float) -> None:
+    def _report(self, state: _Partition, stall: Stall | None, now: float) -> bool:
+        """Keep the partition's verdict; whether its stall is to be logged now."""
         previous, state.stall = state.stall, stall
         if stall is None:
             if previous is not None:
                 self._log_released(previous, now, "moving again")
-            return
+            return False
         if previous is None or now - state.logged_at >= self.repeat_every:
             state.logged_at = now
+            return True
+        return False
+
+    def _log_stalls(self, due: list[Stall]) -> None:
+        """One line per stalled partition where records wait; one line per cause for those
+        stalled only for want of a leader (a cluster that lost a broker loses many)."""
+        leaderless: dict[str, list[Stall]] = {}
+        for stall in due:
+            if stall.waiting > 0:
+                self._log_stall(stall)
+            else:
+                leaderless.setdefault(stall.reason, []).append(stall)
+        for reason, stalls in leaderless.items():
+            if len(stalls) == 1:
+                self._log_stall(stalls[0])
+                continue
+            seconds = max(stall.seconds for stall in stalls)
             log.error(
-                "partition stalled: %s %s[%d] at offset %d, %d records waiting, no progress "
-                "for %.1fs: %s",
-                stall.role,
-                stall.topic,
-                stall.partition,
-                stall.offset,
-                stall.waiting,
-                stall.seconds,
-                stall.reason,
+                "partitions stalled: %d without a leader for %.1fs: %s: %s",
+                len(stalls),
+                seconds,
+                reason,
+                _named(stalls),
                 extra={
-                    "role": stall.role,
-                    "topic": stall.topic,
-                    "partition": stall.partition,
-                    "offset": stall.offset,
-                    "records_waiting": stall.waiting,
-                    "stalled_seconds": round(stall.seconds, 1),
-                    "reason": stall.reason,
+                    "partitions": [f"{s.role} {s.topic}[{s.partition}]" for s in stalls],
+                    "stalled_seconds": round(seconds, 1),
+                    "reason": reason,
                 },
             )
+
+    def _log_stall(self, stall: Stall) -> None:
+        # A written partition's counts are sends, not offsets.
+        template, counts = (
+            ("%s %s[%d], %d sends unacknowledged, none acknowledged", (stall.waiting,))
+            if stall.writes
+            else (
+                "%s %s[%d] at offset %d, %d records waiting, no progress",
+                (stall.offset, stall.waiting),
+            )
+        )
+        log.error(
+            "partition stalled: " + template + " for %.1fs: %s",
+            stall.role,
+            stall.topic,
+            stall.partition,
+            *counts,
+            stall.seconds,
+            stall.reason,
+            extra={
+                "role": stall.role,
+                "topic": stall.topic,
+                "partition": stall.partition,
+                "offset": stall.offset,
+                "records_waiting": stall.waiting,
+                "stalled_seconds": round(stall.seconds, 1),
+                "reason": stall.reason,
+            },
+        )
 
     def _log_released(self, stall: Stall, now: float, how: str) -> None:
         log.info(
@@ -355,10 +455,18 @@ class StallWatchdog:
                 yield role, topic, partition, state.stall is not None
 
     async def check(self) -> None:
-        """The readiness check: raises naming the stalled partitions."""
+        """The readiness check: raises naming the stalled partitions (those stalled only for
+        want of a leader, with no record known to wait, grouped by reason and topic)."""
         stalls = self.stalls()
-        if stalls:
-            raise PartitionsStalled("; ".join(stall.describe() for stall in stalls))
+        if not stalls:
+            return
+        named = [stall.describe() for stall in stalls if stall.waiting > 0]
+        leaderless: dict[str, list[Stall]] = {}
+        for stall in stalls:
+            if stall.waiting <= 0:
+                leaderless.setdefault(stall.reason, []).append(stall)
+        named += [f"{_named(group)}: {reason}" for reason, group in leaderless.items()]
+        raise PartitionsStalled("; ".join(named))
 
     # -- running -----------------------------------------------------------------------------
 
@@ -385,6 +493,17 @@ def _describe(error: BaseException) -> str:
     if not text:
         return name
     return text if text.startswith(name) else f"{name}: {text}"  # aiokafka's name themselves
+
+
+def _named(stalls: Iterable[Stall]) -> str:
+    """``role topic[0,1,2], role topic[1]``: the stalls' partitions, by role and topic."""
+    where: dict[tuple[str, str], list[int]] = {}
+    for stall in stalls:
+        where.setdefault((stall.role, stall.topic), []).append(stall.partition)
+    return ", ".join(
+        f"{role} {topic}[{','.join(map(str, sorted(numbers)))}]"
+        for (role, topic), numbers in where.items()
+    )
 
 
 def _order(partition: Any) -> tuple[str, int]:

@@ -7,9 +7,11 @@ and the reply path.
   classification (``wait_ms``) therefore never holds up the others.
 * The reply is published by the task itself to the ``reply_to`` topic **as given** (no
   prefix), with the request's ``correlation_id`` header echoed byte for byte (UTF-8 or not).
-  A request without a usable ``reply_to`` (or whose reply cannot be published) goes to the
-  dead-letter topic with the reason; a request that cannot be parsed gets an
-  ``invalid_request`` error reply; an unexpected error an ``internal`` one.
+  A reply topic that does not exist is its requester's problem: one WARNING per topic, the
+  reply dropped, the topic never created. A request without a usable ``reply_to`` (or whose
+  reply cannot be published otherwise) goes to the dead-letter topic with the reason; a
+  request that cannot be parsed gets an ``invalid_request`` error reply; an unexpected error
+  an ``internal`` one.
 * A refusal from the cluster (``ClusterRefused``) on the service's own topics, its reply
   topics (``<prefix>genres.replies.``) included, ends the request and goes to ``on_refused``
   (the process stops on it); a refused reply topic of another name is the caller's, and its
@@ -31,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Backend, Settings
 from genres.errors import ClusterRefused, InvalidMessage
-from genres.kafka.producer import Publisher, track_key
+from genres.kafka.producer import Publisher, ReplyTopicMissing, track_key
 from genres.kafka.records import parse
 from genres.responder.outcomes import OutcomeListener
 from genres.responder.rule import SingleFlight, recommend
@@ -51,6 +53,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_IN_FLIGHT = 1000
 REPLY_PUBLISH_TIMEOUT_S = 10.0
+#: Reply topics said missing, remembered so that each is said once (then forgotten in bulk).
+MISSING_TOPICS_REMEMBERED = 10_000
 
 
 def _utcnow() -> datetime:
@@ -98,6 +102,7 @@ class ResponderRuntime:
     #: the single-flight on-demand rule over ``classification_requests``
     on_demand: SingleFlight = field(init=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
+    _missing_topics: set[str] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self._slots = asyncio.Semaphore(self.max_in_flight)
@@ -192,9 +197,34 @@ class ResponderRuntime:
         except Exception as exc:
             if isinstance(exc, ClusterRefused) and reply_to.startswith(self._reply_topics):
                 raise  # the service's own ACL is missing, not the caller's doing
+            if isinstance(exc, ReplyTopicMissing) or not await self._reply_topic_exists(reply_to):
+                self._missing_reply_topic(reply_to)
+                return
             await self._dead_letter(
                 record, f"cannot publish the reply to {reply_to!r}: {type(exc).__name__}: {exc}"
             )
+
+    async def _reply_topic_exists(self, topic: str) -> bool:
+        """False only when the cluster says the topic is gone (unsure: True)."""
+        try:
+            async with asyncio.timeout(REPLY_PUBLISH_TIMEOUT_S / 2):
+                return await self.publisher.reply_topic_exists(topic)
+        except Exception:
+            return True
+
+    def _missing_reply_topic(self, topic: str) -> None:
+        """A reply to a topic that does not exist is its requester's problem (it is gone, or
+        never created it): said once per topic, at WARNING; the topic is never created."""
+        if topic in self._missing_topics:
+            return
+        if len(self._missing_topics) >= MISSING_TOPICS_REMEMBERED:
+            self._missing_topics.clear()
+        self._missing_topics.add(topic)
+        log.warning(
+            "reply topic %s does not exist (its requester is gone?): replies to it are dropped",
+            topic,
+            extra={"topic": topic},
+        )
 
     async def answer(self, value: bytes | None) -> RecommendedTags:
         """The reply to one request value (raises only a refusal from the cluster)."""
