@@ -217,12 +217,13 @@ class GenresClient:
 
     async def _create_reply_topic(self, admin: AIOKafkaAdminClient) -> None:
         # -1: the broker's default (KIP-464). aiokafka's NewTopic refuses -1 without a replica
-        # assignment; an empty one passes its check and sends none.
+        # assignment (and a factor with one); an empty one passes its check and sends none.
+        replication = self._replication_factor or -1
         topic = NewTopic(
             self.reply_topic,
             num_partitions=1,
-            replication_factor=self._replication_factor or -1,
-            replica_assignments={},
+            replication_factor=replication,
+            replica_assignments={} if replication == -1 else None,
         )
         response = await admin.create_topics([topic])
         for topic_error in response.topic_errors:

@@ -126,16 +126,17 @@ def new_topic(settings: Settings, name: str) -> NewTopic:
     ``KAFKA_REPLICATION_FACTOR`` says or, unset, as the broker's ``default.replication.factor``
     (-1, KIP-464).
 
-    aiokafka's ``NewTopic`` reads -1 as "see the replica assignment" and refuses it without one;
-    an empty assignment passes its check and sends none. aiokafka sends CreateTopics v3, and
+    aiokafka's ``NewTopic`` reads -1 as "see the replica assignment" and refuses it without one
+    (and a factor with one): an empty assignment passes its check and sends none. aiokafka sends CreateTopics v3, and
     KIP-464 documents -1 from v4, but brokers do not check the version: Apache Kafka 4.4 and
     Tansu 0.6 both create such a topic with their default (tried here).
     """
+    replication = settings.kafka_replication_factor or -1
     return NewTopic(
         name,
         num_partitions=settings.kafka_topic_partitions,
-        replication_factor=settings.kafka_replication_factor or -1,
-        replica_assignments={},
+        replication_factor=replication,
+        replica_assignments={} if replication == -1 else None,
     )
 
 
@@ -165,13 +166,13 @@ def read_creation(topic_errors: Iterable[dict[str, Any]]) -> list[str]:
             refused.setdefault(code, []).append(name)
         else:
             error = for_code(code)
-            detail = f"{name}: {error.message}" + (
+            detail = error.message + (
                 f" ({entry['error_message']})" if entry.get("error_message") else ""
             )
             if error.retriable:
-                log.warning("creating topic %s failed for now; waiting for it", detail)
+                log.warning("topic %s not created yet: %s; waiting for it", name, detail)
             else:
-                failures.append(detail)
+                failures.append(f"{name}: {detail}")
     if created:
         log.info("created topics", extra={"topics": created})
     if refused.get(TOPIC_AUTHORIZATION_FAILED):
