@@ -39,9 +39,7 @@ async def test_the_services_clients_never_create_a_topic_by_asking_about_it(
         assert "asked" in await _names(admin)
 
         described = await admin.describe_topics(["described"])
-        assert [entry["error_code"] for entry in described] == [
-            UnknownTopicOrPartitionError.errno
-        ]
+        assert [entry["error_code"] for entry in described] == [UnknownTopicOrPartitionError.errno]
 
         consumer = AIOKafkaConsumer(**client_options(settings), group_id=None)
         await consumer.start()

@@ -59,7 +59,7 @@ async def test_topics_take_the_brokers_replication_and_are_logged_once_created(
     assert sorted(created) == sorted(set(names) - set(already))
     assert _created(caplog) == [created]
     # The test brokers' default.replication.factor is 1 (a single node).
-    assert await _replicas(kafka.bootstrap_servers, names) == dict.fromkeys(names, {1})
+    assert await _replicas(kafka.bootstrap_servers, names) == {name: {1} for name in names}
     caplog.clear()
     assert await ensure_topics(settings) == []
     assert _created(caplog) == []

@@ -112,7 +112,7 @@ def test_topics_created_before_a_refusal_are_still_logged(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="genres.kafka.broker")
-    with pytest.raises(ClusterRefused, match="^not authorized to CREATE topic b$"):
+    with pytest.raises(ClusterRefused, match=r"^not authorized to CREATE topic b$"):
         read_creation(_response(("a", OK, None), ("b", TOPIC_DENIED, None)))
     (line,) = _created_lines(caplog)
     assert line.__dict__["topics"] == ["a"]

@@ -79,9 +79,9 @@ class GenresClient:
     ``sasl_mechanism`` ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` with
     ``sasl_plain_username`` and ``sasl_plain_password``). ``topic_prefix`` goes before every
     topic name, as the service's ``GENRES_TOPIC_PREFIX``. ``replication_factor`` is the reply
-    topic's (by default the broker's ``default.replication.factor``). ``request_timeout`` is the default wait for a reply (``recommended_tags`` adds
-    the request's ``wait_ms`` to it). One client serves any number of concurrent requests;
-    use one per process.
+    topic's (by default the broker's ``default.replication.factor``). ``request_timeout`` is
+    the default wait for a reply (``recommended_tags`` adds the request's ``wait_ms`` to it).
+    One client serves any number of concurrent requests; use one per process.
     """
 
     def __init__(

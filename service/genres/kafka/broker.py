@@ -127,9 +127,10 @@ def new_topic(settings: Settings, name: str) -> NewTopic:
     (-1, KIP-464).
 
     aiokafka's ``NewTopic`` reads -1 as "see the replica assignment" and refuses it without one
-    (and a factor with one): an empty assignment passes its check and sends none. aiokafka sends CreateTopics v3, and
-    KIP-464 documents -1 from v4, but brokers do not check the version: Apache Kafka 4.4 and
-    Tansu 0.6 both create such a topic with their default (tried here).
+    (and a factor with one): an empty assignment passes its check and sends none. aiokafka
+    sends CreateTopics v3, and KIP-464 documents -1 from v4, but brokers do not check the
+    version: Apache Kafka 4.4 and Tansu 0.6 both create such a topic with their default
+    (tried here).
     """
     replication = settings.kafka_replication_factor or -1
     return NewTopic(
