@@ -282,6 +282,17 @@ class Settings(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> Self:
+        if self.kafka_security_protocol.startswith("SASL"):
+            for name in ("kafka_sasl_username", "kafka_sasl_password"):
+                if not getattr(self, name):
+                    raise ValueError(
+                        f"KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol} but "
+                        f"{name.upper()} is not set"
+                    )
+        return self
+
+    @model_validator(mode="after")
     def _client_key_has_its_certificate(self) -> Self:
         for name in ("kafka_ssl_keyfile", "kafka_ssl_key_password"):
             if getattr(self, name) is not None and self.kafka_ssl_certfile is None:

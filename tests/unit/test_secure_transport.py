@@ -76,9 +76,23 @@ def test_an_unknown_protocol_or_mechanism_is_one_line_naming_it(variable: str, v
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("missing", ["kafka_sasl_username", "kafka_sasl_password"])
+def test_sasl_without_a_user_or_password_is_one_line_naming_it(missing: str) -> None:
+    credentials = {"kafka_sasl_username": "u", "kafka_sasl_password": "p"}
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings(kafka_security_protocol="SASL_PLAINTEXT", **(credentials | {missing: None}))
+    assert str(caught.value) == (
+        f"invalid configuration: KAFKA_SECURITY_PROTOCOL is SASL_PLAINTEXT but "
+        f"{missing.upper()} is not set"
+    )
+
+
 def test_protocol_and_mechanism_are_read_in_any_case() -> None:
     settings = load_settings(
-        kafka_security_protocol="sasl_ssl ", kafka_sasl_mechanism="scram-sha-256"
+        kafka_security_protocol="sasl_ssl ",
+        kafka_sasl_mechanism="scram-sha-256",
+        kafka_sasl_username="u",
+        kafka_sasl_password="p",
     )
     assert settings.kafka_security_protocol == "SASL_SSL"
     assert isinstance(faststream_security(settings), SASLScram256)
@@ -229,9 +243,7 @@ def test_a_file_that_does_not_exist_or_cannot_be_read_names_its_variable(
 
 
 def test_a_ca_file_without_certificates_names_the_variable(pki: Path) -> None:
-    settings = load_settings(
-        kafka_security_protocol="SASL_SSL", kafka_ssl_cafile=str(pki / "junk.pem")
-    )
+    settings = load_settings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(pki / "junk.pem"))
     with pytest.raises(ConfigurationError, match=r"^KAFKA_SSL_CAFILE: cannot load .*junk\.pem: "):
         security_options(settings)
 
