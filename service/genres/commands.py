@@ -38,9 +38,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _is_set(name: str) -> bool:
-    # Settings reads variable names in any case (config.Settings._from_environment), and a
-    # secret from the file <NAME>_FILE names.
-    names = (name, f"{name}_FILE")
+    # Settings reads variable names in any case (config.Settings._from_environment), and
+    # DATABASE_URL from the file DATABASE_URL_FILE names (config.FROM_FILE).
+    names = (name, f"{name}_FILE") if name == DATABASE else (name,)
     return any(key.upper() in names and value for key, value in os.environ.items())
 
 
