@@ -134,7 +134,8 @@ class Settings(BaseModel):
             "partitions, so this is the most processes of one role that can share the work "
             "(the classifier's concurrency within a process does not depend on it). Kafka can "
             "add partitions later but never remove them, and adding moves keys (tracks) to "
-            "other partitions: choose the most replicas a role will run, not more."
+            "other partitions: choose the most replicas a role will run, not more. 3: up to "
+            "three processes per role, and each topic's leaders spread over three brokers."
         ),
     )
     kafka_replication_factor: Annotated[int, Field(ge=1, le=16)] | None = Field(
