@@ -38,8 +38,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _is_set(name: str) -> bool:
-    # Settings reads variable names in any case (config.Settings._from_environment).
-    return any(key.upper() == name and value for key, value in os.environ.items())
+    # Settings reads variable names in any case (config.Settings._from_environment), and
+    # DATABASE_URL from the file DATABASE_URL_FILE names (config.FROM_FILE).
+    names = (name, f"{name}_FILE") if name == DATABASE else (name,)
+    return any(key.upper() in names and value for key, value in os.environ.items())
 
 
 def settings_for(*required: str, service: bool = False, **overrides: Any) -> Settings:
@@ -57,8 +59,8 @@ def settings_for(*required: str, service: bool = False, **overrides: Any) -> Set
         settings = load_settings(**overrides)
     except ConfigurationError as exc:
         fail(str(exc), code=2)
-    sasl = settings.kafka_sasl_password
-    secrets = [settings.replicate_token, sasl.get_secret_value() if sasl else None]
+    sasl, key = settings.kafka_sasl_password, settings.kafka_ssl_key_password
+    secrets = [settings.replicate_token, *(s.get_secret_value() for s in (sasl, key) if s)]
     if service:
         logs.configure(settings.log_level, settings.log_format, secrets=secrets)
     else:

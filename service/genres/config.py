@@ -8,6 +8,7 @@ sources for dotenv, secrets, cloud vaults and CLIs, none used here) more than do
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Literal, Self
 
@@ -35,6 +36,18 @@ class Backend(StrEnum):
 
 Compression = Literal["none", "gzip", "snappy", "lz4", "zstd"]
 """Every codec Kafka defines, and none."""
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+FROM_FILE = (
+    "kafka_sasl_username",
+    "kafka_sasl_password",
+    "kafka_ssl_key_password",
+    "replicate_api_token",
+    "database_url",
+)
+"""Settings also read from a file named by ``<NAME>_FILE`` (mounted secrets)."""
 
 
 class Settings(BaseModel):
@@ -80,7 +93,10 @@ class Settings(BaseModel):
     classifier_max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
 
     # Infrastructure (docs/interface.md)
-    kafka_bootstrap_servers: str | None = None
+    kafka_bootstrap_servers: list[str] | None = Field(
+        default=None,
+        description="`host:port` of one or more brokers, comma-separated (spaces tolerated).",
+    )
     database_url: str | None = None
 
     # Operational knobs (all optional)
@@ -111,8 +127,24 @@ class Settings(BaseModel):
             "is stalled: an ERROR line, genres_partition_stalled and /readyz say so."
         ),
     )
-    kafka_topic_partitions: Annotated[int, Field(ge=1, le=1024)] = 3
-    kafka_replication_factor: Annotated[int, Field(ge=1, le=16)] = 1
+    kafka_topic_partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
+        default=3,
+        description=(
+            "Partitions of the topics the service creates. A role's processes share a topic's "
+            "partitions, so this is the most processes of one role that can share the work "
+            "(the classifier's concurrency within a process does not depend on it). Kafka can "
+            "add partitions later but never remove them, and adding moves keys (tracks) to "
+            "other partitions: choose the most replicas a role will run, not more. 3: up to "
+            "three processes per role, and each topic's leaders spread over three brokers."
+        ),
+    )
+    kafka_replication_factor: Annotated[int, Field(ge=1, le=16)] | None = Field(
+        default=None,
+        description=(
+            "Replication factor of the topics the service creates; unset, the broker's "
+            "default.replication.factor (KIP-464), as the cluster wants it."
+        ),
+    )
     kafka_create_topics: bool = Field(
         default=True,
         description=(
@@ -120,11 +152,20 @@ class Settings(BaseModel):
             "topic exists (topics managed as code)."
         ),
     )
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = Field(default=None, description="PLAIN if unset.")
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = Field(
+        default=None, description="Client certificate (PEM) for mutual TLS."
+    )
+    kafka_ssl_keyfile: str | None = Field(
+        default=None, description="Its private key (PEM), unless the certificate file holds it."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted private key."
+    )
     log_level: str = "INFO"
     log_format: str = Field(default="json", pattern="^(json|console)$")
     audio_max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
@@ -160,9 +201,52 @@ class Settings(BaseModel):
         if not isinstance(data, dict):
             return data
         environment = {key.lower(): value for key, value in os.environ.items()}
-        return {n: environment[n] for n in cls.model_fields if n in environment} | data
+        return _from_files(_known(cls, environment)) | _from_files(_known(cls, data))
 
-    @field_validator("kafka_bootstrap_servers", "database_url", mode="before")
+    @field_validator("kafka_bootstrap_servers", mode="before")
+    @classmethod
+    def _server_list(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return None if not value.strip() else [item.strip() for item in value.split(",")]
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _servers_have_ports(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or ():
+            host, colon, port = item.rpartition(":")
+            if not item:
+                raise ValueError("an empty item in the list (host:port, comma-separated)")
+            if not colon or not host or not port:
+                raise ValueError(f"{item!r} has no port (host:port)")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{item!r}: the port is not a number from 1 to 65535")
+        return value
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                with open(value, "rb"):
+                    pass
+            except OSError as exc:
+                raise ValueError(f"cannot read {value}: {_reason(exc)}") from None
+        return value
+
+    @field_validator(
+        "database_url",
+        "kafka_sasl_mechanism",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -196,6 +280,24 @@ class Settings(BaseModel):
     def _backend_is_usable(self) -> Self:
         if self.backend is Backend.REPLICATE and not self.replicate_token:
             raise ValueError("the Replicate backend is enabled but REPLICATE_API_TOKEN is not set")
+        return self
+
+    @model_validator(mode="after")
+    def _sasl_has_credentials(self) -> Self:
+        if self.kafka_security_protocol.startswith("SASL"):
+            for name in ("kafka_sasl_username", "kafka_sasl_password"):
+                if not getattr(self, name):
+                    raise ValueError(
+                        f"KAFKA_SECURITY_PROTOCOL is {self.kafka_security_protocol} but "
+                        f"{name.upper()} is not set"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _client_key_has_its_certificate(self) -> Self:
+        for name in ("kafka_ssl_keyfile", "kafka_ssl_key_password"):
+            if getattr(self, name) is not None and self.kafka_ssl_certfile is None:
+                raise ValueError(f"{name.upper()} is set but KAFKA_SSL_CERTFILE is not")
         return self
 
     @property
@@ -233,6 +335,38 @@ class Settings(BaseModel):
 
     def group(self, name: str) -> str:
         return f"{self.genres_topic_prefix}{name}"
+
+
+def _known(cls: type[Settings], values: Mapping[str, object]) -> dict[str, object]:
+    """The fields among ``values``, and the ``<name>_file`` of those that may come from one."""
+    names = set(cls.model_fields) | {f"{name}_file" for name in FROM_FILE}
+    return {name: value for name, value in values.items() if name in names}
+
+
+def _from_files(values: dict[str, object]) -> dict[str, object]:
+    """``values`` with each ``<name>_file`` replaced by ``<name>``: the file's content, its
+    trailing newline stripped (how secrets are mounted). The value and its file both set is an
+    error; so is a file that cannot be read, named without its content."""
+    resolved = dict(values)
+    for name in FROM_FILE:
+        path = resolved.pop(f"{name}_file", None)
+        if path is None or path == "":
+            continue
+        variable = f"{name}_FILE".upper()
+        if resolved.get(name) not in (None, ""):
+            raise ValueError(f"{name.upper()} and {variable} are both set: set one")
+        try:
+            with open(str(path), encoding="utf-8") as file:
+                resolved[name] = file.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{variable}: cannot read {path}: {_reason(exc)}") from None
+    return resolved
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return type(exc).__name__
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -93,7 +93,7 @@ async def _infrastructure(settings: Settings, steps: _Steps) -> AsyncIterator[Se
         if settings.kafka_bootstrap_servers is None:
             with steps.step("starting the embedded broker (Tansu)"):
                 broker = await stack.enter_async_context(EmbeddedBroker())
-            overrides["kafka_bootstrap_servers"] = broker.bootstrap_servers
+            overrides["kafka_bootstrap_servers"] = [broker.bootstrap_servers]
         else:
             # Somebody's real broker: keep to topics of our own.
             overrides["genres_topic_prefix"] = f"demo-{uuid.uuid4().hex[:8]}."

@@ -77,8 +77,8 @@ def _broker(error: BaseException, settings: Settings | None) -> str | None:
         from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
     except ImportError:  # pragma: no cover - aiokafka is a dependency
         return None
-    where = settings.kafka_bootstrap_servers if settings is not None else None
-    where = where or "KAFKA_BOOTSTRAP_SERVERS"
+    servers = settings.kafka_bootstrap_servers if settings is not None else None
+    where = ",".join(servers) if servers else "KAFKA_BOOTSTRAP_SERVERS"
     if isinstance(error, KafkaConnectionError):
         return f"cannot reach the Kafka broker at {where}"
     if isinstance(error, KafkaTimeoutError):

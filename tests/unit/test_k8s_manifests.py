@@ -340,4 +340,5 @@ def test_configmap_and_secret_are_settings_the_service_accepts(
         monkeypatch.setenv(name, value)
     settings = load_settings()
     assert settings.backend.value == env["CLASSIFIER_BACKEND"]
-    assert settings.kafka_bootstrap_servers == env["KAFKA_BOOTSTRAP_SERVERS"]
+    servers = env["KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    assert settings.kafka_bootstrap_servers == [server.strip() for server in servers]

@@ -106,6 +106,6 @@ def test_variables_are_read_in_any_case_and_arguments_win(
     monkeypatch.setenv("classifier_concurrency", "7")
     monkeypatch.setenv("UNRELATED_VARIABLE", "ignored")
     settings = load_settings(classifier_concurrency=3)
-    assert settings.kafka_bootstrap_servers == "from-env:9092"
+    assert settings.kafka_bootstrap_servers == ["from-env:9092"]
     assert settings.classifier_concurrency == 3
     assert load_settings().classifier_concurrency == 7

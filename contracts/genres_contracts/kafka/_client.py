@@ -79,9 +79,9 @@ class GenresClient:
     ``sasl_mechanism`` ``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512`` with
     ``sasl_plain_username`` and ``sasl_plain_password``). ``topic_prefix`` goes before every
     topic name, as the service's ``GENRES_TOPIC_PREFIX``. ``replication_factor`` is the reply
-    topic's. ``request_timeout`` is the default wait for a reply (``recommended_tags`` adds
-    the request's ``wait_ms`` to it). One client serves any number of concurrent requests;
-    use one per process.
+    topic's (by default the broker's ``default.replication.factor``). ``request_timeout`` is
+    the default wait for a reply (``recommended_tags`` adds the request's ``wait_ms`` to it).
+    One client serves any number of concurrent requests; use one per process.
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class GenresClient:
         sasl_mechanism: str = "PLAIN",
         sasl_plain_username: str | None = None,
         sasl_plain_password: str | None = None,
-        replication_factor: int = 1,
+        replication_factor: int | None = None,
         request_timeout: float = 5.0,
         start_timeout: float = 10.0,
         close_timeout: float = 5.0,
@@ -108,7 +108,7 @@ class GenresClient:
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be above 0, not {value!r}")
-        if replication_factor < 1:
+        if replication_factor is not None and replication_factor < 1:
             raise ValueError(f"replication_factor must be at least 1, not {replication_factor}")
         self._servers = (
             bootstrap_servers if isinstance(bootstrap_servers, str) else ",".join(bootstrap_servers)
@@ -216,8 +216,14 @@ class GenresClient:
         self._reader = asyncio.create_task(self._read(self._consumer), name="genres-client-replies")
 
     async def _create_reply_topic(self, admin: AIOKafkaAdminClient) -> None:
+        # -1: the broker's default (KIP-464). aiokafka's NewTopic refuses -1 without a replica
+        # assignment (and a factor with one); an empty one passes its check and sends none.
+        replication = self._replication_factor or -1
         topic = NewTopic(
-            self.reply_topic, num_partitions=1, replication_factor=self._replication_factor
+            self.reply_topic,
+            num_partitions=1,
+            replication_factor=replication,
+            replica_assignments={} if replication == -1 else None,
         )
         response = await admin.create_topics([topic])
         for topic_error in response.topic_errors:

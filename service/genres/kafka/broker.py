@@ -8,26 +8,28 @@ never imports FastStream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
-import ssl
 from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, TopicAuthorizationFailedError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+    for_code,
+)
 from aiokafka.protocol.metadata import MetadataRequest
 
 from genres.config import Settings
 from genres.errors import ConfigurationError
 from genres.kafka.acls import ROLES, topics_used
-from genres.kafka.refusals import (
-    TOPIC_AUTHORIZATION_FAILED,
-    UNKNOWN_TOPIC_OR_PARTITION,
-    missing_topics,
-    not_authorized,
-)
+from genres.kafka.metadata import forbid_auto_creation
+from genres.kafka.refusals import missing_topics, not_authorized
+from genres.kafka.tls import ssl_context
 from genres_contracts import topics
 
 log = logging.getLogger(__name__)
@@ -42,24 +44,35 @@ SERVICE_TOPICS = (
 )
 
 
+TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
+TOPIC_AUTHORIZATION_FAILED = TopicAuthorizationFailedError.errno
+CLUSTER_AUTHORIZATION_FAILED = ClusterAuthorizationFailedError.errno
+AUTHORIZATION_FAILED = (TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED)
+UNKNOWN_TOPIC = UnknownTopicOrPartitionError.errno
+
+
 def all_topics(settings: Settings) -> list[str]:
     """Every topic a role or command reads or writes, dead-letter topics included (those of
     the topics consumed in a group: nothing dead-letters ``track.genres_failed``)."""
     return topics_used(settings, ROLES)
 
 
-def bootstrap_servers(settings: Settings) -> str:
+def bootstrap_servers(settings: Settings) -> list[str]:
+    """``KAFKA_BOOTSTRAP_SERVERS`` as every client takes it: a list (FastStream reads a string
+    as one host). Every client of the service gets its servers here, so this is also where
+    brokers are told never to create topics on their own (:mod:`genres.kafka.metadata`)."""
     if not settings.kafka_bootstrap_servers:
         raise ConfigurationError("KAFKA_BOOTSTRAP_SERVERS is not set")
-    return settings.kafka_bootstrap_servers
+    forbid_auto_creation()
+    return list(settings.kafka_bootstrap_servers)
 
 
 def security_options(settings: Settings) -> dict[str, Any]:
     """aiokafka's security keyword arguments (SASL and/or TLS), from the settings."""
-    protocol = settings.kafka_security_protocol.upper()
+    protocol = settings.kafka_security_protocol
     options: dict[str, Any] = {"security_protocol": protocol}
     if protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile)
+        options["ssl_context"] = ssl_context(settings)
     if protocol.startswith("SASL"):
         password = settings.kafka_sasl_password
         options.update(
@@ -91,32 +104,122 @@ def consumer_options(settings: Settings, *, fetch_max_wait_ms: int | None = None
 
 
 async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) -> list[str]:
-    """Create the topics that are missing; returns those it created.
+    """Create the topics that are missing; returns those it created (another instance may
+    create some first). With ``KAFKA_CREATE_TOPICS=false`` it creates none and checks that
+    each exists instead (``ClusterRefused``, ``MISSING_TOPIC``, naming every missing one).
 
-    Returns once the broker serves every wanted topic (see :func:`wait_for_topics`)."""
-    wanted = list(all_topics(settings) if names is None else names)
+    A refused creation or description raises ``ClusterRefused`` (``AUTHORIZATION``) naming the
+    operation and the topics; any other refusal a ``ConfigurationError`` naming each topic and
+    Kafka's error. Returns once the broker serves every wanted topic (:func:`wait_for_topics`).
+    """
+    wanted = list(dict.fromkeys(all_topics(settings) if names is None else names))
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
-        existing = set(await admin.list_topics())
-        missing = [name for name in wanted if name not in existing]
-        if missing:
-            new_topics = [
-                NewTopic(
-                    name,
-                    num_partitions=settings.kafka_topic_partitions,
-                    replication_factor=settings.kafka_replication_factor,
-                )
-                for name in missing
-            ]
-            # Another instance may have created them first.
-            with contextlib.suppress(TopicAlreadyExistsError):
-                await admin.create_topics(new_topics)
-            log.info("created topics", extra={"topics": missing})
+        if settings.kafka_create_topics:
+            created = await _create_missing(admin, settings, wanted)
+        else:
+            await _check_existing(admin, wanted)
+            created = []
         await wait_for_topics(admin, wanted)
-        return missing
+        return created
     finally:
         await admin.close()
+
+
+def new_topic(settings: Settings, name: str) -> NewTopic:
+    """A topic as the service creates it: ``KAFKA_TOPIC_PARTITIONS`` partitions, replicated as
+    ``KAFKA_REPLICATION_FACTOR`` says or, unset, as the broker's ``default.replication.factor``
+    (-1, KIP-464).
+
+    aiokafka's ``NewTopic`` reads -1 as "see the replica assignment" and refuses it without one
+    (and a factor with one): an empty assignment passes its check and sends none. aiokafka
+    sends CreateTopics v3, and KIP-464 documents -1 from v4, but brokers do not check the
+    version: Apache Kafka 4.4 and Tansu 0.6 both create such a topic with their default
+    (tried here).
+    """
+    replication = settings.kafka_replication_factor or -1
+    return NewTopic(
+        name,
+        num_partitions=settings.kafka_topic_partitions,
+        replication_factor=replication,
+        replica_assignments={} if replication == -1 else None,
+    )
+
+
+async def _create_missing(
+    admin: AIOKafkaAdminClient, settings: Settings, wanted: list[str]
+) -> list[str]:
+    existing = set(await admin.list_topics())
+    missing = [name for name in wanted if name not in existing]
+    if not missing:
+        return []
+    response = await admin.create_topics([new_topic(settings, name) for name in missing])
+    return read_creation(response.to_object()["topic_errors"])
+
+
+def read_creation(topic_errors: Iterable[dict[str, Any]]) -> list[str]:
+    """The topics a CreateTopics response says were created (logged, when any); raises for
+    those it refused. Already existing is fine (another instance created it); a transient
+    error is left to :func:`wait_for_topics`, which waits for the topic or names it."""
+    created: list[str] = []
+    refused: dict[int, list[str]] = {}
+    failures: list[str] = []
+    for entry in topic_errors:
+        name, code = entry["topic"], entry["error_code"]
+        if code == 0:
+            created.append(name)
+        elif code in (TOPIC_ALREADY_EXISTS, *AUTHORIZATION_FAILED):
+            refused.setdefault(code, []).append(name)
+        else:
+            error = for_code(code)
+            detail = error.message + (
+                f" ({entry['error_message']})" if entry.get("error_message") else ""
+            )
+            if error.retriable:
+                log.warning("topic %s not created yet: %s; waiting for it", name, detail)
+            else:
+                failures.append(f"{name}: {detail}")
+    if created:
+        log.info("created topics", extra={"topics": created})
+    if refused.get(TOPIC_AUTHORIZATION_FAILED):
+        raise not_authorized(
+            f"CREATE on {_named(refused[TOPIC_AUTHORIZATION_FAILED])}",
+            TopicAuthorizationFailedError(),
+        )
+    if refused.get(CLUSTER_AUTHORIZATION_FAILED):
+        raise not_authorized(
+            f"CREATE on the cluster (for {_named(refused[CLUSTER_AUTHORIZATION_FAILED])})",
+            ClusterAuthorizationFailedError(),
+        )
+    if failures:
+        raise ConfigurationError("cannot create topic " + "; ".join(failures))
+    return created
+
+
+async def _check_existing(admin: AIOKafkaAdminClient, wanted: list[str]) -> None:
+    """Raise ``ClusterRefused`` unless every wanted topic exists and may be described."""
+    described = {
+        entry["topic"]: entry["error_code"] for entry in await admin.describe_topics(wanted)
+    }
+    _refuse_undescribable(described, wanted)
+    missing = [name for name in wanted if described.get(name, UNKNOWN_TOPIC) == UNKNOWN_TOPIC]
+    if missing:
+        raise missing_topics(missing)
+
+
+def _refuse_undescribable(codes: dict[str, int], wanted: Iterable[str]) -> None:
+    # Kafka answers TOPIC_AUTHORIZATION_FAILED for a topic the principal may not DESCRIBE,
+    # whether it exists or not: waiting would never change that.
+    denied = [name for name in wanted if codes.get(name) == TOPIC_AUTHORIZATION_FAILED]
+    if denied:
+        raise not_authorized(f"DESCRIBE on {_named(denied)}", TopicAuthorizationFailedError())
+
+
+def _named(names: list[str]) -> str:
+    """``topic a`` or ``topic a (and 2 more: b, c)``: one line, however many."""
+    first, rest = names[0], names[1:]
+    return f"topic {first}" + (f" (and {len(rest)} more: {', '.join(rest)})" if rest else "")
 
 
 async def wait_for_topics(
@@ -136,15 +239,9 @@ async def wait_for_topics(
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
         described = {entry["topic"]: entry for entry in await admin.describe_topics(wanted)}
-        denied = [
-            name
-            for name in wanted
-            if name in described and described[name]["error_code"] == TOPIC_AUTHORIZATION_FAILED
-        ]
-        if denied:
-            raise not_authorized(
-                f"DESCRIBE on topic {', '.join(denied)}", TopicAuthorizationFailedError()
-            )
+        _refuse_undescribable(
+            {name: entry["error_code"] for name, entry in described.items()}, wanted
+        )
         pending = [
             name
             for name in wanted
@@ -162,7 +259,7 @@ async def wait_for_topics(
             unknown = [
                 name
                 for name in pending
-                if name in described and described[name]["error_code"] == UNKNOWN_TOPIC_OR_PARTITION
+                if name in described and described[name]["error_code"] == UNKNOWN_TOPIC
             ]
             if unknown and len(unknown) == len(pending):
                 raise missing_topics(unknown)

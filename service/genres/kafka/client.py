@@ -27,6 +27,7 @@ def genres_client(settings: Settings, **overrides: Any) -> GenresClient:
     options: dict[str, Any] = {
         "topic_prefix": settings.genres_topic_prefix,
         "client_id": settings.kafka_client_id,
+        # Unset: the broker's default, as the service's own topics.
         "replication_factor": settings.kafka_replication_factor,
         "fetch_max_wait_ms": REPLY_FETCH_MAX_WAIT_MS,
         **security_options(settings),

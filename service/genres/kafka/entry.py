@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, Topic
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import BaseModel
 
 from genres.config import Settings
-from genres.errors import ConfigurationError
 from genres.kafka.broker import (
     bootstrap_servers,
     client_options,
@@ -76,8 +75,12 @@ class BusEntry:
     def subscriber(self, broker: KafkaBroker, **options: Any) -> Any:
         """A FastStream subscriber for the role; ``options`` are FastStream's (and may
         override the shared fetch options)."""
+        # FastStream creates a subscriber's topics at start unless told not to, with its own
+        # defaults (one partition, one replica); the service creates them (``ensure_topics``)
+        # or is told they exist. ``declare=False`` skips that silently, where the broker-wide
+        # ``allow_auto_create_topics=False`` would log a WARNING at each start.
         return broker.subscriber(
-            *self.topics,
+            *(Topic(topic, declare=False) for topic in self.topics),
             group_id=self.group,
             auto_offset_reset="earliest",
             parser=tolerant_parser,
@@ -97,19 +100,15 @@ class BusEntry:
 
 
 def faststream_security(settings: Settings) -> BaseSecurity | None:
-    """The same security settings in FastStream's form."""
+    """The same security settings in FastStream's form (the TLS context carries the client
+    certificate for mutual TLS)."""
     options = security_options(settings)
     protocol = options["security_protocol"]
     context = options.get("ssl_context")
     if not protocol.startswith("SASL"):
         return BaseSecurity(ssl_context=context) if context is not None else None
     kinds = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
-    kind = kinds.get(options["sasl_mechanism"].upper())
-    if kind is None:
-        raise ConfigurationError(
-            f"KAFKA_SASL_MECHANISM: {options['sasl_mechanism']} is not one of {', '.join(kinds)}"
-        )
-    return kind(
+    return kinds[options["sasl_mechanism"]](
         username=options["sasl_plain_username"] or "",
         password=options["sasl_plain_password"] or "",
         ssl_context=context,
@@ -120,6 +119,7 @@ def faststream_security(settings: Settings) -> BaseSecurity | None:
 def create_broker(settings: Settings, **extra: Any) -> KafkaBroker:
     """FastStream's broker; its producer waits for all in-sync replicas."""
     return KafkaBroker(
+        # A list, always: FastStream takes a string as one host, commas and all.
         bootstrap_servers=bootstrap_servers(settings),
         client_id=settings.kafka_client_id,
         acks="all",

@@ -172,7 +172,7 @@ async def probe(settings: Settings, *, timeout_ms: int = 10_000) -> None:
     from genres.kafka.broker import bootstrap_servers, security_options
 
     security = security_options(settings)
-    for server in bootstrap_servers(settings).split(","):
+    for server in bootstrap_servers(settings):
         host, _, port = server.strip().rpartition(":")
         if not host or not port.isdigit():
             continue  # the clients say what is wrong with it
