@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from genres.backfill.entry import run_backfill
 from genres.backfill.rule import BackfillOptions, BackfillReport, Progress, no_progress
 from genres.config import Backend, Settings
-from genres.database.engine import create_engine
+from genres.database.engine import create_engine, first_contact
 from genres.errors import ClusterRefused, ConfigurationError
 from genres.kafka.acls import topics_used
 from genres.kafka.broker import ensure_topics
@@ -117,6 +117,7 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             pre_ping=False,
         )
         stack.push_async_callback(engine.dispose)
+        await first_contact(engine)
         publisher = Publisher.create(settings)
         await publisher.start()
         stack.push_async_callback(_within(STEP_SECONDS, "the publisher", publisher.stop))

@@ -100,3 +100,33 @@ def test_a_root_certificate_that_is_not_there_is_named(server: TlsPostgres) -> N
     done = run_genres("migrate", database_url=url)
     assert done.returncode == 2, done.stderr
     assert done.stderr == "error: DATABASE_URL: sslrootcert /nonexistent/ca.pem: no such file\n"
+
+
+@pytest.mark.parametrize("role", ["projector", "responder"])
+def test_a_role_that_connects_lazily_still_stops_at_start_on_a_certificate_from_another_ca(
+    server: TlsPostgres, kafka_bootstrap: str, topic_prefix: str, role: str
+) -> None:
+    # The projector and the responder open connections only when work arrives: without the
+    # first contact at start they would retry the refused certificate as an outage forever.
+    url = server.url(sslmode="verify-full", sslrootcert=str(server.other_ca))
+    environment = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "GENRES_TOPIC_PREFIX": topic_prefix,
+        "HEALTH_PORT": "0",
+    }
+    environment.pop("GENRES_DEBUG", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "genres.cli", "run", role],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (
+        f"error: PostgreSQL at 127.0.0.1:{server.port}: its TLS certificate failed verification "
+        "(unable to get local issuer certificate): check DATABASE_URL's sslrootcert and host"
+    )

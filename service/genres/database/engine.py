@@ -11,10 +11,14 @@ them as libpq does. asyncpg's own ``ssl=<mode>`` keeps working."""
 from __future__ import annotations
 
 import json
+import logging
+import ssl
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
+from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -25,9 +29,12 @@ __all__ = [
     "connect_pool",
     "create_engine",
     "driver_url",
+    "first_contact",
     "json_dumps",
     "to_async_url",
 ]
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 COMMAND_TIMEOUT_SECONDS = 30.0
@@ -146,3 +153,38 @@ async def connect_pool(database_url: str, *, size: int) -> asyncpg.Pool:
 async def _keep(connection: asyncpg.Connection) -> None:
     """No reset on release: every statement stands alone and leaves no session state, and
     asyncpg's default reset is a round trip per statement."""
+
+
+#: Refusals a later attempt cannot meet differently: the server's certificate, the login, the
+#: database's name, a URL the driver cannot use.
+PERMANENT = (
+    ssl.SSLCertVerificationError,
+    asyncpg.InvalidAuthorizationSpecificationError,
+    asyncpg.InvalidCatalogNameError,
+    asyncpg.ClientConfigurationError,
+)
+
+
+async def first_contact(engine: AsyncEngine) -> None:
+    """Connect once at start. A refusal no retry cures (``PERMANENT``) propagates, so the
+    process stops with its one line (``genres.failures``) instead of every role retrying it as
+    an outage; a server that does not answer is only logged: the roles wait for it."""
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        if any(isinstance(error, PERMANENT) for error in _causes(exc)):
+            raise
+        log.warning("PostgreSQL does not answer at start; the roles retry: %s", exc)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        error = todo.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        yield error
+        todo += [getattr(error, "orig", None), error.__cause__, error.__context__]
