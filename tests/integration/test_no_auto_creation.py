@@ -19,7 +19,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from genres.config import load_settings
 from genres.kafka.broker import client_options
-from genres.kafka.producer import Publisher
+from genres.kafka.producer import Publisher, ReplyTopicMissing
 from tests.support.tansu import TansuUnderTest
 
 
@@ -52,7 +52,8 @@ async def test_the_services_clients_never_create_a_topic_by_asking_about_it(
         publisher = Publisher.create(settings, request_timeout_ms=1000)
         await publisher.start()
         try:
-            with pytest.raises((KafkaTimeoutError, UnknownTopicOrPartitionError)):
+            gone = (KafkaTimeoutError, UnknownTopicOrPartitionError, ReplyTopicMissing)
+            with pytest.raises(gone):
                 # As the responder replies to a reply topic its requester deleted.
                 await publisher.publish_json("published", {"reply": 1}, key=b"1", headers=[])
         finally:
