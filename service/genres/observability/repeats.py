@@ -23,8 +23,6 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from aiokafka.errors import UnsupportedCodecError
-
 Clock = Callable[[], float]
 Cause = tuple[str, str, str | None]
 
@@ -133,7 +131,11 @@ def _error_types(record: logging.LogRecord) -> list[type[BaseException]]:
 def permanent(record: logging.LogRecord) -> bool:
     """Whether the line tells a failure no retry cures (it stays an ERROR)."""
     for kind in _error_types(record):
-        if issubclass(kind, ssl.SSLError | UnsupportedCodecError):
+        if issubclass(kind, ssl.SSLError):
+            return True
+        # By name: logging is configured before a command imports the Kafka client (``genres
+        # --help`` and a bad setting never load it), and these lines come only from it.
+        if kind.__name__ == "UnsupportedCodecError":
             return True
         if "Authorization" in kind.__name__ or "Authentication" in kind.__name__:
             return True
