@@ -39,7 +39,7 @@ class FakeClient:
     down: set[int] = field(default_factory=set)
     frozen: set[int] = field(default_factory=set)
 
-    async def send(self, node: int, request: Any) -> Any:
+    async def send(self, node: int, request: Any, *, group: Any = None) -> Any:
         if node in self.down:
             raise KafkaConnectionError(f"node {node} down")
         if node in self.frozen:

@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import ConnectionGroup
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     KafkaError,
@@ -281,14 +282,19 @@ async def leaders(
     answers. No topic is created by asking, none is added to what the client tracks, and a topic
     the cluster lacks is left out without a log line. Each broker gets ``attempt_timeout``
     seconds (one that hangs, frozen or cut off, must not hide the others). Raises
-    ``KafkaError`` when no broker answers."""
+    ``KafkaError`` when no broker answers. Asked on the client's coordination connections,
+    which carry no produce (no ``names``: whether the cluster answers at all)."""
     request = MetadataRequest(sorted(names), allow_auto_topic_creation=False)
     nodes = [broker.nodeId for broker in client.cluster.brokers()]
     random.shuffle(nodes)
     failure: BaseException | None = None
     for node in nodes:
         try:
-            response = await asyncio.wait_for(client.send(node, request), attempt_timeout)
+            # Not on the connections that carry produces: a broker answers one connection's
+            # requests in order, and an acks=all produce waiting for a replica that died holds
+            # them for seconds (until the replica leaves the ISR) while the broker is well.
+            sent = client.send(node, request, group=ConnectionGroup.COORDINATION)
+            response = await asyncio.wait_for(sent, attempt_timeout)
         except (KafkaError, TimeoutError) as exc:
             failure = exc
             continue
