@@ -42,6 +42,7 @@ from genres.observability.progress import (
     subscriber_consumer,
     watch_publisher,
 )
+from genres.observability.repeats import adopt_orphans
 from genres.observability.stalls import StallWatchdog
 from genres.observability.tracing import configure_tracing, telemetry_middleware
 
@@ -287,6 +288,7 @@ async def serve(settings: Settings, roles: frozenset[Role]) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    adopt_orphans(loop)
     stack = AsyncExitStack()
     try:
         service = await stack.enter_async_context(running(settings, roles))

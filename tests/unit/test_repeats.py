@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
 import json
 import logging
@@ -11,13 +13,14 @@ from dataclasses import dataclass
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import (
+    GroupCoordinatorNotAvailableError,
     KafkaConnectionError,
     NotEnoughReplicasError,
     TopicAuthorizationFailedError,
 )
 
 from genres import logs
-from genres.observability.repeats import RepeatLimiter
+from genres.observability.repeats import RepeatLimiter, adopt_orphans
 
 
 @dataclass
@@ -170,3 +173,37 @@ def test_the_service_log_set_up_limits_the_client_lines() -> None:
     assert [(e["level"], e["logger"]) for e in entries] == [
         ("warning", "aiokafka.consumer.fetcher")
     ]
+
+
+async def _fails(error: Exception) -> None:
+    raise error
+
+
+@pytest.mark.parametrize("same", [True, False])
+async def test_a_client_task_failing_with_nobody_waiting_is_a_client_line(
+    kept: Kept, same: bool
+) -> None:
+    """aiokafka's shielded commit fails after the stop gave up on it: asyncio would log
+    ``Task exception was never retrieved`` at ERROR with a traceback."""
+    loop = asyncio.get_running_loop()
+    passed: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: passed.append(context))
+    try:
+        adopt_orphans(loop)
+        error = GroupCoordinatorNotAvailableError() if same else ValueError("not Kafka's")
+        task = loop.create_task(_fails(error))
+        await asyncio.wait([task])
+        del task
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    if same:
+        assert kept.lines() == [
+            "WARNING aiokafka a Kafka client task failed with nobody waiting for it: "
+            "GroupCoordinatorNotAvailableError: [Error 15] GroupCoordinatorNotAvailableError"
+        ]
+        assert kept.records[0].exc_info is None
+        assert passed == []
+    else:
+        assert kept.lines() == []
+        assert [context["exception"] for context in passed] == [error]

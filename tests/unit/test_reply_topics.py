@@ -35,17 +35,18 @@ class FakeClient:
     existing: dict[str, dict[int, int]]
     cluster: FakeCluster = field(default_factory=FakeCluster)
     _topics: set[str] = field(default_factory=set)
-    requests: list[list[str]] = field(default_factory=list)
+    requests: dict[int, list[list[str]]] = field(default_factory=dict)
+    """The topics asked of each broker (every one is asked each time)."""
     down: set[int] = field(default_factory=set)
     frozen: set[int] = field(default_factory=set)
 
-    async def send(self, node: int, request: Any) -> Any:
+    async def send(self, node: int, request: Any, *, group: Any = None) -> Any:
         if node in self.down:
             raise KafkaConnectionError(f"node {node} down")
         if node in self.frozen:
             await asyncio.Event().wait()
         names = list(request._topics)
-        self.requests.append(names)
+        self.requests.setdefault(node, []).append(names)
         topics = [
             (0, name, False, [(0, p, leader, [], []) for p, leader in self.existing[name].items()])
             if name in self.existing
@@ -80,12 +81,22 @@ def publisher_on(client: FakeClient, clock: Clock) -> Publisher:
 async def test_leaders_names_each_known_partition_leader_and_leaves_out_unknown_topics() -> None:
     client = FakeClient({"a": {0: 1, 1: -1}}, down={1})
     assert await leaders(client, ["a", "b"]) == {"a": {0: 1, 1: -1}}
-    assert client.requests == [["a", "b"]]  # node 1 was down: node 2 answered
+    assert client.requests == {2: [["a", "b"]]}  # node 1 was down: node 2 answered
     client.down, client.frozen = set(), {1}
     assert await leaders(client, ["a"], attempt_timeout=0.05) == {"a": {0: 1, 1: -1}}
     client.down = {2}
     with pytest.raises(Exception, match="no broker answered a metadata request"):
         await leaders(client, ["a"], attempt_timeout=0.05)
+
+
+async def test_leaders_asks_every_broker_at_once_so_a_hung_one_costs_no_time() -> None:
+    """The stall watchdog's sample may be shorter than one attempt (0.6 s under a 3 s bound):
+    asked one after the other, a frozen broker asked first used it all, and the cluster was
+    said not to answer while another broker would have (half the time here)."""
+    client = FakeClient({"a": {0: 1}}, frozen={1})
+    for _ in range(4):
+        found = await asyncio.wait_for(leaders(client, ["a"], attempt_timeout=30), 1.0)
+        assert found == {"a": {0: 1}}
 
 
 async def test_a_reply_to_a_missing_topic_raises_and_tracks_nothing() -> None:
@@ -107,7 +118,7 @@ async def test_reply_topics_are_tracked_while_used_and_forgotten_when_idle() -> 
     await publisher.publish_json("genres.replies.a", {}, key=None, headers=[])
     await publisher.publish_json("genres.replies.a", {}, key=None, headers=[])
     # Asked once whether it exists: the second reply finds it in the client's metadata.
-    assert client.requests == [["genres.replies.a"]]
+    assert client.requests == {1: [["genres.replies.a"]], 2: [["genres.replies.a"]]}
     assert client._topics == {"track.uploaded", "genres.replies.a"}
     clock.now += REPLY_TOPIC_IDLE_SECONDS / 2
     await publisher.publish_json("genres.replies.b", {}, key=None, headers=[])

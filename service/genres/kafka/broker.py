@@ -14,6 +14,7 @@ from collections.abc import Collection, Iterable
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import ConnectionGroup
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     KafkaError,
@@ -277,27 +278,45 @@ async def leaders(
     client: Any, names: Collection[str], *, attempt_timeout: float = METADATA_ATTEMPT_SECONDS
 ) -> dict[str, dict[int, int]]:
     """Each topic of ``names`` the cluster has: its partitions and their leaders (-1: none), from
-    one metadata request to the first broker of ``client`` (an aiokafka ``AIOKafkaClient``) that
-    answers. No topic is created by asking, none is added to what the client tracks, and a topic
-    the cluster lacks is left out without a log line. Each broker gets ``attempt_timeout``
-    seconds (one that hangs, frozen or cut off, must not hide the others). Raises
-    ``KafkaError`` when no broker answers."""
+    the first broker of ``client`` (an aiokafka ``AIOKafkaClient``) that answers a metadata
+    request. No topic is created by asking, none is added to what the client tracks, and a topic
+    the cluster lacks is left out without a log line. Every broker is asked at once, each for
+    at most ``attempt_timeout`` seconds: one that hangs (frozen, cut off) must not hide the
+    others, nor spend the caller's budget before they are asked (the stall watchdog gives a
+    sample 0.6 s under a 3 s bound, less than one hung attempt). Raises ``KafkaError`` when no
+    broker answers. Asked on the client's coordination connections, which carry no produce
+    (no ``names``: whether the cluster answers at all)."""
     request = MetadataRequest(sorted(names), allow_auto_topic_creation=False)
     nodes = [broker.nodeId for broker in client.cluster.brokers()]
     random.shuffle(nodes)
+
+    async def ask(node: int) -> Any:
+        # Not on the connections that carry produces: a broker answers one connection's
+        # requests in order, and an acks=all produce waiting for a replica that died holds
+        # them for seconds (until the replica leaves the ISR) while the broker is well.
+        sent = client.send(node, request, group=ConnectionGroup.COORDINATION)
+        return await asyncio.wait_for(sent, attempt_timeout)
+
+    asked = [asyncio.ensure_future(ask(node)) for node in nodes]
     failure: BaseException | None = None
-    for node in nodes:
-        try:
-            response = await asyncio.wait_for(client.send(node, request), attempt_timeout)
-        except (KafkaError, TimeoutError) as exc:
-            failure = exc
-            continue
-        found: dict[str, dict[int, int]] = {}
-        for entry in response.topics:
-            # (error, topic, partitions) in version 0, (error, topic, internal, partitions) after
-            error, topic, partitions = entry[0], entry[1], entry[-1]
-            if error == 0:
-                found[topic] = {p[1]: p[2] for p in partitions}
-        return found
+    try:
+        for answer in asyncio.as_completed(asked):
+            try:
+                response = await answer
+            except (KafkaError, TimeoutError) as exc:
+                failure = exc
+                continue
+            found: dict[str, dict[int, int]] = {}
+            for entry in response.topics:
+                # (error, topic, partitions) in version 0, (error, topic, internal, partitions)
+                error, topic, partitions = entry[0], entry[1], entry[-1]
+                if error == 0:
+                    found[topic] = {p[1]: p[2] for p in partitions}
+            return found
+    finally:
+        for each in asked:
+            each.cancel()
+        # their outcomes read: none is reported as never retrieved
+        await asyncio.gather(*asked, return_exceptions=True)
     last = repr(failure) if isinstance(failure, TimeoutError) else failure
     raise KafkaError(f"no broker answered a metadata request: {last or 'none known'}")

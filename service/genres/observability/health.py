@@ -24,6 +24,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.errors import ClusterRefused
+from genres.kafka.broker import leaders
 from genres.observability.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,15 @@ def database_check(engine: AsyncEngine) -> Check:
 
 
 def broker_check(client: Any) -> Check:
-    """``client`` is an aiokafka ``AIOKafkaClient`` (e.g. a started producer's ``.client``)."""
+    """``client`` is an aiokafka ``AIOKafkaClient`` (e.g. a started producer's ``.client``).
+
+    A metadata request for no topic to each broker in turn (``leaders``), not aiokafka's
+    ``fetch_all_metadata``: that one asks on the connections that carry the produces, which a
+    broker answers in order, so during a failover an acks=all produce waiting for the dead
+    replica made a well broker look silent (``/readyz`` 503 while the service progressed)."""
 
     async def check() -> None:
-        await client.fetch_all_metadata()
+        await leaders(client, ())
 
     return check
 

@@ -16,6 +16,7 @@ partition that makes no progress (``genres.observability.stalls``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 import threading
@@ -39,6 +40,30 @@ class _Window:
     opened: float
     repeats: int = 0
     last: logging.LogRecord | None = None
+
+
+def adopt_orphans(loop: asyncio.AbstractEventLoop) -> None:
+    """The Kafka client's errors that reach ``loop``'s exception handler become the client's
+    lines (logger ``aiokafka``, so limited as above). aiokafka shields a commit from its
+    caller's cancellation: when a stop gives up on a broker that does not answer, the commit
+    fails later with nobody waiting, and asyncio's default handler would log ``Task exception
+    was never retrieved`` at ERROR with a traceback."""
+    from aiokafka.errors import KafkaError  # here: logging's set-up loads no Kafka client
+
+    previous = loop.get_exception_handler()
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        error = context.get("exception")
+        if isinstance(error, KafkaError):
+            logging.getLogger("aiokafka").error(
+                "a Kafka client task failed with nobody waiting for it", exc_info=error
+            )
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
 
 
 class RepeatLimiter(logging.Filter):
