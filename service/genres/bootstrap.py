@@ -248,8 +248,9 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             intercepted = Intercepted(refusals, operation="READ")
             faststream_log.addFilter(intercepted)
             stack.callback(faststream_log.removeFilter, intercepted)
-            await broker.start()
+            # Stopped even when starting fails (a refused group join): its clients are closed.
             stack.push_async_callback(_within(STEP_SECONDS, "the subscribers", broker.stop))
+            await broker.start()
             metrics.watch_subscribers("faststream", broker.subscribers)
         # Stops first on the way out: a role draining is not a stall.
         await watchdog.start()
