@@ -245,7 +245,7 @@ def test_another_clients_tls_failure_is_not_kafkas() -> None:
 
 
 def _record(name: str, level: int) -> logging.LogRecord:
-    return logging.LogRecord(name, level, __file__, 1, "Failed to commit on finallization", (), None)
+    return logging.LogRecord(name, level, __file__, 1, "Failed to commit", (), None)
 
 
 def test_the_clients_error_lines_after_a_refusal_are_warnings() -> None:
