@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from genres.config import Settings
 from genres.demo import SAMPLE, serve_file
 from genres.embedded import free_port
-from genres.kafka.acls import required_acls
+from genres.kafka.acls import Acl, required_acls
 from genres.kafka.broker import all_topics
 from genres_contracts import topics
 from tests.support.cluster_service import (
     EVERYTHING,
+    Run,
     create_topics,
     genres,
     new_settings,
@@ -34,8 +36,6 @@ from tests.support.database import insert_track
 from tests.support.kafka_cluster import SecuredCluster
 from tests.support.waiting import eventually
 
-TRACK_ID, FILE_ID = 1, "sample1"
-
 
 async def readyz(port: int) -> tuple[int, dict[str, Any]]:
     timeout = aiohttp.ClientTimeout(total=5)
@@ -46,31 +46,51 @@ async def readyz(port: int) -> tuple[int, dict[str, Any]]:
         return response.status, await response.json()
 
 
-async def projected(engine: AsyncEngine) -> bool:
+async def projected(engine: AsyncEngine, track_id: int, file_id: str) -> bool:
     query = text("SELECT extra ->> 'genre_predictions_file_id' FROM tracks WHERE id = :id")
     async with engine.connect() as connection:
-        return (await connection.execute(query, {"id": TRACK_ID})).scalar() == FILE_ID
+        return (await connection.execute(query, {"id": track_id})).scalar() == file_id
 
 
-@pytest.mark.parametrize(
-    ("mechanism", "down"),
-    [("SCRAM-SHA-512", None), ("mTLS", None), ("SCRAM-SHA-512", 0)],
-    ids=["sasl-scram", "mtls", "first-broker-down"],
-)
-async def test_exactly_the_derived_acls_run_the_whole_job(
+@dataclass
+class Job:
+    """One deployment's whole job: what ``recommend`` said, ``/readyz`` then, the run."""
+
+    asked: Run
+    readiness: tuple[int, dict[str, Any]]
+    run: Run
+
+    def check(self, track_id: int) -> None:
+        assert self.asked.returncode == 0, self.asked.output()
+        reply = json.loads(self.asked.stdout)
+        assert reply["track_id"] == track_id
+        assert reply["tags"], reply
+        status, body = self.readiness
+        assert (status, body["status"]) == (200, "ok"), body
+        assert self.run.returncode == 0, self.run.output()
+        assert self.run.errors() == [], self.run.output()
+
+
+def deployment(cluster: SecuredCluster) -> tuple[Settings, list[Acl]]:
+    """A deployment's topics, created by the admin, and the ACLs ``genres acls`` gives it."""
+    settings = new_settings()
+    create_topics(cluster, all_topics(settings))
+    return settings, required_acls(settings, EVERYTHING, creates_topics=False)
+
+
+async def whole_job(
     cluster: SecuredCluster,
+    settings: Settings,
     database_url: str,
     engine: AsyncEngine,
+    *,
     mechanism: str,
-    down: int | None,
-) -> None:
-    settings = new_settings()
-    await asyncio.to_thread(create_topics, cluster, all_topics(settings))
-    acls = required_acls(settings, EVERYTHING, creates_topics=False)
-    await asyncio.to_thread(cluster.set_acls, "User:genres", acls)
-    if down is not None:
-        cluster.kill(down)
+    track_id: int,
+) -> Job:
+    """Start ``genres run all`` until ready, upload a track, wait for its projection, ask for
+    its tags, stop."""
     port = free_port()
+    file_id = f"sample{track_id}"
     env = service_env(
         cluster,
         settings,
@@ -81,7 +101,7 @@ async def test_exactly_the_derived_acls_run_the_whole_job(
         LOCAL_WORKERS="1",
     )
     with serve_file(SAMPLE) as audio_url:
-        await insert_track(engine, TRACK_ID, FILE_ID, audio_url=audio_url)
+        await insert_track(engine, track_id, file_id, audio_url=audio_url)
         health = env | {"HEALTH_PORT": str(port), "HEALTH_HOST": "127.0.0.1"}
         async with running("run", "all", env=health) as service:
 
@@ -94,20 +114,45 @@ async def test_exactly_the_derived_acls_run_the_whole_job(
                     return False  # not listening yet, or its loop busy starting the roles
 
             await eventually(ready, within=90, interval=0.2, what="/readyz 200")
-            upload = {"track_id": TRACK_ID, "file_id": FILE_ID, "audio_url": audio_url}
+            upload = {"track_id": track_id, "file_id": file_id, "audio_url": audio_url}
             topic = settings.topic(topics.TRACK_UPLOADED)
-            await asyncio.to_thread(produce, cluster, topic, upload, str(TRACK_ID))
+            await asyncio.to_thread(produce, cluster, topic, upload, str(track_id))
             await eventually(
-                lambda: projected(engine), within=90, interval=0.2, what="the projection"
+                lambda: projected(engine, track_id, file_id),
+                within=90,
+                interval=0.2,
+                what="the projection",
             )
-            asked = await genres("recommend", str(TRACK_ID), "--json", env=env, timeout=60)
-            status, body = await readyz(port)
+            asked = await genres("recommend", str(track_id), "--json", env=env, timeout=60)
+            readiness = await readyz(port)
             run = await service.stop()
+    return Job(asked, readiness, run)
 
-    assert asked.returncode == 0, asked.output()
-    reply = json.loads(asked.stdout)
-    assert reply["track_id"] == TRACK_ID
-    assert reply["tags"], reply
-    assert (status, body["status"]) == (200, "ok"), body
-    assert run.returncode == 0, run.output()
-    assert run.errors() == [], run.output()
+
+async def test_over_sasl_scram_and_over_mtls(
+    cluster: SecuredCluster, database_url: str, engine: AsyncEngine
+) -> None:
+    """Two deployments side by side, one per way in; the certificate's principal is the SASL
+    user's (``CN=genres``), granted both deployments' ACLs."""
+    (scram, scram_acls), (mtls, mtls_acls) = [
+        await asyncio.to_thread(deployment, cluster) for _ in range(2)
+    ]
+    await asyncio.to_thread(cluster.set_acls, "User:genres", scram_acls + mtls_acls)
+    over_scram, over_mtls = await asyncio.gather(
+        whole_job(cluster, scram, database_url, engine, mechanism="SCRAM-SHA-512", track_id=1),
+        whole_job(cluster, mtls, database_url, engine, mechanism="mTLS", track_id=2),
+    )
+    over_scram.check(1)
+    over_mtls.check(2)
+
+
+async def test_with_the_first_broker_of_the_list_down(
+    cluster: SecuredCluster, database_url: str, engine: AsyncEngine
+) -> None:
+    settings, acls = await asyncio.to_thread(deployment, cluster)
+    await asyncio.to_thread(cluster.set_acls, "User:genres", acls)
+    cluster.kill(0)
+    job = await whole_job(
+        cluster, settings, database_url, engine, mechanism="SCRAM-SHA-512", track_id=1
+    )
+    job.check(1)
