@@ -41,7 +41,7 @@ from tests.support.cluster_service import (
 from tests.support.database import create_database, drop_database, insert_track
 from tests.support.kafka_cluster import SecuredCluster
 
-SIDE_BY_SIDE = 6
+SIDE_BY_SIDE = 4
 #: The whole table is the first case's set-up.
 pytestmark = pytest.mark.timeout(600)
 #: From a role's start to its exit on the refusal (the start-up is most of it).
