@@ -32,7 +32,7 @@ from genres.errors import ClusterRefused, ConfigurationError
 from genres.kafka.acls import topics_used
 from genres.kafka.broker import ensure_topics
 from genres.kafka.producer import Publisher
-from genres.kafka.refusals import Intercepted, Refusals, probe
+from genres.kafka.refusals import Echoes, Intercepted, Refusals, probe
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware
 from genres.observability.progress import (
     CommittedProgress,
@@ -97,6 +97,10 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         # Every error a role meets reaches the watchdog; a refusal among them stops the process.
         refusals = Refusals()
         watchdog.listeners.append(lambda role, error: refusals.note(error, role=role))
+        for handler in logging.getLogger().handlers:
+            echoes = Echoes(refusals)
+            handler.addFilter(echoes)
+            stack.callback(handler.removeFilter, echoes)
         # Answers from the start, saying what the process still waits for.
         health = await _start_health(settings, metrics, refusals, stack)
         stack.push(_noting(refusals))  # a refusal met while starting: its one ERROR line
@@ -250,8 +254,9 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             intercepted = Intercepted(refusals, operation="READ")
             faststream_log.addFilter(intercepted)
             stack.callback(faststream_log.removeFilter, intercepted)
-            await broker.start()
+            # Stopped even when starting fails (a refused group join): its clients are closed.
             stack.push_async_callback(_within(STEP_SECONDS, "the subscribers", broker.stop))
+            await broker.start()
             metrics.watch_subscribers("faststream", broker.subscribers)
         # Stops first on the way out: a role draining is not a stall.
         await watchdog.start()

@@ -147,16 +147,23 @@ def recommend(track_id: int, limit: int, wait_ms: int, timeout: float, as_json: 
     settings = settings_for(KAFKA)
     from genres.kafka.client import genres_client
     from genres_contracts.kafka import (
+        GenresClient,
         GenresClientError,
         InvalidRequest,
+        Refused,
         RequestTimedOut,
         TrackNotFound,
         Unavailable,
     )
 
+    clients: list[GenresClient] = []
+
     async def go() -> RecommendedTags | GenresClientError:
+        # Built here: a setting it cannot use (a CA file) ends as one line, like the rest.
+        client = genres_client(settings)
+        clients.append(client)
         try:
-            async with genres_client(settings) as client:
+            async with client:
                 return await client.recommended_tags(
                     track_id, limit=limit, wait_ms=wait_ms, timeout=timeout + wait_ms / 1000
                 )
@@ -164,16 +171,28 @@ def recommend(track_id: int, limit: int, wait_ms: int, timeout: float, as_json: 
             return exc
 
     outcome = run_async(go(), settings)
+    # An ACL denial is a setting to fix (exit 2), even one met closing, after an answer.
+    refusal = clients[0].refusal if clients else None
+    if refusal is not None and not isinstance(outcome, GenresClientError):
+        _print_reply(outcome, as_json)
+    if refusal is not None:
+        fail(f"{refusal}: an ACL for the service's principal is missing (`genres acls`)", code=2)
     if isinstance(outcome, GenresClientError):
         if as_json and outcome.reply is not None:
             print(outcome.reply.model_dump_json())
         kind = {TrackNotFound: "not_found", InvalidRequest: "invalid_request"}.get(type(outcome))
-        code = {InvalidRequest: 2, RequestTimedOut: 3, Unavailable: 3}.get(type(outcome), 1)
+        code = {InvalidRequest: 2, RequestTimedOut: 3, Unavailable: 3, Refused: 2}.get(
+            type(outcome), 1
+        )
         fail(f"{kind}: {outcome}" if kind else str(outcome), code=code)
-    elif as_json:
-        print(outcome.model_dump_json())
+    _print_reply(outcome, as_json)
+
+
+def _print_reply(reply: RecommendedTags, as_json: bool) -> None:
+    if as_json:
+        print(reply.model_dump_json())
     else:
-        _print_tags(outcome)
+        _print_tags(reply)
 
 
 def _print_tags(reply: RecommendedTags) -> None:

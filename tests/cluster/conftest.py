@@ -16,6 +16,8 @@ from tests.support.ci import missing
 from tests.support.kafka_cluster import ADMIN, USERS, SecuredCluster
 
 _FIGURES = pytest.StashKey[dict[str, float]]()
+#: Lines a test module adds to the end of the run (what its scenarios cost).
+REPORTS = pytest.StashKey[list[str]]()
 
 
 @pytest.fixture(scope="package")
@@ -59,3 +61,5 @@ def pytest_terminal_summary(
             f"secured cluster: ready in {figures['startup_s']:.1f} s, "
             f"{figures['rss_mib']:.0f} MiB resident (controller and 3 brokers)"
         )
+    for line in config.stash.get(REPORTS, []):
+        terminalreporter.write_line(line)

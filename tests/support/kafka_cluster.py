@@ -427,22 +427,26 @@ class SecuredCluster:
         futures[name].result(timeout=60)
         self.wait_known(name)
 
-    def wait_known(self, topic: str, timeout: float = 30.0) -> None:
-        """Until every running broker's metadata has ``topic`` with a leader per partition."""
+    def wait_known(self, *topics: str, timeout: float = 30.0) -> None:
+        """Until every running broker's metadata has each of ``topics`` with a leader per
+        partition (one request per broker and round, however many topics)."""
         deadline = time.monotonic() + timeout
         while True:
-            answers = cluster_admin.ask_each(self._running(), MetadataRequest([topic]))
+            answers = cluster_admin.ask_each(self._running(), MetadataRequest(list(topics)))
             views = [response.to_object()["topics"] for response in answers.values()]
             if all(
-                view
-                and view[0]["error_code"] == 0
-                and view[0]["partitions"]
-                and all(p["leader"] >= 0 for p in view[0]["partitions"])
+                len(view) == len(topics)
+                and all(
+                    topic["error_code"] == 0
+                    and topic["partitions"]
+                    and all(p["leader"] >= 0 for p in topic["partitions"])
+                    for topic in view
+                )
                 for view in views
             ):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{topic} unknown to some broker: {views}")
+                raise TimeoutError(f"{topics} unknown to some broker: {views}")
             time.sleep(0.05)
 
     def partitions(self, topic: str) -> dict[int, tuple[int, list[int]]]:

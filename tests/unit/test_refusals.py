@@ -25,7 +25,7 @@ from pydantic import SecretStr
 from genres.config import Settings
 from genres.errors import ClusterRefused, ConfigurationError, Refusal
 from genres.failures import explain
-from genres.kafka.refusals import Refusals, refused
+from genres.kafka.refusals import Echoes, Refusals, refused
 from genres.retry import is_transient, retrying
 
 # Settings checks that the CA file can be read: any readable file will do for these rules.
@@ -242,3 +242,24 @@ def test_another_clients_tls_failure_is_not_kafkas() -> None:
     wrapped.__cause__ = cause
     assert refused(cause) is None
     assert refused(wrapped) is None
+
+
+def _record(name: str, level: int) -> logging.LogRecord:
+    return logging.LogRecord(name, level, __file__, 1, "Failed to commit", (), None)
+
+
+def test_the_clients_error_lines_after_a_refusal_are_warnings() -> None:
+    refusals = Refusals()
+    echoes = Echoes(refusals)
+    before = _record("aiokafka.consumer.group_coordinator", logging.ERROR)
+    assert echoes.filter(before)
+    assert before.levelno == logging.ERROR  # nothing refused yet: the client's line stands
+
+    refusals.note(GroupAuthorizationFailedError("g"))
+    client = _record("aiokafka.consumer.group_coordinator", logging.ERROR)
+    faststream = _record("genres.faststream", logging.ERROR)
+    ours = _record("genres.projector.entry", logging.ERROR)
+    for record in (client, faststream, ours):
+        assert echoes.filter(record)  # kept, only lowered
+    assert (client.levelname, faststream.levelname) == ("WARNING", "WARNING")
+    assert ours.levelno == logging.ERROR  # the service's own lines are not echoes

@@ -179,3 +179,47 @@ def test_no_faststream_subscriber_asks_faststream_to_create_its_topics(subscript
     plain = KafkaBroker("k:9092").subscriber(*subscription.topics)
     plain(handler)
     assert [topic.name for topic in plain.topics_to_create] == list(subscription.topics)
+
+
+class _OneBrokerGone:
+    """An admin client whose first metadata requests pick a broker that is down."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures = failures
+        self.error = error
+        self.asked = 0
+
+    async def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
+        self.asked += 1
+        if self.asked <= self.failures:
+            raise self.error
+        return [
+            {
+                "topic": name,
+                "error_code": 0,
+                "partitions": [{"partition": 0, "error_code": 0, "leader": 1}],
+            }
+            for name in names
+        ]
+
+
+async def test_a_metadata_request_to_a_broker_just_gone_is_asked_again() -> None:
+    from aiokafka.errors import NodeNotReadyError
+
+    from genres.kafka.broker import wait_for_topics
+
+    admin = _OneBrokerGone(2, NodeNotReadyError("node 0"))
+    found = await wait_for_topics(admin, ["a"], timeout_s=5)  # type: ignore[arg-type]
+    assert found == {"a": [0]}
+    assert admin.asked == 3
+
+
+async def test_an_error_no_retry_cures_is_raised_at_once() -> None:
+    from aiokafka.errors import KafkaError
+
+    from genres.kafka.broker import wait_for_topics
+
+    admin = _OneBrokerGone(1, KafkaError("not retriable"))
+    with pytest.raises(KafkaError):
+        await wait_for_topics(admin, ["a"], timeout_s=5)  # type: ignore[arg-type]
+    assert admin.asked == 1

@@ -16,7 +16,9 @@ does what a requester needs on a real connection:
   waits for (late, or for another client) are dropped.
 
 Every wait is bounded: starting (``start_timeout``), each request (``timeout``), closing
-(``close_timeout``).
+(``close_timeout``). An operation the cluster's ACLs deny raises :class:`Refused` (creating,
+reading the reply topic, publishing) and is never retried; a denied deletion of the reply topic
+is kept in :attr:`GenresClient.refusal` (closing never raises).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
     for_code,
 )
 from pydantic import ValidationError
@@ -43,6 +46,7 @@ from genres_contracts import topics
 from genres_contracts.kafka._errors import (
     ClientClosed,
     InvalidRequest,
+    Refused,
     RequestTimedOut,
     Unavailable,
 )
@@ -62,6 +66,7 @@ log = logging.getLogger("genres_contracts.kafka")
 # reply's latency. Short by default; raise it on Kafka to save idle fetches.
 DEFAULT_FETCH_MAX_WAIT_MS: Final = 10
 _JSON: Final = ("content-type", b"application/json")
+_DENIED: Final = TopicAuthorizationFailedError.errno
 
 State = Literal["new", "starting", "started", "closed"]
 
@@ -140,6 +145,9 @@ class GenresClient:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._reader: asyncio.Task[None] | None = None
+        self.refusal: Refused | None = None
+        """The first operation the cluster's ACLs denied this client, closing included (a
+        reply topic it may not delete is left behind): None while none was."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -227,6 +235,8 @@ class GenresClient:
         )
         response = await admin.create_topics([topic])
         for topic_error in response.topic_errors:
+            if topic_error[1] == _DENIED:
+                raise self._refused("CREATE", self.reply_topic)
             error = for_code(topic_error[1])
             if topic_error[1] and error is not TopicAlreadyExistsError:
                 detail = topic_error[2] if len(topic_error) > 2 and topic_error[2] else ""
@@ -255,12 +265,25 @@ class GenresClient:
                     *(_quietly(client.stop()) for client in (consumer, producer) if client),
                 )
                 if admin is not None and self._topic_created:
-                    await _quietly(admin.delete_topics([self.reply_topic]))
+                    await _quietly(self._delete_reply_topic(admin))
         except TimeoutError:
             log.warning("closing the genres client took over %g s", self._close_timeout)
         finally:
             if admin is not None and self._admin_started:
                 await _quietly(admin.close())
+
+    async def _delete_reply_topic(self, admin: AIOKafkaAdminClient) -> None:
+        response = await admin.delete_topics([self.reply_topic])
+        if any(code == _DENIED for _topic, code in response.topic_error_codes):
+            refusal = self._refused("DELETE", self.reply_topic)
+            log.warning("%s: the reply topic is left behind", refusal)
+
+    def _refused(self, operation: str, topic: str) -> Refused:
+        """The refusal of ``operation`` on ``topic``, kept as :attr:`refusal` if the first."""
+        refusal = Refused(operation, f"topic {topic}", "TOPIC_AUTHORIZATION_FAILED")
+        if self.refusal is None:
+            self.refusal = refusal
+        return refusal
 
     # -- replies -----------------------------------------------------------------------------
 
@@ -268,6 +291,13 @@ class GenresClient:
         while True:
             try:
                 batches = await consumer.getmany(timeout_ms=1000)
+            except TopicAuthorizationFailedError:
+                # Denied for good: every request waiting, and every one to come, fails on it.
+                refusal = self._refused("READ", self.reply_topic)
+                for future in self._pending.values():
+                    if not future.done():
+                        future.set_exception(refusal)
+                return
             except Exception as exc:  # the broker may come back: keep reading, say so
                 log.warning("reading replies failed; retrying: %s", _describe(exc))
                 await asyncio.sleep(0.5)
@@ -337,6 +367,8 @@ class GenresClient:
             raise ClientClosed(
                 "the client is not started" if self._state == "new" else "the client is closed"
             )
+        if self.refusal is not None:
+            raise self.refusal
         limit = self._request_timeout if timeout is None else timeout
         if not limit > 0:
             raise ValueError(f"timeout must be above 0, not {limit!r}")
@@ -362,6 +394,8 @@ class GenresClient:
                 return await future
         except TimeoutError:
             raise RequestTimedOut(name, correlation_id, limit) from None
+        except TopicAuthorizationFailedError as exc:
+            raise self._refused("WRITE", name) from exc
         except KafkaError as exc:
             raise Unavailable(f"cannot publish the request to {name}: {_describe(exc)}") from exc
         finally:

@@ -12,7 +12,8 @@ class GenresClientError(Exception):
 
         GenresClientError
         ├── Unavailable          the broker cannot be reached or refuses the client, or the
-        │                        service answered `unavailable`: try again later
+        │   │                    service answered `unavailable`: try again later
+        │   └── Refused          an ACL denies the client an operation: retrying cannot help
         ├── RequestTimedOut      no reply within the timeout (no responder running, or slow)
         ├── InvalidRequest       the request breaks the contract: refused before sending
         │                        (arguments out of range) or answered `invalid_request`
@@ -34,6 +35,17 @@ class GenresClientError(Exception):
 
 class Unavailable(GenresClientError):
     """The broker cannot be reached or refuses the client, or the service said `unavailable`."""
+
+
+class Refused(Unavailable):
+    """The cluster's ACLs deny the client an operation on a resource: a setting to fix (the
+    principal's ACLs), not an outage. The message names both: ``Kafka denies CREATE on topic
+    genres.replies.host-1-ab12 (TOPIC_AUTHORIZATION_FAILED)``."""
+
+    def __init__(self, operation: str, resource: str, code: str) -> None:
+        super().__init__(f"Kafka denies {operation} on {resource} ({code})")
+        self.operation = operation
+        self.resource = resource
 
 
 class RequestTimedOut(GenresClientError):

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Collection, Iterable
-from typing import Any
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import ConnectionGroup
@@ -34,6 +34,7 @@ from genres.kafka.tls import ssl_context
 from genres_contracts import topics
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Every topic the service reads or writes (dead-letter topics aside).
 SERVICE_TOPICS = (
@@ -117,15 +118,47 @@ async def ensure_topics(settings: Settings, names: Iterable[str] | None = None) 
     admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     try:
+        asking = Asking(admin)
         if settings.kafka_create_topics:
-            created = await _create_missing(admin, settings, wanted)
+            created = await _create_missing(asking, settings, wanted)
         else:
-            await _check_existing(admin, wanted)
+            await _check_existing(asking, wanted)
             created = []
-        await wait_for_topics(admin, wanted)
+        await wait_for_topics(asking, wanted)
         return created
     finally:
         await admin.close()
+
+
+class Asking:
+    """An admin client whose metadata requests are asked again while they fail in a way a
+    retry cures: aiokafka's admin asks a broker picked at random among those the metadata
+    lists, and a broker just gone (down, not yet fenced by the controller) is still listed
+    (``NodeNotReadyError``). The next pick is likely another broker."""
+
+    def __init__(self, admin: AIOKafkaAdminClient, *, timeout_s: float = 30.0) -> None:
+        self._admin = admin
+        self._timeout_s = timeout_s
+
+    async def create_topics(self, new_topics: list[NewTopic]) -> Any:
+        return await self._admin.create_topics(new_topics)
+
+    async def list_topics(self) -> list[str]:
+        return await self._again(self._admin.list_topics)
+
+    async def describe_topics(self, names: list[str]) -> list[Any]:
+        return await self._again(lambda: self._admin.describe_topics(names))
+
+    async def _again(self, ask: Callable[[], Awaitable[_T]]) -> _T:
+        deadline = asyncio.get_running_loop().time() + self._timeout_s
+        while True:
+            try:
+                return await ask()
+            except KafkaError as exc:
+                if not exc.retriable or asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.debug("metadata request failed, asking again: %r", exc)
+            await asyncio.sleep(0.1)
 
 
 def new_topic(settings: Settings, name: str) -> NewTopic:
@@ -148,9 +181,7 @@ def new_topic(settings: Settings, name: str) -> NewTopic:
     )
 
 
-async def _create_missing(
-    admin: AIOKafkaAdminClient, settings: Settings, wanted: list[str]
-) -> list[str]:
+async def _create_missing(admin: Asking, settings: Settings, wanted: list[str]) -> list[str]:
     existing = set(await admin.list_topics())
     missing = [name for name in wanted if name not in existing]
     if not missing:
@@ -198,7 +229,7 @@ def read_creation(topic_errors: Iterable[dict[str, Any]]) -> list[str]:
     return created
 
 
-async def _check_existing(admin: AIOKafkaAdminClient, wanted: list[str]) -> None:
+async def _check_existing(admin: Asking, wanted: list[str]) -> None:
     """Raise ``ClusterRefused`` unless every wanted topic exists and may be described."""
     described = {
         entry["topic"]: entry["error_code"] for entry in await admin.describe_topics(wanted)
@@ -224,7 +255,7 @@ def _named(names: list[str]) -> str:
 
 
 async def wait_for_topics(
-    admin: AIOKafkaAdminClient, names: Iterable[str], timeout_s: float = 30.0
+    admin: AIOKafkaAdminClient | Asking, names: Iterable[str], timeout_s: float = 30.0
 ) -> dict[str, list[int]]:
     """Wait until the broker's metadata shows every topic with a leader for each partition;
     returns each topic's partitions.
@@ -237,9 +268,10 @@ async def wait_for_topics(
     still missing at the end.
     """
     wanted = list(dict.fromkeys(names))
+    asking = admin if isinstance(admin, Asking) else Asking(admin, timeout_s=timeout_s)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        described = {entry["topic"]: entry for entry in await admin.describe_topics(wanted)}
+        described = {entry["topic"]: entry for entry in await asking.describe_topics(wanted)}
         _refuse_undescribable(
             {name: entry["error_code"] for name, entry in described.items()}, wanted
         )

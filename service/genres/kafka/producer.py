@@ -206,7 +206,9 @@ class Publisher:
         except BaseException as exc:
             self.deliveries.ended(topic, partition, exc)
             if self.on_error is not None and isinstance(exc, Exception):
-                self.on_error(exc, TopicPartition(topic, partition))
+                # A refusal reaches the watchdog named as what it refused: a WRITE.
+                reported = refused(exc, operation="WRITE") or exc
+                self.on_error(reported, TopicPartition(topic, partition))
             raise
         self.deliveries.acknowledged(topic, partition)
 

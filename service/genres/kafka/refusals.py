@@ -249,6 +249,29 @@ class Intercepted(logging.Filter):
         return found is None
 
 
+class Echoes(logging.Filter):
+    """After the first refusal, the Kafka client's own ERROR lines repeat it as the roles stop
+    (a commit on the way out denied again): WARNING lines, so that the process's one ERROR line
+    is the refusal's. A handler's filter: it sees every logger's records."""
+
+    def __init__(self, refusals: Refusals) -> None:
+        super().__init__()
+        self._refusals = refusals
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            self._refusals.first is not None
+            and record.levelno >= logging.ERROR
+            and any(record.name == name or record.name.startswith(f"{name}.") for name in _CLIENTS)
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+#: The Kafka client's loggers (FastStream's as the service's broker names it).
+_CLIENTS = ("aiokafka", "kafka", "faststream", "genres.faststream")
+
+
 _WRAPPED: dict[str, type[KafkaError]] = {
     kind.__name__: kind
     for kind in (
