@@ -14,7 +14,9 @@ import asyncio
 import time
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.client import ConnectionGroup
 from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
 
 from genres.kafka.acls import Acl
 from genres.kafka.broker import leaders
@@ -47,6 +49,13 @@ async def test_probes_answer_while_produces_wait_for_a_stopped_replica(
     try:
         for partition in range(3):  # a connection to every leader
             await producer.send_and_wait(topic, b"warm", partition=partition)
+        # And a probe connection to every broker, as a running service has from its stall
+        # samples: aiokafka opens connections one at a time (one lock per client), so a first
+        # probe connection to the frozen broker would hold up those to the others.
+        for node in (broker.nodeId for broker in producer.client.cluster.brokers()):
+            await producer.client.send(
+                node, MetadataRequest([topic]), group=ConnectionGroup.COORDINATION
+            )
         state = await asyncio.to_thread(cluster.partitions, topic)
         # a broker leading no more than one partition: the others' produces wait for it
         victim = min(range(BROKERS), key=lambda b: sum(lead == b for lead, _ in state.values()))
