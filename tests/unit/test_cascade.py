@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import CollectorRegistry
 
+from genres.backfill.rule import TrackRow, eligible
+from genres.bootstrap import _answering_models
 from genres.classifier.observed import ObservedClassifier
 from genres.classifier.rule import OutcomeKind, handle_classification
 from genres.classify.cascade import CascadeClassifier
@@ -18,6 +20,7 @@ from genres.errors import (
     ServiceUnavailable,
 )
 from genres.observability.metrics import ServiceMetrics
+from genres.stored import StoredPredictions
 from genres_contracts import CascadeRoute, GenresClassified, ModelRef, Prediction, TrackUploaded
 from tests.unit.fakes import FakeClassifier, FakeLedger, FakeOutcomes
 
@@ -226,3 +229,19 @@ async def test_a_duplicate_replays_the_answering_model_and_route_without_asking_
     assert (replayed.model, replayed.cascade) == (HEAD, first.cascade)
     assert replayed.cascade is not None
     assert replayed.cascade.fallback == "unavailable"
+
+
+def test_other_model_leaves_the_cascades_answers_alone_and_reselects_an_older_heads() -> None:
+    cascade = CascadeClassifier(local(0.5), replicate(), min_confidence=0.5)
+    configured = _answering_models(cascade)
+    assert configured == frozenset({HEAD, REPLICATE})
+    assert _answering_models(replicate()) == REPLICATE
+
+    def stored_by(model: ModelRef | None) -> TrackRow:
+        return TrackRow(1, "f1", URL, StoredPredictions("f1", True, "f1", model))
+
+    assert not eligible(stored_by(HEAD), model=configured)
+    assert not eligible(stored_by(REPLICATE), model=configured)
+    assert eligible(stored_by(ModelRef(name=HEAD.name, version="head-0")), model=configured)
+    assert eligible(stored_by(cascade.model), model=configured)
+    assert eligible(stored_by(None), model=configured)
