@@ -12,9 +12,11 @@ from genres.classifier.observed import ObservedClassifier
 from genres.classifier.rule import OutcomeKind, handle_classification
 from genres.classify.cascade import CascadeClassifier
 from genres.classify.port import Checkpoint
+from genres.config import load_settings
 from genres.errors import (
     AudioError,
     ClassificationTimeout,
+    ConfigurationError,
     PredictionFailed,
     RateLimited,
     ServiceUnavailable,
@@ -245,3 +247,29 @@ def test_other_model_leaves_the_cascades_answers_alone_and_reselects_an_older_he
     assert eligible(stored_by(ModelRef(name=HEAD.name, version="head-0")), model=configured)
     assert eligible(stored_by(cascade.model), model=configured)
     assert eligible(stored_by(None), model=configured)
+
+
+@pytest.mark.parametrize(
+    ("settings", "missing"),
+    [
+        ({}, "LOCAL_HEAD and REPLICATE_API_TOKEN"),
+        ({"local_head": "/heads/h.npz"}, "needs REPLICATE_API_TOKEN"),
+        ({"replicate_api_token": "r8_x"}, "needs LOCAL_HEAD"),
+    ],
+)
+def test_the_cascade_without_a_head_or_a_token_stops_with_one_line(
+    settings: dict[str, str], missing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("LOCAL_HEAD", "REPLICATE_API_TOKEN", "REPLICATE_API_TOKEN_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ConfigurationError, match=missing) as refused:
+        load_settings(classifier_backend="cascade", **settings)
+    assert "\n" not in str(refused.value)
+
+
+def test_the_cascade_threshold_lies_strictly_between_0_and_1() -> None:
+    ready = {"classifier_backend": "cascade", "local_head": "/h", "replicate_api_token": "r8_x"}
+    assert load_settings(**ready, cascade_min_confidence="0.75").cascade_min_confidence == 0.75
+    for bad in ("0", "1", "1.5", "high"):
+        with pytest.raises(ConfigurationError, match="CASCADE_MIN_CONFIDENCE"):
+            load_settings(**ready, cascade_min_confidence=bad)
