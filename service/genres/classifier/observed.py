@@ -55,6 +55,10 @@ class ObservedClassifier:
             span.set_attribute("genres.attempts", result.attempts)
             if result.timings.predict is not None:
                 span.set_attribute("genres.predict_seconds", result.timings.predict)
+            if result.cascade is not None:
+                span.set_attribute("genres.cascade.answered_by", result.cascade.answered_by)
+                if result.cascade.fallback is not None:
+                    span.set_attribute("genres.cascade.fallback", result.cascade.fallback)
             prediction_id = result.extra.get("prediction_id")
             if isinstance(prediction_id, str):
                 span.set_attribute("replicate.prediction_id", prediction_id)
