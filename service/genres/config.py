@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import (
@@ -31,6 +32,8 @@ DEFAULT_MODEL_VERSION = "1532dd069fb4f0e27c6833e28815f6b8c194dfec76fd9cd73460540
 class Backend(StrEnum):
     REPLICATE = "replicate"
     LOCAL = "local"
+    CASCADE = "cascade"
+    """The local model with its head first; Replicate when the head is unsure."""
     NONE = "none"
 
 
@@ -186,6 +189,17 @@ class Settings(BaseModel):
             " model runs in the process itself)."
         ),
     )
+    local_head: Path | None = Field(
+        default=None,
+        description="A head trained by `genres learn`: the local model outputs its labels.",
+    )
+    cascade_min_confidence: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.5,
+        description=(
+            "CLASSIFIER_BACKEND=cascade: a track whose head's top probability is below this "
+            "goes to Replicate; `genres learn` proposes one for a target agreement."
+        ),
+    )
     health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         default=8080, description="Port of /healthz, /readyz and /metrics; 0 disables them."
     )
@@ -280,6 +294,20 @@ class Settings(BaseModel):
     def _backend_is_usable(self) -> Self:
         if self.backend is Backend.REPLICATE and not self.replicate_token:
             raise ValueError("the Replicate backend is enabled but REPLICATE_API_TOKEN is not set")
+        if self.backend is Backend.CASCADE:
+            missing = [
+                name
+                for name, value in (
+                    ("LOCAL_HEAD", self.local_head),
+                    ("REPLICATE_API_TOKEN", self.replicate_token),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"CLASSIFIER_BACKEND=cascade needs {' and '.join(missing)} "
+                    "(a head to answer first, Replicate for what it is unsure of)"
+                )
         return self
 
     @model_validator(mode="after")
