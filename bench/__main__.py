@@ -16,6 +16,7 @@ BENCHES = {
     "local-model": "bench.local_model",
     "startup": "bench.startup",
     "folder": "bench.folder",
+    "learn": "bench.learn",
 }
 
 

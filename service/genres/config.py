@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import (
@@ -177,6 +178,13 @@ class Settings(BaseModel):
             "Local backend: ~3 s windows classified per track, spread across it (seeking where "
             "the file allows), so the cost per track does not grow with its length; 0 analyses "
             "every window of the track's first AUDIO_MAX_SECONDS."
+        ),
+    )
+    local_head: Path | None = Field(
+        default=None,
+        description=(
+            "Local backend: a head file written by `genres learn`; its labels and "
+            "probabilities are output instead of the model's 33 tags."
         ),
     )
     local_workers: Annotated[int, Field(ge=0, le=1024)] | None = Field(
