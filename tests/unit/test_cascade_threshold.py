@@ -70,7 +70,7 @@ def test_empty_input_is_refused(held_out: list[tuple[float, bool]]) -> None:
 
 @pytest.mark.parametrize("probability", [-0.1, 1.5, float("nan")])
 def test_probabilities_outside_0_to_1_are_refused(probability: float) -> None:
-    with pytest.raises(ValueError, match="0..1"):
+    with pytest.raises(ValueError, match=r"0\.\.1"):
         choose_threshold([(probability, True)], 0.9)
 
 
