@@ -258,7 +258,7 @@ def learn(
             examples, ignored = examples_from_folder(directory)
             if ignored:
                 out_console.print(
-                    f"{len(ignored)} files that are not audio in a label folder, ignored",
+                    f"ignored {len(ignored)} file(s) that are not audio or not in a label folder",
                     highlight=False,
                 )
             source, local = str(directory), True

@@ -70,7 +70,7 @@ async def learn_from_examples(
     if unreadable:
         console.print(f"[yellow]{len(unreadable)} of {len(examples)} unreadable, skipped:[/]")
         for audio, why in unreadable:
-            console.print(f"  {audio}: {why}", highlight=False)
+            console.print(f"  {audio}: {why}", highlight=False, soft_wrap=True)
     labels = sorted({label for e in kept for label in e.target})
     targets = np.array([[e.target.get(label, 0.0) for label in labels] for e in kept])
     from genres.classify.local.model import MusicnnModel
