@@ -64,31 +64,71 @@ def standardisation(x: Matrix, standardise: bool) -> tuple[Matrix, Matrix]:
     return x.mean(axis=0), np.where(scale > 1e-6, scale, 1.0)
 
 
+@dataclass(frozen=True, slots=True)
+class Reduced:
+    """Training rows in the span of their own rows: ``z = x @ basis`` (N, min(N, D)).
+
+    With L2 on the weights, the best weights lie in the span of the rows (the loss's gradient
+    does, and the penalty shrinks any other part to zero), so fitting ``z`` and mapping back
+    with ``basis`` gives the same head as fitting ``x``, exactly, at min(N, D) / D of the cost
+    per step: with 500 clips of 1,506 features, a third.
+    """
+
+    z: Matrix
+    basis: Matrix | None
+    """(D, N) with orthonormal columns; None when N >= D (``z`` is ``x`` itself)."""
+    curvature: float
+    """Half the largest eigenvalue of [z 1]'[z 1] / N: the loss's gradient Lipschitz bound."""
+
+    @classmethod
+    def of(cls, x: Matrix) -> Reduced:
+        n, d = x.shape
+        basis: Matrix | None = None
+        z = x
+        if d > n:
+            basis, r = np.linalg.qr(x.T)  # x = r' basis'
+            z = r.T
+        za = np.hstack([z, np.ones((n, 1))])
+        return cls(z, basis, 0.5 * float(np.linalg.norm(za, 2)) ** 2 / n)
+
+
 def fit(
-    x: Matrix, targets: Matrix, l2: float, *, start: Fit | None = None, iterations: int = ITERATIONS
+    x: Matrix,
+    targets: Matrix,
+    l2: float,
+    *,
+    start: Fit | None = None,
+    iterations: int = ITERATIONS,
+    reduced: Reduced | None = None,
 ) -> Fit:
     """Minimise mean cross-entropy + ``l2``/2 * |W|^2 by Nesterov's accelerated gradient.
 
     ``x`` is already standardised (N, D); ``targets`` (N, K) rows sum to 1. The step is 1/L with
     L the gradient's Lipschitz bound (the softmax Hessian is at most 1/2 times X'X/N).
+    ``reduced`` is ``Reduced.of(x)`` when the caller fits the same rows several times.
     """
-    n, d = x.shape
+    r = reduced if reduced is not None else Reduced.of(x)
+    n, d = r.z.shape
     k = targets.shape[1]
-    xa = np.hstack([x, np.ones((n, 1))])
-    lipschitz = 0.5 * float(np.linalg.norm(xa, 2)) ** 2 / n + l2
+    za = np.hstack([r.z, np.ones((n, 1))])
+    lipschitz = r.curvature + l2
     step = 1.0 / lipschitz
     kappa = lipschitz / l2
     momentum = (np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1)
-    w = np.zeros((d + 1, k)) if start is None else np.vstack([start.weights, start.bias])
-    ridge = np.ones((d + 1, 1))
+    w = np.zeros((d + 1, k))
+    if start is not None:
+        weights = start.weights if r.basis is None else r.basis.T @ start.weights
+        w = np.vstack([weights, start.bias])
+    ridge = np.full((d + 1, 1), l2)
     ridge[-1] = 0.0  # the bias is not penalised
     y = w.copy()
     for _ in range(iterations):
-        gradient = xa.T @ (softmax(xa @ y) - targets) / n + l2 * ridge * y
+        gradient = za.T @ (softmax(za @ y) - targets) / n + ridge * y
         w_next = y - step * gradient
         y = w_next + momentum * (w_next - w)
         w = w_next
-    return Fit(weights=w[:-1], bias=w[-1])
+    weights = w[:-1] if r.basis is None else r.basis @ w[:-1]
+    return Fit(weights=weights, bias=w[-1])
 
 
 def predict(model: Fit, x: Matrix) -> Matrix:
@@ -129,9 +169,17 @@ def cross_validate(
         train = np.setdiff1d(np.arange(len(x)), test)
         mean, scale = standardisation(x[train], standardise)
         xs_train, xs_test = (x[train] - mean) / scale, (x[test] - mean) / scale
+        reduced = Reduced.of(xs_train)
         previous: Fit | None = None
         for l2 in sorted(grid, reverse=True):
-            previous = fit(xs_train, targets[train], l2, start=previous, iterations=iterations)
+            previous = fit(
+                xs_train,
+                targets[train],
+                l2,
+                start=previous,
+                iterations=iterations,
+                reduced=reduced,
+            )
             held[l2][test] = predict(previous, xs_test)
     by_l2 = {l2: top_k_hits(p, truth, 1) / len(x) for l2, p in held.items()}
     best = max(sorted(grid, reverse=True), key=lambda l2: by_l2[l2])
