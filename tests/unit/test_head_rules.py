@@ -20,7 +20,7 @@ from genres.classify.local.examples import (
     teacher_examples,
 )
 from genres.classify.local.head import Head, HeadFileError, base_model_id
-from genres.classify.local.learn import LearnError, cross_validate, one_hot, train
+from genres.classify.local.learn import LearnError, Reduced, cross_validate, fit, one_hot, train
 from genres.classify.local.model import MODEL_NAME
 from genres.errors import ConfigurationError
 
@@ -164,3 +164,15 @@ def test_tags_on_too_few_tracks_are_not_labels() -> None:
         ("u3", {"rock": 1.0}),
         ("u4", {"jazz": 0.5, "rock": 0.5}),
     ]
+
+
+def test_fitting_the_rows_span_gives_the_same_head_as_fitting_every_column() -> None:
+    labels = ["a", "b", "c"]
+    x = blobs(5, labels, width=40, seed=3)  # 15 rows, 40 columns: the span is smaller
+    targets = one_hot([name for name in labels for _ in range(5)], labels)
+    whole = Reduced(x, None, Reduced.of(x).curvature)
+    spanned = fit(x, targets, 0.1, iterations=300)
+    direct = fit(x, targets, 0.1, iterations=300, reduced=whole)
+    assert Reduced.of(x).z.shape == (15, 15)
+    np.testing.assert_allclose(spanned.weights, direct.weights, atol=1e-6)
+    np.testing.assert_allclose(spanned.bias, direct.bias, atol=1e-6)
