@@ -4,12 +4,14 @@
 checkpoints, ISC licence, see ``MUSICNN_LICENSE.txt``) runs both models on the same log-mel
 patches ``(N, 187, 96)`` and outputs sigmoid scores of the 33 genre tags ``(N, 33)`` named in
 ``musicnn_genres.json`` (which tags and why: ``tags.py``); it also outputs each model's whole
-taggram (``msd_tags``, ``mtt_tags``), used to check the port. Patches go through the model
-``batch_size`` at a time, so memory stays bounded whatever the track's length. Small batches
-are also the fastest here: measured on 2 cores (AMD EPYC, AVX-512) with the MSD model alone,
-20 patches (one minute of audio) took 0.32 s of wall time in batches of
-1 or 2, 0.38 s in batches of 4 and 0.45 s in batches of 10 (the activations of a small batch
-stay in cache), and a batch of 10 needs ~100 MB more memory than a batch of 2.
+taggram (``msd_tags``, ``mtt_tags``), used to check the port, MSD's pooled mid-level features
+(``embedding``, 1,506 per patch: what a trained head learns from) and its penultimate layer
+(``msd_penultimate``, 200; measured as a head's input, and worse: README, "A trained head").
+Patches go through the model ``batch_size`` at a time, so memory stays bounded whatever the
+track's length. Small batches are also the fastest here: measured on 2 cores (AMD EPYC,
+AVX-512) with the MSD model alone, 20 patches (one minute of audio) took 0.32 s of wall time in
+batches of 1 or 2, 0.38 s in batches of 4 and 0.45 s in batches of 10 (the activations of a
+small batch stay in cache), and a batch of 10 needs ~100 MB more memory than a batch of 2.
 """
 
 from __future__ import annotations
