@@ -24,8 +24,7 @@ import pytest
 
 from genres.classify.local import LocalClassifier, MusicnnModel
 from genres.classify.local.analysis import analyse
-from genres.classify.local.classifier import HEAD_SUFFIX
-from genres.classify.local.head import Head
+from genres.classify.local.head import HEAD_SUFFIX, Head
 from genres.classify.local.learn import one_hot, train
 from genres.classify.local.model import MODEL_NAME
 from genres.classify.port import Classification

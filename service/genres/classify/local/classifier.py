@@ -36,13 +36,13 @@ from genres.classify.local.fetch import (
     is_http_url,
     looks_like_url,
 )
-from genres.classify.local.head import Head, HeadFileError, base_model_id
+from genres.classify.local.head import Head, check_head, head_model_ref, load_head
 from genres.classify.local.model import MODEL_NAME, MusicnnModel
 from genres.classify.local.pool import ModelPool, available_cores
 from genres.classify.local.tags import genre_indices
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.classify.ranking import rank
-from genres.errors import AudioError, ConfigurationError
+from genres.errors import AudioError
 from genres_contracts import FailureKind, ModelRef
 
 if TYPE_CHECKING:
@@ -263,35 +263,6 @@ class _Fetched:
 
     seconds: float
     size: int
-
-
-HEAD_SUFFIX = "+head"
-"""The stored model name with a head: ``musicnn/msd+mtt+head``."""
-
-
-def head_model_ref(head: Head, model: MusicnnModel) -> ModelRef:
-    """The stored model of a head's answers: the base model's name and version, plus the head's
-    digest, so a new head (or a new base model) is another model to ``backfill --other-model``."""
-    return ModelRef(
-        name=MODEL_NAME + HEAD_SUFFIX, version=f"{model.version}+head-{head.digest[:16]}"
-    )
-
-
-def check_head(head: Head, model: MusicnnModel) -> None:
-    """Refuse a head trained on the embedding of another model or version (one line)."""
-    expected = base_model_id(MODEL_NAME, model.version)
-    if head.base_model != expected:
-        raise ConfigurationError(
-            f"LOCAL_HEAD was trained on {head.base_model}, not on this service's model "
-            f"{expected}: train it again with genres learn"
-        )
-
-
-def load_head(path: Path) -> Head:
-    try:
-        return Head.load(path)
-    except HeadFileError as exc:
-        raise ConfigurationError(f"LOCAL_HEAD: {exc}") from None
 
 
 HANDOVER_BYTES = 8 * 1024 * 1024

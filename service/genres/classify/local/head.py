@@ -6,7 +6,8 @@ objects (``np.load(allow_pickle=False)``): ``weights`` (D, K), ``bias`` (K,), ``
 ``scale`` (D,) (the standardisation, applied before the weights), and ``meta``: UTF-8 JSON
 (as bytes) with ``labels``, ``base_model`` (the embedded model's name and version the
 embedding came from), ``counts`` per label and the cross-validated figures. Its ``digest`` is
-the sha256 of the file's bytes: the stored model version names it.
+the sha256 of the file's bytes: the stored model version names it (``head_model_ref``). A head
+trained on another version of the embedded model is refused (``check_head``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from genres.classify.local.model import MODEL_NAME, MusicnnModel
+from genres.errors import ConfigurationError
+from genres_contracts import ModelRef
 
 Float32Array = npt.NDArray[np.float32]
 FORMAT = "genres-head/1"
@@ -141,3 +146,32 @@ class Head:
 def base_model_id(name: str, version: str) -> str:
     """How a head names the embedded model it was trained on."""
     return f"{name}@{version}"
+
+
+HEAD_SUFFIX = "+head"
+"""The stored model name with a head: ``musicnn/msd+mtt+head``."""
+
+
+def head_model_ref(head: Head, model: MusicnnModel) -> ModelRef:
+    """The stored model of a head's answers: the base model's name and version, plus the head's
+    digest, so a new head (or a new base model) is another model to ``backfill --other-model``."""
+    return ModelRef(
+        name=MODEL_NAME + HEAD_SUFFIX, version=f"{model.version}+head-{head.digest[:16]}"
+    )
+
+
+def check_head(head: Head, model: MusicnnModel) -> None:
+    """Refuse a head trained on the embedding of another model or version (one line)."""
+    expected = base_model_id(MODEL_NAME, model.version)
+    if head.base_model != expected:
+        raise ConfigurationError(
+            f"LOCAL_HEAD was trained on {head.base_model}, not on this service's model "
+            f"{expected}: train it again with genres learn"
+        )
+
+
+def load_head(path: Path) -> Head:
+    try:
+        return Head.load(path)
+    except HeadFileError as exc:
+        raise ConfigurationError(f"LOCAL_HEAD: {exc}") from None
