@@ -17,6 +17,7 @@ BENCHES = {
     "startup": "bench.startup",
     "folder": "bench.folder",
     "cascade": "bench.cascade",
+    "learn": "bench.learn",
 }
 
 

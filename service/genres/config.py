@@ -182,16 +182,19 @@ class Settings(BaseModel):
             "every window of the track's first AUDIO_MAX_SECONDS."
         ),
     )
+    local_head: Path | None = Field(
+        default=None,
+        description=(
+            "Local backend: a head file written by `genres learn`; its labels and "
+            "probabilities are output instead of the model's 33 tags."
+        ),
+    )
     local_workers: Annotated[int, Field(ge=0, le=1024)] | None = Field(
         default=None,
         description=(
             "Processes running the local model (default: the machine's cores; 0: none, the"
             " model runs in the process itself)."
         ),
-    )
-    local_head: Path | None = Field(
-        default=None,
-        description="A head trained by `genres learn`: the local model outputs its labels.",
     )
     cascade_min_confidence: Annotated[float, Field(gt=0, lt=1)] = Field(
         default=0.5,
