@@ -16,6 +16,8 @@ BENCHES = {
     "local-model": "bench.local_model",
     "startup": "bench.startup",
     "folder": "bench.folder",
+    "cascade": "bench.cascade",
+    "learn": "bench.learn",
 }
 
 

@@ -12,7 +12,9 @@ It writes, beside the local classifier (``service/genres/classify/local/``):
   by mel band, ``log10(10000 * mel + 1)``), computed once and fed to both models; outputs
   ``genres`` float32 ``(N, 33)`` (sigmoid scores of the genre tags: MSD's genre tags, then
   MTT's classical, opera and choral, as ``genres.classify.local.tags`` selects and merges them),
-  ``msd_tags`` and ``mtt_tags`` ``(N, 50)`` (each model's whole taggram, one row per patch);
+  ``msd_tags`` and ``mtt_tags`` ``(N, 50)`` (each model's whole taggram, one row per patch),
+  ``embedding`` ``(N, 1506)`` (MSD's pooled mid-level features after their batch-norm: what a
+  trained head learns from) and ``msd_penultimate`` ``(N, 200)`` (MSD's hidden layer);
 * ``musicnn_genres.json``: the names of the ``genres`` columns, in order;
 * ``MUSICNN_LICENSE.txt``: musicnn's ISC licence and where it came from.
 
@@ -75,6 +77,7 @@ CONFIGURATION_PATH = "musicnn/configuration.py"
 
 N_FRAMES = 187
 N_MELS = 96
+EMBEDDING_WIDTH = 1506
 BN_EPSILON = 1e-3
 OPSET = 18
 
@@ -284,8 +287,20 @@ def _same_pads(kernel: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def _build_head(g: _Graph, patches: str, prefix: str) -> str:
-    """One musicnn model (MSD or MTT: the same architecture) on ``patches``: its sigmoid output.
+@dataclass(frozen=True)
+class _Head:
+    """One musicnn model's node names: its sigmoid output and two inner layers."""
+
+    sigmoid: str
+    pooled: str
+    """The back end's pooled features after their batch-norm (N, 1506): what the dense layer
+    reads."""
+    penultimate: str
+    """The 200-wide hidden layer after its batch-norm (N, 200)."""
+
+
+def _build_head(g: _Graph, patches: str, prefix: str) -> _Head:
+    """One musicnn model (MSD or MTT: the same architecture) on ``patches``.
 
     Layers are read from ``g.weights`` under ``{prefix}/`` (NCHW: channels, time, mel).
     """
@@ -367,7 +382,7 @@ def _build_head(g: _Graph, patches: str, prefix: str) -> str:
         0,
     )
     logits = dense(hidden, f"{prefix}/dense_1")
-    return g.op("Sigmoid", [logits], f"{prefix}_sigmoid")
+    return _Head(g.op("Sigmoid", [logits], f"{prefix}_sigmoid"), flat, hidden)
 
 
 def _model_weights(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -393,10 +408,18 @@ def build_onnx(
     weights |= {f"mtt/{k}": v for k, v in _model_weights(mtt_weights).items()}
     g = _Graph(weights)
     patches = "patches"
-    msd = _build_head(g, patches, "msd")
-    mtt = _build_head(g, patches, "mtt")
+    msd_head = _build_head(g, patches, "msd")
+    msd, mtt = msd_head.sigmoid, _build_head(g, patches, "mtt").sigmoid
     g.nodes.append(helper.make_node("Identity", [msd], ["msd_tags"], name="msd_tags"))
     g.nodes.append(helper.make_node("Identity", [mtt], ["mtt_tags"], name="mtt_tags"))
+    # The features a trained head learns from (measured against the penultimate layer and the
+    # genre scores: see README, "A trained head"): computed on the way to the tags anyway.
+    g.nodes.append(helper.make_node("Identity", [msd_head.pooled], ["embedding"], name="embedding"))
+    g.nodes.append(
+        helper.make_node(
+            "Identity", [msd_head.penultimate], ["msd_penultimate"], name="msd_penultimate"
+        )
+    )
 
     # The genre columns: MSD's genre tags as they are, then each MTT genre as the max of the
     # MTT tags merged into it (per patch: "classical" or "classic", whichever is surer).
@@ -424,6 +447,8 @@ def build_onnx(
             helper.make_tensor_value_info("genres", TensorProto.FLOAT, ["N", len(names)]),
             helper.make_tensor_value_info("msd_tags", TensorProto.FLOAT, ["N", 50]),
             helper.make_tensor_value_info("mtt_tags", TensorProto.FLOAT, ["N", 50]),
+            helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["N", EMBEDDING_WIDTH]),
+            helper.make_tensor_value_info("msd_penultimate", TensorProto.FLOAT, ["N", 200]),
         ],
         g.initializers,
     )
@@ -438,7 +463,9 @@ def build_onnx(
             "16 kHz mel spectrogram (n_fft 512, hop 256, 96 Slaney bands). Outputs: genres "
             f"(N, {len(names)}) sigmoid scores of the genre tags (MSD's genre tags, then MTT's "
             "classical (max of classical and classic), opera and choral); msd_tags (N, 50) and "
-            "mtt_tags (N, 50), each model's whole taggram."
+            "mtt_tags (N, 50), each model's whole taggram; embedding (N, 1506), MSD's pooled "
+            "mid-level features after their batch-norm (max and mean over time per channel, "
+            "interleaved); msd_penultimate (N, 200), MSD's hidden layer after its batch-norm."
         ),
     )
     model.ir_version = 8  # readable by onnxruntime >= 1.10

@@ -6,6 +6,7 @@ Depends on pydantic alone, so producers and consumers can install it by itself.
 from genres_contracts import topics
 from genres_contracts._base import ModelRef, Prediction
 from genres_contracts.events import (
+    CascadeRoute,
     ClassificationFailed,
     ClassificationReason,
     ClassificationRequested,
@@ -23,6 +24,7 @@ from genres_contracts.requests import (
 )
 
 __all__ = [
+    "CascadeRoute",
     "ClassificationFailed",
     "ClassificationReason",
     "ClassificationRequested",

@@ -5,10 +5,19 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
 
 from pydantic import Field, field_validator
 
-from genres_contracts._base import AudioUrl, FileId, Message, ModelRef, Prediction, TrackId
+from genres_contracts._base import (
+    AudioUrl,
+    Confidence,
+    FileId,
+    Message,
+    ModelRef,
+    Prediction,
+    TrackId,
+)
 
 # Namespace for event ids derived from a record's coordinates, so that a redelivery of a
 # record without an `event_id` gets the same id again.
@@ -79,6 +88,38 @@ class _Outcome(Message):
     file_id: FileId
 
 
+class CascadeRoute(Message):
+    """How `CLASSIFIER_BACKEND=cascade` answered: which backend, and why that one."""
+
+    answered_by: Literal["local", "replicate"] = Field(
+        description=(
+            "`local`: the embedded model with its trained head made the predictions; "
+            "`replicate`: Replicate did."
+        )
+    )
+    local_confidence: Confidence | None = Field(
+        default=None,
+        description=(
+            "The head's top probability, compared with `min_confidence`; null when the local "
+            "model could not classify the audio (the track then went to Replicate)."
+        ),
+    )
+    min_confidence: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="`CASCADE_MIN_CONFIDENCE`: below it, the track goes to Replicate.",
+    )
+    fallback: str | None = Field(
+        default=None,
+        max_length=100,
+        description=(
+            "Set when the local answer was kept although below `min_confidence` because "
+            "Replicate could not answer: the kind of Replicate's failure (`unavailable`, "
+            "`timeout`, `rate_limited`, ...; see `FailureKind`)."
+        ),
+    )
+
+
 class GenresClassified(_Outcome):
     """`track.genres_classified`: a track's audio file was classified."""
 
@@ -88,6 +129,13 @@ class GenresClassified(_Outcome):
     model: ModelRef = Field(description="The model that made the predictions.")
     classified_at: datetime = Field(description="When the classification finished (UTC).")
     auto_tag: bool = Field(default=False, description="Carried over from the request.")
+    cascade: CascadeRoute | None = Field(
+        default=None,
+        description=(
+            "Set when `CLASSIFIER_BACKEND=cascade` answered: which backend made the predictions "
+            "(also named by `model`) and why; absent for the other backends."
+        ),
+    )
 
     @field_validator("predictions")
     @classmethod

@@ -48,7 +48,9 @@ from genres.observability.tracing import configure_tracing, telemetry_middleware
 
 if TYPE_CHECKING:
     from genres.classifier.consumer import ConcurrentConsumer
+    from genres.classify.port import Classifier
     from genres.observability.health import HealthServer
+    from genres_contracts import ModelRef
 
 log = logging.getLogger(__name__)
 
@@ -407,7 +409,7 @@ async def backfill(
         from genres.classify.factory import open_classifier
 
         async with open_classifier(settings) as classifier:
-            options = dataclasses.replace(options, model=classifier.model)
+            options = dataclasses.replace(options, model=_answering_models(classifier))
     engine = create_engine(settings.required_database_url, pool_size=2)
     publisher = None if options.dry_run else Publisher.create(settings)
     try:
@@ -420,3 +422,14 @@ async def backfill(
         if publisher is not None:
             await publisher.stop()
         await engine.dispose()
+
+
+def _answering_models(classifier: Classifier) -> ModelRef | frozenset[ModelRef]:
+    """The models whose stored predictions are the configured classifier's: a cascade's
+    answers are its head's or Replicate's (its own model is only the ledger's key), so
+    ``--other-model`` leaves both alone and reselects what an older head answered."""
+    from genres.classify.cascade import CascadeClassifier
+
+    if isinstance(classifier, CascadeClassifier):
+        return frozenset({classifier.local.model, classifier.remote.model})
+    return classifier.model

@@ -199,6 +199,61 @@ def build_parser() -> argparse.ArgumentParser:
         backfill, "--timeout", float, (0, None), 600.0, "S", "seconds to wait for outcomes"
     )
 
+    learn = command(
+        "learn",
+        "Train a head for the local model on labelled audio; write it for LOCAL_HEAD.",
+        "DIR holds one folder per label with audio files in it (the folder names the label).\n"
+        "--from-database learns from tracks Replicate classified (--teacher replicate) or from\n"
+        "the platform's tags (--teacher tags); needs DATABASE_URL. Prints the examples per\n"
+        "label, held-out top-1 and top-3, and the cascade's threshold for a target agreement.\n"
+        "Exit codes: 0 written, 1 nothing could be learnt (the reason on one line), 2 invalid\n"
+        "arguments or configuration.",
+    )
+    learn.add_argument("directory", nargs="?", type=Path, metavar="DIR", help="labelled folders")
+    learn.add_argument(
+        "--from-database", action="store_true", help="learn from the database's tracks"
+    )
+    learn.add_argument("--out", type=Path, required=True, metavar="PATH", help="the head file")
+    learn.add_argument(
+        "--teacher",
+        choices=("replicate", "tags"),
+        default="replicate",
+        help="with --from-database: Replicate's stored predictions or the tracks' tags "
+        "(default replicate)",
+    )
+    learn.add_argument(
+        "--soft",
+        action="store_true",
+        help="with --teacher replicate: learn the stored score distribution, not the top label",
+    )
+    _number_option(
+        learn,
+        "--min-tag-tracks",
+        int,
+        (1, None),
+        20,
+        "N",
+        "with --teacher tags: tags on >= N tracks",
+    )
+    _number_option(
+        learn, "--min-examples", int, (2, None), 5, "N", "fewest examples a label may have"
+    )
+    _number_option(
+        learn,
+        "--target-agreement",
+        float,
+        (0.01, 1.0),
+        0.9,
+        "SHARE",
+        "agreement with the teacher the proposed cascade threshold must reach",
+    )
+    learn.add_argument(
+        "--standardise",
+        action="store_true",
+        help="standardise each feature first (default: the embedding as the model's own "
+        "batch-norm leaves it, which measured as good or better)",
+    )
+
     demo = command(
         "demo", "The whole pipeline on embedded defaults: broker, database, all roles, one track."
     )

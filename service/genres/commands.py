@@ -242,6 +242,69 @@ def backfill(
         raise SystemExit(1)
 
 
+def learn(
+    directory: Path | None,
+    from_database: bool,
+    out: Path,
+    teacher: str,
+    soft: bool,
+    min_tag_tracks: int,
+    min_examples: int,
+    target_agreement: float,
+    standardise: bool,
+) -> None:
+    """A head from labelled folders or the database (``genres.learning``); exit 1 if none."""
+    if (directory is None) == (not from_database):
+        fail("give either DIR or --from-database (see genres learn --help)", code=2)
+    if directory is not None and not directory.is_dir():
+        fail(f"{directory}: no such folder", code=2)
+    if not out.parent.is_dir():
+        fail(f"{out.parent}: no such folder for --out", code=2)
+    settings = settings_for(*((DATABASE,) if from_database else ()))
+    from genres.classify.local.learn import LearnError
+    from genres.learning import (
+        LearnOptions,
+        examples_from_database,
+        examples_from_folder,
+        learn_from_examples,
+    )
+
+    out_console = console()
+    options = LearnOptions(out, min_examples, target_agreement, standardise)
+
+    async def go() -> None:
+        if directory is not None:
+            examples, ignored = examples_from_folder(directory)
+            if ignored:
+                out_console.print(
+                    f"ignored {len(ignored)} file(s) that are not audio or not in a label folder",
+                    highlight=False,
+                )
+            source, local = str(directory), True
+        else:
+            examples, dropped = await examples_from_database(
+                settings,
+                teacher,
+                soft=soft,
+                min_tag_tracks=min_tag_tracks,
+                min_examples=min_examples,
+            )
+            if dropped:
+                out_console.print(
+                    f"{len(dropped)} labels with fewer than {min_examples} tracks left out",
+                    highlight=False,
+                )
+            source, local = f"database ({teacher})", False
+        try:
+            await learn_from_examples(
+                settings, examples, options, out_console, source=source, allow_local_paths=local
+            )
+        except LearnError as exc:
+            fail(str(exc))
+
+    run_async(go(), settings)
+
+
 def demo(path: Path | None) -> None:
     if path is not None and not path.is_file():
         fail(f"{path}: no such file")

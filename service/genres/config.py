@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Literal, Self
 
 from pydantic import (
@@ -31,6 +32,8 @@ DEFAULT_MODEL_VERSION = "1532dd069fb4f0e27c6833e28815f6b8c194dfec76fd9cd73460540
 class Backend(StrEnum):
     REPLICATE = "replicate"
     LOCAL = "local"
+    CASCADE = "cascade"
+    """The local model with its head first; Replicate when the head is unsure."""
     NONE = "none"
 
 
@@ -179,11 +182,25 @@ class Settings(BaseModel):
             "every window of the track's first AUDIO_MAX_SECONDS."
         ),
     )
+    local_head: Path | None = Field(
+        default=None,
+        description=(
+            "Local backend: a head file written by `genres learn`; its labels and "
+            "probabilities are output instead of the model's 33 tags."
+        ),
+    )
     local_workers: Annotated[int, Field(ge=0, le=1024)] | None = Field(
         default=None,
         description=(
             "Processes running the local model (default: the machine's cores; 0: none, the"
             " model runs in the process itself)."
+        ),
+    )
+    cascade_min_confidence: Annotated[float, Field(gt=0, lt=1)] = Field(
+        default=0.5,
+        description=(
+            "CLASSIFIER_BACKEND=cascade: a track whose head's top probability is below this "
+            "goes to Replicate; `genres learn` proposes one for a target agreement."
         ),
     )
     health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
@@ -280,6 +297,20 @@ class Settings(BaseModel):
     def _backend_is_usable(self) -> Self:
         if self.backend is Backend.REPLICATE and not self.replicate_token:
             raise ValueError("the Replicate backend is enabled but REPLICATE_API_TOKEN is not set")
+        if self.backend is Backend.CASCADE:
+            missing = [
+                name
+                for name, value in (
+                    ("LOCAL_HEAD", self.local_head),
+                    ("REPLICATE_API_TOKEN", self.replicate_token),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"CLASSIFIER_BACKEND=cascade needs {' and '.join(missing)} "
+                    "(a head to answer first, Replicate for what it is unsure of)"
+                )
         return self
 
     @model_validator(mode="after")

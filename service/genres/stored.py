@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from genres_contracts import ModelRef
 
-__all__ = ["StoredPredictions", "is_current", "needs_classification"]
+__all__ = ["Configured", "StoredPredictions", "is_current", "needs_classification"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,9 +36,15 @@ def is_current(stored: StoredPredictions) -> bool:
     return stored.present and stored.predictions_file_id == stored.file_id
 
 
-def needs_classification(stored: StoredPredictions, *, model: ModelRef | None = None) -> bool:
+Configured = ModelRef | frozenset[ModelRef]
+"""The model a classifier answers with; a cascade's: each model that may answer for it."""
+
+
+def needs_classification(stored: StoredPredictions, *, model: Configured | None = None) -> bool:
     """No current predictions, or, when ``model`` is given, current ones that another model or
     version made (unknown counts as another: nothing says it was this one)."""
     if not is_current(stored):
         return True
-    return model is not None and stored.model != model
+    if model is None:
+        return False
+    return stored.model not in (model if isinstance(model, frozenset) else {model})

@@ -32,6 +32,7 @@ from genres.responder.rule import Outcome, SingleFlight, TrackView, marker_is_fr
 from genres.responder.watch import Watch
 from genres.stored import StoredPredictions
 from genres_contracts import (
+    CascadeRoute,
     ClassificationFailed,
     ClassificationRequested,
     ErrorInfo,
@@ -119,6 +120,8 @@ class LedgerRow:
     error: ErrorInfo | None = None
     retryable: bool | None = None
     updated_at: datetime = EPOCH
+    answered_by: ModelRef | None = None
+    cascade: CascadeRoute | None = None
 
 
 LedgerKey = tuple[int, str, str, str]
@@ -162,6 +165,8 @@ class FakeLedger(_Failing):
                 retryable=True if row.retryable is None else row.retryable,
                 attempts=row.attempts,
                 updated_at=row.updated_at,
+                answered_by=row.answered_by,
+                cascade=row.cascade,
             )
         decision = decide_claim(entry, force=force)
         if isinstance(decision, Claimed):
@@ -191,6 +196,10 @@ class FakeLedger(_Failing):
         row.predictions = tuple(event.predictions)
         row.attempts += attempts
         row.error, row.retryable, row.updated_at = None, None, event.classified_at
+        # As the SQL ledger's `answered` column: kept only when not the key's model.
+        different = event.model != model or event.cascade is not None
+        row.answered_by = event.model if different else None
+        row.cascade = event.cascade
 
     async def failed(self, model: ModelRef, event: ClassificationFailed) -> None:
         self.journal.append("ledger.failed")

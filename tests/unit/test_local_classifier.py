@@ -166,11 +166,11 @@ class _HeldModel:
     def __getattr__(self, name: str) -> object:
         return getattr(self._model, name)
 
-    def predict(self, patches: np.ndarray) -> np.ndarray:
+    def predict_with_embedding(self, patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.calls += 1
         self.entered.set()
         self.proceed.wait(30)
-        return self._model.predict(patches)
+        return self._model.predict_with_embedding(patches)
 
 
 async def test_a_cancelled_classification_stops_at_its_next_chunk_and_frees_its_slot(

@@ -20,8 +20,8 @@ from typing import Protocol
 
 from pydantic import ValidationError
 
-from genres.stored import StoredPredictions, needs_classification
-from genres_contracts import ClassificationReason, ClassificationRequested, ModelRef
+from genres.stored import Configured, StoredPredictions, needs_classification
+from genres_contracts import ClassificationReason, ClassificationRequested
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +49,14 @@ class BackfillStore(Protocol):
         ...
 
 
-def eligible(row: TrackRow, *, model: ModelRef | None = None) -> bool:
+def eligible(row: TrackRow, *, model: Configured | None = None) -> bool:
     """A track with a file and audio to fetch that needs classifying: no current predictions,
     or, given ``model``, current ones made by another model or version."""
     return bool(row.file_id and row.audio_url) and needs_classification(row.stored, model=model)
 
 
 async def selection(
-    store: BackfillStore, *, model: ModelRef | None, limit: int | None
+    store: BackfillStore, *, model: Configured | None, limit: int | None
 ) -> AsyncIterator[list[BackfillTrack]]:
     """The eligible tracks in pages, ordered by id, at most ``limit`` in all."""
     remaining = limit
@@ -75,7 +75,7 @@ async def selection(
             return
 
 
-async def count(store: BackfillStore, *, model: ModelRef | None, limit: int | None) -> int:
+async def count(store: BackfillStore, *, model: Configured | None, limit: int | None) -> int:
     """How many tracks are eligible (at most ``limit``): a reading pass of its own."""
     return sum([len(page) async for page in selection(store, model=model, limit=limit)])
 
@@ -140,8 +140,9 @@ class BackfillOptions:
     """Publishes in flight."""
     dry_run: bool = False
     """List the tracks, publish nothing."""
-    model: ModelRef | None = None
-    """Also the tracks whose current predictions another model made (``eligible``)."""
+    model: Configured | None = None
+    """Also the tracks whose current predictions another model made (``eligible``); a
+    cascade's configured models are its head's and Replicate's."""
 
 
 async def backfill(

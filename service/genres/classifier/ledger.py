@@ -25,7 +25,14 @@ import asyncpg
 from genres.classifier.rule import Claimed, LedgerEntry, Recorded, decide_claim
 from genres.database.batching import Batcher
 from genres.database.engine import connect_pool
-from genres_contracts import ClassificationFailed, ErrorInfo, GenresClassified, ModelRef, Prediction
+from genres_contracts import (
+    CascadeRoute,
+    ClassificationFailed,
+    ErrorInfo,
+    GenresClassified,
+    ModelRef,
+    Prediction,
+)
 
 _KEY = "track_id = $1 AND file_id = $2 AND model_name = $3 AND model_version = $4"
 
@@ -49,7 +56,7 @@ _INSERT_NEW = """
 # claims it grants are written in the same transaction.
 _LOAD_FOR_CLAIM = f"""
     SELECT g.track_id, g.file_id, g.model_name, g.model_version, g.status, g.job_id,
-           g.event_id, g.predictions, g.error, g.attempts, g.updated_at
+           g.event_id, g.predictions, g.error, g.attempts, g.updated_at, g.answered
     FROM genre_classifications AS g
     JOIN {_UNNEST_KEYS} AS u(track_id, file_id, model_name, model_version) ON {_SAME_KEY}
     ORDER BY g.track_id, g.file_id, g.model_name, g.model_version
@@ -59,7 +66,7 @@ _LOAD_FOR_CLAIM = f"""
 _TAKE = f"""
     UPDATE genre_classifications AS g
     SET status = 'pending', source_event_id = u.source_event_id, job_id = u.job_id,
-        predictions = NULL, error = NULL, event_id = NULL, updated_at = now()
+        predictions = NULL, error = NULL, event_id = NULL, answered = NULL, updated_at = now()
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
         AS u(track_id, file_id, model_name, model_version, source_event_id, job_id)
     WHERE {_SAME_KEY}
@@ -76,11 +83,12 @@ _STARTED_MANY = f"""
 _SUCCEEDED_MANY = f"""
     UPDATE genre_classifications AS g
     SET status = 'succeeded', predictions = u.predictions::jsonb, event_id = u.event_id,
-        attempts = g.attempts + u.attempts, error = NULL, updated_at = u.classified_at
+        attempts = g.attempts + u.attempts, error = NULL, updated_at = u.classified_at,
+        answered = u.answered::jsonb
     FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::int[], $8::timestamptz[])
+                $7::int[], $8::timestamptz[], $9::text[])
         AS u(track_id, file_id, model_name, model_version, predictions, event_id, attempts,
-             classified_at)
+             classified_at, answered)
     WHERE {_SAME_KEY}
 """
 
@@ -169,6 +177,7 @@ class PostgresLedger:
                 event.event_id,
                 attempts,
                 event.classified_at,
+                _answered(model, event),
             )
         )
 
@@ -180,6 +189,7 @@ class PostgresLedger:
             [item.event_id for item in items],
             [item.attempts for item in items],
             [item.classified_at for item in items],
+            [item.answered for item in items],
         )
         return [None] * len(items)
 
@@ -216,6 +226,17 @@ class _SuccessItem:
     event_id: str
     attempts: int
     classified_at: datetime
+    answered: str | None
+
+
+def _answered(model: ModelRef, event: GenresClassified) -> str | None:
+    """The ``answered`` column: the answering model and route, when not the key's model."""
+    if event.model == model and event.cascade is None:
+        return None
+    answered: dict[str, Any] = {"model": event.model.model_dump()}
+    if event.cascade is not None:
+        answered["cascade"] = event.cascade.model_dump()
+    return json.dumps(answered)
 
 
 def _item_key(item: _ClaimItem | _StartItem | _SuccessItem) -> Key:
@@ -238,6 +259,8 @@ def _resume(decision: Claimed | Recorded) -> str | None:
 def _entry(row: asyncpg.Record) -> LedgerEntry:
     error: dict[str, Any] | None = json.loads(row["error"]) if row["error"] else None
     predictions = json.loads(row["predictions"]) if row["predictions"] else []
+    answered: dict[str, Any] = json.loads(row["answered"]) if row["answered"] else {}
+    cascade = answered.get("cascade")
     return LedgerEntry(
         status=row["status"],
         job_id=row["job_id"],
@@ -247,6 +270,8 @@ def _entry(row: asyncpg.Record) -> LedgerEntry:
         retryable=bool(error.get("retryable", True)) if error else True,
         attempts=row["attempts"],
         updated_at=row["updated_at"],
+        answered_by=ModelRef.model_validate(answered["model"]) if "model" in answered else None,
+        cascade=CascadeRoute.model_validate(cascade) if cascade else None,
     )
 
 

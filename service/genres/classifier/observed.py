@@ -55,12 +55,20 @@ class ObservedClassifier:
             span.set_attribute("genres.attempts", result.attempts)
             if result.timings.predict is not None:
                 span.set_attribute("genres.predict_seconds", result.timings.predict)
+            if result.cascade is not None:
+                span.set_attribute("genres.cascade.answered_by", result.cascade.answered_by)
+                if result.cascade.fallback is not None:
+                    span.set_attribute("genres.cascade.fallback", result.cascade.fallback)
             prediction_id = result.extra.get("prediction_id")
             if isinstance(prediction_id, str):
                 span.set_attribute("replicate.prediction_id", prediction_id)
         if self._metrics is not None:
             total = result.timings.total if result.timings.total else time.monotonic() - started
-            self._metrics.observe_prediction(
-                self._backend, predict=result.timings.predict, total=total
-            )
+            # A cascade's answer is measured as the backend that made it (Replicate's latency
+            # and cost only for Replicate's answers).
+            backend = self._backend
+            if result.cascade is not None:
+                backend = result.cascade.answered_by
+                self._metrics.observe_cascade(result.cascade)
+            self._metrics.observe_prediction(backend, predict=result.timings.predict, total=total)
         return result

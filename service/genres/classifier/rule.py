@@ -14,6 +14,7 @@ from typing import Protocol
 from genres.classify.port import Checkpoint, Classifier
 from genres.errors import ClassificationError
 from genres_contracts import (
+    CascadeRoute,
     ClassificationFailed,
     ClassificationRequested,
     ErrorInfo,
@@ -45,6 +46,9 @@ class Recorded:
     retryable: bool
     attempts: int
     classified_at: datetime
+    answered_by: ModelRef | None = None
+    """The model that made the predictions, when not the key's (the cascade's answers)."""
+    cascade: CascadeRoute | None = None
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -68,6 +72,10 @@ class LedgerEntry:
     """Of a failure: a failure recorded without the flag counts as retryable."""
     attempts: int = 0
     updated_at: datetime = _NEVER
+    answered_by: ModelRef | None = None
+    """Of a success: the model that made the predictions when not the key's (the cascade)."""
+    cascade: CascadeRoute | None = None
+    """Of a cascade's success: its route, replayed on the event."""
 
 
 def decide_claim(entry: LedgerEntry | None, *, force: bool) -> Claimed | Recorded:
@@ -95,6 +103,8 @@ def decide_claim(entry: LedgerEntry | None, *, force: bool) -> Claimed | Recorde
         retryable=entry.retryable if entry.status == "failed" else False,
         attempts=max(1, entry.attempts),
         classified_at=entry.updated_at,
+        answered_by=entry.answered_by,
+        cascade=entry.cascade,
     )
 
 
@@ -204,6 +214,7 @@ async def handle_classification(
         model=classification.model,
         classified_at=clock(),
         auto_tag=request.auto_tag,
+        cascade=classification.cascade,
     )
     await ledger.succeeded(model, classified, attempts=classification.attempts)
     await outcomes.classified(classified)
@@ -224,9 +235,10 @@ def _replay(
             track_id=request.track_id,
             file_id=request.file_id,
             predictions=list(recorded.predictions),
-            model=model,
+            model=recorded.answered_by or model,
             classified_at=recorded.classified_at,
             auto_tag=request.auto_tag,
+            cascade=recorded.cascade,
         )
     return ClassificationFailed(
         event_id=event_id,

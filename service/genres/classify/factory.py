@@ -79,6 +79,24 @@ async def open_classifier(
             classifier = LocalClassifier.from_settings(
                 settings, client, allow_local_paths=allow_local_paths
             )
+        elif settings.backend is Backend.CASCADE:
+            from genres.classify.cascade import CascadeClassifier
+            from genres.classify.local.classifier import LocalClassifier
+
+            # LOCAL_HEAD is the local classifier's (from_settings): the cascade reads only the
+            # top probability of what it answers.
+            client = await stack.enter_async_context(audio_http_client())
+            local = LocalClassifier.from_settings(
+                settings, client, allow_local_paths=allow_local_paths
+            )
+            pacer = await creation_pacer(settings)
+            stack.push_async_callback(pacer.aclose)
+            session = await stack.enter_async_context(replicate_session(settings))
+            classifier = CascadeClassifier(
+                local,
+                build_replicate_classifier(settings, session, on_retry=on_retry, pacer=pacer),
+                min_confidence=settings.cascade_min_confidence,
+            )
         else:
             classifier = NoClassifier()
         stack.push_async_callback(classifier.aclose)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from genres_contracts import ModelRef, Prediction
+from genres_contracts import CascadeRoute, ModelRef, Prediction
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +31,8 @@ class Classification:
     attempts: int = 1
     extra: dict[str, object] = field(default_factory=dict)
     """Backend details worth logging (e.g. Replicate's prediction id)."""
+    cascade: CascadeRoute | None = None
+    """Set by the cascade: which of its backends answered, and why (goes on the event)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,6 +90,8 @@ genre_classifications = Table(
     Column("error", JSONB, nullable=True),
     # The backend's id of the job in flight (a Replicate prediction): a redelivery resumes it.
     Column("job_id", Text, nullable=True),
+    # The answering model and the cascade's route, when not the key's model (migration 0005).
+    Column("answered", JSONB, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("track_id", "file_id", "model_name", "model_version"),

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from genres.observability.stalls import StalledPartitions, StallWatchdog
+from genres_contracts import CascadeRoute
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,19 @@ class ServiceMetrics:
         self.projections_written = counter(
             "genres_projections_written", "Classifications stored by the projector."
         )
+        self.cascade_answers = counter(
+            "genres_cascade_answers",
+            "CLASSIFIER_BACKEND=cascade: tracks answered, by the backend that answered (local, "
+            "replicate) and why (confident: the head's top probability reached "
+            "CASCADE_MIN_CONFIDENCE; unsure: it did not; local_failed: the local model could "
+            "not read the audio; fallback: Replicate failed and the local answer was kept).",
+            ["answered_by", "reason"],
+        )
+        self.cascade_creations_avoided = counter(
+            "genres_cascade_creations_avoided",
+            "CLASSIFIER_BACKEND=cascade: tracks the head answered confidently, so no Replicate "
+            "prediction was created (each saves a run's cost and a slot of the account's cap).",
+        )
         self.consumer_lag = Gauge(
             "genres_consumer_lag",
             "Records behind the partition's high watermark, sampled at scrape time.",
@@ -138,6 +152,13 @@ class ServiceMetrics:
             self.predict_time.labels(backend=backend).observe(predict)
             if backend == "replicate":
                 self.cost.inc(predict * self.cost_per_second)
+
+    def observe_cascade(self, route: CascadeRoute) -> None:
+        """One track the cascade answered, as its outcome event's ``cascade`` says."""
+        reason = cascade_reason(route)
+        self.cascade_answers.labels(answered_by=route.answered_by, reason=reason).inc()
+        if reason == "confident":
+            self.cascade_creations_avoided.inc()
 
     def observe_replicate_retry(self, step: str) -> None:
         self.replicate_retries.labels(step=step).inc()
@@ -263,6 +284,15 @@ class _LateConsumer:
             raise LookupError("subscriber stopped")
         position: int = await consumer.position(partition)
         return position
+
+
+def cascade_reason(route: CascadeRoute) -> str:
+    """Why the cascade's answer came from where it did (the ``reason`` label)."""
+    if route.fallback is not None:
+        return "fallback"
+    if route.answered_by == "local":
+        return "confident"
+    return "local_failed" if route.local_confidence is None else "unsure"
 
 
 def _partition_order(partition: Any) -> tuple[str, int]:

@@ -1,6 +1,7 @@
-"""A track's analysis: its mean genre scores over patches sampled across it (CPU-bound).
+"""A track's analysis: its mean genre scores and embedding over patches sampled across it.
 
-A track's scores are the mean over its patches, as musicnn averages its taggram. With
+A track's scores (and its embedding, from the same run of the model) are the mean over its
+patches, as musicnn averages its taggram. With
 ``windows``, a few ~3 s windows spread across the track are reached by seeking, so the cost per
 track is bounded whatever its length; the model runs them ``batch_size`` at a time.
 """
@@ -34,6 +35,8 @@ class Analysis:
 
     scores: Float32Array
     """Mean sigmoid score per model tag, in ``MusicnnModel.tags`` order (33,)."""
+    embedding: Float32Array
+    """Mean over the same patches of the model's embedding (1,506,): a trained head's input."""
     patches: int
     audio_seconds: float
     decode_seconds: float
@@ -42,13 +45,14 @@ class Analysis:
 
 
 class _Accumulator:
-    """Runs patches through the model in batches and sums their scores."""
+    """Runs patches through the model in batches and sums their scores and embeddings."""
 
     def __init__(self, model: MusicnnModel) -> None:
         self._model = model
         self._pending: list[Float32Array] = []
         self._pending_count = 0
         self.total: npt.NDArray[np.float64] = np.zeros(len(model.tags), np.float64)
+        self.embedding: npt.NDArray[np.float64] | None = None
         self.count = 0
         self.seconds = 0.0
 
@@ -69,9 +73,11 @@ class _Accumulator:
         size = self._model.batch_size
         whole = len(pending) if final else len(pending) // size * size
         started = time.perf_counter()
-        scores = self._model.predict(pending[:whole])
+        scores, embedding = self._model.predict_with_embedding(pending[:whole])
         self.seconds += time.perf_counter() - started
         self.total += scores.sum(axis=0, dtype=np.float64)
+        summed = embedding.sum(axis=0, dtype=np.float64)
+        self.embedding = summed if self.embedding is None else self.embedding + summed
         self.count += len(scores)
         rest = pending[whole:]
         self._pending = [rest] if len(rest) else []
@@ -129,10 +135,11 @@ def _check(cancel: threading.Event | None) -> None:
 
 
 def _analysis(acc: _Accumulator, samples: int, decode_s: float, frontend_s: float) -> Analysis:
-    if acc.count == 0:
+    if acc.count == 0 or acc.embedding is None:
         raise AudioError("the audio is too short to classify", kind=FailureKind.AUDIO_UNREADABLE)
     return Analysis(
         scores=(acc.total / acc.count).astype(np.float32),
+        embedding=(acc.embedding / acc.count).astype(np.float32),
         patches=acc.count,
         audio_seconds=samples / SAMPLE_RATE,
         decode_seconds=decode_s,

@@ -7,7 +7,9 @@ configured limits) or, when ``allow_local_paths``, a path to a local file. The C
 ``max_parallel`` at a time (the model already uses ``intra_op_threads`` cores). Either way the
 event loop stays free and memory stays bounded however many classifications are in flight.
 Only genre tags are kept (``tags.py``), ranked on their full scores, ties by name, the top N
-kept, confidences rounded to 4 places.
+kept, confidences rounded to 4 places. With a trained ``head`` (``LOCAL_HEAD``), the head's
+labels and probabilities on the track's embedding are ranked instead, and the stored model says
+which head (``head_model_ref``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -33,6 +36,7 @@ from genres.classify.local.fetch import (
     is_http_url,
     looks_like_url,
 )
+from genres.classify.local.head import Head, check_head, head_model_ref, load_head
 from genres.classify.local.model import MODEL_NAME, MusicnnModel
 from genres.classify.local.pool import ModelPool, available_cores
 from genres.classify.local.tags import genre_indices
@@ -60,6 +64,7 @@ class LocalClassifier:
         max_parallel: int = 1,
         workers: int = 0,
         allow_local_paths: bool = True,
+        head: Head | None = None,
     ) -> None:
         """``http_client`` is long-lived and owned by the caller (``aclose`` leaves it open).
 
@@ -71,6 +76,8 @@ class LocalClassifier:
         model (0: none, the analyses run on threads of this process with ``model``, at most
         ``max_parallel`` at a time).
         ``allow_local_paths`` lets ``classify`` take paths of local files, not only URLs.
+        ``head``: a trained head whose labels are output instead of the model's tags; one
+        trained on another version of the model is refused (``ConfigurationError``).
         """
         if top_n < 1:
             raise ValueError("top_n must be at least 1")
@@ -93,7 +100,11 @@ class LocalClassifier:
         self._slots = asyncio.Semaphore(workers or max_parallel)
         self._pool = ModelPool(workers) if workers else None
         self._genres = genre_indices(self._model.tags)
+        self._head = head
         self._ref = ModelRef(name=MODEL_NAME, version=self._model.version)
+        if head is not None:
+            check_head(head, self._model)
+            self._ref = head_model_ref(head, self._model)
         self._closed = False
 
     @classmethod
@@ -117,6 +128,7 @@ class LocalClassifier:
                 available_cores() if settings.local_workers is None else settings.local_workers
             ),
             allow_local_paths=allow_local_paths,
+            head=load_head(settings.local_head) if settings.local_head is not None else None,
         )
 
     @property
@@ -129,9 +141,17 @@ class LocalClassifier:
 
     async def classify(self, audio: str, checkpoint: Checkpoint | None = None) -> Classification:
         """``checkpoint`` is ignored: nothing runs outside this process to resume."""
+        started = time.perf_counter()
+        analysis, fetched, waited = await self._fetch_and_analyse(audio)
+        return self._classification(analysis, started, fetched, waited)
+
+    async def analyse(self, audio: str) -> Analysis:
+        """The track's analysis (scores and embedding), fetched and run as ``classify`` does."""
+        return (await self._fetch_and_analyse(audio))[0]
+
+    async def _fetch_and_analyse(self, audio: str) -> tuple[Analysis, _Fetched | None, float]:
         if self._closed:
             raise RuntimeError("the classifier is closed")
-        started = time.perf_counter()
         fetched: FetchedAudio | None = None
         source: AudioSource
         if is_http_url(audio):
@@ -157,7 +177,8 @@ class LocalClassifier:
         finally:
             if fetched is not None:
                 fetched.close()
-        return self._classification(analysis, started, fetched, waited)
+        done = _Fetched(fetched.seconds, fetched.size) if fetched is not None else None
+        return analysis, done, waited
 
     async def _analyse(self, source: AudioSource) -> Analysis:
         if self._pool is not None:
@@ -200,10 +221,14 @@ class LocalClassifier:
         self,
         analysis: Analysis,
         started: float,
-        fetched: FetchedAudio | None,
+        fetched: _Fetched | None,
         waited: float,
     ) -> Classification:
-        scores = {name: float(analysis.scores[i]) for i, name in self._genres}
+        if self._head is not None:
+            probabilities = self._head.probabilities(analysis.embedding)
+            scores = dict(zip(self._head.labels, map(float, probabilities), strict=True))
+        else:
+            scores = {name: float(analysis.scores[i]) for i, name in self._genres}
         download = fetched.seconds if fetched is not None else 0.0
         return Classification(
             predictions=rank(scores, self._top_n),
@@ -230,6 +255,14 @@ class LocalClassifier:
         self._closed = True
         if self._pool is not None:
             await self._pool.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class _Fetched:
+    """What a download cost, kept after its file is closed."""
+
+    seconds: float
+    size: int
 
 
 HANDOVER_BYTES = 8 * 1024 * 1024

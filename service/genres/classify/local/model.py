@@ -4,12 +4,14 @@
 checkpoints, ISC licence, see ``MUSICNN_LICENSE.txt``) runs both models on the same log-mel
 patches ``(N, 187, 96)`` and outputs sigmoid scores of the 33 genre tags ``(N, 33)`` named in
 ``musicnn_genres.json`` (which tags and why: ``tags.py``); it also outputs each model's whole
-taggram (``msd_tags``, ``mtt_tags``), used to check the port. Patches go through the model
-``batch_size`` at a time, so memory stays bounded whatever the track's length. Small batches
-are also the fastest here: measured on 2 cores (AMD EPYC, AVX-512) with the MSD model alone,
-20 patches (one minute of audio) took 0.32 s of wall time in batches of
-1 or 2, 0.38 s in batches of 4 and 0.45 s in batches of 10 (the activations of a small batch
-stay in cache), and a batch of 10 needs ~100 MB more memory than a batch of 2.
+taggram (``msd_tags``, ``mtt_tags``), used to check the port, MSD's pooled mid-level features
+(``embedding``, 1,506 per patch: what a trained head learns from) and its penultimate layer
+(``msd_penultimate``, 200; measured as a head's input, and worse: README, "A trained head").
+Patches go through the model ``batch_size`` at a time, so memory stays bounded whatever the
+track's length. Small batches are also the fastest here: measured on 2 cores (AMD EPYC,
+AVX-512) with the MSD model alone, 20 patches (one minute of audio) took 0.32 s of wall time in
+batches of 1 or 2, 0.38 s in batches of 4 and 0.45 s in batches of 10 (the activations of a
+small batch stay in cache), and a batch of 10 needs ~100 MB more memory than a batch of 2.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ MODEL_NAME = "musicnn/msd+mtt"
 MUSICNN_VERSION = "0.1.0"
 SCORES = "genres"
 """The graph's output of genre scores, one per tag of ``musicnn_genres.json``."""
+EMBEDDING = "embedding"
+"""The graph's output of MSD's pooled mid-level features (1,506 per patch): what a trained head
+(``head.py``) learns from; computed on the way to the scores, so asking for it costs no pass."""
 
 DEFAULT_BATCH_SIZE = 2
 DEFAULT_THREADS = 2
@@ -139,16 +144,31 @@ class MusicnnModel:
         """Sigmoid scores (N, tags) of log-mel patches (N, 187, 96), ``batch_size`` at a time."""
         return self.outputs(patches, SCORES)
 
+    def predict_with_embedding(self, patches: Float32Array) -> tuple[Float32Array, Float32Array]:
+        """Scores (N, tags) and embeddings (N, 1506) of the patches, from one run of the graph."""
+        scores, embedding = self.run(patches, (SCORES, EMBEDDING))
+        return scores, embedding
+
     def outputs(self, patches: Float32Array, name: str) -> Float32Array:
         """The graph's output ``name`` for log-mel patches (N, 187, 96)."""
+        return self.run(patches, (name,))[0]
+
+    def run(self, patches: Float32Array, names: tuple[str, ...]) -> list[Float32Array]:
+        """The graph's outputs ``names`` for log-mel patches (N, 187, 96), from one run."""
         patches = np.asarray(patches, dtype=np.float32)
         if patches.ndim != 3 or patches.shape[1:] != (PATCH_FRAMES, N_MELS):
             raise ValueError(f"patches must be (N, {PATCH_FRAMES}, {N_MELS}), not {patches.shape}")
         session = self._loaded()
-        out: list[Float32Array] = []
+        out: list[list[Float32Array]] = [[] for _ in names]
         for start in range(0, len(patches), self.batch_size):
             batch = np.ascontiguousarray(patches[start : start + self.batch_size])
-            out.append(session.run([name], {session.input: batch})[0])
-        if not out:
-            return np.zeros((0, session.widths[name]), np.float32)
-        return np.concatenate(out).astype(np.float32, copy=False)
+            for kept, value in zip(
+                out, session.run(list(names), {session.input: batch}), strict=True
+            ):
+                kept.append(value)
+        return [
+            np.concatenate(kept).astype(np.float32, copy=False)
+            if kept
+            else np.zeros((0, session.widths[name]), np.float32)
+            for name, kept in zip(names, out, strict=True)
+        ]
