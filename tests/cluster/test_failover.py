@@ -305,7 +305,7 @@ async def test_two_of_three_brokers_down_stall_loudly_lose_nothing_and_recover(
             left = len({t.id for t in last} - await current_projected(engine))
 
             # -- what that process left is finished by the next, paid once
-            await asyncio.to_thread(cluster.start, *down)
+            cluster.resume(*down)
             await roles.start("all", name="again")
             await _all_projected(engine, {t.id for t in tracks}, 90, "every upload projected")
         finally:
