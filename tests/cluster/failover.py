@@ -121,6 +121,10 @@ class Health:
 
     async def stalled(self) -> float:
         """The highest ``genres_partition_stalled`` (0: none or no answer)."""
+        return await self.metric("genres_partition_stalled")
+
+    async def metric(self, name: str) -> float:
+        """The highest value of the gauge ``name`` over its labels (0: none or no answer)."""
         try:
             timeout = aiohttp.ClientTimeout(total=5)
             async with self.session.get(f"{self.base}/metrics", timeout=timeout) as reply:
@@ -130,7 +134,7 @@ class Health:
         values = [
             float(line.rsplit(" ", 1)[1])
             for line in page.splitlines()
-            if line.startswith("genres_partition_stalled{")
+            if line.startswith(name + "{")
         ]
         return max(values, default=0.0)
 

@@ -18,9 +18,11 @@ fake Replicate (which counts paid predictions), the platform's uploads written a
   brokers frozen (SIGSTOP) and SIGTERM: exit 0 within the shutdown deadline, no traceback; a
   new process finishes what that one left, paying nothing twice.
 
-  Not asserted, because it does not hold: an **idle** service (nothing to publish, nothing
-  visible to consume) stays ready while two brokers are down; its groups' coordinators are
-  unavailable (commits and heartbeats fail, as WARNING lines) but no partition is stalled.
+* **An idle service with two brokers down** (nothing to publish, nothing to consume), one of
+  them the responder group's coordinator: no partition stalls, but that group's coordinator
+  is lost (found again on the survivor, which refuses its heartbeats). Within the bound: an
+  ERROR ``group stalled`` line, ``genres_group_stalled`` 1, ``/readyz`` 503 naming the group;
+  200 again after the brokers return.
 
 Each scenario prints its figures (``faults:`` lines, as the fault suite does).
 """
@@ -28,6 +30,7 @@ Each scenario prints its figures (``faults:`` lines, as the fault suite does).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -358,3 +361,83 @@ async def test_two_of_three_brokers_down_stall_loudly_lose_nothing_and_recover(
     assert "CancelledError" not in first_log, first_log[-6000:]
     assert client_errors == [], show(client_errors)
     assert codes["again"] == 0, roles.logs()[-4000:]
+
+
+def _coordinator(cluster: SecuredCluster, group: str) -> int:
+    [described] = cluster.admin().describe_consumer_groups([group]).values()
+    return int(described.result(timeout=30).coordinator.id)
+
+
+async def test_an_idle_service_with_two_brokers_down_turns_not_ready_then_ready_again(
+    cluster: SecuredCluster,
+    engine: AsyncEngine,
+    database_url: str,
+    fake_replicate: FakeReplicate,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    """Nothing to read or write, two brokers killed, one of them the responder group's
+    coordinator: that group's coordinator is lost (found again on the survivor, which refuses
+    its heartbeats), so the service is not ready within the bound, naming the group; ready
+    again once the brokers are back."""
+    prefix = _prefix()
+    roles, base = run_all(
+        cluster,
+        prefix,
+        database_url,
+        fake_replicate,
+        tmp_path,
+        concurrency=CONCURRENCY,
+        KAFKA_STALL_SECONDS=str(STALL_SECONDS),
+    )
+    bound = STALL_SECONDS + STALL_MARGIN_S
+    async with health(base) as probe:
+
+        async def status(wanted: int) -> bool:
+            return (await probe.ready()).status == wanted
+
+        async def named() -> bool:
+            sample = await probe.ready()
+            return sample.status == 503 and " group " in str(sample.body)
+
+        try:
+            await roles.start("all")
+            await _ready(probe, 90, "run all ready")
+            # The responder group's coordinator among the two: a group led by the survivor
+            # keeps taking heartbeats (only its commits would fail).
+            coordinator = await asyncio.to_thread(
+                _coordinator, cluster, f"{prefix}genres-responder"
+            )
+            down = (coordinator, (coordinator + 1) % BROKERS)
+            killed_at = time.monotonic()
+            await asyncio.to_thread(cluster.kill, *down)
+            not_ready_s = await _since(killed_at, named, bound, "/readyz 503 naming a group")
+            body = (await probe.ready()).body
+            groups = await probe.metric("genres_group_stalled")
+            restarted_at = time.monotonic()
+            await asyncio.to_thread(cluster.start, *down)
+            ready_again_s = await _since(
+                restarted_at, lambda: status(200), 60, "/readyz 200 after the brokers return"
+            )
+        finally:
+            codes = await roles.stop_all(timeout=SHUTDOWN_SECONDS + 10)
+    loud = loud_lines(roles.logs())
+    figures = {
+        "stall_seconds": STALL_SECONDS,
+        "not_ready_s": not_ready_s,
+        "ready_again_s": ready_again_s,
+        "groups_stalled": groups,
+        "log_lines": levels(loud),
+        "exit_codes": codes,
+    }
+    for name, value in figures.items():
+        record_property(name, value)
+    print("faults:", json.dumps(figures, sort_keys=True, default=str))
+    print(show(loud))
+    assert not_ready_s <= bound
+    assert "group" in str(body), body
+    assert groups >= 1, groups
+    assert any(
+        line.level == "ERROR" and line.message.startswith("group stalled") for line in loud
+    ), show(loud)
+    assert codes == {"all": 0}, roles.logs()[-4000:]

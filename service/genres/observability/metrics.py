@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from genres.observability.groups import StalledGroups
 from genres.observability.stalls import StalledPartitions, StallWatchdog
 from genres_contracts import CascadeRoute
 
@@ -187,8 +188,10 @@ class ServiceMetrics:
         self._lag_sources.append(_LagSource(name, consumer))
 
     def watch_stalls(self, watchdog: StallWatchdog) -> None:
-        """Report ``genres_partition_stalled`` per partition the watchdog watches."""
+        """Report ``genres_partition_stalled`` per partition the watchdog watches and
+        ``genres_group_stalled`` per group."""
         self.registry.register(StalledPartitions(watchdog))
+        self.registry.register(StalledGroups(watchdog.groups))
 
     def watch_subscribers(self, name: str, subscribers: Iterable[Any]) -> None:
         """FastStream subscribers: their aiokafka consumers exist only once started."""

@@ -17,6 +17,7 @@ from aiokafka import TopicPartition
 
 from genres.kafka.broker import leaders
 from genres.kafka.producer import Deliveries, Publisher
+from genres.observability.groups import Coordination
 from genres.observability.stalls import PartitionKey, StallWatchdog
 
 # -- sources -------------------------------------------------------------------------------------
@@ -42,6 +43,12 @@ class _ConsumerSource:
             return None
         end: int | None = consumer.highwater(partition)
         return end
+
+    def coordination(self) -> Coordination | None:
+        """The consumer's group coordinator as aiokafka's ``GroupCoordinator`` holds it: the
+        node it talks to (None once marked dead, until found again) and the future a loss
+        completes, made anew each time a coordinator is found. None without a group."""
+        return coordination(self._consumer())
 
 
 class PositionProgress(_ConsumerSource):
@@ -111,6 +118,19 @@ class SendProgress:
 
     async def progress(self, partition: Any) -> int | None:
         return self._deliveries.progress(partition.topic, partition.partition)
+
+
+def coordination(consumer: Any) -> Coordination | None:
+    """``consumer``'s (an ``AIOKafkaConsumer``) group coordinator; None when it has no group
+    or is not started."""
+    coordinator = getattr(consumer, "_coordinator", None)
+    group = getattr(coordinator, "group_id", None)
+    if coordinator is None or group is None:  # NoGroupCoordinator: a group-less reader
+        return None
+    dead = coordinator._coordinator_dead_fut
+    known = coordinator.coordinator_id is not None and not dead.done()
+    session = getattr(coordinator, "_session_timeout_ms", 0) / 1000
+    return Coordination(str(group), known, dead, session)
 
 
 def subscriber_consumer(subscriber: Any) -> ConsumerRef:

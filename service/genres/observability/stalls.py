@@ -29,6 +29,9 @@ reason (the last error the consumer reported for it, else "no progress"), repeat
 ``repeat_every`` seconds while it lasts, and an INFO line when it moves again. The state is
 read by ``genres_partition_stalled`` and by the ``partitions`` check of ``/readyz``.
 
+A watched consumer's group is judged beside its partitions: one whose coordinator is lost for
+longer than the bound is stalled too, idle or not (``genres.observability.groups``).
+
 (About 530 lines: the rule, its sampling loop and its log lines share one per-partition state,
 and splitting them would spread one decision over several modules. Where progress is read is
 ``genres.observability.progress``.)
@@ -48,6 +51,7 @@ from typing import Any, Protocol
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from genres.observability.groups import Coordination, GroupWatch
 from genres.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -73,6 +77,12 @@ class ProgressSource(Protocol):
     async def progress(self, partition: Any) -> int | None:
         """The offset below which every record of ``partition`` is done; None if unknown."""
         ...
+
+
+class Coordinated(Protocol):
+    """A source whose consumer is in a group (``genres.observability.groups``)."""
+
+    def coordination(self) -> Coordination | None: ...
 
 
 class Reporter(Protocol):
@@ -165,6 +175,8 @@ class StallWatchdog:
         self.listeners: list[Callable[[str, BaseException | str], object]] = []
         """Told every error noted, with its role (the process's refusals listen)."""
         self._leaders: Leaders | None = None
+        self.groups = GroupWatch(bound, self.repeat_every)
+        """The watched consumers' group coordinators (sampled with their partitions)."""
 
     # -- what is watched ---------------------------------------------------------------------
 
@@ -190,6 +202,7 @@ class StallWatchdog:
 
     def unwatch(self, role: str) -> None:
         watched = self._watched.pop(role, None)
+        self.groups.forget(role, "no longer watched")
         for key in list(self._errors):
             if key[0] == role:
                 del self._errors[key]
@@ -234,6 +247,7 @@ class StallWatchdog:
         due: list[Stall] = []
         for (role, watched), sampled in zip(roles, samples, strict=True):
             if self._watched.get(role) is watched:
+                self.groups.observe(role, _coordination(watched.source), now)
                 for key in sampled:
                     if key in leaderless:
                         self._errors[(role, key)] = _Error(now, leaderless[key])
@@ -456,9 +470,11 @@ class StallWatchdog:
 
     async def check(self) -> None:
         """The readiness check: raises naming the stalled partitions (those stalled only for
-        want of a leader, with no record known to wait, grouped by reason and topic)."""
+        want of a leader, with no record known to wait, grouped by reason and topic), then the
+        groups without a working coordinator."""
         stalls = self.stalls()
-        if not stalls:
+        groups = [stall.describe() for stall in self.groups.stalls()]
+        if not stalls and not groups:
             return
         named = [stall.describe() for stall in stalls if stall.waiting > 0]
         leaderless: dict[str, list[Stall]] = {}
@@ -466,7 +482,7 @@ class StallWatchdog:
             if stall.waiting <= 0:
                 leaderless.setdefault(stall.reason, []).append(stall)
         named += [f"{_named(group)}: {reason}" for reason, group in leaderless.items()]
-        raise PartitionsStalled("; ".join(named))
+        raise PartitionsStalled("; ".join(named + groups))
 
     # -- running -----------------------------------------------------------------------------
 
@@ -493,6 +509,18 @@ def _describe(error: BaseException) -> str:
     if not text:
         return name
     return text if text.startswith(name) else f"{name}: {text}"  # aiokafka's name themselves
+
+
+def _coordination(source: ProgressSource) -> Coordination | None:
+    """The group coordinator's state of ``source``'s consumer; None when it has no group."""
+    if not hasattr(source, "coordination"):
+        return None
+    coordinated: Coordinated = source  # type: ignore[assignment]
+    try:
+        return coordinated.coordination()
+    except Exception as exc:  # a consumer stopping: no group this time
+        log.debug("coordination not sampled: %r", exc)
+        return None
 
 
 def _named(stalls: Iterable[Stall]) -> str:
