@@ -22,6 +22,7 @@ Only the roles' entries (``genres.<role>.entry``) map these to ack, retry or dea
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from enum import StrEnum
 
 from genres_contracts import FailureKind
@@ -145,3 +146,21 @@ class NotConfigured(PermanentClassificationError):
     """No classifier backend is configured."""
 
     kind = FailureKind.NOT_CONFIGURED
+
+
+def causes(error: BaseException) -> Iterator[tuple[BaseException, BaseException | None]]:
+    """``error``, its causes and contexts, the members of exception groups and the driver's
+    error a SQLAlchemy error wraps (``orig``), each once, nearest first, each with the error it
+    was found under (``None`` for ``error`` itself)."""
+    seen: set[int] = set()
+    todo: list[tuple[BaseException, BaseException | None]] = [(error, None)]
+    while todo:
+        each, parent = todo.pop(0)
+        if id(each) in seen:
+            continue
+        seen.add(id(each))
+        yield each, parent
+        linked: list[object] = [getattr(each, "orig", None), each.__cause__, each.__context__]
+        if isinstance(each, BaseExceptionGroup):
+            linked[:0] = each.exceptions
+        todo.extend((e, each) for e in linked if isinstance(e, BaseException))

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import ssl
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from genres.errors import ConfigurationError, GenresError
+from genres.errors import ConfigurationError, GenresError, causes
 
 if TYPE_CHECKING:
     from genres.config import Settings
@@ -26,7 +25,7 @@ UNREACHABLE = 3
 
 def explain(exc: BaseException, settings: Settings | None) -> tuple[str, int]:
     """One line and an exit code for ``exc``."""
-    chain = list(_chain(exc))
+    chain = [error for error, _ in causes(exc)]
     refusal = _refusal(exc, settings)
     if refusal is not None:
         # A refusal wrapped in a connection error says what to fix, not "cannot reach".
@@ -150,26 +149,6 @@ def _reason(error: BaseException) -> str:
 def _raised_in(error: BaseException, *packages: str) -> bool:
     frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ else []
     return any(f"/{package}/" in frame.filename for frame in frames for package in packages)
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc``, its causes and contexts, and the members of exception groups, each once."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        error = todo.pop(0)
-        if id(error) in seen:
-            continue
-        seen.add(id(error))
-        yield error
-        if isinstance(error, BaseExceptionGroup):
-            todo.extend(error.exceptions)
-        orig = getattr(error, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's
-        if isinstance(orig, BaseException):
-            todo.append(orig)
-        for linked in (error.__cause__, error.__context__):
-            if linked is not None:
-                todo.append(linked)
 
 
 def _one_line(text: str) -> str:

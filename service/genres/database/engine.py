@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlencode
 
@@ -22,6 +21,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+
+from genres.errors import causes
 
 __all__ = [
     "COMMAND_TIMEOUT_SECONDS",
@@ -173,18 +174,6 @@ async def first_contact(engine: AsyncEngine) -> None:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:
-        if any(isinstance(error, PERMANENT) for error in _causes(exc)):
+        if any(isinstance(error, PERMANENT) for error, _ in causes(exc)):
             raise
         log.warning("PostgreSQL does not answer at start; the roles retry: %s", exc)
-
-
-def _causes(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        error = todo.pop()
-        if error is None or id(error) in seen:
-            continue
-        seen.add(id(error))
-        yield error
-        todo += [getattr(error, "orig", None), error.__cause__, error.__context__]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable
 from types import TracebackType
 
 from aiokafka.conn import create_conn
@@ -36,7 +36,7 @@ from aiokafka.errors import (
 )
 
 from genres.config import Settings
-from genres.errors import ClusterRefused, Refusal
+from genres.errors import ClusterRefused, Refusal, causes
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def refused(
     error names none. ``missing``: those topics must exist, so an
     ``UnknownTopicOrPartitionError`` is a missing topic rather than one being created.
     """
-    for each, parent in _chain(error):
+    for each, parent in causes(error):
         if isinstance(each, ClusterRefused):
             return each
         if isinstance(each, ssl.SSLError) and not _kafkas(each, parent):
@@ -358,19 +358,3 @@ def _kafkas(error: BaseException, parent: BaseException | None) -> bool:
             return True
         trace = trace.tb_next
     return False
-
-
-def _chain(error: BaseException) -> Iterator[tuple[BaseException, BaseException | None]]:
-    """``error``, its causes and contexts and the members of groups, each with the error it
-    was found under."""
-    seen: set[int] = set()
-    todo: list[tuple[BaseException, BaseException | None]] = [(error, None)]
-    while todo:
-        each, parent = todo.pop(0)
-        if id(each) in seen:
-            continue
-        seen.add(id(each))
-        yield each, parent
-        if isinstance(each, BaseExceptionGroup):
-            todo.extend((member, each) for member in each.exceptions)
-        todo.extend((e, each) for e in (each.__cause__, each.__context__) if e is not None)
