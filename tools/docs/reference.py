@@ -37,8 +37,8 @@ FAILURE_KINDS = {
     "`Cancel-After`).",
     "malformed_output": "the model's output could not be read as labels and scores.",
     "audio_unreadable": "the audio could not be decoded (not audio, corrupt, an unknown codec).",
-    "audio_fetch_failed": "the audio URL could not be downloaded (HTTP error, connection "
-    "refused).",
+    "audio_fetch_failed": "the audio URL could not be downloaded (retryable after 5xx, 408, 429, "
+    "a connection or temporary DNS failure; not after another 4xx).",
     "audio_url_refused": "the audio URL is not allowed: not http(s), or a loopback or private "
     "address without `AUDIO_ALLOW_PRIVATE_ADDRESSES`.",
     "audio_too_large": "the download passed `AUDIO_MAX_BYTES`.",
