@@ -24,7 +24,6 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mkdocs.structure.files import File, Files  # noqa: E402
-
 from tools.docs import reference  # noqa: E402
 
 log = logging.getLogger("mkdocs.plugins.genres")

@@ -133,7 +133,9 @@ def settings_page() -> Page:
         words = described if described and not meaning else meaning
         if name in FROM_FILE:
             words += f" Also read from the file `{variable}_FILE` names."
-        annotation = typing.get_type_hints(Settings, include_extras=False).get(name, field.annotation)
+        annotation = typing.get_type_hints(Settings, include_extras=False).get(
+            name, field.annotation
+        )
         rows.append(
             f"| `{variable}` | {_cell(_type_name(annotation))} | {_cell(_constraints(field))} | "
             f"{_default(field)} | {_cell(words)} |"
@@ -162,7 +164,9 @@ starts, not through `Settings`.
 # -- commands --------------------------------------------------------------------------------
 
 
-def _walk(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+def _walk(
+    parser: argparse.ArgumentParser, path: str
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
     yield path, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -181,7 +185,9 @@ def commands_page() -> Page:
         first = (parser.description or "").split("\n")[0]
         if path != "genres":
             summary.append(f"| [`{path}`](#{anchor}) | {_cell(first)} |")
-        sections.append(f"## `{path}` {{#{anchor}}}\n\n```text\n{parser.format_help().rstrip()}\n```\n")
+        sections.append(
+            f"## `{path}` {{#{anchor}}}\n\n```text\n{parser.format_help().rstrip()}\n```\n"
+        )
     page = f"""# Commands
 
 Generated at build time from the argument parser (`genres.cli.build_parser`): each command's
@@ -329,8 +335,8 @@ The Python client (`genres_contracts.kafka`) raises the exception named for each
 | code | meaning |
 |---|---|
 | 0 | done |
-| 1 | the work itself failed (a file not classified, a track not found, a failed outcome with `backfill --wait`) |
-| 2 | a wrong argument or setting, or a refusal from the Kafka cluster (ACL, login, TLS, missing topic) |
+| 1 | the work failed: a file not classified, no such track, a failure with `backfill --wait` |
+| 2 | a wrong argument or setting; a refusal from Kafka (ACL, login, TLS, missing topic) |
 | 3 | a broker or database that does not answer |
 """
     return page, problems
@@ -356,7 +362,12 @@ def asyncapi_page() -> Page:
         lines += [info["description"], ""]
     channels = document.get("channels", {})
     operations = document.get("operations", {})
-    lines += ["## Operations", "", "| operation | action | channel | summary |", "|---|---|---|---|"]
+    lines += [
+        "## Operations",
+        "",
+        "| operation | action | channel | summary |",
+        "|---|---|---|---|",
+    ]
     for name, operation in operations.items():
         channel = operation.get("channel", {}).get("$ref", "").rsplit("/", 1)[-1]
         address = channels.get(channel, {}).get("address", channel)
@@ -369,7 +380,9 @@ def asyncapi_page() -> Page:
         lines += [f"### `{channel.get('address', name)}`", ""]
         if channel.get("description"):
             lines += [channel["description"], ""]
-        messages = [ref.get("$ref", "").rsplit("/", 1)[-1] for ref in channel.get("messages", {}).values()]
+        messages = [
+            ref.get("$ref", "").rsplit("/", 1)[-1] for ref in channel.get("messages", {}).values()
+        ]
         if messages:
             lines += ["Messages: " + ", ".join(f"[`{m}`](#{_anchor(m)})" for m in messages), ""]
     schemas = document.get("components", {}).get("schemas", {})
