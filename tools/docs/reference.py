@@ -196,6 +196,15 @@ tracebacks. Exit codes: 0 success, 1 a failure of the work itself, 2 a wrong arg
 setting (or a refusal from the Kafka cluster), 3 a broker or database that does not answer.
 What each command does in more words: [the interface](../interface.md#command-line-genres).
 
+Every mistake a user can make is answered with one line on stderr, `error: ...`, and a non-zero
+exit: 2 for a wrong argument or setting (a missing variable is named before anything is
+imported; an invalid one is named without echoing its value), 3 for a broker or database that
+does not answer (named with its host and port, never its credentials; a connection to
+PostgreSQL gets 10 s, `migrate` included, a broker aiokafka's request timeout, 40 s), 1 for
+everything else (an empty, unreadable or non-audio file, a refused URL naming
+`AUDIO_ALLOW_PRIVATE_ADDRESSES`). The one-shot commands print for people: no JSON log lines,
+warnings as `warning: ...`; `genres run` logs JSON lines.
+
 | command | what it does |
 |---|---|
 {chr(10).join(summary)}
