@@ -54,7 +54,15 @@ def test_the_site_builds_strict_and_its_reference_is_the_codes(tmp_path: Path) -
         assert f"usage: genres {command}" in commands, command
 
     metrics = _text(site / "reference" / "metrics" / "index.html")
-    for name in ("genres_classifications_total", "genres_partition_stalled", "genres_group_stalled"):
+    # One of each source: a labelled counter, the window's collector, the stall collectors,
+    # FastStream's middleware.
+    for name in (
+        "genres_classifications_total",
+        "genres_classifier_records_in_flight",
+        "genres_partition_stalled",
+        "genres_group_stalled",
+        "faststream_received_messages_total",
+    ):
         assert name in metrics
 
     failures = _text(site / "reference" / "failures" / "index.html")
