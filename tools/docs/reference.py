@@ -8,9 +8,11 @@ as a warning, so `mkdocs build --strict` fails until the code and its words agre
 from __future__ import annotations
 
 import argparse
+import enum
 import json
 import os
 import re
+import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,14 +70,17 @@ REPLY_ERROR_KINDS = {
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    return re.sub(r"(?<!\\)\|", r"\\|", " ".join(text.split()))
 
 
 # -- settings --------------------------------------------------------------------------------
 
 
 def _interface_meanings() -> dict[str, tuple[str, str]]:
-    """Each variable of docs/interface.md's Configuration table: (meaning, default)."""
+    """Each variable of docs/interface.md's Configuration table: (meaning, default).
+
+    A row naming several variables gives each its share of the default when it splits into as
+    many parts ("`PLAIN`, none, none"), else the whole."""
     text = INTERFACE.read_text(encoding="utf-8")
     start = text.index("\n## Configuration")
     section = text[start : text.index("\n## ", start + 1)]
@@ -84,16 +89,30 @@ def _interface_meanings() -> dict[str, tuple[str, str]]:
         if not line.startswith("| `"):
             continue
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        for name in re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0]):
-            meanings[name] = (cells[1], cells[2])
+        names = re.findall(r"`([A-Z][A-Z0-9_]+)`", cells[0])
+        default_parts = cells[2].split(", ")
+        for i, name in enumerate(names):
+            default = default_parts[i] if len(default_parts) == len(names) > 1 else cells[2]
+            meanings[name] = (cells[1], default)
     return meanings
 
 
 def _type_name(annotation: Any) -> str:
-    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
-    text = re.sub(r"typing\.|pydantic\.[\w.]*\.|genres\.config\.|<class '|'>", "", text)
-    text = re.sub(r"Annotated\[(\w+), .*?\]\]?", r"\1", text)
-    return text.replace("NoneType", "None")
+    """The type as a reader knows it: enums and literals as their values."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " | ".join(f"`{member.value}`" for member in annotation)
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(f"`{value}`" for value in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):  # X | None: the default column says unset
+        kept = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        return " | ".join(_type_name(arg) for arg in kept)
+    if origin is typing.Annotated:
+        return _type_name(typing.get_args(annotation)[0])
+    if origin is not None:
+        args = ", ".join(_type_name(arg) for arg in typing.get_args(annotation))
+        return f"{origin.__name__}[{args}]"
+    return getattr(annotation, "__name__", str(annotation))
 
 
 def _constraints(field: Any) -> str:
@@ -107,38 +126,36 @@ def _constraints(field: Any) -> str:
     return ", ".join(found)
 
 
-def _default(field: Any) -> str:
-    if field.default_factory is not None:
-        return "computed"
+def _default(field: Any, documented: str) -> str:
+    """The code's default; where the code computes it (None), the documented one."""
     value = field.default
-    if value is None:
-        return "unset"
-    if hasattr(value, "value"):  # an enum member
+    if field.default_factory is not None or value is None:
+        return documented or "unset"
+    if isinstance(value, enum.Enum):
         value = value.value
-    return f"`{value}`"
+    return f"`{value}`" if value != "" else "empty"
 
 
 def settings_page() -> Page:
     from genres.config import FROM_FILE, Settings
 
     meanings = _interface_meanings()
+    hints = typing.get_type_hints(Settings)
     problems = []
     rows = []
     for name, field in Settings.model_fields.items():
         variable = name.upper()
-        meaning = meanings.get(variable, ("", ""))[0]
+        meaning, documented_default = meanings.get(variable, ("", ""))
         described = field.description or ""
         if not (described or meaning):
             problems.append(f"setting {variable} has no description in Settings or interface.md")
         words = described if described and not meaning else meaning
-        if name in FROM_FILE:
-            words += f" Also read from the file `{variable}_FILE` names."
-        annotation = typing.get_type_hints(Settings, include_extras=False).get(
-            name, field.annotation
-        )
+        if name in FROM_FILE and f"{variable}_FILE" not in words and "*_FILE" not in words:
+            words += f" (also `{variable}_FILE`)"
+        annotation = hints.get(name, field.annotation)
         rows.append(
             f"| `{variable}` | {_cell(_type_name(annotation))} | {_cell(_constraints(field))} | "
-            f"{_default(field)} | {_cell(words)} |"
+            f"{_default(field, documented_default)} | {_cell(words)} |"
         )
     body = "\n".join(rows)
     page = f"""# Settings
@@ -426,7 +443,7 @@ def _schema_type(schema: dict[str, Any]) -> str:
     if schema.get("type") == "array":
         return f"list of {_schema_type(schema.get('items', {}))}"
     if "enum" in schema:
-        return " \\| ".join(f"`{v}`" for v in schema["enum"])
+        return " | ".join(f"`{v}`" for v in schema["enum"])
     if "const" in schema:
         return f"`{schema['const']}`"
     return f"`{schema.get('type', 'any')}`"
