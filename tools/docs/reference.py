@@ -3,6 +3,9 @@
 Each function returns one page's Markdown and the problems it found (a setting, a failure kind
 or a reply error kind the code has and the page could not explain). The hook logs each problem
 as a warning, so `mkdocs build --strict` fails until the code and its words agree again.
+
+Over 300 lines because it holds five page writers side by side, each short and standing alone,
+and the words the contracts lack (what each failure kind and reply error kind means).
 """
 
 from __future__ import annotations
