@@ -96,8 +96,20 @@ def _interface_meanings() -> dict[str, tuple[str, str]]:
         default_parts = cells[2].split(", ")
         for i, name in enumerate(names):
             default = default_parts[i] if len(default_parts) == len(names) > 1 else cells[2]
-            meanings[name] = (cells[1], default)
+            meanings[name] = (_from_interface(cells[1]), default)
     return meanings
+
+
+def _from_interface(text: str) -> str:
+    """Text of docs/interface.md with its relative links made relative to reference/."""
+
+    def one(match: re.Match[str]) -> str:
+        target = match.group(1)
+        if re.match(r"^[a-z]+:", target):
+            return match.group(0)
+        return f"]({'../interface.md' if target.startswith('#') else '../'}{target})"
+
+    return re.sub(r"\]\(([^)\s]+)\)", one, text)
 
 
 def _type_name(annotation: Any) -> str:
