@@ -18,6 +18,7 @@ BENCHES = {
     "folder": "bench.folder",
     "cascade": "bench.cascade",
     "learn": "bench.learn",
+    "plots": "bench.plots",
 }
 
 

@@ -34,11 +34,12 @@ def _python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
 
 
-def test_the_readme_shows_the_examples_the_tests_run() -> None:
-    """README.md copies the two examples of contracts/README.md, which the tests run."""
+def test_the_integrating_page_shows_the_examples_the_tests_run() -> None:
+    """docs/integrating/index.md copies the two examples of contracts/README.md, which the
+    tests run."""
     root = Path(__file__).resolve().parents[2]
     tested = _python_blocks(root / "contracts" / "README.md")
-    shown = _python_blocks(root / "README.md")
+    shown = _python_blocks(root / "docs" / "integrating" / "index.md")
     for needle in ("GenresClient(", "KafkaBroker("):
         original = [block for block in tested if needle in block]
         copies = [block for block in shown if needle in block]
