@@ -36,8 +36,8 @@ from genres.classify.local.fetch import (
     is_http_url,
     looks_like_url,
 )
-from genres.classify.local.length import MIN_SECONDS
 from genres.classify.local.head import Head, check_head, head_model_ref, load_head
+from genres.classify.local.length import MIN_SECONDS
 from genres.classify.local.model import MODEL_NAME, MusicnnModel
 from genres.classify.local.pool import ModelPool, available_cores
 from genres.classify.local.tags import genre_indices
