@@ -160,6 +160,10 @@ class FailureKind(StrEnum):
     AUDIO_FETCH_FAILED = "audio_fetch_failed"
     AUDIO_URL_REFUSED = "audio_url_refused"
     AUDIO_TOO_LARGE = "audio_too_large"
+    AUDIO_TOO_SHORT = "audio_too_short"
+    """Less audio than the model can judge (`AUDIO_MIN_SECONDS`)."""
+    AUDIO_TRUNCATED = "audio_truncated"
+    """Decodable for much less than the file states: a partial file (a cut-short download)."""
     NOT_CONFIGURED = "not_configured"
     INTERNAL = "internal"
 

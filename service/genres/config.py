@@ -174,6 +174,15 @@ class Settings(BaseModel):
     audio_max_bytes: Annotated[int, Field(ge=1)] = 200 * 1024 * 1024
     audio_allow_private_addresses: bool = False
     audio_max_seconds: Annotated[float, Field(gt=0)] = 30 * 60.0
+    # genres.classify.local.length.MIN_SECONDS (not imported: it would load the model's code).
+    audio_min_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=3.0,
+        description=(
+            "Local backend and cascade: audio shorter than this fails as `audio_too_short` "
+            "instead of being classified (the model reads ~3 s patches; a shorter track would "
+            "be repeated to fill one); 0 turns the minimum off."
+        ),
+    )
     local_windows: Annotated[int, Field(ge=0, le=1000)] = Field(
         default=4,
         description=(

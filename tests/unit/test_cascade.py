@@ -23,7 +23,14 @@ from genres.errors import (
 )
 from genres.observability.metrics import ServiceMetrics
 from genres.stored import StoredPredictions
-from genres_contracts import CascadeRoute, GenresClassified, ModelRef, Prediction, TrackUploaded
+from genres_contracts import (
+    CascadeRoute,
+    FailureKind,
+    GenresClassified,
+    ModelRef,
+    Prediction,
+    TrackUploaded,
+)
 from tests.unit.fakes import FakeClassifier, FakeLedger, FakeOutcomes
 
 URL = "https://cdn.example/audio/f1.mp3"
@@ -96,6 +103,18 @@ async def test_audio_the_local_model_cannot_read_goes_to_replicate() -> None:
     assert answer.model == REPLICATE
     assert answer.cascade is not None
     assert (answer.cascade.answered_by, answer.cascade.local_confidence) == ("replicate", None)
+
+
+@pytest.mark.parametrize("kind", [FailureKind.AUDIO_TOO_SHORT, FailureKind.AUDIO_TRUNCATED])
+async def test_audio_too_short_or_truncated_is_the_outcome_and_replicate_is_not_paid(
+    kind: FailureKind,
+) -> None:
+    """Replicate would be paid to classify the same partial file, and its answer stored."""
+    head, remote = local(0.99, error=AudioError("cut short", kind=kind)), replicate()
+    with pytest.raises(AudioError) as failed:
+        await CascadeClassifier(head, remote, min_confidence=0.5).classify(URL)
+    assert failed.value.kind is kind
+    assert remote.calls == []
 
 
 async def test_both_failing_is_replicates_failure() -> None:

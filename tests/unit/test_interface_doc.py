@@ -8,6 +8,7 @@ from pathlib import Path
 
 from genres.cli import build_parser
 from genres.config import Settings
+from genres_contracts import FailureKind
 
 DOC = Path(__file__).parents[2] / "docs" / "interface.md"
 
@@ -72,3 +73,10 @@ def test_nothing_in_the_repository_links_outside_it() -> None:
     for path in [root / "README.md", root / "deploy" / "README.md", DOC]:
         assert "../shared" not in path.read_text(), path
         assert "shared/INTERFACE.md" not in path.read_text(), path
+
+
+def test_the_failure_kinds_listed_are_the_contracts_kinds() -> None:
+    section = _section("Topics")
+    table = section[section.index("### Failure kinds") :]
+    listed = {cell.strip("`") for cell in _first_cells(table)}
+    assert listed == {kind.value for kind in FailureKind}

@@ -90,12 +90,12 @@ async def test_a_download_crosses_to_the_worker_as_bytes() -> None:
 
 
 def dies_on_request(
-    source: str | bytes, max_seconds: float | None, windows: int | None
+    source: str | bytes, max_seconds: float | None, windows: int | None, min_seconds: float
 ) -> Analysis:
     """A worker's task that kills its process when asked to (a decoder crashing)."""
     if source == "crash":
         os._exit(3)
-    return analyse_in_worker(source, max_seconds, windows)
+    return analyse_in_worker(source, max_seconds, windows, min_seconds)
 
 
 async def test_a_worker_that_dies_fails_its_track_and_the_pool_goes_on() -> None:

@@ -21,6 +21,8 @@ from genres.classify.local import audio
 from genres.classify.local.analysis import WINDOW_SAMPLES, analyse
 from genres.classify.local.model import MusicnnModel
 from genres.config import Settings
+from genres.errors import AudioError
+from genres_contracts import FailureKind
 from tests.support.audio import write_stereo
 
 RATE = 44_100
@@ -138,6 +140,17 @@ def test_a_stated_length_past_the_real_end_keeps_the_windows_that_exist(
     windows = audio.sample_windows(truncated, count=4, window_samples=WINDOW_SAMPLES)
     assert windows is not None
     assert len(windows) == 2  # the windows at 1/8 and 3/8 of the stated length
+
+
+def test_a_sampled_track_with_a_window_missing_is_judged_truncated(
+    tmp_path: Path, ramp: Callable[[str], Path], model: MusicnnModel
+) -> None:
+    """The windows past the real end of a cut-short download are missing: the track is
+    decoded from its start, found to hold half of what its header states, and fails."""
+    data = ramp("mp3").read_bytes()
+    with pytest.raises(AudioError) as failed:
+        analyse(data[: len(data) // 2], model, windows=4)
+    assert failed.value.kind is FailureKind.AUDIO_TRUNCATED
 
 
 def test_analyse_runs_the_model_on_the_sampled_windows_only(

@@ -288,6 +288,16 @@ async def test_force_starts_a_new_job_rather_than_resuming_one(world: World) -> 
             FailureKind.AUDIO_URL_REFUSED,
             False,
         ),
+        (
+            AudioError("0.29 s, too short", kind=FailureKind.AUDIO_TOO_SHORT),
+            FailureKind.AUDIO_TOO_SHORT,
+            False,
+        ),
+        (
+            AudioError("0.29 s of 8 s", kind=FailureKind.AUDIO_TRUNCATED),
+            FailureKind.AUDIO_TRUNCATED,
+            False,
+        ),
         (ServiceUnavailable("503"), FailureKind.UNAVAILABLE, True),
         (RateLimited("429", retry_after=3), FailureKind.RATE_LIMITED, True),
     ],

@@ -5,7 +5,8 @@ or a reply error kind the code has and the page could not explain). The hook log
 as a warning, so `mkdocs build --strict` fails until the code and its words agree again.
 
 Over 300 lines because it holds five page writers side by side, each short and standing alone,
-and the words the contracts lack (what each failure kind and reply error kind means).
+and the words the contracts lack (what each reply error kind means; failure kinds are explained
+once, in docs/interface.md).
 """
 
 from __future__ import annotations
@@ -25,31 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 INTERFACE = ROOT / "docs" / "interface.md"
 
 Page = tuple[str, list[str]]
-
-# The meaning of each failure kind of `track.genres_failed` (contracts: `FailureKind`).
-FAILURE_KINDS = {
-    "rate_limited": "Replicate kept answering 429 (the account's cap) past the retries and the "
-    "deadline.",
-    "unavailable": "Replicate (or the configured backend) could not be reached, or answered 5xx, "
-    "past the retries.",
-    "timeout": "the classification passed `REPLICATE_TIMEOUT_SECONDS`; the prediction was "
-    "cancelled.",
-    "rejected": "Replicate refused the request (4xx other than 429: a bad token, a model version "
-    "that does not exist, an input it will not take).",
-    "prediction_failed": "the prediction ran and ended `failed` (Replicate's error text in the "
-    "message).",
-    "prediction_canceled": "the prediction ended `canceled` or `aborted` (by someone else, or by "
-    "`Cancel-After`).",
-    "malformed_output": "the model's output could not be read as labels and scores.",
-    "audio_unreadable": "the audio could not be decoded (not audio, corrupt, an unknown codec).",
-    "audio_fetch_failed": "the audio URL could not be downloaded (retryable after 5xx, 408, 429, "
-    "a connection or temporary DNS failure; not after another 4xx).",
-    "audio_url_refused": "the audio URL is not allowed: not http(s), or a loopback or private "
-    "address without `AUDIO_ALLOW_PRIVATE_ADDRESSES`.",
-    "audio_too_large": "the download passed `AUDIO_MAX_BYTES`.",
-    "not_configured": "no classifier is configured (`CLASSIFIER_BACKEND=none`).",
-    "internal": "a bug or an unexpected error in the service; the message names the exception.",
-}
 
 # The meaning of each `error.kind` a reply (`RecommendedTags`) may carry, and what the Python
 # client raises for it.
@@ -97,6 +73,22 @@ def _interface_meanings() -> dict[str, tuple[str, str]]:
         for i, name in enumerate(names):
             default = default_parts[i] if len(default_parts) == len(names) > 1 else cells[2]
             meanings[name] = (_from_interface(cells[1]), default)
+    return meanings
+
+
+def _failure_meanings() -> dict[str, tuple[str, str]]:
+    """Each row of docs/interface.md's Failure kinds table: kind -> (retryable, when).
+
+    The contract page states the meanings once; this page joins them to the enum."""
+    text = INTERFACE.read_text(encoding="utf-8")
+    start = text.index("\n### Failure kinds")
+    section = text[start : text.index("\n#", start + 1)]
+    table = section[section.index("\n|") :].split("\n\n")[0]
+    meanings = {}
+    for line in table.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+            meanings[cells[0].strip("`")] = (cells[1], _from_interface(cells[2]))
     return meanings
 
 
@@ -327,14 +319,15 @@ def failures_page() -> Page:
     from genres_contracts.requests import ReplyError
 
     problems = []
+    failure_meanings = _failure_meanings()
     failure_rows = []
     for kind in FailureKind:
-        meaning = FAILURE_KINDS.get(kind.value)
-        if meaning is None:
-            problems.append(f"FailureKind {kind.value!r} has no entry in tools/docs/reference.py")
-        failure_rows.append(f"| `{kind.value}` | {_cell(meaning or '')} |")
-    for extra in set(FAILURE_KINDS) - {kind.value for kind in FailureKind}:
-        problems.append(f"tools/docs/reference.py explains {extra!r}, not a FailureKind")
+        retryable, meaning = failure_meanings.get(kind.value, ("", ""))
+        if not meaning:
+            problems.append(f"FailureKind {kind.value!r} is not in docs/interface.md's table")
+        failure_rows.append(f"| `{kind.value}` | {_cell(meaning)} | {_cell(retryable)} |")
+    for extra in set(failure_meanings) - {kind.value for kind in FailureKind}:
+        problems.append(f"docs/interface.md explains {extra!r}, not a FailureKind")
 
     reply_kinds = typing.get_args(ReplyError.model_fields["kind"].annotation)
     reply_rows = []
@@ -358,8 +351,8 @@ transient) and `attempts`. Failures of the paid path (`rate_limited` … `malfor
 from Replicate; `audio_*` from fetching or decoding the audio (the local model and the
 cascade); the cascade publishes a failure only when both its paths failed.
 
-| kind | meaning |
-|---|---|
+| kind | when | retryable |
+|---|---|---|
 {chr(10).join(failure_rows)}
 
 ## Replies on the reply topic: `error.kind` {{#reply-error-kinds}}

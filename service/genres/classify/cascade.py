@@ -9,6 +9,10 @@ The route for one track:
   answer is the track's (no Replicate creation). Below it, or when the local model cannot
   classify the audio (Replicate may still read it): Replicate, as the ``replicate`` backend
   would, with the same checkpoint and pace.
+* **Too short or truncated**: when the local model finds the audio shorter than
+  ``AUDIO_MIN_SECONDS`` or cut short of its stated length (``AUDIO_TOO_SHORT``,
+  ``AUDIO_TRUNCATED``), that is the outcome: Replicate would be paid to classify the same
+  partial file, and its answer stored.
 * **Fallback**: when Replicate fails (unavailable, throttled or past its deadline after its
   own retries, or a permanent failure) and the local model had answered, the local answer is
   kept and marked (``CascadeRoute.fallback`` names Replicate's failure kind), so the record
@@ -27,9 +31,12 @@ from dataclasses import replace
 
 from genres.classify.port import Checkpoint, Classification, Classifier, Timings
 from genres.errors import ClassificationError
-from genres_contracts import CascadeRoute, ModelRef
+from genres_contracts import CascadeRoute, FailureKind, ModelRef
 
 log = logging.getLogger(__name__)
+
+_NOT_FOR_REPLICATE = frozenset({FailureKind.AUDIO_TOO_SHORT, FailureKind.AUDIO_TRUNCATED})
+"""Local failures about the audio itself, which Replicate would be paid to classify anyway."""
 
 
 class CascadeClassifier:
@@ -77,6 +84,8 @@ class CascadeClassifier:
         try:
             local = await self._local.classify(audio)
         except ClassificationError as exc:
+            if exc.kind in _NOT_FOR_REPLICATE:
+                raise
             log.info("cascade: the local model failed (%s): asking Replicate", exc.kind)
         confidence = _top(local)
         if local is not None and confidence >= self._min_confidence:

@@ -4,6 +4,12 @@ A track's scores (and its embedding, from the same run of the model) are the mea
 patches, as musicnn averages its taggram. With
 ``windows``, a few ~3 s windows spread across the track are reached by seeking, so the cost per
 track is bounded whatever its length; the model runs them ``batch_size`` at a time.
+
+Before its scores are kept, a track decoded from its start is judged by ``length.judge``: too
+short for the model (``min_seconds``) or decodable for much less than its file states, it fails
+(``AUDIO_TOO_SHORT``, ``AUDIO_TRUNCATED``). A sampled track whose every window was found is
+long enough by construction (its windows lie across its whole stated length); one with a window
+missing (past the real end of a partial file) is decoded from its start and judged.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from genres.classify.local.frontend import (
     log_mel,
     to_patches,
 )
+from genres.classify.local.length import MIN_SECONDS, DecodeReport, judge
 from genres.classify.local.model import Float32Array, MusicnnModel
 from genres.errors import AudioError
 from genres_contracts import FailureKind
@@ -99,6 +106,7 @@ def analyse(
     windows: int | None = None,
     max_seconds: float | None = None,
     cancel: threading.Event | None = None,
+    min_seconds: float = MIN_SECONDS,
 ) -> Analysis:
     """The track's mean scores over ``windows`` patches spread across it (CPU-bound).
 
@@ -106,7 +114,9 @@ def analyse(
     grows with the length. With ``windows=N``, the N patches are sampled where the file allows
     seeking (``audio.sample_windows``: the cost is bounded whatever the length); else, and for
     short tracks, the track is decoded from its start (up to ``max_seconds``) and N patches
-    evenly spread over it are run through the model.
+    evenly spread over it are run through the model. A track shorter than ``min_seconds``
+    or cut short of its stated length raises ``AudioError`` (see ``length``) before its
+    scores are kept; ``min_seconds=0`` keeps only the second rule.
 
     ``cancel``, when set from another thread, stops the work at the next chunk (raising
     ``AudioError``); a caller that gave up waiting uses it so abandoned work does not go on.
@@ -117,7 +127,13 @@ def analyse(
         started = time.perf_counter()
         sampled = sample_windows(source, count=windows, window_samples=WINDOW_SAMPLES)
         decode_s = time.perf_counter() - started
-        if sampled is not None:
+        # Every window found: the audio spans the file's stated length. A window missing (a
+        # partial file), or a minimum longer than the windows: decoded from the start, judged.
+        if (
+            sampled is not None
+            and len(sampled) == windows
+            and min_seconds <= windows * WINDOW_SAMPLES / SAMPLE_RATE
+        ):
             _check(cancel)
             started = time.perf_counter()
             patches = np.stack([to_patches(log_mel(window))[0] for window in sampled])
@@ -126,7 +142,7 @@ def analyse(
             acc.add(patches)
             acc.finish()
             return _analysis(acc, len(sampled) * WINDOW_SAMPLES, decode_s, frontend_s)
-    return _analyse_from_start(source, model, windows, max_seconds, cancel)
+    return _analyse_from_start(source, model, windows, max_seconds, cancel, min_seconds)
 
 
 def _check(cancel: threading.Event | None) -> None:
@@ -154,6 +170,7 @@ def _analyse_from_start(
     windows: int | None,
     max_seconds: float | None,
     cancel: threading.Event | None,
+    min_seconds: float,
 ) -> Analysis:
     """Decode from the start; every patch to the model, or ``windows`` of them spread evenly.
 
@@ -166,7 +183,8 @@ def _analyse_from_start(
     patcher = PatchStream()
     acc = _Accumulator(model)
     kept: list[Float32Array] = []
-    chunks = iter_decode(source, max_seconds=max_seconds)
+    report = DecodeReport()
+    chunks = iter_decode(source, max_seconds=max_seconds, report=report)
     try:
         while True:
             started = time.perf_counter()
@@ -188,6 +206,7 @@ def _analyse_from_start(
                 break
     finally:
         chunks.close()
+    judge(report, min_seconds=min_seconds)
     if windows is not None and kept:
         picks = sorted({int((i + 0.5) * len(kept) / windows) for i in range(windows)})
         acc.add(np.stack([kept[i] for i in picks]))

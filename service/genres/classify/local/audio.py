@@ -23,7 +23,10 @@ Rules:
   never used;
 * anything FFmpeg cannot read, or that has no audio, raises ``AudioError`` with
   ``FailureKind.AUDIO_UNREADABLE``. A decoding error after at least ``MIN_SECONDS_BEFORE_ERROR``
-  of audio ends the track there (a damaged tail does not waste the rest).
+  of audio ends the track there (a damaged tail does not waste the rest);
+* ``iter_decode`` fills a ``length.DecodeReport`` when given one (the audio decoded, the length
+  the file states, its size at its bit rate), for ``length.judge`` to tell a partial or too
+  short track from one the model may classify.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from genres.classify.local.length import DecodeReport
 from genres.errors import AudioError
 from genres_contracts import FailureKind
 
@@ -132,19 +136,23 @@ def iter_decode(
     max_seconds: float | None = None,
     sample_rate: int = SAMPLE_RATE,
     chunk_samples: int = CHUNK_SAMPLES,
+    report: DecodeReport | None = None,
 ) -> Generator[Samples, None, None]:
     """Yield ``source``'s first audio stream as mono float32 chunks at ``sample_rate``.
 
     Chunks hold at least ``chunk_samples`` samples (the last one may hold fewer). At most
     ``max_seconds`` of audio are yielded. Raises ``AudioError`` (``AUDIO_UNREADABLE``) when the
-    input is not audio FFmpeg can decode, or decodes to nothing.
+    input is not audio FFmpeg can decode, or decodes to nothing. ``report``, when given, is
+    filled in as the audio is decoded (complete once the generator is exhausted).
     """
     max_samples = None if max_seconds is None else max(1, round(max_seconds * sample_rate))
     fileobj, owned = _open_source(source)
     try:
         pending: list[Samples] = []
         pending_samples = 0
-        for chunk in _decode_file(fileobj, max_samples, sample_rate):
+        if report is not None:
+            report.cap_seconds = max_seconds
+        for chunk in _decode_file(fileobj, max_samples, sample_rate, report or DecodeReport()):
             pending.append(chunk)
             pending_samples += len(chunk)
             if pending_samples >= chunk_samples:
@@ -157,12 +165,16 @@ def iter_decode(
             fileobj.close()
 
 
-def _decode_file(fileobj: IO[bytes], max_samples: int | None, out_rate: int) -> Iterator[Samples]:
+def _decode_file(
+    fileobj: IO[bytes], max_samples: int | None, out_rate: int, report: DecodeReport
+) -> Iterator[Samples]:
     container = _open_container(fileobj)
     with container:
         if not container.streams.audio:
             raise _unreadable("the file has no audio stream")
         stream = container.streams.audio[0]
+        report.stated_seconds = duration_seconds(container)
+        report.size_seconds = _size_seconds(container, stream)
         resampler: soxr.ResampleStream | None = None
         in_rate = 0  # the rate of the frames being gathered; 0 before the first frame
         channels = 0
@@ -176,6 +188,8 @@ def _decode_file(fileobj: IO[bytes], max_samples: int | None, out_rate: int) -> 
             if max_samples is not None and produced + len(chunk) > max_samples:
                 chunk = chunk[: max_samples - produced]
             produced += len(chunk)
+            report.decoded_seconds = produced / out_rate
+            report.capped = max_samples is not None and produced >= max_samples
             return chunk
 
         def convert(last: bool) -> Samples:
@@ -241,6 +255,14 @@ def _describe(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) if isinstance(exc, av.FFmpegError) else None
     text = text or str(exc).strip() or type(exc).__name__
     return text[:200]
+
+
+def _size_seconds(container: Any, stream: Any) -> float | None:
+    """The file's size over the stream's bit rate (FFmpeg's estimate of a length not stated)."""
+    size, bit_rate = getattr(container, "size", 0), stream.bit_rate
+    if not size or size <= 0 or not bit_rate or bit_rate <= 0:
+        return None
+    return float(size * 8 / bit_rate)
 
 
 def duration_seconds(container: Any) -> float | None:

@@ -37,6 +37,7 @@ from genres.classify.local.fetch import (
     looks_like_url,
 )
 from genres.classify.local.head import Head, check_head, head_model_ref, load_head
+from genres.classify.local.length import MIN_SECONDS
 from genres.classify.local.model import MODEL_NAME, MusicnnModel
 from genres.classify.local.pool import ModelPool, available_cores
 from genres.classify.local.tags import genre_indices
@@ -65,6 +66,7 @@ class LocalClassifier:
         workers: int = 0,
         allow_local_paths: bool = True,
         head: Head | None = None,
+        min_seconds: float = MIN_SECONDS,
     ) -> None:
         """``http_client`` is long-lived and owned by the caller (``aclose`` leaves it open).
 
@@ -78,6 +80,7 @@ class LocalClassifier:
         ``allow_local_paths`` lets ``classify`` take paths of local files, not only URLs.
         ``head``: a trained head whose labels are output instead of the model's tags; one
         trained on another version of the model is refused (``ConfigurationError``).
+        ``min_seconds``: less audio than this fails as ``AUDIO_TOO_SHORT`` (see ``length``).
         """
         if top_n < 1:
             raise ValueError("top_n must be at least 1")
@@ -95,6 +98,7 @@ class LocalClassifier:
         self._policy = fetch_policy if fetch_policy is not None else FetchPolicy()
         self._max_seconds = max_seconds
         self._windows = windows
+        self._min_seconds = min_seconds
         self._allow_local_paths = allow_local_paths
         # With workers, a slot is a worker process: the wait for one is measured as queued.
         self._slots = asyncio.Semaphore(workers or max_parallel)
@@ -129,6 +133,7 @@ class LocalClassifier:
             ),
             allow_local_paths=allow_local_paths,
             head=load_head(settings.local_head) if settings.local_head is not None else None,
+            min_seconds=settings.audio_min_seconds,
         )
 
     @property
@@ -184,14 +189,20 @@ class LocalClassifier:
         if self._pool is not None:
             if isinstance(source, str | os.PathLike):
                 return await self._pool.analyse(
-                    str(source), max_seconds=self._max_seconds, windows=self._windows
+                    str(source),
+                    max_seconds=self._max_seconds,
+                    windows=self._windows,
+                    min_seconds=self._min_seconds,
                 )
             # A download crosses to the worker as bytes when small, else as a file of its own
             # (a spooled temporary file has no name), so memory stays bounded per worker.
             handover, spilled = await asyncio.to_thread(_handover, source)
             try:
                 return await self._pool.analyse(
-                    handover, max_seconds=self._max_seconds, windows=self._windows
+                    handover,
+                    max_seconds=self._max_seconds,
+                    windows=self._windows,
+                    min_seconds=self._min_seconds,
                 )
             finally:
                 if spilled is not None:
@@ -205,6 +216,7 @@ class LocalClassifier:
                 windows=self._windows,
                 max_seconds=self._max_seconds,
                 cancel=cancel,
+                min_seconds=self._min_seconds,
             )
         )
         try:

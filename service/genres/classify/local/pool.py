@@ -26,6 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING
 
+from genres.classify.local.length import MIN_SECONDS
 from genres.errors import AudioError
 from genres_contracts import FailureKind
 
@@ -54,14 +55,16 @@ def _load_model() -> None:
 
 
 def analyse_in_worker(
-    source: str | bytes, max_seconds: float | None, windows: int | None
+    source: str | bytes, max_seconds: float | None, windows: int | None, min_seconds: float
 ) -> Analysis:
     """``analysis.analyse`` with the worker's model (what the pool's workers run)."""
     from genres.classify.local.analysis import analyse
 
     if _MODEL is None:  # pragma: no cover - the initializer always ran
         raise RuntimeError("the worker's model is not loaded")
-    return analyse(source, _MODEL, windows=windows, max_seconds=max_seconds)
+    return analyse(
+        source, _MODEL, windows=windows, max_seconds=max_seconds, min_seconds=min_seconds
+    )
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -79,7 +82,9 @@ class ModelPool:
         self,
         workers: int | None = None,
         *,
-        task: Callable[[str | bytes, float | None, int | None], Analysis] = analyse_in_worker,
+        task: Callable[[str | bytes, float | None, int | None, float], Analysis] = (
+            analyse_in_worker
+        ),
     ) -> None:
         """``task``: what a worker runs (a module-level function; tests make workers die)."""
         self._task = task
@@ -96,7 +101,12 @@ class ModelPool:
         )
 
     async def analyse(
-        self, source: str | bytes, *, max_seconds: float | None, windows: int | None = None
+        self,
+        source: str | bytes,
+        *,
+        max_seconds: float | None,
+        windows: int | None = None,
+        min_seconds: float = MIN_SECONDS,
     ) -> Analysis:
         """``analyse`` in a worker. Cancelling waits for the worker's track to end (a process
         cannot be told to stop mid-track without killing it), so the slot is freed in order."""
@@ -105,11 +115,12 @@ class ModelPool:
         async with self._slots:
             loop = asyncio.get_running_loop()
             executor = self._executor
+            args = (source, max_seconds, windows, min_seconds)
             try:
-                future = loop.run_in_executor(executor, self._task, source, max_seconds, windows)
+                future = loop.run_in_executor(executor, self._task, *args)
             except BrokenProcessPool:  # broken under an earlier track: a new one takes this
                 executor = self._replace(executor)
-                future = loop.run_in_executor(executor, self._task, source, max_seconds, windows)
+                future = loop.run_in_executor(executor, self._task, *args)
             try:
                 return await asyncio.shield(future)
             except asyncio.CancelledError:
