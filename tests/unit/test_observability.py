@@ -173,7 +173,8 @@ async def test_readiness_is_a_metric_too() -> None:
             for started in (False, True, False):
                 server.started = started
                 async with session.get(f"{server.url}/metrics") as response:
-                    scraped.append(values(metrics)[("genres_ready", ())])
+                    assert response.status == 200
+                scraped.append(values(metrics)[("genres_ready", ())])
     finally:
         await server.stop()
     assert scraped == [0.0, 1.0, 0.0]
