@@ -1,12 +1,16 @@
-"""The contracts distribution built as a wheel and installed alone into a fresh virtualenv.
+"""The contracts distribution built (wheel, sdist) and installed alone into a fresh virtualenv,
+by each route contracts/README.md documents.
 
-Installs resolve with the versions of this test environment as constraints, from uv's cache
-(``--offline``) when it holds them, else from the package registry.
+``GENRES_CONTRACTS_DIST=<dir>`` (the release check: ``make dist`` then the tests) makes the
+tests use the distributions in that directory instead of building their own, so that what is
+published is what was tested. Installs resolve with the versions of this test environment as
+constraints, from uv's cache (``--offline``) when it holds them, else from the package registry.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,12 +25,35 @@ def _uv(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([UV, *args], check=False, capture_output=True, text=True, timeout=300)
 
 
+def _built(pattern: str) -> Path | None:
+    """The distribution matching ``pattern`` in ``GENRES_CONTRACTS_DIST``, when that is set."""
+    given = os.environ.get("GENRES_CONTRACTS_DIST")
+    if not given:
+        return None
+    (found,) = Path(given).resolve().glob(pattern)
+    return found
+
+
 def build_contracts_wheel(out_dir: Path) -> Path:
     """``uv build`` of ``contracts/``; returns the wheel."""
+    given = _built("genres_contracts-*.whl")
+    if given is not None:
+        return given
     done = _uv("build", "--wheel", "--out-dir", str(out_dir), str(ROOT / "contracts"))
     assert done.returncode == 0, done.stderr
     (wheel,) = out_dir.glob("genres_contracts-*.whl")
     return wheel
+
+
+def build_contracts_sdist(out_dir: Path) -> Path:
+    """``uv build --sdist`` of ``contracts/``; returns the source archive."""
+    given = _built("genres_contracts-*.tar.gz")
+    if given is not None:
+        return given
+    done = _uv("build", "--sdist", "--out-dir", str(out_dir), str(ROOT / "contracts"))
+    assert done.returncode == 0, done.stderr
+    (sdist,) = out_dir.glob("genres_contracts-*.tar.gz")
+    return sdist
 
 
 def _constraints(path: Path) -> Path:
@@ -42,14 +69,16 @@ def _constraints(path: Path) -> Path:
     return path
 
 
-def fresh_venv(directory: Path, wheel: Path, extras: str = "") -> Path:
-    """A new virtualenv in ``directory`` with ``wheel`` (plus ``[extras]``) and what it pulls
-    in, nothing else; returns its Python."""
+def fresh_venv(directory: Path, source: Path | str, extras: str = "") -> Path:
+    """A new virtualenv in ``directory`` with the contracts from ``source`` (a wheel, an sdist,
+    the ``contracts/`` folder, or a URL such as ``git+file://…#subdirectory=contracts``), plus
+    ``[extras]``, and what they pull in, nothing else; returns its Python."""
     venv = directory / "venv"
     done = _uv("venv", "--quiet", "--python", sys.executable, str(venv))
     assert done.returncode == 0, done.stderr
     python = venv / "bin" / "python"
-    requirement = f"genres-contracts{f'[{extras}]' if extras else ''} @ {wheel.as_uri()}"
+    url = source.as_uri() if isinstance(source, Path) else source
+    requirement = f"genres-contracts{f'[{extras}]' if extras else ''} @ {url}"
     constraints = _constraints(directory / "constraints.txt")
     install = ["pip", "install", "--python", str(python), "-c", str(constraints), requirement]
     done = _uv(*install, "--offline")
