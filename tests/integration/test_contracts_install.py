@@ -101,7 +101,7 @@ def test_the_readme_shows_the_routes_tested_here() -> None:
         "./contracts",
         "./contracts[kafka]",
         f"dist/{WHEEL}[kafka]",
-        f"genres-contracts[kafka] @ {GIT_URL}@contracts-v{VERSION}#subdirectory=contracts",
+        f"genres-contracts[kafka] @ {GIT_URL}@main#subdirectory=contracts",
     ]
     assert "make dist\n" in README.read_text(encoding="utf-8")
 
