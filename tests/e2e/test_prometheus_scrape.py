@@ -92,6 +92,23 @@ def text_of(log: Path) -> str:
     return log.read_text(errors="replace")
 
 
+async def answering(
+    process: asyncio.subprocess.Process, url: str, log: Path, *, within: float
+) -> None:
+    """Wait until ``url`` answers 200; fail with ``log`` if ``process`` exits first."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+
+        async def ready() -> bool:
+            if process.returncode is not None:
+                raise AssertionError(f"exited before {url} answered:\n{text_of(log)}")
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with session.get(url) as response:
+                    return response.status == 200
+            return False
+
+        await eventually(ready, within=within, interval=0.2, what=f"{url} answering 200")
+
+
 @contextlib.asynccontextmanager
 async def genres_run_all(
     kafka: KafkaTestBed, database_url: str, fake: FakeReplicate, log: Path, port: int
@@ -110,17 +127,7 @@ async def genres_run_all(
     process = await start_genres("run", "all", env=env, log=log)
     base = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-
-            async def ready() -> bool:
-                if process.returncode is not None:
-                    raise AssertionError(f"genres run all exited:\n{text_of(log)}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(f"{base}/readyz") as response:
-                        return response.status == 200
-                return False
-
-            await eventually(ready, within=60, interval=0.2, what="genres run all ready")
+        await answering(process, f"{base}/readyz", log, within=60)
         yield base
     finally:
         assert await stop(process) == 0, text_of(log)
@@ -195,17 +202,7 @@ async def running_prometheus(config: Path, log: Path) -> AsyncIterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-
-            async def ready() -> bool:
-                if process.returncode is not None:
-                    raise AssertionError(f"prometheus exited:\n{text_of(log)}")
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(f"{base}/-/ready") as response:
-                        return response.status == 200
-                return False
-
-            await eventually(ready, within=30, interval=0.2, what="prometheus ready")
+        await answering(process, f"{base}/-/ready", log, within=30)
         yield base
     finally:
         process.terminate()

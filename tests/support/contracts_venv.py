@@ -25,35 +25,25 @@ def _uv(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([UV, *args], check=False, capture_output=True, text=True, timeout=300)
 
 
-def _built(pattern: str) -> Path | None:
-    """The distribution matching ``pattern`` in ``GENRES_CONTRACTS_DIST``, when that is set."""
-    given = os.environ.get("GENRES_CONTRACTS_DIST")
-    if not given:
-        return None
-    (found,) = Path(given).resolve().glob(pattern)
-    return found
-
-
 def build_contracts_wheel(out_dir: Path) -> Path:
-    """``uv build`` of ``contracts/``; returns the wheel."""
-    given = _built("genres_contracts-*.whl")
-    if given is not None:
-        return given
-    done = _uv("build", "--wheel", "--out-dir", str(out_dir), str(ROOT / "contracts"))
-    assert done.returncode == 0, done.stderr
-    (wheel,) = out_dir.glob("genres_contracts-*.whl")
-    return wheel
+    """``uv build --wheel`` of ``contracts/``; returns the wheel."""
+    return _build("--wheel", "genres_contracts-*.whl", out_dir)
 
 
 def build_contracts_sdist(out_dir: Path) -> Path:
     """``uv build --sdist`` of ``contracts/``; returns the source archive."""
-    given = _built("genres_contracts-*.tar.gz")
-    if given is not None:
-        return given
-    done = _uv("build", "--sdist", "--out-dir", str(out_dir), str(ROOT / "contracts"))
+    return _build("--sdist", "genres_contracts-*.tar.gz", out_dir)
+
+
+def _build(kind: str, pattern: str, out_dir: Path) -> Path:
+    given = os.environ.get("GENRES_CONTRACTS_DIST")
+    if given:  # the files a release check built, not a build of our own
+        (found,) = Path(given).resolve().glob(pattern)
+        return found
+    done = _uv("build", kind, "--out-dir", str(out_dir), str(ROOT / "contracts"))
     assert done.returncode == 0, done.stderr
-    (sdist,) = out_dir.glob("genres_contracts-*.tar.gz")
-    return sdist
+    (built,) = out_dir.glob(pattern)
+    return built
 
 
 def _constraints(path: Path) -> Path:
