@@ -162,7 +162,8 @@ async def test_the_dashboard_and_the_rules_name_only_metrics_the_service_exports
     for where, queries in (("dashboard", dashboard_queries()), ("rules", rule_queries())):
         named = {name for query in queries for name in METRIC.findall(query)}
         assert named, where
-        assert not named - names, f"{where} names metrics /metrics does not export"
+        unknown = sorted(named - names)
+        assert unknown == [], f"the {where} names metrics /metrics does not export"
 
 
 # -- a real Prometheus ---------------------------------------------------------------------
