@@ -4,11 +4,15 @@
 #   make cluster     the secured three-broker cluster (SASL_SSL, mTLS, ACLs; needs openssl)
 #   make fast        everything but the fault suite
 #   make test        the whole suite (what CI and README's `uv run pytest` run)
+#   make dist        the contracts' wheel and sdist into dist/ (uv build)
+#   make dist-check  those checked as the release workflow checks them (twine, fresh venvs)
 # The broker is chosen as README says (GENRES_TESTS_BROKER=kafka|tansu|docker forces one).
 
 PYTEST := uv run pytest -p no:cacheprovider
 
-.PHONY: lint unit integration e2e faults cluster fast test ci
+TWINE := uvx twine==7.0.0
+
+.PHONY: lint unit integration e2e faults cluster fast test ci dist dist-check
 
 lint:
 	uv run ruff check .
@@ -39,3 +43,17 @@ test:
 
 ci:
 	bash .ci/run
+
+# genres-contracts for other teams: `pip install dist/genres_contracts-<version>-py3-none-any.whl`.
+dist:
+	rm -rf dist
+	uv build --out-dir dist contracts
+
+# What .github/workflows/release.yml runs before publishing: metadata (twine), the JSON
+# Schemas against the last release (semver), and the built files installed by every route
+# into fresh virtualenvs, the client example run against the test bed.
+dist-check: dist
+	$(TWINE) check --strict dist/*
+	uv run python scripts/contract_schemas.py
+	GENRES_CONTRACTS_DIST=dist $(PYTEST) tests/unit/test_contracts_package.py \
+		tests/integration/test_contracts_install.py

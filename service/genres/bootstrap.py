@@ -157,7 +157,11 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
             classifier = BoundedClassifier(
                 ObservedClassifier(
                     await stack.enter_async_context(
-                        open_classifier(settings, on_retry=metrics.observe_replicate_retry)
+                        open_classifier(
+                            settings,
+                            on_retry=metrics.observe_replicate_retry,
+                            on_throttled=metrics.observe_replicate_throttled,
+                        )
                     ),
                     backend=backend,
                     metrics=metrics,

@@ -1,12 +1,15 @@
-"""The contracts distribution installed alone in fresh virtualenvs: what each install pulls in,
-and the client's README example run from there against the real responder; the FastStream
-example of the same README run against the real broker."""
+"""The contracts distribution installed alone in fresh virtualenvs: by each route the README
+documents (a clone, the wheel and sdist ``make dist`` builds, a git URL), what each install
+pulls in, and the client's README example run from there against the real responder; the
+FastStream example of the same README run against the real broker."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import subprocess
+import tomllib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from importlib import metadata
@@ -24,7 +27,13 @@ from genres.kafka.records import parse
 from genres_contracts import GenresClassified, ModelRef, Prediction, TrackUploaded, topics
 from tests.integration.test_responder import Service, add_track, cached, running_responder
 from tests.support.bus import read_topic
-from tests.support.contracts_venv import ROOT, build_contracts_wheel, fresh_venv, installed
+from tests.support.contracts_venv import (
+    ROOT,
+    build_contracts_sdist,
+    build_contracts_wheel,
+    fresh_venv,
+    installed,
+)
 
 README = ROOT / "contracts" / "README.md"
 # Never pulled in by the contracts, with or without the client.
@@ -72,6 +81,61 @@ def run(python: Path, code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(python), "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
+
+
+VERSION = tomllib.loads((ROOT / "contracts" / "pyproject.toml").read_text())["project"]["version"]
+WHEEL = f"genres_contracts-{VERSION}-py3-none-any.whl"
+GIT_URL = "git+https://github.com/<owner>/genres.git"
+
+
+def readme_installs() -> list[str]:
+    """The arguments of every ``pip install`` the README's install section shows."""
+    text = README.read_text(encoding="utf-8").split("## Installing", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    commands = [line for block in blocks for line in block.splitlines()]
+    return [shlex.split(c)[2] for c in commands if c.startswith("pip install ")]
+
+
+def test_the_readme_shows_the_routes_tested_here() -> None:
+    assert readme_installs() == [
+        "./contracts",
+        "./contracts[kafka]",
+        f"dist/{WHEEL}[kafka]",
+        f"genres-contracts[kafka] @ {GIT_URL}@main#subdirectory=contracts",
+    ]
+    assert "make dist\n" in README.read_text(encoding="utf-8")
+
+
+def head() -> str:
+    done = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("route", ["clone", "sdist", "git"])
+def test_each_documented_route_installs_the_client_alone(
+    route: str, kafka_python: Path, tmp_path: Path
+) -> None:
+    """The clone's folder, the sdist and a git URL (the checkout's HEAD through ``file://``:
+    committed code) install what the wheel does (``kafka_python``), and it imports."""
+    source: Path | str
+    if route == "clone":
+        source = ROOT / "contracts"
+    elif route == "sdist":
+        source = build_contracts_sdist(tmp_path / "dist")
+    else:
+        source = f"git+{ROOT.as_uri()}@{head()}#subdirectory=contracts"
+    python = fresh_venv(tmp_path, source, "kafka")
+    assert installed(python) == installed(kafka_python)
+    done = run(
+        python,
+        "from importlib.metadata import version\n"
+        "from genres_contracts.kafka import GenresClient\n"
+        "from genres_contracts import TrackUploaded\n"
+        "print(version('genres-contracts'))\n",
+    )
+    assert done.stdout.strip() == VERSION, done.stderr
 
 
 def test_the_base_install_pulls_in_pydantic_alone(wheel: Path, tmp_path: Path) -> None:

@@ -1,12 +1,16 @@
-"""The contracts distribution built as a wheel and installed alone into a fresh virtualenv.
+"""The contracts distribution built (wheel, sdist) and installed alone into a fresh virtualenv,
+by each route contracts/README.md documents.
 
-Installs resolve with the versions of this test environment as constraints, from uv's cache
-(``--offline``) when it holds them, else from the package registry.
+``GENRES_CONTRACTS_DIST=<dir>`` (the release check: ``make dist`` then the tests) makes the
+tests use the distributions in that directory instead of building their own, so that what is
+published is what was tested. Installs resolve with the versions of this test environment as
+constraints, from uv's cache (``--offline``) when it holds them, else from the package registry.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,11 +26,24 @@ def _uv(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def build_contracts_wheel(out_dir: Path) -> Path:
-    """``uv build`` of ``contracts/``; returns the wheel."""
-    done = _uv("build", "--wheel", "--out-dir", str(out_dir), str(ROOT / "contracts"))
+    """``uv build --wheel`` of ``contracts/``; returns the wheel."""
+    return _build("--wheel", "genres_contracts-*.whl", out_dir)
+
+
+def build_contracts_sdist(out_dir: Path) -> Path:
+    """``uv build --sdist`` of ``contracts/``; returns the source archive."""
+    return _build("--sdist", "genres_contracts-*.tar.gz", out_dir)
+
+
+def _build(kind: str, pattern: str, out_dir: Path) -> Path:
+    given = os.environ.get("GENRES_CONTRACTS_DIST")
+    if given:  # the files a release check built, not a build of our own
+        (found,) = Path(given).resolve().glob(pattern)
+        return found
+    done = _uv("build", kind, "--out-dir", str(out_dir), str(ROOT / "contracts"))
     assert done.returncode == 0, done.stderr
-    (wheel,) = out_dir.glob("genres_contracts-*.whl")
-    return wheel
+    (built,) = out_dir.glob(pattern)
+    return built
 
 
 def _constraints(path: Path) -> Path:
@@ -42,14 +59,16 @@ def _constraints(path: Path) -> Path:
     return path
 
 
-def fresh_venv(directory: Path, wheel: Path, extras: str = "") -> Path:
-    """A new virtualenv in ``directory`` with ``wheel`` (plus ``[extras]``) and what it pulls
-    in, nothing else; returns its Python."""
+def fresh_venv(directory: Path, source: Path | str, extras: str = "") -> Path:
+    """A new virtualenv in ``directory`` with the contracts from ``source`` (a wheel, an sdist,
+    the ``contracts/`` folder, or a URL such as ``git+file://…#subdirectory=contracts``), plus
+    ``[extras]``, and what they pull in, nothing else; returns its Python."""
     venv = directory / "venv"
     done = _uv("venv", "--quiet", "--python", sys.executable, str(venv))
     assert done.returncode == 0, done.stderr
     python = venv / "bin" / "python"
-    requirement = f"genres-contracts{f'[{extras}]' if extras else ''} @ {wheel.as_uri()}"
+    url = source.as_uri() if isinstance(source, Path) else source
+    requirement = f"genres-contracts{f'[{extras}]' if extras else ''} @ {url}"
     constraints = _constraints(directory / "constraints.txt")
     install = ["pip", "install", "--python", str(python), "-c", str(constraints), requirement]
     done = _uv(*install, "--offline")

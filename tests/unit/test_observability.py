@@ -149,11 +149,35 @@ async def test_readiness_names_what_failed_and_is_cached(
         async with session.get(f"{server.url}/metrics") as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/plain")
-            assert "genres_classifications_total" in await response.text()
+            page = await response.text()
+            assert "genres_classifications_total" in page
+            assert "\ngenres_ready 0.0\n" in page  # the database check fails
     assert bodies[0]["failed"] == ["database"]
     assert bodies[0]["checks"]["broker"] == "ok"
     assert "ConnectionRefusedError" in bodies[0]["checks"]["database"]
     assert calls["database"] == 1
+
+
+async def test_readiness_is_a_metric_too() -> None:
+    async def answers() -> None:
+        return None
+
+    metrics = ServiceMetrics()
+    server = HealthServer(
+        host="127.0.0.1", port=0, metrics=metrics, checks={"database": answers}, cache_seconds=0
+    )
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            scraped = []
+            for started in (False, True, False):
+                server.started = started
+                async with session.get(f"{server.url}/metrics") as response:
+                    assert response.status == 200
+                scraped.append(values(metrics)[("genres_ready", ())])
+    finally:
+        await server.stop()
+    assert scraped == [0.0, 1.0, 0.0]
 
 
 async def test_a_slow_check_times_out() -> None:
@@ -192,11 +216,12 @@ async def test_replicate_retries_and_predict_time_reach_the_metrics() -> None:
     from genres.classifier.observed import ObservedClassifier
     from genres.classify.replicate import Backoff, ReplicateClassifier
 
-    answers = iter([503, 201])
+    answers = iter([429, 503, 201])
 
     async def reply(request: web.Request) -> web.Response:
-        if next(answers) == 503:
-            return web.json_response({"detail": "busy"}, status=503)
+        status = next(answers)
+        if status != 201:
+            return web.json_response({"detail": "busy"}, status=status)
         return web.json_response(
             {
                 "id": "p1",
@@ -219,6 +244,7 @@ async def test_replicate_retries_and_predict_time_reach_the_metrics() -> None:
                 version="0" * 64,
                 backoff=Backoff(initial=0.01, maximum=0.01, jitter=0.0),
                 on_retry=metrics.observe_replicate_retry,
+                on_throttled=metrics.observe_replicate_throttled,
             ),
             backend="replicate",
             metrics=metrics,
@@ -227,6 +253,7 @@ async def test_replicate_retries_and_predict_time_reach_the_metrics() -> None:
 
     assert result.predictions[0].name == "ambient electronic"
     found = values(metrics)
-    assert found[("genres_replicate_retries_total", (("step", "create"),))] == 1
+    assert found[("genres_replicate_retries_total", (("step", "create"),))] == 2
+    assert found[("genres_replicate_throttled_total", (("step", "create"),))] == 1
     assert found[("genres_model_predict_seconds_sum", (("backend", "replicate"),))] == 2.0
     assert found[("genres_replicate_estimated_cost_usd_total", ())] == pytest.approx(0.0002)

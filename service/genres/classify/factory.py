@@ -61,6 +61,7 @@ async def open_classifier(
     *,
     allow_local_paths: bool = False,
     on_retry: Callable[[str], None] | None = None,
+    on_throttled: Callable[[str], None] | None = None,
 ) -> AsyncIterator[Classifier]:
     """The configured backend with the HTTP client it needs, both closed on exit."""
     async with contextlib.AsyncExitStack() as stack:
@@ -70,7 +71,7 @@ async def open_classifier(
             stack.push_async_callback(pacer.aclose)
             session = await stack.enter_async_context(replicate_session(settings))
             classifier = build_replicate_classifier(
-                settings, session, on_retry=on_retry, pacer=pacer
+                settings, session, on_retry=on_retry, on_throttled=on_throttled, pacer=pacer
             )
         elif settings.backend is Backend.LOCAL:
             from genres.classify.local.classifier import LocalClassifier
@@ -94,7 +95,9 @@ async def open_classifier(
             session = await stack.enter_async_context(replicate_session(settings))
             classifier = CascadeClassifier(
                 local,
-                build_replicate_classifier(settings, session, on_retry=on_retry, pacer=pacer),
+                build_replicate_classifier(
+                    settings, session, on_retry=on_retry, on_throttled=on_throttled, pacer=pacer
+                ),
                 min_confidence=settings.cascade_min_confidence,
             )
         else:
@@ -127,9 +130,11 @@ def build_replicate_classifier(
     session: aiohttp.ClientSession,
     *,
     on_retry: Callable[[str], None] | None = None,
+    on_throttled: Callable[[str], None] | None = None,
     pacer: CreationPacer | None = None,
 ) -> ReplicateClassifier:
-    """``on_retry``: told each retried HTTP step (metrics). ``pacer``: the creations' pace
+    """``on_retry``: told each retried HTTP step (metrics); ``on_throttled``: each step
+    answered 429 (metrics). ``pacer``: the creations' pace
     (:func:`creation_pacer`; without one, this process's own)."""
     return ReplicateClassifier(
         session=session,
@@ -148,4 +153,5 @@ def build_replicate_classifier(
             concurrency=settings.classifier_concurrency,
         ),
         on_retry=on_retry,
+        on_throttled=on_throttled,
     )

@@ -7,7 +7,8 @@
   The server answers from the start of the process: while starting, the body says what the
   process still waits for (``"starting": "topics"``); a refusal from the cluster
   (``ClusterRefused``) is given as its one line (``"refused": "Kafka denies ..."``).
-* ``GET /metrics``: the service's Prometheus registry in the text format.
+* ``GET /metrics``: the service's Prometheus registry in the text format, with ``genres_ready``
+  (1 when ``/readyz`` would answer 200) set just before.
 """
 
 from __future__ import annotations
@@ -168,6 +169,11 @@ class HealthServer:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        body, failed = await self._status()
+        return web.json_response(body, status=503 if failed else 200)
+
+    async def _status(self) -> tuple[dict[str, Any], list[str]]:
+        """``/readyz``'s body and the checks that failed (none: ready)."""
         checks = dict(await self.readiness())
         if self.started:
             checks["service"] = "ok"
@@ -188,11 +194,14 @@ class HealthServer:
         elif not self.started and self.starting is not None:
             body["status"] = "starting"
             body["starting"] = self.starting
-        return web.json_response(body, status=503 if failed else 200)
+        return body, failed
 
     async def _metrics_page(self, request: web.Request) -> web.Response:
         if self._metrics is None:
             return web.Response(status=404, text="no metrics\n")
         await self._metrics.refresh()
+        # Readiness as a metric too, for alerts that outlive a probe's restarts (cached checks).
+        _, failed = await self._status()
+        self._metrics.ready.set(0 if failed else 1)
         body = generate_latest(self._metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

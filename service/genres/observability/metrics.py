@@ -104,6 +104,17 @@ class ServiceMetrics:
             "Replicate HTTP calls retried, by step (create, poll, output).",
             ["step"],
         )
+        self.replicate_throttled = counter(
+            "genres_replicate_throttled",
+            "Replicate answers 429 (rate limited), by step (create, poll, output).",
+            ["step"],
+        )
+        self.ready = Gauge(
+            "genres_ready",
+            "1 when /readyz would answer 200 (roles started, broker and database answer, no "
+            "partition or group stalled), else 0; evaluated at scrape time.",
+            registry=self.registry,
+        )
         self.dead_letters = counter(
             "genres_dead_letters",
             "Records sent to a dead-letter topic, by original topic.",
@@ -163,6 +174,9 @@ class ServiceMetrics:
 
     def observe_replicate_retry(self, step: str) -> None:
         self.replicate_retries.labels(step=step).inc()
+
+    def observe_replicate_throttled(self, step: str) -> None:
+        self.replicate_throttled.labels(step=step).inc()
 
     def observe_dead_letter(self, topic: str) -> None:
         self.dead_letters.labels(topic=topic).inc()

@@ -71,6 +71,7 @@ class ReplicateClassifier:
         limiter: CreationLimiter | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         on_retry: Callable[[str], None] | None = None,
+        on_throttled: Callable[[str], None] | None = None,
     ) -> None:
         self._background = BackgroundTasks("could not record a replicate prediction's id", log)
         self._base_url = base_url.rstrip("/")
@@ -83,7 +84,7 @@ class ReplicateClassifier:
         self._prefer_wait = max(1, min(MAX_PREFER_WAIT, prefer_wait))
         self._limiter = limiter
         self._backoff = backoff
-        self._retries = Retries(backoff, max_attempts, on_retry)
+        self._retries = Retries(backoff, max_attempts, on_retry, on_throttled)
 
     @property
     def model(self) -> ModelRef:

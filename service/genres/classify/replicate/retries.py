@@ -48,6 +48,8 @@ class Retries:
     max_attempts: int
     on_retry: Callable[[str], None] | None = None
     """Told the step (create, poll, output) of each HTTP call that is retried (metrics)."""
+    on_throttled: Callable[[str], None] | None = None
+    """Told the step of each HTTP call the server answered 429 (metrics)."""
 
     async def run(self, step: str, deadline: Deadline, call: Callable[[int], Awaitable[T]]) -> T:
         """``call(attempt)`` until it succeeds, fails for good, or attempts or time run out.
@@ -55,6 +57,8 @@ class Retries:
         The first attempt runs outside stamina: building a retry context costs about as
         much CPU as the HTTP call it guards (profiled), and most calls succeed at once.
         """
+        if self.on_throttled is not None:
+            call = _telling(step, call, self.on_throttled)
         try:
             return await call(1)
         except Exception as exc:
@@ -80,6 +84,21 @@ class Retries:
                     self.on_retry(step)
                 return await call(attempt.num + 1)
         raise AssertionError("unreachable: stamina raises when it stops retrying")
+
+
+def _telling(
+    step: str, call: Callable[[int], Awaitable[T]], told: Callable[[str], None]
+) -> Callable[[int], Awaitable[T]]:
+    """``call`` that tells ``told`` of each 429 before raising it on."""
+
+    async def telling(attempt: int) -> T:
+        try:
+            return await call(attempt)
+        except RateLimited:
+            told(step)
+            raise
+
+    return telling
 
 
 def backoff_for(exc: Exception, deadline: Deadline) -> bool | float:
