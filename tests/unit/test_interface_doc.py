@@ -77,6 +77,7 @@ def test_nothing_in_the_repository_links_outside_it() -> None:
 
 def test_the_failure_kinds_listed_are_the_contracts_kinds() -> None:
     section = _section("Topics")
-    table = section[section.index("### Failure kinds") :]
+    after = section[section.index("### Failure kinds") :]
+    table = after[after.index("\n|") :].split("\n\n")[0]
     listed = {cell.strip("`") for cell in _first_cells(table)}
     assert listed == {kind.value for kind in FailureKind}
