@@ -14,8 +14,8 @@ from genres.classify.port import Classifier
 from genres.config import Settings
 from genres.errors import InvalidMessage
 from genres.kafka.entry import BusEntry
+from genres.kafka.parsing import parse
 from genres.kafka.producer import Publisher, track_key
-from genres.kafka.records import parse
 from genres.observability.tracing import consume_span, outgoing_headers
 from genres.subscriptions import CLASSIFIER
 from genres_contracts import (

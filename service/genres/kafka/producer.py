@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from genres.config import Settings
 from genres.kafka.broker import client_options, leaders
-from genres.kafka.dead_letters import Rejected, dead_letter
+from genres.kafka.dead_letters import dead_letter
+from genres.kafka.records import Record
 from genres.kafka.refusals import refused
 
 JSON_HEADERS = [("content-type", b"application/json")]
@@ -275,7 +276,7 @@ class Publisher:
         if kept and kept != tracked:
             client.set_topics(kept)
 
-    async def dead_letter(self, record: Rejected, reason: str) -> None:
+    async def dead_letter(self, record: Record, reason: str) -> None:
         """Send ``record``, unchanged, to ``<its topic>.dlq`` (the topic as the record had it)."""
         with _writing():
             await dead_letter(self, record, reason)

@@ -25,8 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from genres.config import Settings
 from genres.errors import ClusterRefused, InvalidMessage
 from genres.kafka.entry import BusEntry
+from genres.kafka.parsing import parse
 from genres.kafka.producer import Publisher
-from genres.kafka.records import parse
 from genres.observability.tracing import record_spans
 from genres.projector.rule import ProjectionReport, ProjectionStore, project
 from genres.projector.store import SqlProjectionStore
