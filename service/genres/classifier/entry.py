@@ -129,6 +129,6 @@ def create_classifier_consumer(
         consumer,
         list(entry.topics),
         traced,
-        concurrency=settings.records_in_flight,
+        records_in_flight=settings.records_in_flight,
         grace_seconds=grace_seconds,
     )
