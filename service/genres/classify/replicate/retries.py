@@ -3,8 +3,6 @@ classification's deadline."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,7 +10,12 @@ from typing import TypeVar
 
 import stamina
 
-from genres.errors import ClassificationTimeout, RateLimited, RetryableClassificationError
+from genres.errors import (
+    ClassificationError,
+    ClassificationTimeout,
+    RateLimited,
+    RetryableClassificationError,
+)
 
 T = TypeVar("T")
 
@@ -49,36 +52,41 @@ class Retries:
     on_retry: Callable[[str], None] | None = None
     """Told the step (create, poll, output) of each HTTP call that is retried (metrics)."""
 
-    async def run(self, step: str, deadline: Deadline, call: Callable[[int], Awaitable[T]]) -> T:
-        """``call(attempt)`` until it succeeds, fails for good, or attempts or time run out.
-
-        The first attempt runs outside stamina: building a retry context costs about as
-        much CPU as the HTTP call it guards (profiled), and most calls succeed at once.
+    async def run(
+        self, step: str, deadline: Deadline, call: Callable[[], Awaitable[T]]
+    ) -> tuple[T, int]:
+        """``call()`` until it succeeds, fails for good, or attempts or time run out: its value
+        and the attempts stamina counted. The error it gives up with carries that count
+        (``ClassificationError.attempts``), as the classification's failure reports it.
         """
+        # Most calls succeed at once, and a retry context costs about as much CPU as the HTTP
+        # call it guards (profiled: ~30 us), so the first attempt runs bare. Its failure is
+        # replayed as stamina's first attempt: stamina decides, waits (or not, under its test
+        # switch) and counts as for any other.
         try:
-            return await call(1)
+            return await call(), 1
         except Exception as exc:
-            decision = backoff_for(exc, deadline)
-            if decision is False or self.max_attempts <= 1:
-                raise
-        # The wait stamina would have made before the second attempt (none under its test
-        # switch, like its own waits).
-        if decision is True:
-            decision = self.backoff.initial + random.uniform(0, self.backoff.jitter)
-        if not stamina.is_testing():
-            await asyncio.sleep(min(decision, deadline.remaining))
-        async for attempt in stamina.retry_context(
-            on=lambda exc: backoff_for(exc, deadline),
-            attempts=self.max_attempts - 1,
-            timeout=max(deadline.remaining, 0.001),
-            wait_initial=self.backoff.initial,
-            wait_max=self.backoff.maximum,
-            wait_jitter=self.backoff.jitter,
-        ):
-            with attempt:
-                if self.on_retry is not None:
-                    self.on_retry(step)
-                return await call(attempt.num + 1)
+            first = exc
+        made = 0
+        try:
+            async for attempt in stamina.retry_context(
+                on=lambda exc: backoff_for(exc, deadline),
+                attempts=self.max_attempts,
+                timeout=max(deadline.remaining, 0.001),
+                wait_initial=self.backoff.initial,
+                wait_max=self.backoff.maximum,
+                wait_jitter=self.backoff.jitter,
+            ):
+                made = attempt.num
+                with attempt:
+                    if made == 1:
+                        raise first
+                    if self.on_retry is not None:
+                        self.on_retry(step)
+                    return await call(), made
+        except ClassificationError as exc:
+            exc.attempts = made
+            raise
         raise AssertionError("unreachable: stamina raises when it stops retrying")
 
 
