@@ -46,7 +46,8 @@ WindowKey = tuple[TopicPartition, int]
 
 
 class ConcurrentConsumer:
-    """Consumes ``topics`` in ``group_id`` and runs ``handler`` on each record."""
+    """Consumes ``topics`` with ``consumer`` (in its group, committing by hand) and runs
+    ``handler`` on each record, at most ``records_in_flight`` at once."""
 
     def __init__(
         self,

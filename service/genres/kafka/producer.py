@@ -128,10 +128,12 @@ class _Reply:
 class Publisher:
     """Publishes messages and dead letters, each acknowledged by the broker before returning.
 
-    Topic names given here are canonical (``track.uploaded``); the settings' prefix is
-    applied in one place, here. Each send to the service's topics is counted per partition
-    (:class:`Deliveries`): the publisher picks the partition itself, with the client's own
-    default partitioner, so that it knows which partition a send waits on.
+    :meth:`publish` takes canonical topic names (``track.uploaded``, unless ``prefixed``) and
+    applies the settings' prefix, the one place it is applied; :meth:`send_and_wait` and
+    :meth:`publish_json` take full names (a dead letter's topic, a requester's reply topic).
+    Each send to the service's topics is counted per partition (:class:`Deliveries`): the
+    publisher picks the partition itself, with the client's own default partitioner, so that
+    it knows which partition a send waits on.
     """
 
     def __init__(

@@ -3,9 +3,13 @@
 One classification is one prediction, whatever fails along the way:
 
 1. create it (``POST /predictions``) with ``Prefer: wait=N`` and a ``Cancel-After`` deadline;
-   only this step is retried as a whole, and only when the create call got no prediction back;
+   the create call is retried only when it got no prediction back (a prediction is never
+   created twice);
 2. poll ``urls.get`` with backoff until the prediction is final or its output is present;
 3. fetch the output JSON (all 400 labels) and rank it.
+
+Each HTTP call of a step (create, every poll, the output's fetch) is retried on its own on a
+transient failure, up to ``max_attempts`` within the deadline (``retries``).
 
 When the deadline passes, or the caller is cancelled, a prediction still running is cancelled
 so that it stops billing. The HTTP calls, their retries, the prediction's typed shape and what
