@@ -71,7 +71,8 @@ class ClassificationError(GenresError):
     retryable: bool = False
     attempts: int = 1
     """How many attempts the backend made before giving up: Replicate's retry policy
-    (``classify/replicate/retries.py``) sets stamina's count on the error it gives up with."""
+    (``classify/replicate/retries.py``) sets stamina's count of creations on the error it
+    gives up with."""
 
     def __init__(self, message: str, *, kind: FailureKind | None = None) -> None:
         super().__init__(message)

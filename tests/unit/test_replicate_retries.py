@@ -57,6 +57,14 @@ async def test_a_give_up_says_how_many_attempts_stamina_made() -> None:
     assert len(calls) == 4
 
 
+async def test_a_poll_given_up_is_still_one_attempt_at_classifying() -> None:
+    calls: list[int] = []
+    with pytest.raises(RetryableClassificationError) as caught:
+        await Retries(HOUR, max_attempts=4).run("poll", Deadline(7200.0), failing(99, calls))
+    assert len(calls) == 4
+    assert caught.value.attempts == 1
+
+
 async def test_the_server_s_own_wait_is_not_waited_under_the_test_switch() -> None:
     calls: list[int] = []
     throttled = RateLimited("429", retry_after=3000.0)

@@ -33,7 +33,7 @@ from genres.classify.port import Checkpoint, Classification, Timings
 from genres.classify.ranking import discogs_name, rank
 from genres.classify.replicate import protocol
 from genres.classify.replicate.prediction import Prediction
-from genres.classify.replicate.retries import Backoff, Deadline, Retries
+from genres.classify.replicate.retries import CREATE, Backoff, Deadline, Retries
 from genres.classify.replicate.transport import Transport
 from genres.errors import ClassificationError, ClassificationTimeout, MalformedOutput, RateLimited
 from genres.tasks import BackgroundTasks
@@ -202,7 +202,7 @@ class ReplicateClassifier:
                     self._limiter.throttled(exc.retry_after)
                 raise
 
-        (prediction, sent_at), attempts = await self._retries.run("create", deadline, create)
+        (prediction, sent_at), attempts = await self._retries.run(CREATE, deadline, create)
         return prediction, attempts, sent_at
 
     # -- step 2: poll --------------------------------------------------------------------

@@ -19,6 +19,10 @@ from genres.errors import (
 
 T = TypeVar("T")
 
+CREATE = "create"
+"""The step whose attempts are the classification's: each may create a paid prediction (a
+poll or an output fetch retried is still one attempt at classifying)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
@@ -56,8 +60,9 @@ class Retries:
         self, step: str, deadline: Deadline, call: Callable[[], Awaitable[T]]
     ) -> tuple[T, int]:
         """``call()`` until it succeeds, fails for good, or attempts or time run out: its value
-        and the attempts stamina counted. The error it gives up with carries that count
-        (``ClassificationError.attempts``), as the classification's failure reports it.
+        and the attempts stamina counted. On the :data:`CREATE` step the error it gives up
+        with carries that count (``ClassificationError.attempts``), as the classification's
+        failure reports it.
         """
         # Most calls succeed at once, and a retry context costs about as much CPU as the HTTP
         # call it guards (profiled: ~30 us), so the first attempt runs bare. Its failure is
@@ -85,7 +90,8 @@ class Retries:
                         self.on_retry(step)
                     return await call(), made
         except ClassificationError as exc:
-            exc.attempts = made
+            if step == CREATE:
+                exc.attempts = made
             raise
         raise AssertionError("unreachable: stamina raises when it stops retrying")
 
