@@ -152,13 +152,6 @@ async def genres_process(
             await asyncio.wait_for(process.wait(), 90)
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    index = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[index]
-
-
 def bench_settings(bootstrap: str, database_url: str, **overrides: Any) -> Settings:
     """In-process roles on a fresh topic prefix, with fast group joins."""
     return load_settings(

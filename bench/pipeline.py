@@ -44,13 +44,8 @@ from sqlalchemy import text
 from bench.clips import cdn_process, make_clips
 from bench.cpu import cpu_seconds, cpu_snapshot, cpu_used_since
 from bench.folder import descendants
-from bench.infra import (
-    fake_replicate_process,
-    genres_process,
-    percentile,
-    report,
-    servers,
-)
+from bench.infra import fake_replicate_process, genres_process, report, servers
+from bench.percentiles import percentile
 from genres.config import load_settings
 from genres.database.engine import create_engine
 from genres.kafka.broker import ensure_topics

@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support.bus import serving
 
 from bench.infra import bench_settings, servers
+from bench.percentiles import percentile
 from genres.config import Settings
 from genres.database.engine import create_engine
 from genres.database.schema import tags, track_tags, tracks
@@ -114,12 +115,6 @@ async def echo_server(settings: Settings) -> AsyncIterator[None]:
 # -- measuring ---------------------------------------------------------------------------------
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 async def timed(
     call: Callable[[int], Awaitable[object]], count: int, concurrency: int
 ) -> list[float]:
@@ -138,7 +133,7 @@ async def timed(
 
 
 def summary(name: str, samples: list[float]) -> dict[str, float]:
-    p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+    p50, p99 = percentile(samples, 50), percentile(samples, 99)
     print(
         f"  {name:<28} n={len(samples):<4} p50={p50:7.2f} ms  p99={p99:7.2f} ms  "
         f"mean={statistics.fmean(samples):7.2f} ms"

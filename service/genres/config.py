@@ -347,10 +347,16 @@ class Settings(BaseModel):
         return Backend.REPLICATE if self.replicate_enabled else Backend.LOCAL
 
     @property
+    def classifications_in_flight(self) -> int:
+        """The classifier's slots: classifications (paid predictions) running at once per
+        process (CLASSIFIER_CONCURRENCY, its environment name from before the glossary)."""
+        return self.classifier_concurrency
+
+    @property
     def records_in_flight(self) -> int:
         """The classifier's commit window: CLASSIFIER_RECORDS_IN_FLIGHT, else twice the
         classifications in flight."""
-        return self.classifier_records_in_flight or 2 * self.classifier_concurrency
+        return self.classifier_records_in_flight or 2 * self.classifications_in_flight
 
     @property
     def replicate_token(self) -> str | None:

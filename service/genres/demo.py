@@ -189,7 +189,7 @@ async def _pipeline(
 @contextlib.asynccontextmanager
 async def _failures(settings: Settings) -> AsyncIterator[dict[str, ClassificationFailed]]:
     """``ClassificationFailed`` events published from now on, by the upload they answer."""
-    from genres.kafka.records import parse
+    from genres.kafka.parsing import parse
     from genres.kafka.tail import TopicTail
     from genres_contracts import ClassificationFailed, topics
 

@@ -70,7 +70,9 @@ class ClassificationError(GenresError):
     kind: FailureKind = FailureKind.INTERNAL
     retryable: bool = False
     attempts: int = 1
-    """How many attempts the backend made before giving up (set by the backend)."""
+    """How many attempts the backend made before giving up: Replicate's retry policy
+    (``classify/replicate/retries.py``) sets stamina's count of creations on the error it
+    gives up with."""
 
     def __init__(self, message: str, *, kind: FailureKind | None = None) -> None:
         super().__init__(message)

@@ -221,7 +221,7 @@ async def run_classify(
         settings = settings.model_copy(update={"local_workers": 0})
     workers = settings.local_workers
     workers = available_cores() if workers is None else workers
-    in_flight = max(1, 2 * workers) if local else settings.classifier_concurrency
+    in_flight = max(1, 2 * workers) if local else settings.classifications_in_flight
     started = time.perf_counter()
     bar: Progress | None = None
     if sys.stderr.isatty() and not single:

@@ -38,7 +38,7 @@ def make_consumer(kafka: KafkaTestBed, handler: object, concurrency: int) -> Con
         client,
         [kafka.topic("window")],
         handler,  # type: ignore[arg-type]
-        concurrency=concurrency,
+        records_in_flight=concurrency,
         grace_seconds=0.5,
         commit_interval=0.01,
         retry_initial=0.01,

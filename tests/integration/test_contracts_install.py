@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Settings
 from genres.kafka.broker import ensure_topics
+from genres.kafka.parsing import parse
 from genres.kafka.producer import Publisher
-from genres.kafka.records import parse
 from genres_contracts import GenresClassified, ModelRef, Prediction, TrackUploaded, topics
 from tests.integration.test_responder import Service, add_track, cached, running_responder
 from tests.support.bus import read_topic

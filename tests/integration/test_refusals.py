@@ -192,7 +192,9 @@ async def test_a_denied_group_ends_the_commit_windows_fetching_and_it_stops_clea
     async def handler(record: Any) -> None:
         raise AssertionError("nothing is read from a denied group")
 
-    consumer = ConcurrentConsumer(entry.consumer(), list(entry.topics), handler, concurrency=4)
+    consumer = ConcurrentConsumer(
+        entry.consumer(), list(entry.topics), handler, records_in_flight=4
+    )
     noted: list[BaseException] = []
     consumer.on_error = lambda error, partition: noted.append(error)
     await consumer.start()

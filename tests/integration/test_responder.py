@@ -21,8 +21,8 @@ from genres.database.schema import classification_requests, tags, track_tags, tr
 from genres.kafka.broker import ensure_topics
 from genres.kafka.client import genres_client
 from genres.kafka.entry import create_broker
+from genres.kafka.parsing import parse
 from genres.kafka.producer import Publisher
-from genres.kafka.records import parse
 from genres.responder.entry import ResponderRuntime, register_responder
 from genres.responder.tracks import SqlMarkers, track_view
 from genres_contracts import (

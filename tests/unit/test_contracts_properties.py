@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from genres.errors import InvalidMessage
-from genres.kafka.records import parse
+from genres.kafka.parsing import parse
 from genres_contracts import (
     ClassificationRequested,
     GenresClassified,

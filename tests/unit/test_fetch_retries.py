@@ -81,7 +81,7 @@ async def test_failed_fetches_are_retried_and_reported_and_reading_goes_on() -> 
     async def handler(message: ConsumerRecord[bytes, bytes]) -> None:
         handled.append(message.offset)
 
-    consumer = ConcurrentConsumer(kafka, [PARTITION.topic], handler, concurrency=4)  # type: ignore[arg-type]
+    consumer = ConcurrentConsumer(kafka, [PARTITION.topic], handler, records_in_flight=4)  # type: ignore[arg-type]
     consumer.on_error = lambda error, _partition: errors.append(error)
     await consumer.start()
     try:

@@ -188,7 +188,7 @@ async def test_a_restart_on_the_same_book_continues_the_pace() -> None:
 
 async def test_without_an_observed_latency_creations_are_not_spaced() -> None:
     clock = VirtualClock()
-    pacer = CreationPacer(per_minute=100_000, concurrency=10, clock=clock)
+    pacer = CreationPacer(per_minute=100_000, classifications_in_flight=10, clock=clock)
 
     times = await creation_times(clock, pacer, 10)
 
@@ -198,19 +198,19 @@ async def test_without_an_observed_latency_creations_are_not_spaced() -> None:
 
 async def test_a_burst_is_spread_over_a_fraction_of_the_observed_latency() -> None:
     clock = VirtualClock()
-    pacer = CreationPacer(per_minute=100_000, concurrency=10, clock=clock)
+    pacer = CreationPacer(per_minute=100_000, classifications_in_flight=10, clock=clock)
     pacer.observe(0.3)
     assert pacer.spacing == 0.3 / (10 * HEADROOM)
 
     times = await creation_times(clock, pacer, 10)
 
     # Ten creations that arrived together leave one spacing apart (not at once, nor slower
-    # than concurrency / latency with headroom allows).
+    # than classifications in flight / latency with headroom allows).
     assert times == pytest.approx([i * pacer.spacing for i in range(10)])
 
 
 def test_a_slow_outlier_does_not_slow_creations_down() -> None:
-    pacer = CreationPacer(per_minute=600, concurrency=4)
+    pacer = CreationPacer(per_minute=600, classifications_in_flight=4)
     for _ in range(20):
         pacer.observe(2.0)
     typical = pacer.spacing
@@ -219,7 +219,7 @@ def test_a_slow_outlier_does_not_slow_creations_down() -> None:
 
 
 def test_the_spacing_follows_a_lasting_change_of_latency() -> None:
-    pacer = CreationPacer(per_minute=600, concurrency=4)
+    pacer = CreationPacer(per_minute=600, classifications_in_flight=4)
     for _ in range(100):
         pacer.observe(2.0)
     for _ in range(100):

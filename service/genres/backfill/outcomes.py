@@ -18,7 +18,7 @@ from typing import Any, Self
 from genres.backfill.rule import FailedTrack
 from genres.config import Settings
 from genres.errors import InvalidMessage
-from genres.kafka.records import parse
+from genres.kafka.parsing import parse
 from genres.kafka.tail import TopicTail
 from genres_contracts import ClassificationFailed, GenresClassified, topics
 

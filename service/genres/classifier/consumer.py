@@ -3,7 +3,7 @@
 FastStream's ``max_workers`` either commits before handlers finish or runs at most one
 consumer per partition (FACTS.md), so the classifier consumes with aiokafka directly:
 
-- up to ``concurrency`` records in flight per process, whatever the partition count;
+- up to ``records_in_flight`` records in flight per process, whatever the partition count;
 - records with the same key (a track) run one after another, in offset order;
 - per partition only the contiguous prefix of finished records is committed
   (``OffsetWindow``), so a crash re-delivers unfinished records and never skips one;
@@ -46,7 +46,8 @@ WindowKey = tuple[TopicPartition, int]
 
 
 class ConcurrentConsumer:
-    """Consumes ``topics`` in ``group_id`` and runs ``handler`` on each record."""
+    """Consumes ``topics`` with ``consumer`` (in its group, committing by hand) and runs
+    ``handler`` on each record, at most ``records_in_flight`` at once."""
 
     def __init__(
         self,
@@ -54,7 +55,7 @@ class ConcurrentConsumer:
         topics: list[str],
         handler: Handler,
         *,
-        concurrency: int,
+        records_in_flight: int,
         grace_seconds: float = 30.0,
         commit_interval: float = 0.05,
         retry_initial: float = 0.5,
@@ -63,7 +64,7 @@ class ConcurrentConsumer:
         self._consumer = consumer
         self._topics = topics
         self._handler = handler
-        self._concurrency = concurrency
+        self._records_in_flight = records_in_flight
         self._grace = grace_seconds
         self._commit_interval = commit_interval
         self._retry_initial = retry_initial
@@ -149,7 +150,7 @@ class ConcurrentConsumer:
         self._note(error)
 
     async def _fetch_once(self) -> None:
-        free = self._concurrency - self._window.in_flight
+        free = self._records_in_flight - self._window.in_flight
         if free <= 0:
             self._pause()
             self._slot_freed.clear()

@@ -14,8 +14,8 @@ from genres.classify.port import Classifier
 from genres.config import Settings
 from genres.errors import InvalidMessage
 from genres.kafka.entry import BusEntry
+from genres.kafka.parsing import parse
 from genres.kafka.producer import Publisher, track_key
-from genres.kafka.records import parse
 from genres.observability.tracing import consume_span, outgoing_headers
 from genres.subscriptions import CLASSIFIER
 from genres_contracts import (
@@ -129,6 +129,6 @@ def create_classifier_consumer(
         consumer,
         list(entry.topics),
         traced,
-        concurrency=settings.records_in_flight,
+        records_in_flight=settings.records_in_flight,
         grace_seconds=grace_seconds,
     )

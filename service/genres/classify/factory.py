@@ -38,7 +38,7 @@ def replicate_session(settings: Settings) -> aiohttp.ClientSession:
     the classifier's throughput is bounded by that CPU.
     """
     connector = aiohttp.TCPConnector(
-        limit=max(8, settings.classifier_concurrency),
+        limit=max(8, settings.classifications_in_flight),
         ssl=ssl.create_default_context(),
         ttl_dns_cache=300,
     )
@@ -119,7 +119,7 @@ async def creation_pacer(settings: Settings, **options: Any) -> CreationPacer:
         )
     return CreationPacer(
         settings.replicate_max_predictions_per_minute,
-        concurrency=settings.classifier_concurrency,
+        classifications_in_flight=settings.classifications_in_flight,
         book=book,
         **options,
     )
@@ -150,7 +150,7 @@ def build_replicate_classifier(
         if pacer is not None
         else CreationPacer(
             settings.replicate_max_predictions_per_minute,
-            concurrency=settings.classifier_concurrency,
+            classifications_in_flight=settings.classifications_in_flight,
         ),
         on_retry=on_retry,
         on_throttled=on_throttled,

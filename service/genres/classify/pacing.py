@@ -21,12 +21,12 @@ that burst would put more than the cap in the windows that start inside the paus
 
 The pacer also spaces creations by a fraction of the predictions' typical latency (the lower
 quartile of the last 100: a cold start or a slow track must not slow the others) divided by
-the concurrency. Records that start together (a burst of uploads, a batch of claims) otherwise
-finish together, then free their slots together and start the next ones together: the
-classifier runs in convoys whose every member waits for the whole convoy's CPU work, cycle
-after cycle (measured: 150 classifications/s of an ideal 256, with the process 44% busy).
-Spaced, the convoy dissolves in one cycle. The spacing allows 1.5 times the concurrency's
-throughput, so it never holds a steady stream back.
+the classifications in flight. Records that start together (a burst of uploads, a batch of
+claims) otherwise finish together, then free their slots together and start the next ones
+together: the classifier runs in convoys whose every member waits for the whole convoy's CPU
+work, cycle after cycle (measured: 150 classifications/s of an ideal 256, with the process 44%
+busy). Spaced, the convoy dissolves in one cycle. The spacing allows 1.5 times the throughput
+of the classifications in flight, so it never holds a steady stream back.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from collections import deque
 from typing import Protocol
 
 HEADROOM = 1.5
-"""Spacing allows this many times ``concurrency / latency`` creations a second."""
+"""Spacing allows this many times ``classifications_in_flight / latency`` creations a second."""
 LATENCIES_KEPT = 100
 """Recent latencies the typical one is taken from."""
 WINDOW_SECONDS = 60.0
@@ -121,7 +121,7 @@ class CreationPacer:
         self,
         per_minute: int,
         *,
-        concurrency: int | None = None,
+        classifications_in_flight: int | None = None,
         book: SlotBook | None = None,
         window: float = WINDOW_SECONDS,
         margin: float = MARGIN,
@@ -133,7 +133,7 @@ class CreationPacer:
         self._paused_until = -math.inf
         self.paused = 0.0
         """Seconds the schedule was stopped by 429s (overlapping pauses counted once)."""
-        self._concurrency = concurrency
+        self._in_flight = classifications_in_flight
         self._latencies: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self._latency: float | None = None
         self._next_at = -math.inf
@@ -141,9 +141,9 @@ class CreationPacer:
     @property
     def spacing(self) -> float:
         """Convoy-breaking seconds between two creations (0 until a latency was observed)."""
-        if not self._concurrency or self._latency is None:
+        if not self._in_flight or self._latency is None:
             return 0.0
-        return self._latency / (self._concurrency * HEADROOM)
+        return self._latency / (self._in_flight * HEADROOM)
 
     def observe(self, latency: float) -> None:
         """A prediction took ``latency`` seconds from creation to output."""

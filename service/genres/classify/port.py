@@ -17,7 +17,8 @@ class Timings:
     predict: float | None = None
     """Time the model itself ran (Replicate's `metrics.predict_time`, or local inference)."""
     queued: float | None = None
-    """Time spent waiting before the model ran (Replicate's queue, audio download)."""
+    """Time spent waiting before the model ran: the local backend's audio download and wait
+    for a worker (Replicate reports none: its queue is inside ``total``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,9 +40,11 @@ class Classification:
 class Checkpoint:
     """Lets a backend with remote jobs (Replicate predictions) survive a crash of ours.
 
-    ``record`` is awaited with the job's id as soon as the job exists; a later attempt at the
-    same classification gets that id as ``resume`` and polls the job instead of paying for
-    a new one. Backends that run in-process ignore it.
+    ``record`` is called with the job's id as soon as the job exists, and awaited before the
+    classification returns unless the job had already finished when created (its outcome is
+    recorded moments later in any case); a later attempt at the same classification gets that
+    id as ``resume`` and polls the job instead of paying for a new one. Backends that run
+    in-process ignore it.
     """
 
     resume: str | None

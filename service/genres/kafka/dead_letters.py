@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Protocol
 
+from genres.kafka.records import Record
 from genres_contracts import topics
 
 log = logging.getLogger(__name__)
@@ -36,24 +36,7 @@ def dlq_headers(
     return kept + [(name, value.encode()) for name, value in ours.items()]
 
 
-class Rejected(Protocol):
-    """A consumed record, as any client reads it (aiokafka's ``ConsumerRecord`` is one)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]] | None: ...
-
-
-async def dead_letter(producer: RawProducer, record: Rejected, reason: str) -> None:
+async def dead_letter(producer: RawProducer, record: Record, reason: str) -> None:
     """Publish ``record`` unchanged to ``<its topic>.dlq`` with headers saying why (``reason``),
     and wait until the broker has it."""
     await producer.send_and_wait(

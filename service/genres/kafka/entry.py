@@ -36,7 +36,7 @@ from genres.kafka.broker import (
     consumer_options,
     security_options,
 )
-from genres.kafka.parsing import tolerant_parser
+from genres.kafka.records import tolerant_parser
 from genres.subscriptions import Subscription
 
 __all__ = ["BusEntry", "create_broker"]

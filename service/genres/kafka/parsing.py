@@ -1,41 +1,35 @@
-"""FastStream parsing that never drops a record for its headers.
-
-FastStream's Kafka parsers decode every header value as UTF-8; a record (or a whole batch)
-with one undecodable header fails before the handler runs and is skipped, uncommitted, until
-a later acknowledgement commits past it. Producers may be written in any language, so the
-service parses a copy whose undecodable header values are blanked, and hands handlers the
-untouched records in ``raw_message``.
-"""
+"""Parsing a record's value into a message, with a one-line reason when that fails."""
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import TypeVar
 
-from aiokafka import ConsumerRecord
-from faststream.message import StreamMessage
+from pydantic import BaseModel, ValidationError
 
-Raw: TypeAlias = "ConsumerRecord[Any, Any] | tuple[ConsumerRecord[Any, Any], ...]"
+from genres.errors import InvalidMessage
 
+MAX_RECORD_BYTES = 1024 * 1024
 
-def _decodable(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
-    headers = list(record.headers or ())
-    clean = []
-    for name, value in headers:
-        try:
-            value.decode()
-        except UnicodeDecodeError:
-            value = b""
-        clean.append((name, value))
-    return dataclasses.replace(record, headers=clean) if clean != headers else record
+M = TypeVar("M", bound=BaseModel)
 
 
-async def tolerant_parser(
-    raw: Raw, original: Callable[[Raw], Awaitable[StreamMessage[Any]]]
-) -> StreamMessage[Any]:
-    """FastStream's own parser on decodable copies; ``raw_message`` keeps the originals."""
-    copy: Raw = tuple(map(_decodable, raw)) if isinstance(raw, tuple) else _decodable(raw)
-    message = await original(copy)
-    message.raw_message = raw
-    return message
+def parse(model: type[M], value: bytes | None) -> M:
+    """Validate a record value as ``model``; raises ``InvalidMessage`` with a one-line reason."""
+    if value is None:
+        raise InvalidMessage("record has no value (tombstone)")
+    if len(value) > MAX_RECORD_BYTES:
+        raise InvalidMessage(f"record value is {len(value)} bytes, over {MAX_RECORD_BYTES}")
+    try:
+        return model.model_validate_json(value)
+    except ValidationError as exc:
+        raise InvalidMessage(f"not a valid {model.__name__}: {one_line(exc)}") from None
+
+
+def one_line(exc: ValidationError) -> str:
+    """The validation errors of ``exc`` on one line, without echoing input values."""
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "value"
+        parts.append(f"{where}: {error['msg']}")
+    text = "; ".join(parts)
+    return text if len(text) <= 500 else text[:497] + "..."

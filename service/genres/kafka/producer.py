@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from genres.config import Settings
 from genres.kafka.broker import client_options, leaders
-from genres.kafka.dead_letters import Rejected, dead_letter
+from genres.kafka.dead_letters import dead_letter
+from genres.kafka.records import Record
 from genres.kafka.refusals import refused
 
 JSON_HEADERS = [("content-type", b"application/json")]
@@ -127,10 +128,12 @@ class _Reply:
 class Publisher:
     """Publishes messages and dead letters, each acknowledged by the broker before returning.
 
-    Topic names given here are canonical (``track.uploaded``); the settings' prefix is
-    applied in one place, here. Each send to the service's topics is counted per partition
-    (:class:`Deliveries`): the publisher picks the partition itself, with the client's own
-    default partitioner, so that it knows which partition a send waits on.
+    :meth:`publish` takes canonical topic names (``track.uploaded``, unless ``prefixed``) and
+    applies the settings' prefix, the one place it is applied; :meth:`send_and_wait` and
+    :meth:`publish_json` take full names (a dead letter's topic, a requester's reply topic).
+    Each send to the service's topics is counted per partition (:class:`Deliveries`): the
+    publisher picks the partition itself, with the client's own default partitioner, so that
+    it knows which partition a send waits on.
     """
 
     def __init__(
@@ -275,7 +278,7 @@ class Publisher:
         if kept and kept != tracked:
             client.set_topics(kept)
 
-    async def dead_letter(self, record: Rejected, reason: str) -> None:
+    async def dead_letter(self, record: Record, reason: str) -> None:
         """Send ``record``, unchanged, to ``<its topic>.dlq`` (the topic as the record had it)."""
         with _writing():
             await dead_letter(self, record, reason)

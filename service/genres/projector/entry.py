@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -25,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from genres.config import Settings
 from genres.errors import ClusterRefused, InvalidMessage
 from genres.kafka.entry import BusEntry
+from genres.kafka.parsing import parse
 from genres.kafka.producer import Publisher
-from genres.kafka.records import parse
+from genres.kafka.records import Record
 from genres.observability.tracing import record_spans
 from genres.projector.rule import ProjectionReport, ProjectionStore, project
 from genres.projector.store import SqlProjectionStore
@@ -42,18 +42,6 @@ PROJECTOR_FETCH_MAX_WAIT_MS = 100
 PROJECTOR_FETCH_MIN_BYTES = 64 * 1024
 # After an unexpected error the batch is rewound; the pause keeps a bug from spinning a core.
 REWIND_PAUSE_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class Record:
-    """The parts of a consumed record the projector needs, independent of the client."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
 
 
 async def handle_batch(
@@ -79,20 +67,9 @@ async def handle_batch(
     )
 
 
-def _records(message: StreamMessage[Any]) -> list[Record]:
+def _records(message: StreamMessage[Any]) -> Sequence[Record]:
     raw = message.raw_message
-    consumed = raw if isinstance(raw, tuple) else (raw,)
-    return [
-        Record(
-            topic=r.topic,
-            partition=r.partition,
-            offset=r.offset,
-            key=r.key,
-            value=r.value,
-            headers=list(r.headers or ()),
-        )
-        for r in consumed
-    ]
+    return raw if isinstance(raw, tuple) else (raw,)
 
 
 async def _leave_undecoded(message: StreamMessage[Any]) -> None:

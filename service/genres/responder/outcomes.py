@@ -17,7 +17,7 @@ from aiokafka.structs import ConsumerRecord
 
 from genres.config import Settings
 from genres.errors import InvalidMessage
-from genres.kafka.records import parse
+from genres.kafka.parsing import parse
 from genres.kafka.tail import TopicTail
 from genres.observability.stalls import StallWatchdog
 from genres.responder.rule import Outcome, OutcomeWatch

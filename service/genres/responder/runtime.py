@@ -33,8 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Backend, Settings
 from genres.errors import ClusterRefused, InvalidMessage
+from genres.kafka.parsing import parse
 from genres.kafka.producer import Publisher, ReplyTopicMissing, track_key
-from genres.kafka.records import parse
 from genres.responder.outcomes import OutcomeListener
 from genres.responder.rule import SingleFlight, recommend
 from genres.responder.tracks import SqlMarkers, TrackView, track_view

@@ -2,7 +2,8 @@
 
 Split by concern: ``adapter`` (one classification: create or resume, poll, fetch the output,
 cancel), ``retries`` (stamina inside the deadline), ``transport`` (HTTP calls, where the token
-may go), ``protocol`` (statuses, error mapping, validation of answers), ``redaction``.
+may go), ``prediction`` (Replicate's prediction, typed: the fields read and its statuses),
+``protocol`` (error mapping, validation of answers), ``redaction``.
 """
 
 from genres.classify.replicate.adapter import CreationLimiter, ReplicateClassifier

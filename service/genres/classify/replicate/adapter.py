@@ -3,13 +3,18 @@
 One classification is one prediction, whatever fails along the way:
 
 1. create it (``POST /predictions``) with ``Prefer: wait=N`` and a ``Cancel-After`` deadline;
-   only this step is retried as a whole, and only when the create call got no prediction back;
+   the create call is retried only when it got no prediction back (a prediction is never
+   created twice);
 2. poll ``urls.get`` with backoff until the prediction is final or its output is present;
 3. fetch the output JSON (all 400 labels) and rank it.
 
+Each HTTP call of a step (create, every poll, the output's fetch) is retried on its own on a
+transient failure, up to ``max_attempts`` within the deadline (``retries``).
+
 When the deadline passes, or the caller is cancelled, a prediction still running is cancelled
-so that it stops billing. The HTTP calls, their retries and what the answers mean live in the
-sibling modules (`transport`, `retries`, `protocol`).
+so that it stops billing. The HTTP calls, their retries, the prediction's typed shape and what
+the answers mean live in the sibling modules (`transport`, `retries`, `prediction`,
+`protocol`).
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ import aiohttp
 from genres.classify.port import Checkpoint, Classification, Timings
 from genres.classify.ranking import discogs_name, rank
 from genres.classify.replicate import protocol
-from genres.classify.replicate.protocol import FINAL_STATUSES, final
-from genres.classify.replicate.retries import Backoff, Deadline, Retries
+from genres.classify.replicate.prediction import Prediction
+from genres.classify.replicate.retries import CREATE, Backoff, Deadline, Retries
 from genres.classify.replicate.transport import Transport
 from genres.errors import ClassificationError, ClassificationTimeout, MalformedOutput, RateLimited
 from genres.tasks import BackgroundTasks
@@ -111,8 +116,8 @@ class ReplicateClassifier:
         # moments later in any case.
         recording = None
         if checkpoint is not None and resumed is None:
-            recording = asyncio.ensure_future(checkpoint.record(prediction["id"]))
-            if final(prediction):
+            recording = asyncio.ensure_future(checkpoint.record(prediction.id))
+            if prediction.final:
                 self._background.add(recording)
                 recording = None
         try:
@@ -124,13 +129,13 @@ class ReplicateClassifier:
             # Shutting down: a recorded prediction is left to finish and the redelivered
             # record resumes it; an unrecorded one would only be paid for again, so stop it.
             recorded = resumed is not None or _succeeded(recording)
-            if not recorded and prediction.get("status") not in FINAL_STATUSES:
+            if not recorded and prediction.running:
                 await asyncio.shield(self._cancel(prediction))
             raise
         except BaseException:
             # Deadline or a bad answer: a prediction still running is paid for until it
             # stops, so stop it.
-            if prediction.get("status") not in FINAL_STATUSES:
+            if prediction.running:
                 await asyncio.shield(self._cancel(prediction))
             raise
         finally:
@@ -139,22 +144,20 @@ class ReplicateClassifier:
         if sent_at is not None and self._limiter is not None:
             self._limiter.observe(time.monotonic() - sent_at)
         predictions = rank(scores, self._top_n, discogs_name)
-        metrics = prediction.get("metrics") or {}
-        predict_time = metrics.get("predict_time") if isinstance(metrics, dict) else None
         return Classification(
             predictions=predictions,
             model=self._model,
             timings=Timings(
                 total=time.monotonic() - started,
-                predict=float(predict_time) if isinstance(predict_time, int | float) else None,
+                predict=prediction.predict_time,
             ),
             attempts=attempts,
-            extra={"prediction_id": prediction.get("id")},
+            extra={"prediction_id": prediction.id},
         )
 
     # -- step 1: create, or resume ------------------------------------------------------
 
-    async def _resume(self, prediction_id: str, deadline: Deadline) -> dict[str, Any] | None:
+    async def _resume(self, prediction_id: str, deadline: Deadline) -> Prediction | None:
         """The prediction an earlier attempt created, if it can still deliver."""
         url = f"{self._base_url}/predictions/{quote(prediction_id, safe='')}"
         try:
@@ -167,22 +170,19 @@ class ReplicateClassifier:
                 exc.kind,
             )
             return None
-        if prediction.get("status") in ("failed", "canceled", "aborted"):
+        if prediction.ended_without_output:
             return None
         log.info("resumed replicate prediction", extra={"prediction_id": prediction_id})
         return prediction
 
-    async def _create(self, audio: str, deadline: Deadline) -> tuple[dict[str, Any], int, float]:
+    async def _create(self, audio: str, deadline: Deadline) -> tuple[Prediction, int, float]:
         """The prediction, the attempts made, and when the one that created it was sent."""
-        attempts = 0
         body = {"version": self._version, "input": {"audio": audio, "output_format": "JSON"}}
         # Our deadline comes first and cancels with a clear timeout; Replicate's own, a little
         # later, stops the prediction even if this process died.
         cancel_after = max(MIN_CANCEL_AFTER, math.ceil(self._timeout + CANCEL_AFTER_MARGIN))
 
-        async def create(attempt: int) -> tuple[dict[str, Any], float]:
-            nonlocal attempts
-            attempts = attempt
+        async def create() -> tuple[Prediction, float]:
             deadline.check("before the prediction was created")
             if self._limiter is not None:
                 await self._limiter.acquire()
@@ -203,58 +203,52 @@ class ReplicateClassifier:
                     self._limiter.throttled(exc.retry_after)
                 raise
 
-        try:
-            prediction, sent_at = await self._retries.run("create", deadline, create)
-        except ClassificationError as exc:
-            exc.attempts = max(1, attempts)
-            raise
+        (prediction, sent_at), attempts = await self._retries.run(CREATE, deadline, create)
         return prediction, attempts, sent_at
 
     # -- step 2: poll --------------------------------------------------------------------
 
-    async def _until_output(self, prediction: dict[str, Any], deadline: Deadline) -> dict[str, Any]:
+    async def _until_output(self, prediction: Prediction, deadline: Deadline) -> Prediction:
         delay = self._backoff.poll_initial
         while True:
             protocol.raise_if_unsuccessful(prediction, self._redact)
             # A file output can be present while the status is still `processing`.
-            if prediction.get("output") is not None or prediction.get("status") == "succeeded":
+            if prediction.has_output:
                 return prediction
             if deadline.remaining <= 0:
                 raise ClassificationTimeout(
-                    f"prediction {prediction.get('id')} not finished within {self._timeout:g}s"
+                    f"prediction {prediction.id} not finished within {self._timeout:g}s"
                 )
             await asyncio.sleep(min(delay, deadline.remaining))
             delay = min(delay * 1.5, self._backoff.poll_maximum)
             prediction = await self._get_prediction(prediction, deadline)
 
-    async def _get_prediction(
-        self, prediction: dict[str, Any], deadline: Deadline
-    ) -> dict[str, Any]:
-        url = protocol.prediction_url(prediction, "get", self._base_url)
+    async def _get_prediction(self, prediction: Prediction, deadline: Deadline) -> Prediction:
+        url = prediction.url("get", self._base_url)
 
-        async def poll(_: int) -> dict[str, Any]:
+        async def poll() -> Prediction:
             response = await self._http.send("GET", url, read_timeout=10.0, deadline=deadline)
             return protocol.prediction_of(response, self._redact)
 
-        return await self._retries.run("poll", deadline, poll)
+        prediction, _ = await self._retries.run("poll", deadline, poll)
+        return prediction
 
     # -- step 3: output ------------------------------------------------------------------
 
     async def _fetch_output(
-        self, prediction: dict[str, Any], deadline: Deadline
+        self, prediction: Prediction, deadline: Deadline
     ) -> Mapping[str, float]:
-        output = prediction.get("output")
+        output = prediction.output
         if isinstance(output, list) and len(output) == 1:
             output = output[0]
         if isinstance(output, dict):
             return protocol.scores(output)
         if not isinstance(output, str) or urlsplit(output).scheme not in ("http", "https"):
             raise MalformedOutput(
-                f"prediction {prediction.get('id')} has no JSON file output "
-                f"(got {type(output).__name__})"
+                f"prediction {prediction.id} has no JSON file output (got {type(output).__name__})"
             )
 
-        async def fetch(_: int) -> Any:
+        async def fetch() -> Any:
             response = await self._http.send("GET", output, read_timeout=30.0, deadline=deadline)
             protocol.raise_for_status(response, self._redact)
             try:
@@ -262,7 +256,7 @@ class ReplicateClassifier:
             except ValueError:
                 raise MalformedOutput("the output file is not JSON") from None
 
-        document = await self._retries.run("output", deadline, fetch)
+        document, _ = await self._retries.run("output", deadline, fetch)
         if not isinstance(document, dict):
             raise MalformedOutput(
                 f"the output JSON is a {type(document).__name__}, not a label map"
@@ -271,19 +265,19 @@ class ReplicateClassifier:
 
     # -- cancel --------------------------------------------------------------------------
 
-    async def _cancel(self, prediction: dict[str, Any]) -> None:
+    async def _cancel(self, prediction: Prediction) -> None:
         try:
-            url = protocol.prediction_url(prediction, "cancel", self._base_url)
+            url = prediction.url("cancel", self._base_url)
             status = await self._http.post_without_deadline(url, timeout=10.0)
             log.info(
                 "replicate prediction cancelled",
-                extra={"prediction_id": prediction.get("id"), "status": status},
+                extra={"prediction_id": prediction.id, "status": status},
             )
         except (TimeoutError, aiohttp.ClientError, ClassificationError) as exc:
             # Cancel-After stops it on Replicate's side in any case.
             log.warning(
                 "could not cancel replicate prediction %s: %s",
-                prediction.get("id"),
+                prediction.id,
                 type(exc).__name__,
             )
 

@@ -1,4 +1,4 @@
-"""What Replicate's answers mean: its prediction statuses, its HTTP errors mapped to
+"""What Replicate's answers mean: a prediction's end, its HTTP errors mapped to
 classification errors (with server texts scrubbed of the token), and the checks a prediction
 and its output file must pass before the classifier trusts them."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from genres.classify.ranking import is_confidence
+from genres.classify.replicate.prediction import Prediction
 from genres.classify.replicate.redaction import Redactor
 from genres.classify.replicate.transport import Reply
 from genres.errors import (
@@ -20,25 +20,20 @@ from genres.errors import (
 )
 from genres_contracts import FailureKind
 
-FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "aborted"})
 _RESET_HINT = re.compile(r"resets in ~?\s*(\d+(?:\.\d+)?)\s*s", re.IGNORECASE)
 _SERVER_TEXT_LIMIT = 300
 
 
-def final(prediction: Mapping[str, Any]) -> bool:
-    """Nothing more will happen to it (an output may arrive before `succeeded`)."""
-    return prediction.get("status") in FINAL_STATUSES or prediction.get("output") is not None
-
-
-def prediction_of(response: Reply, redact: Redactor) -> dict[str, Any]:
+def prediction_of(response: Reply, redact: Redactor) -> Prediction:
     raise_for_status(response, redact)
     try:
-        prediction = response.json()
+        document = response.json()
     except ValueError:
         raise ServiceUnavailable(
             f"Replicate answered {response.status} with a body that is not JSON"
         ) from None
-    if not isinstance(prediction, dict) or not isinstance(prediction.get("id"), str):
+    prediction = Prediction.from_json(document)
+    if prediction is None:
         raise ServiceUnavailable("Replicate answered with something that is not a prediction")
     return prediction
 
@@ -58,27 +53,15 @@ def raise_for_status(response: Reply, redact: Redactor) -> None:
     raise RequestRejected(f"Replicate refused {what} with {status}: {detail}")
 
 
-def raise_if_unsuccessful(prediction: Mapping[str, Any], redact: Redactor) -> None:
-    status = prediction.get("status")
-    if status == "failed":
-        error = redact.scrub(str(prediction.get("error") or "no error text"))
+def raise_if_unsuccessful(prediction: Prediction, redact: Redactor) -> None:
+    if prediction.status == "failed":
+        error = redact.scrub(prediction.error or "no error text")
+        raise PredictionFailed(f"prediction {prediction.id} failed: {error[:_SERVER_TEXT_LIMIT]}")
+    if prediction.ended_without_output:
         raise PredictionFailed(
-            f"prediction {prediction.get('id')} failed: {error[:_SERVER_TEXT_LIMIT]}"
-        )
-    if status in ("canceled", "aborted"):
-        raise PredictionFailed(
-            f"prediction {prediction.get('id')} was {status}",
+            f"prediction {prediction.id} was {prediction.status}",
             kind=FailureKind.PREDICTION_CANCELED,
         )
-
-
-def prediction_url(prediction: Mapping[str, Any], which: str, base_url: str) -> str:
-    urls = prediction.get("urls")
-    url = urls.get(which) if isinstance(urls, dict) else None
-    if isinstance(url, str) and url:
-        return url
-    suffix = "/cancel" if which == "cancel" else ""
-    return f"{base_url}/predictions/{prediction['id']}{suffix}"
 
 
 def scores(document: Mapping[str, object]) -> Mapping[str, float]:

@@ -3,8 +3,6 @@ classification's deadline."""
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,9 +10,18 @@ from typing import TypeVar
 
 import stamina
 
-from genres.errors import ClassificationTimeout, RateLimited, RetryableClassificationError
+from genres.errors import (
+    ClassificationError,
+    ClassificationTimeout,
+    RateLimited,
+    RetryableClassificationError,
+)
 
 T = TypeVar("T")
+
+CREATE = "create"
+"""The step whose attempts are the classification's: each may create a paid prediction (a
+poll or an output fetch retried is still one attempt at classifying)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,49 +58,56 @@ class Retries:
     on_throttled: Callable[[str], None] | None = None
     """Told the step of each HTTP call the server answered 429 (metrics)."""
 
-    async def run(self, step: str, deadline: Deadline, call: Callable[[int], Awaitable[T]]) -> T:
-        """``call(attempt)`` until it succeeds, fails for good, or attempts or time run out.
-
-        The first attempt runs outside stamina: building a retry context costs about as
-        much CPU as the HTTP call it guards (profiled), and most calls succeed at once.
+    async def run(
+        self, step: str, deadline: Deadline, call: Callable[[], Awaitable[T]]
+    ) -> tuple[T, int]:
+        """``call()`` until it succeeds, fails for good, or attempts or time run out: its value
+        and the attempts stamina counted. On the :data:`CREATE` step the error it gives up
+        with carries that count (``ClassificationError.attempts``), as the classification's
+        failure reports it.
         """
+        # Most calls succeed at once, and a retry context costs about as much CPU as the HTTP
+        # call it guards (profiled: ~30 us), so the first attempt runs bare. Its failure is
+        # replayed as stamina's first attempt: stamina decides, waits (or not, under its test
+        # switch) and counts as for any other.
         if self.on_throttled is not None:
             call = _telling(step, call, self.on_throttled)
         try:
-            return await call(1)
+            return await call(), 1
         except Exception as exc:
-            decision = backoff_for(exc, deadline)
-            if decision is False or self.max_attempts <= 1:
-                raise
-        # The wait stamina would have made before the second attempt (none under its test
-        # switch, like its own waits).
-        if decision is True:
-            decision = self.backoff.initial + random.uniform(0, self.backoff.jitter)
-        if not stamina.is_testing():
-            await asyncio.sleep(min(decision, deadline.remaining))
-        async for attempt in stamina.retry_context(
-            on=lambda exc: backoff_for(exc, deadline),
-            attempts=self.max_attempts - 1,
-            timeout=max(deadline.remaining, 0.001),
-            wait_initial=self.backoff.initial,
-            wait_max=self.backoff.maximum,
-            wait_jitter=self.backoff.jitter,
-        ):
-            with attempt:
-                if self.on_retry is not None:
-                    self.on_retry(step)
-                return await call(attempt.num + 1)
+            first = exc
+        made = 0
+        try:
+            async for attempt in stamina.retry_context(
+                on=lambda exc: backoff_for(exc, deadline),
+                attempts=self.max_attempts,
+                timeout=max(deadline.remaining, 0.001),
+                wait_initial=self.backoff.initial,
+                wait_max=self.backoff.maximum,
+                wait_jitter=self.backoff.jitter,
+            ):
+                made = attempt.num
+                with attempt:
+                    if made == 1:
+                        raise first
+                    if self.on_retry is not None:
+                        self.on_retry(step)
+                    return await call(), made
+        except ClassificationError as exc:
+            if step == CREATE:
+                exc.attempts = made
+            raise
         raise AssertionError("unreachable: stamina raises when it stops retrying")
 
 
 def _telling(
-    step: str, call: Callable[[int], Awaitable[T]], told: Callable[[str], None]
-) -> Callable[[int], Awaitable[T]]:
+    step: str, call: Callable[[], Awaitable[T]], told: Callable[[str], None]
+) -> Callable[[], Awaitable[T]]:
     """``call`` that tells ``told`` of each 429 before raising it on."""
 
-    async def telling(attempt: int) -> T:
+    async def telling() -> T:
         try:
-            return await call(attempt)
+            return await call()
         except RateLimited:
             told(step)
             raise
