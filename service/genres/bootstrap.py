@@ -127,15 +127,6 @@ async def running(
         _waiting(health, "database")
         engine = engine if engine is not None else await _engine(settings, stack)
         publisher = publisher if publisher is not None else await _publisher(settings, stack)
-        publisher.on_dead_letter = metrics.observe_dead_letter
-        stack.callback(watch_publisher(watchdog, publisher))
-        if health is not None:
-            from genres.observability.health import broker_check, database_check
-
-            health.add_check("broker", broker_check(publisher.producer.client))
-            health.add_check("database", database_check(engine))
-            health.add_check("partitions", watchdog.check)
-        _waiting(health, "roles")
         kernel = Kernel(
             settings,
             engine,
@@ -144,6 +135,8 @@ async def running(
             watchdog,
             make_broker=make_broker or _broker_maker(settings, metrics),
         )
+        _watch_kernel(kernel, health, stack)
+        _waiting(health, "roles")
         handles = await _start_roles(kernel, roles, assemblies or {}, stack)
         await _start_bus(kernel, handles, refusals, stack)
         # Stops first on the way out: a role draining is not a stall.
@@ -159,6 +152,20 @@ async def running(
 
 
 _within = within
+
+
+def _watch_kernel(kernel: Kernel, health: HealthServer | None, stack: AsyncExitStack) -> None:
+    """The publisher's writes and dead letters watched; the broker, the database and the
+    partitions' leaders part of readiness."""
+    watchdog, publisher = kernel.watchdog, kernel.publisher
+    publisher.on_dead_letter = kernel.metrics.observe_dead_letter
+    stack.callback(watch_publisher(watchdog, publisher))
+    if health is not None:
+        from genres.observability.health import broker_check, database_check
+
+        health.add_check("broker", broker_check(publisher.producer.client))
+        health.add_check("database", database_check(kernel.engine))
+        health.add_check("partitions", watchdog.check)
 
 
 def _refusals(watchdog: StallWatchdog, stack: AsyncExitStack) -> Refusals:

@@ -68,7 +68,9 @@ async def test_a_role_failing_to_start_undoes_what_it_and_the_others_started() -
     said: list[str] = []
     with pytest.raises(RuntimeError, match="projector refused"):
         async with AsyncExitStack() as stack:
-            await _start_roles(kernel(), frozenset(Role), recording(said, failing=Role.PROJECTOR), stack)
+            await _start_roles(
+                kernel(), frozenset(Role), recording(said, failing=Role.PROJECTOR), stack
+            )
     assert said == ["start classifier", "start projector", "stop projector", "stop classifier"]
 
 

@@ -37,17 +37,15 @@ def register_responder(
     """The responder's runtime, subscribed to ``track.recommended_tags`` on ``broker``.
 
     ``stale_after`` (seconds) is when an on-demand marker may be reclaimed; by default twice
-    ``REPLICATE_TIMEOUT_SECONDS``. Track reads go through ``read_engine``: by default an
-    autocommit view of ``engine`` (its pool; one round trip per cached answer, no
-    ``BEGIN``/``ROLLBACK``). ``engine`` serves the on-demand claims. Start the returned runtime
-    before the broker. ``watchdog`` watches the outcome listener's partitions.
+    ``REPLICATE_TIMEOUT_SECONDS``. Track reads go through ``read_engine``, by default
+    ``engine`` itself: the process's one pool (``track_view`` runs each read in autocommit,
+    one round trip per cached answer, and the root's engine pings no connection at checkout,
+    so a second engine would only split the pool). ``engine`` serves the on-demand claims.
+    Start the returned runtime before the broker. ``watchdog`` watches the outcome
+    listener's partitions.
     """
     runtime = ResponderRuntime(
-        read_engine=(
-            read_engine
-            if read_engine is not None
-            else engine.execution_options(isolation_level="AUTOCOMMIT")
-        ),
+        read_engine=read_engine,
         settings=settings,
         engine=engine,
         publisher=publisher,

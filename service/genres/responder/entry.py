@@ -1,9 +1,9 @@
 """The responder on the bus: answers ``track.recommended_tags`` requests.
 
-Wiring (``assembly.py`` does this for the composition root)::
+Wiring (``genres.responder.assembly.register_responder`` builds the runtime's parts and calls
+``subscribe_responder``; the composition root starts it)::
 
     runtime = register_responder(broker, settings=settings, engine=engine, publisher=publisher)
-    # (genres.responder.assembly: builds the runtime's parts, then ``subscribe_responder``)
     await publisher.start()
     await runtime.start()   # the outcome listener, positioned before any request is served
     await broker.start()
