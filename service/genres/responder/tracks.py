@@ -5,7 +5,8 @@ On an engine without pre-ping (the composition root's, which the responder share
 :func:`create_read_engine`) a cached answer therefore costs exactly one database round trip;
 ``create_engine``'s default pings every connection it checks out (``BEGIN; ;ROLLBACK`` with
 asyncpg: three more round trips), which is right for rare writes but costs the hot read path
-dearly. Without the ping, a connection the server dropped fails once: :func:`track_view` then retries once on a fresh connection.
+dearly. Without the ping, a connection the server dropped fails once: :func:`track_view` then
+retries once on a fresh connection.
 """
 
 from __future__ import annotations
