@@ -161,7 +161,9 @@ async def through_broker(
         await producer.start()
         publisher = Publisher(producer, settings)
         broker = create_broker(settings, logger=None)
-        register_projector(broker, settings=settings, engine=engine, publisher=publisher)
+        register_projector(
+            broker, settings=settings, store=SqlProjectionStore(engine), publisher=publisher
+        )
         await broker.start()
         try:
             await asyncio.sleep(1.0)  # let the group settle before the clock starts

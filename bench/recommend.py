@@ -45,7 +45,8 @@ from genres.kafka.broker import client_options, ensure_topics
 from genres.kafka.client import genres_client
 from genres.kafka.entry import create_broker
 from genres.kafka.producer import Publisher
-from genres.responder.entry import RESPONDER_FETCH_MAX_WAIT_MS, register_responder
+from genres.responder.assembly import register_responder
+from genres.responder.entry import RESPONDER_FETCH_MAX_WAIT_MS
 from genres.responder.tracks import create_read_engine
 from genres_contracts import topics
 

@@ -1,7 +1,8 @@
-"""The composition root: builds settings, broker, producer, HTTP clients, engine and roles.
+"""The composition root: builds the kernel (settings, broker, producer, engine, metrics) and
+asks each role the command runs to assemble itself from it (``<role>/assembly.py``).
 
 Nothing here runs at import time; ``running`` builds everything and tears it down in reverse.
-Each role's parts are imported in the branch that builds it, so a command pays at start only
+Each role's assembly is imported only when that role runs, so a command pays at start only
 for what it runs (``migrate`` and ``backfill --dry-run`` load no classifier and no HTTP client).
 """
 
@@ -10,21 +11,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import functools
 import gc
+import importlib
 import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.backfill.entry import run_backfill
 from genres.backfill.rule import BackfillOptions, BackfillReport, Progress, no_progress
 from genres.config import Backend, Settings
 from genres.database.engine import create_engine, first_contact
@@ -33,21 +33,16 @@ from genres.kafka.acls import topics_used
 from genres.kafka.broker import ensure_topics
 from genres.kafka.producer import Publisher
 from genres.kafka.refusals import Echoes, Intercepted, Refusals, probe
+from genres.kernel import STEP_SECONDS, Kernel, RoleHandle, within
 from genres.observability.metrics import ServiceMetrics, prometheus_middleware
-from genres.observability.progress import (
-    CommittedProgress,
-    LocalProgress,
-    PositionProgress,
-    SubscriberErrors,
-    subscriber_consumer,
-    watch_publisher,
-)
+from genres.observability.progress import SubscriberErrors, watch_publisher
 from genres.observability.repeats import adopt_orphans
 from genres.observability.stalls import StallWatchdog
 from genres.observability.tracing import configure_tracing, telemetry_middleware
 
 if TYPE_CHECKING:
-    from genres.classifier.consumer import ConcurrentConsumer
+    from faststream.kafka import KafkaBroker
+
     from genres.classify.port import Classifier
     from genres.observability.health import HealthServer
     from genres_contracts import ModelRef
@@ -63,12 +58,22 @@ class Role(StrEnum):
 
 ALL_ROLES = frozenset(Role)
 
+Assemble = Callable[[Kernel], RoleHandle]
+"""A role's ``assemble``: its adapters built from the kernel, returned as a handle."""
+
+#: Where each role assembles itself; started in this order, stopped in reverse.
+ASSEMBLIES = {
+    Role.CLASSIFIER: "genres.classifier.assembly",
+    Role.PROJECTOR: "genres.projector.assembly",
+    Role.RESPONDER: "genres.responder.assembly",
+}
+
 SHUTDOWN_SECONDS = 20.0
 """How long stopping may take, whatever the cluster's state (Kubernetes waits 30 s by
 default before it kills): past it, what is not done is left for redelivery."""
-#: What each stop may take within that (a broker that does not answer holds each one).
-CLASSIFIER_GRACE_SECONDS = 8.0
-STEP_SECONDS = 4.0
+#: The kernel's pool: the projector's writes and the responder's reads share it (the
+#: classifier's ledger has a pool of its own), as many connections as their two pools had.
+ENGINE_POOL_SIZE = 20
 
 
 @dataclass
@@ -78,31 +83,39 @@ class Service:
     settings: Settings
     engine: AsyncEngine
     publisher: Publisher
-    classifier_consumer: ConcurrentConsumer | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
     metrics: ServiceMetrics | None = None
     health: HealthServer | None = None
     refusals: Refusals = field(default_factory=Refusals)
     """The cluster's refusals: the first one stops the process (``serve``)."""
+    roles: dict[str, RoleHandle] = field(default_factory=dict)
+    """Each running role's handle, by name."""
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[Service]:
-    """Start ``roles``; on exit stop fetching, finish or hand back in-flight work, close all."""
+async def running(
+    settings: Settings,
+    roles: frozenset[Role],
+    *,
+    engine: AsyncEngine | None = None,
+    publisher: Publisher | None = None,
+    metrics: ServiceMetrics | None = None,
+    make_broker: Callable[[], KafkaBroker] | None = None,
+    assemblies: Mapping[Role, Assemble] | None = None,
+) -> AsyncIterator[Service]:
+    """Start ``roles``; on exit stop fetching, finish or hand back in-flight work, close all.
+
+    The kernel's parts are built here unless given (a test's real adapters or fakes; given
+    ones are started and closed by their giver); ``assemblies`` replaces roles' own.
+    """
     async with AsyncExitStack() as stack:
         shutdown_tracing = configure_tracing()
         if shutdown_tracing is not None:
             stack.push_async_callback(shutdown_tracing)
-        metrics = ServiceMetrics(cost_per_second=settings.replicate_cost_per_second)
+        if metrics is None:
+            metrics = ServiceMetrics(cost_per_second=settings.replicate_cost_per_second)
         watchdog = StallWatchdog(settings.kafka_stall_seconds)
+        refusals = _refusals(watchdog, stack)
         metrics.watch_stalls(watchdog)
-        # Every error a role meets reaches the watchdog; a refusal among them stops the process.
-        refusals = Refusals()
-        watchdog.listeners.append(lambda role, error: refusals.note(error, role=role))
-        for handler in logging.getLogger().handlers:
-            echoes = Echoes(refusals)
-            handler.addFilter(echoes)
-            stack.callback(handler.removeFilter, echoes)
         # Answers from the start, saying what the process still waits for.
         health = await _start_health(settings, metrics, refusals, stack)
         stack.push(_noting(refusals))  # a refusal met while starting: its one ERROR line
@@ -112,185 +125,137 @@ async def running(settings: Settings, roles: frozenset[Role]) -> AsyncIterator[S
         # Only the roles' own topics: a role is granted nothing on the others (kafka/acls.py).
         await ensure_topics(settings, topics_used(settings, sorted(roles)))
         _waiting(health, "database")
-        engine = create_engine(
-            settings.required_database_url,
-            # The classifier's ledger has a pool of its own; this one serves the projector and
-            # the responder.
-            pool_size=10,
-            # Overflow connections are closed when returned: under load that is a connection
-            # (and a TLS handshake) per query. Statements are short; waiting for one is cheaper.
-            max_overflow=0,
-            # Every caller retries on a dropped connection; a ping per checkout costs more.
-            pre_ping=False,
+        engine = engine if engine is not None else await _engine(settings, stack)
+        publisher = publisher if publisher is not None else await _publisher(settings, stack)
+        kernel = Kernel(
+            settings,
+            engine,
+            publisher,
+            metrics,
+            watchdog,
+            make_broker=make_broker or _broker_maker(settings, metrics),
         )
-        stack.push_async_callback(engine.dispose)
-        await first_contact(engine)
-        publisher = Publisher.create(settings)
-        await publisher.start()
-        stack.push_async_callback(_within(STEP_SECONDS, "the publisher", publisher.stop))
-        publisher.on_dead_letter = metrics.observe_dead_letter
-        stack.callback(watch_publisher(watchdog, publisher))
-        service = Service(
-            settings=settings,
-            engine=engine,
-            publisher=publisher,
-            metrics=metrics,
-            health=health,
-            refusals=refusals,
-        )
-        if health is not None:
-            from genres.observability.health import broker_check, database_check
-
-            health.add_check("broker", broker_check(publisher.producer.client))
-            health.add_check("database", database_check(engine))
-            health.add_check("partitions", watchdog.check)
+        _watch_kernel(kernel, health, stack)
         _waiting(health, "roles")
-
-        if Role.CLASSIFIER in roles:
-            from genres.classifier.bounded import BoundedClassifier
-            from genres.classifier.entry import create_classifier_consumer
-            from genres.classifier.ledger import PostgresLedger
-            from genres.classifier.observed import ObservedClassifier
-            from genres.classify.factory import open_classifier
-
-            backend = settings.backend.value
-            classifier = BoundedClassifier(
-                ObservedClassifier(
-                    await stack.enter_async_context(
-                        open_classifier(
-                            settings,
-                            on_retry=metrics.observe_replicate_retry,
-                            on_throttled=metrics.observe_replicate_throttled,
-                        )
-                    ),
-                    backend=backend,
-                    metrics=metrics,
-                ),
-                limit=settings.classifier_concurrency,
-            )
-            ledger = await PostgresLedger.connect(
-                settings.required_database_url, size=max(4, settings.records_in_flight // 8)
-            )
-            stack.push_async_callback(ledger.close)
-            consumer = create_classifier_consumer(
-                settings,
-                classifier=classifier,
-                ledger=ledger,
-                publisher=publisher,
-                on_outcome=lambda outcome: metrics.observe_outcome(backend, outcome),
-            )
-            await consumer.start()
-            stack.push_async_callback(
-                _within(
-                    CLASSIFIER_GRACE_SECONDS + 2 * STEP_SECONDS,
-                    "the classifier",
-                    functools.partial(consumer.stop, grace=CLASSIFIER_GRACE_SECONDS),
-                )
-            )
-            service.classifier_consumer = consumer
-            metrics.watch_window(consumer)
-            metrics.watch_classifications(classifier)
-            metrics.watch_lag("classifier", consumer.kafka_consumer)
-            consumer.on_error = watchdog.reporter(Role.CLASSIFIER.value)
-            kafka_consumer = consumer.kafka_consumer
-            watchdog.watch(
-                Role.CLASSIFIER.value,
-                LocalProgress(lambda: kafka_consumer, consumer.progress),
-                # A record may take its classification's whole deadline without any error.
-                patience=settings.replicate_timeout_seconds + settings.kafka_stall_seconds,
-            )
-
-        if roles & {Role.PROJECTOR, Role.RESPONDER}:
-            from genres.kafka.entry import create_broker
-
-            broker = create_broker(
-                settings, middlewares=[*telemetry_middleware(), *prometheus_middleware(metrics)]
-            )
-            subscribers: dict[str, Any] = {}
-            if Role.PROJECTOR in roles:
-                from genres.projector.entry import register_projector
-
-                subscribers[Role.PROJECTOR.value] = register_projector(
-                    broker,
-                    settings=settings,
-                    engine=engine,
-                    publisher=publisher,
-                    on_projected=lambda report: metrics.observe_projection(
-                        written=report.written, stale=report.stale
-                    ),
-                    on_error=watchdog.reporter(Role.PROJECTOR.value),
-                )
-                # It commits after storing: its position runs ahead of the work.
-                watchdog.watch(
-                    Role.PROJECTOR.value,
-                    CommittedProgress(subscriber_consumer(subscribers[Role.PROJECTOR.value])),
-                )
-            if Role.RESPONDER in roles:
-                from genres.responder.entry import register_responder
-
-                responder = register_responder(
-                    broker,
-                    settings=settings,
-                    engine=engine,
-                    publisher=publisher,
-                    watchdog=watchdog,
-                )
-                subscribers[Role.RESPONDER.value] = responder.subscriber
-                # ACK_FIRST: a request is done once handed to its task.
-                watchdog.watch(
-                    Role.RESPONDER.value,
-                    PositionProgress(subscriber_consumer(responder.subscriber)),
-                )
-                # The outcome listener must be positioned before requests are taken.
-                await responder.start()
-                stack.push_async_callback(
-                    _within(
-                        STEP_SECONDS,
-                        "the responder",
-                        functools.partial(responder.stop, grace=STEP_SECONDS / 2),
-                    )
-                )
-                service.extras["responder"] = responder
-            # FastStream retries its fetch errors itself and only logs them: the reasons.
-            errors = SubscriberErrors(watchdog, subscribers)
-            faststream_log = logging.getLogger("genres.faststream")
-            faststream_log.addHandler(errors)
-            stack.callback(faststream_log.removeHandler, errors)
-            # A refusal among them (a denied READ) is not retried every 5 s: it stops us.
-            intercepted = Intercepted(refusals, operation="READ")
-            faststream_log.addFilter(intercepted)
-            stack.callback(faststream_log.removeFilter, intercepted)
-            # Stopped even when starting fails (a refused group join): its clients are closed.
-            stack.push_async_callback(_within(STEP_SECONDS, "the subscribers", broker.stop))
-            await broker.start()
-            metrics.watch_subscribers("faststream", broker.subscribers)
+        handles = await _start_roles(kernel, roles, assemblies or {}, stack)
+        await _start_bus(kernel, handles, refusals, stack)
         # Stops first on the way out: a role draining is not a stall.
         await watchdog.start()
         stack.push_async_callback(_within(STEP_SECONDS, "the stall watchdog", watchdog.stop))
-        service.extras["watchdog"] = watchdog
-        if service.health is not None:
-            service.health.started = True
+        if health is not None:
+            health.started = True
             # Runs first on the way out: not ready while stopping.
-            stack.callback(setattr, service.health, "started", False)
+            stack.callback(setattr, health, "started", False)
         log.info("service started", extra={"roles": sorted(roles)})
-        yield service
+        yield Service(settings, engine, publisher, metrics, health, refusals, handles)
         log.info("service stopping", extra={"roles": sorted(roles)})
 
 
-def _within(
-    seconds: float, what: str, stop: Callable[[], Awaitable[object]]
-) -> Callable[[], Awaitable[None]]:
-    """``stop``, given up after ``seconds`` with a WARNING: a broker that does not answer
-    must not hold the exit (what was not committed is redelivered)."""
+_within = within
 
-    async def bounded() -> None:
-        try:
-            async with asyncio.timeout(seconds):
-                await stop()
-        except TimeoutError:
-            log.warning("%s did not stop within %gs: left unfinished", what, seconds)
 
-    return bounded
+def _watch_kernel(kernel: Kernel, health: HealthServer | None, stack: AsyncExitStack) -> None:
+    """The publisher's writes and dead letters watched; the broker, the database and the
+    partitions' leaders part of readiness."""
+    watchdog, publisher = kernel.watchdog, kernel.publisher
+    publisher.on_dead_letter = kernel.metrics.observe_dead_letter
+    stack.callback(watch_publisher(watchdog, publisher))
+    if health is not None:
+        from genres.observability.health import broker_check, database_check
+
+        health.add_check("broker", broker_check(publisher.producer.client))
+        health.add_check("database", database_check(kernel.engine))
+        health.add_check("partitions", watchdog.check)
+
+
+def _refusals(watchdog: StallWatchdog, stack: AsyncExitStack) -> Refusals:
+    """Every error a role meets reaches the watchdog; a refusal among them (or in any log
+    line) stops the process."""
+    refusals = Refusals()
+    watchdog.listeners.append(lambda role, error: refusals.note(error, role=role))
+    for handler in logging.getLogger().handlers:
+        echoes = Echoes(refusals)
+        handler.addFilter(echoes)
+        stack.callback(handler.removeFilter, echoes)
+    return refusals
+
+
+async def _engine(settings: Settings, stack: AsyncExitStack) -> AsyncEngine:
+    engine = create_engine(
+        settings.required_database_url,
+        pool_size=ENGINE_POOL_SIZE,
+        # Overflow connections are closed when returned: under load that is a connection
+        # (and a TLS handshake) per query. Statements are short; waiting for one is cheaper.
+        max_overflow=0,
+        # Every caller retries on a dropped connection; a ping per checkout costs more.
+        pre_ping=False,
+    )
+    stack.push_async_callback(engine.dispose)
+    await first_contact(engine)
+    return engine
+
+
+async def _publisher(settings: Settings, stack: AsyncExitStack) -> Publisher:
+    publisher = Publisher.create(settings)
+    await publisher.start()
+    stack.push_async_callback(_within(STEP_SECONDS, "the publisher", publisher.stop))
+    return publisher
+
+
+def _broker_maker(settings: Settings, metrics: ServiceMetrics) -> Callable[[], KafkaBroker]:
+    def make() -> KafkaBroker:
+        from genres.kafka.entry import create_broker
+
+        middlewares = [*telemetry_middleware(), *prometheus_middleware(metrics)]
+        return create_broker(settings, middlewares=middlewares)
+
+    return make
+
+
+async def _start_roles(
+    kernel: Kernel,
+    roles: frozenset[Role],
+    assemblies: Mapping[Role, Assemble],
+    stack: AsyncExitStack,
+) -> dict[str, RoleHandle]:
+    """Each role assembled and started in ``ASSEMBLIES``' order; its stop pushed first, so
+    that a start failing half-way still undoes what it did."""
+    handles: dict[str, RoleHandle] = {}
+    for role in ASSEMBLIES:
+        if role not in roles:
+            continue
+        assemble = assemblies.get(role) or importlib.import_module(ASSEMBLIES[role]).assemble
+        handle = assemble(kernel)
+        stack.push_async_callback(handle.stop)
+        await handle.start()
+        handles[role.value] = handle
+    return handles
+
+
+async def _start_bus(
+    kernel: Kernel,
+    handles: Mapping[str, RoleHandle],
+    refusals: Refusals,
+    stack: AsyncExitStack,
+) -> None:
+    """Start the broker the roles subscribed on, once they are all registered and started."""
+    broker = kernel.subscribed_broker
+    if broker is None:
+        return
+    subscribed = {name: h.subscribed for name, h in handles.items() if h.subscribed is not None}
+    # FastStream retries its fetch errors itself and only logs them: the reasons.
+    errors = SubscriberErrors(kernel.watchdog, subscribed)
+    faststream_log = logging.getLogger("genres.faststream")
+    faststream_log.addHandler(errors)
+    stack.callback(faststream_log.removeHandler, errors)
+    # A refusal among them (a denied READ) is not retried every 5 s: it stops us.
+    intercepted = Intercepted(refusals, operation="READ")
+    faststream_log.addFilter(intercepted)
+    stack.callback(faststream_log.removeFilter, intercepted)
+    # Stopped even when starting fails (a refused group join): its clients are closed.
+    stack.push_async_callback(_within(STEP_SECONDS, "the subscribers", broker.stop))
+    await broker.start()
+    kernel.metrics.watch_subscribers("faststream", [s.consumer for s in subscribed.values()])
 
 
 async def serve(settings: Settings, roles: frozenset[Role]) -> None:
@@ -414,6 +379,8 @@ async def backfill(
 
         async with open_classifier(settings) as classifier:
             options = dataclasses.replace(options, model=_answering_models(classifier))
+    from genres.backfill.assembly import run_backfill
+
     engine = create_engine(settings.required_database_url, pool_size=2)
     publisher = None if options.dry_run else Publisher.create(settings)
     try:

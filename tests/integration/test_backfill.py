@@ -11,7 +11,7 @@ import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from genres.backfill.entry import run_backfill
+from genres.backfill.assembly import run_backfill
 from genres.backfill.outcomes import OutcomeListener
 from genres.backfill.rule import BackfillOptions, BackfillReport
 from genres.config import Settings

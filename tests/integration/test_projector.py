@@ -13,10 +13,9 @@ from aiokafka.structs import TopicPartition
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from genres.bootstrap import Role, running
 from genres.config import Settings
-from genres.kafka.entry import create_broker
 from genres.kafka.producer import Publisher, track_key
-from genres.projector.entry import register_projector
 from genres.projector.rule import project
 from genres.projector.store import SqlProjectionStore
 from genres_contracts import topics
@@ -24,6 +23,8 @@ from tests.support.bus import read_topic
 from tests.support.database import insert_track
 from tests.support.messages import SEVEN_FOR_FIVE_TAGS, classified
 from tests.support.waiting import eventually
+
+PROJECTOR = frozenset({Role.PROJECTOR})
 
 
 async def add_track(
@@ -303,13 +304,9 @@ async def test_a_file_replaced_while_waiting_for_the_lock_is_not_overwritten(
 async def running_projector(
     settings: Settings, engine: AsyncEngine, publisher: Publisher
 ) -> AsyncIterator[None]:
-    broker = create_broker(settings)
-    register_projector(broker, settings=settings, engine=engine, publisher=publisher)
-    await broker.start()
-    try:
+    """The projector as the composition root runs it, on this test's engine and publisher."""
+    async with running(settings, PROJECTOR, engine=engine, publisher=publisher):
         yield
-    finally:
-        await broker.stop()
 
 
 async def _raw_producer(settings: Settings) -> AIOKafkaProducer:
@@ -370,10 +367,7 @@ async def test_the_subscriber_commits_after_the_transaction(
     await publisher.publish(
         topics.GENRES_CLASSIFIED, classified(21, "f", PREDICTIONS), key=track_key(21)
     )
-    broker = create_broker(settings)
-    register_projector(broker, settings=settings, engine=engine, publisher=publisher)
-    await broker.start()
-    try:
+    async with running(settings, PROJECTOR, engine=engine, publisher=publisher):
 
         async def projected() -> bool:
             return (await extra_of(engine, 21) or {}).get("genre_predictions_file_id") == "f"
@@ -401,8 +395,6 @@ async def test_the_subscriber_commits_after_the_transaction(
             await eventually(committed, what="the offset committed")
         finally:
             await consumer.stop()
-    finally:
-        await broker.stop()
 
 
 @pytest.mark.usefixtures("running_projector")

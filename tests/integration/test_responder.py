@@ -16,14 +16,14 @@ from aiokafka.structs import ConsumerRecord
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from genres.bootstrap import Role, running
 from genres.config import Settings
 from genres.database.schema import classification_requests, tags, track_tags, tracks
-from genres.kafka.broker import ensure_topics
 from genres.kafka.client import genres_client
-from genres.kafka.entry import create_broker
 from genres.kafka.parsing import parse
 from genres.kafka.producer import Publisher
-from genres.responder.entry import ResponderRuntime, register_responder
+from genres.responder.assembly import ResponderHandle
+from genres.responder.runtime import ResponderRuntime
 from genres.responder.tracks import SqlMarkers, track_view
 from genres_contracts import (
     ClassificationRequested,
@@ -92,20 +92,12 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def running_responder(settings: Settings, engine: AsyncEngine) -> AsyncIterator[Service]:
-    await ensure_topics(settings)
-    publisher = Publisher.create(settings)
-    broker = create_broker(settings)
-    runtime = register_responder(broker, settings=settings, engine=engine, publisher=publisher)
-    await publisher.start()
-    await runtime.start()
-    await broker.start()
-    try:
+    """The responder as the composition root runs it, on this test's engine."""
+    async with running(settings, frozenset({Role.RESPONDER}), engine=engine) as service:
+        handle = service.roles[Role.RESPONDER.value]
+        assert isinstance(handle, ResponderHandle)
         async with genres_client(settings) as client:
-            yield Service(settings, runtime, client, publisher)
-    finally:
-        await broker.stop()
-        await runtime.stop()
-        await publisher.stop()
+            yield Service(settings, handle.runtime, client, service.publisher)
 
 
 @pytest.fixture

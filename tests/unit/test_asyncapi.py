@@ -19,7 +19,8 @@ from genres.config import Settings
 from genres.database.engine import create_engine
 from genres.kafka.producer import Publisher
 from genres.projector.entry import register_projector
-from genres.responder.entry import register_responder
+from genres.projector.store import SqlProjectionStore
+from genres.responder.assembly import register_responder
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECKED_IN = ROOT / asyncapi.DEFAULT_PATH
@@ -194,8 +195,10 @@ async def test_documented_topics_and_groups_are_those_the_roles_register() -> No
     engine = create_engine(settings.database_url)  # never connects
     broker = KafkaBroker("localhost:9092")
     publisher = cast(Publisher, object())
-    register_projector(broker, settings=settings, engine=engine, publisher=publisher)
-    runtime = register_responder(broker, settings=settings, engine=engine, publisher=publisher)
+    register_projector(
+        broker, settings=settings, store=SqlProjectionStore(engine), publisher=publisher
+    )
+    register_responder(broker, settings=settings, engine=engine, publisher=publisher)
     try:
         registered = {
             (topic, subscriber.group_id)
@@ -203,8 +206,6 @@ async def test_documented_topics_and_groups_are_those_the_roles_register() -> No
             for topic in subscriber.specification.topics
         }
     finally:
-        if runtime.read_engine is not None:
-            await runtime.read_engine.dispose()
         await engine.dispose()
     documented = {
         (endpoint.topic, endpoint.group)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -334,15 +335,24 @@ async def test_a_sample_that_hangs_or_fails_keeps_what_was_known() -> None:
 
 
 class FakeSubscriber:
-    """Fails its fetch and logs it the way FastStream's consume loop does."""
+    """Fails its fetch and logs it the way FastStream's consume loop does, in a task of its own
+    (what ``fetching`` tells, as ``genres.kafka.entry.Subscribed`` does)."""
 
     def __init__(self, logger: logging.Logger) -> None:
         self._logger = logger
+        self._loop: asyncio.Task[None] | None = None
+
+    def consumer(self) -> None:
+        return None
+
+    def fetching(self) -> bool:
+        return self._loop is not None and asyncio.current_task() is self._loop
 
     def get_msg(self) -> None:
         raise UnsupportedCodecError("no lz4")
 
-    def consume_loop(self) -> None:
+    async def consume_loop(self) -> None:
+        self._loop = asyncio.current_task()
         try:
             self.get_msg()
         except KafkaError as exc:
@@ -361,7 +371,7 @@ async def test_faststream_fetch_errors_are_the_reason_of_the_subscriber_that_log
         watchdog.watch("responder", Source({P1: (0, 3)}))
         await watchdog.sample()
         clock.now += 3
-        responder.consume_loop()
+        await asyncio.create_task(responder.consume_loop())
         await run(watchdog, clock, clock.now + 5, step=1.0)
     finally:
         logger.removeHandler(handler)

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from collections.abc import Callable
 
 from genres.backfill.outcomes import OutcomeListener
 from genres.backfill.rule import (
     BackfillOptions,
     BackfillReport,
+    BackfillStore,
     Progress,
     Publish,
     backfill,
     no_progress,
 )
-from genres.backfill.store import SqlBackfillStore
 from genres.config import Settings
 from genres.kafka.acls import topics_used
 from genres.kafka.broker import ensure_topics
@@ -25,22 +25,22 @@ __all__ = ["run_backfill"]
 
 async def run_backfill(
     settings: Settings,
-    engine: AsyncEngine,
+    store: BackfillStore,
     publisher: Publisher | None,
     options: BackfillOptions,
     *,
+    listener: Callable[[], OutcomeListener],
     wait: bool,
     timeout: float,
     progress: Progress = no_progress,
 ) -> BackfillReport:
-    """Run a backfill with a started ``publisher`` (none for a dry run, which only reads the
-    database); with ``wait``, count the outcomes too.
+    """Run a backfill over ``store`` with a started ``publisher`` (none for a dry run, which
+    only reads the database); with ``wait``, count the outcomes too (on a ``listener()``).
 
     ``progress(done, total)`` is called as tracks are listed or published; when waiting, the
     report's ``classified`` / ``failed`` / ``timed_out`` are set after at most ``timeout``
-    seconds of waiting.
+    seconds of waiting. (Its parts are built by :mod:`genres.backfill.assembly`.)
     """
-    store = SqlBackfillStore(engine)
 
     async def run(publish: Publish) -> BackfillReport:
         return await backfill(tracks=store, publish=publish, options=options, progress=progress)
@@ -52,9 +52,9 @@ async def run_backfill(
     await ensure_topics(settings, topics_used(settings, ["backfill"]))
     if not wait:
         return await run(_publisher(publisher, None))
-    async with OutcomeListener(settings) as listener:
-        report = await run(_publisher(publisher, listener))
-        counts = await listener.wait(timeout)
+    async with listener() as outcomes:
+        report = await run(_publisher(publisher, outcomes))
+        counts = await outcomes.wait(timeout)
     report.classified = counts.classified
     report.failed = counts.failed
     report.timed_out = counts.timed_out

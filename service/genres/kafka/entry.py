@@ -13,13 +13,17 @@ records), and builds the role's consumer in one of two shapes:
   or runs one record per partition at a time, and the classifier needs many records of a
   partition in flight with only their finished prefix committed.
 
-:func:`create_broker` builds the process's FastStream broker those subscribers ride on.
+:func:`create_broker` builds the process's FastStream broker those subscribers ride on, and
+:class:`Subscribed` is what the rest of the service sees of such a subscriber (its consumer while
+it runs, and whether FastStream is logging from its fetch loop): the one place that knows
+FastStream's subscriber objects.
 
 Backfill consumes no subscription: it publishes requests and reads outcomes without a group.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +43,7 @@ from genres.kafka.broker import (
 from genres.kafka.records import tolerant_parser
 from genres.subscriptions import Subscription
 
-__all__ = ["BusEntry", "create_broker"]
+__all__ = ["BusEntry", "Subscribed", "create_broker"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,10 @@ class BusEntry:
             **{**self.options, **options},
         )
 
+    def subscribed(self, broker: KafkaBroker, **options: Any) -> Subscribed:
+        """:meth:`subscriber`, seen through :class:`Subscribed`."""
+        return Subscribed(self.subscriber(broker, **options))
+
     def consumer(self, **options: Any) -> AIOKafkaConsumer:
         """An aiokafka consumer committing by hand; ``options`` are aiokafka's."""
         return AIOKafkaConsumer(
@@ -97,6 +105,30 @@ class BusEntry:
             auto_offset_reset="earliest",
             **options,
         )
+
+
+class Subscribed:
+    """A role's FastStream subscriber as observability reads it (``ConsumerState`` in
+    :mod:`genres.observability.progress`), and as the role registers its handler on it."""
+
+    def __init__(self, subscriber: Any) -> None:
+        self.subscriber = subscriber
+        """FastStream's subscriber (call it with the handler to register that)."""
+
+    def consumer(self) -> AIOKafkaConsumer | None:
+        """Its aiokafka consumer, which exists only while the subscriber runs."""
+        consumer: AIOKafkaConsumer | None = getattr(self.subscriber, "consumer", None)
+        return consumer
+
+    def fetching(self) -> bool:
+        """Whether the calling code runs in the subscriber's own fetch loop: FastStream logs
+        a failed fetch there (and retries it), naming no subscriber. Its loop is a task the
+        subscriber keeps in ``tasks`` while it runs."""
+        try:
+            current = asyncio.current_task()
+        except RuntimeError:  # no running loop: a log line from a thread
+            return False
+        return current is not None and current in getattr(self.subscriber, "tasks", ())
 
 
 def faststream_security(settings: Settings) -> BaseSecurity | None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -207,10 +207,11 @@ class ServiceMetrics:
         self.registry.register(StalledPartitions(watchdog))
         self.registry.register(StalledGroups(watchdog.groups))
 
-    def watch_subscribers(self, name: str, subscribers: Iterable[Any]) -> None:
-        """FastStream subscribers: their aiokafka consumers exist only once started."""
-        for subscriber in subscribers:
-            self._lag_sources.append(_LagSource(name, _LateConsumer(subscriber)))
+    def watch_subscribers(self, name: str, consumers: Iterable[Callable[[], Any]]) -> None:
+        """Consumers that exist only while running (a FastStream subscriber's, read through
+        its bus entry): each callable returns the current one, or None."""
+        for consumer in consumers:
+            self._lag_sources.append(_LagSource(name, _LateConsumer(consumer)))
 
     async def refresh(self) -> None:
         """Sample what needs awaiting (consumer positions); called before each scrape."""
@@ -275,13 +276,10 @@ class _WindowCollector(Collector):
 
 
 class _LateConsumer:
-    """A FastStream subscriber's aiokafka consumer, looked up when sampled."""
+    """A consumer that exists only while running, looked up when sampled."""
 
-    def __init__(self, subscriber: Any) -> None:
-        self._subscriber = subscriber
-
-    def _consumer(self) -> Any:
-        return getattr(self._subscriber, "consumer", None)
+    def __init__(self, consumer: Callable[[], Any]) -> None:
+        self._consumer = consumer
 
     def assignment(self) -> Any:
         consumer = self._consumer()

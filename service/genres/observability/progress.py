@@ -2,6 +2,9 @@
 publisher, FastStream's own fetch errors attributed to the subscriber they stopped, the
 producer's refusals to the partition they hit, and which partitions have no leader.
 
+A FastStream subscriber is read only through :class:`ConsumerState` (its bus entry's
+``genres.kafka.entry.Subscribed``): nothing here knows FastStream's objects.
+
 Each source answers, for a partition its consumer owns, the offset below which every record is
 done (``progress``) and the end offset (``highwater``); see ``genres.observability.stalls``.
 """
@@ -10,8 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
-from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from aiokafka import TopicPartition
 
@@ -24,6 +26,17 @@ from genres.observability.stalls import PartitionKey, StallWatchdog
 
 ConsumerRef = Callable[[], Any]
 """Returns the current aiokafka consumer, or None while there is none (not started, stopped)."""
+
+
+class ConsumerState(Protocol):
+    """What a role's bus entry tells of its consumer (``genres.kafka.entry.Subscribed``)."""
+
+    def consumer(self) -> Any:
+        """The current aiokafka consumer, or None while there is none."""
+
+    def fetching(self) -> bool:
+        """Whether the caller runs in the consumer's own fetch loop (where its client logs a
+        fetch error it retries)."""
 
 
 class _ConsumerSource:
@@ -133,11 +146,6 @@ def coordination(consumer: Any) -> Coordination | None:
     return Coordination(str(group), known, dead, session)
 
 
-def subscriber_consumer(subscriber: Any) -> ConsumerRef:
-    """A FastStream subscriber's aiokafka consumer, which exists only while it runs."""
-    return lambda: getattr(subscriber, "consumer", None)
-
-
 # -- FastStream's own errors ---------------------------------------------------------------------
 
 
@@ -145,32 +153,23 @@ class SubscriberErrors(logging.Handler):
     """Notes the errors FastStream logs for its subscribers (fetch errors it retries itself).
 
     FastStream reports a failed fetch only by logging it (with the exception) from the
-    subscriber's consume loop; the loop's frame in the traceback tells which subscriber it
-    was. An error that names none is noted for all of them.
+    subscriber's consume loop, naming no subscriber; a handler runs where the line is logged,
+    so the subscriber whose loop is ``fetching`` is the one. An error no subscriber claims is
+    noted for all of them.
     """
 
-    def __init__(self, watchdog: StallWatchdog, roles: Mapping[str, Any]) -> None:
+    def __init__(self, watchdog: StallWatchdog, roles: Mapping[str, ConsumerState]) -> None:
         super().__init__(level=logging.ERROR)
         self._watchdog = watchdog
-        self._roles = dict(roles)  # role -> subscriber
+        self._roles = dict(roles)
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.exc_info is None or record.exc_info[1] is None:
             return
         error = record.exc_info[1]
-        owners = _owners(record.exc_info[2], self._roles) or list(self._roles)
-        for role in owners:
+        owners = [role for role, state in self._roles.items() if state.fetching()]
+        for role in owners or self._roles:
             self._watchdog.note_error(role, error)
-
-
-def _owners(trace: TracebackType | None, roles: Mapping[str, Any]) -> list[str]:
-    by_id = {id(subscriber): role for role, subscriber in roles.items()}
-    while trace is not None:
-        role = by_id.get(id(trace.tb_frame.f_locals.get("self")))
-        if role is not None:
-            return [role]
-        trace = trace.tb_next
-    return []
 
 
 # -- the producer's refusals ---------------------------------------------------------------------

@@ -19,17 +19,15 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Settings
 from genres.errors import ClusterRefused, InvalidMessage
-from genres.kafka.entry import BusEntry
+from genres.kafka.entry import BusEntry, Subscribed
 from genres.kafka.parsing import parse
 from genres.kafka.producer import Publisher
 from genres.kafka.records import Record
 from genres.observability.tracing import record_spans
 from genres.projector.rule import ProjectionReport, ProjectionStore, project
-from genres.projector.store import SqlProjectionStore
 from genres.retry import ErrorHook, retrying
 from genres.subscriptions import PROJECTOR
 from genres_contracts import GenresClassified
@@ -82,23 +80,21 @@ def register_projector(
     broker: KafkaBroker,
     *,
     settings: Settings,
-    engine: AsyncEngine,
+    store: ProjectionStore,
     publisher: Publisher,
-    store: ProjectionStore | None = None,
     max_records: int = MAX_RECORDS,
     on_projected: Callable[[ProjectionReport], None] | None = None,
     on_error: ErrorHook | None = None,
-) -> Any:
+) -> Subscribed:
     """Subscribe the projector to ``track.genres_classified`` (group ``genres-projector``).
 
     ``on_projected`` is told each batch's report once it is durable (metrics); ``on_error``
     each failure met while storing one (the stall watchdog). Returns the subscriber.
     """
-    projection_store = store if store is not None else SqlProjectionStore(engine)
     entry = BusEntry.of(PROJECTOR, settings)
     fetch = entry.options
 
-    subscriber = entry.subscriber(
+    subscribed = entry.subscribed(
         broker,
         batch=True,
         ack_policy=AckPolicy.MANUAL,
@@ -121,7 +117,7 @@ def register_projector(
             spans = [(r.topic, r.partition, r.offset, r.headers) for r in records]
             with record_spans(f"{records[0].topic} project", spans):
                 report = await handle_batch(
-                    records, store=projection_store, publisher=publisher, on_error=on_error
+                    records, store=store, publisher=publisher, on_error=on_error
                 )
         except asyncio.CancelledError:
             raise
@@ -140,5 +136,5 @@ def register_projector(
         if on_projected is not None:
             on_projected(report)
 
-    subscriber(project_genres)
-    return subscriber
+    subscribed.subscriber(project_genres)
+    return subscribed

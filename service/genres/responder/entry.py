@@ -1,6 +1,7 @@
 """The responder on the bus: answers ``track.recommended_tags`` requests.
 
-Wiring (the composition root does this)::
+Wiring (``genres.responder.assembly.register_responder`` builds the runtime's parts and calls
+``subscribe_responder``; the composition root starts it)::
 
     runtime = register_responder(broker, settings=settings, engine=engine, publisher=publisher)
     await publisher.start()
@@ -46,15 +47,11 @@ from typing import Any
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.message import StreamMessage
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.config import Settings
-from genres.kafka.entry import BusEntry
-from genres.kafka.producer import Publisher
-from genres.observability.stalls import StallWatchdog
+from genres.kafka.entry import BusEntry, Subscribed
 from genres.responder.outcomes import RESPONDER_FETCH_MAX_WAIT_MS, OutcomeListener
 from genres.responder.runtime import DEFAULT_MAX_IN_FLIGHT, ResponderRuntime
-from genres.responder.tracks import create_read_engine
 from genres.subscriptions import RESPONDER
 
 __all__ = [
@@ -62,7 +59,7 @@ __all__ = [
     "RESPONDER_FETCH_MAX_WAIT_MS",
     "OutcomeListener",
     "ResponderRuntime",
-    "register_responder",
+    "subscribe_responder",
 ]
 
 GROUP = RESPONDER.group
@@ -77,47 +74,11 @@ async def _record_decoder(message: StreamMessage[Any]) -> Any:
     return message.raw_message
 
 
-def register_responder(
-    broker: KafkaBroker,
-    *,
-    settings: Settings,
-    engine: AsyncEngine,
-    publisher: Publisher,
-    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-    stale_after: float | None = None,
-    read_engine: AsyncEngine | None = None,
-    read_pool_size: int = 10,
-    watchdog: StallWatchdog | None = None,
-) -> ResponderRuntime:
-    """Subscribe the responder to ``track.recommended_tags`` on ``broker``.
-
-    ``stale_after`` (seconds) is when an on-demand marker may be reclaimed; by default twice
-    ``REPLICATE_TIMEOUT_SECONDS``. Track reads go through ``read_engine``; when not given,
-    the runtime makes (and disposes) one on ``engine``'s URL with
-    :func:`~genres.responder.tracks.create_read_engine` (no pre-ping: one round trip per
-    cached answer). ``engine`` serves the on-demand claims. Start the returned runtime
-    before the broker. ``watchdog`` watches the outcome listener's partitions.
-    """
-    own_read_engine = read_engine is None
-    if read_engine is None:
-        read_engine = create_read_engine(
-            engine.url.render_as_string(hide_password=False), pool_size=read_pool_size
-        )
-    runtime = ResponderRuntime(
-        read_engine=read_engine,
-        own_read_engine=own_read_engine,
-        settings=settings,
-        engine=engine,
-        publisher=publisher,
-        outcomes=OutcomeListener(
-            settings,
-            fetch_max_wait_ms=min(settings.kafka_fetch_max_wait_ms, RESPONDER_FETCH_MAX_WAIT_MS),
-            watchdog=watchdog,
-        ),
-        max_in_flight=max_in_flight,
-        stale_after=2 * settings.replicate_timeout_seconds if stale_after is None else stale_after,
-        on_refused=watchdog.reporter("responder") if watchdog is not None else None,
-    )
+def subscribe_responder(
+    broker: KafkaBroker, *, settings: Settings, runtime: ResponderRuntime
+) -> Subscribed:
+    """Subscribe ``runtime`` to ``track.recommended_tags`` on ``broker`` (its parts are built
+    by :mod:`genres.responder.assembly`). Start the runtime before the broker."""
     entry = BusEntry.of(
         RESPONDER,
         settings,
@@ -127,7 +88,7 @@ def register_responder(
     async def handle_request(record: Any) -> None:
         await runtime.accept(record)
 
-    runtime.subscriber = subscriber = entry.subscriber(
+    runtime.subscribed = subscribed = entry.subscribed(
         broker,
         ack_policy=AckPolicy.ACK_FIRST,
         no_reply=True,
@@ -135,5 +96,5 @@ def register_responder(
         title="recommended_tags",
         description="Answers RecommendedTagsRequest with RecommendedTags on reply_to.",
     )
-    subscriber(handle_request)
-    return runtime
+    subscribed.subscriber(handle_request)
+    return subscribed

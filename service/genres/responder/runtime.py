@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.structs import ConsumerRecord
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,6 +46,9 @@ from genres_contracts import (
     topics,
 )
 from genres_contracts.kafka import REPLY_TOPIC_STEM
+
+if TYPE_CHECKING:
+    from genres.kafka.entry import Subscribed
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "ResponderRuntime"]
 
@@ -91,11 +94,10 @@ class ResponderRuntime:
     outcomes: OutcomeListener
     max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
     stale_after: float = 240.0
-    #: the engine for the hot read path (no pre-ping); ``engine`` when None
+    #: the engine for the hot read path (autocommit); ``engine`` when None
     read_engine: AsyncEngine | None = None
-    own_read_engine: bool = False
-    #: the FastStream subscriber of requests (its consumer exists while the broker runs)
-    subscriber: Any = None
+    #: the subscriber of requests (its consumer exists while the broker runs)
+    subscribed: Subscribed | None = None
     on_refused: Callable[[ClusterRefused], object] | None = None
     """Told a refusal from the cluster that ended a request (the stall watchdog's reporter)."""
     _slots: asyncio.Semaphore = field(init=False)
@@ -135,8 +137,6 @@ class ResponderRuntime:
             if late:
                 await asyncio.wait(late, timeout=2.0)
         await self.outcomes.stop()
-        if self.own_read_engine and self.read_engine is not None:
-            await self.read_engine.dispose()
 
     # -- collaborators of the role ---------------------------------------------------------
 

@@ -1,11 +1,12 @@
 """What the responder reads about a track, and the on-demand markers (``SqlMarkers``).
 
 Each function is one SQL statement in autocommit mode: no ``BEGIN``/``ROLLBACK`` around it.
-On an engine from :func:`create_read_engine` (no pre-ping) a cached answer therefore costs
-exactly one database round trip; the service's default engine pings every connection it
-checks out (``BEGIN; ;ROLLBACK`` with asyncpg: three more round trips), which is right for
-rare writes but costs the hot read path dearly. Without the ping, a connection the server
-dropped fails once: :func:`track_view` then retries once on a fresh connection.
+On an engine without pre-ping (the composition root's, which the responder shares, or one from
+:func:`create_read_engine`) a cached answer therefore costs exactly one database round trip;
+``create_engine``'s default pings every connection it checks out (``BEGIN; ;ROLLBACK`` with
+asyncpg: three more round trips), which is right for rare writes but costs the hot read path
+dearly. Without the ping, a connection the server dropped fails once: :func:`track_view` then
+retries once on a fresh connection.
 """
 
 from __future__ import annotations
