@@ -111,8 +111,10 @@ async def run_demo(settings: Settings, path: Path | None, console: Console) -> i
         reply = await _pipeline(stack, settings.model_copy(update=ONE_PROCESS), audio, steps)
         with steps.step("stopping everything"):
             await stack.aclose()
+    if isinstance(reply, Exception):  # one `error:` line on stderr, as every command fails
+        raise DemoFailed(f"no recommended tags: {reply}")
     _print_reply(console, reply, steps)
-    return 0 if not isinstance(reply, Exception) and reply.tags else 1
+    return 0 if reply.tags else 1
 
 
 def _import_service() -> None:
@@ -206,14 +208,9 @@ async def _wait_for_projection(
     raise DemoFailed(f"track {track_id} was not projected within {PROJECTION_TIMEOUT:g}s")
 
 
-def _print_reply(
-    console: Console, reply: RecommendedTags | GenresClientError, steps: _Steps
-) -> None:
+def _print_reply(console: Console, reply: RecommendedTags, steps: _Steps) -> None:
     from genres.cli.render import print_recommended
 
-    if isinstance(reply, Exception):
-        console.print(f"[red]no recommended tags: {reply}[/]", highlight=False)
-        return
     print_recommended(console, reply)
     console.print(
         f"[dim]the demo took {time.perf_counter() - steps.started:.2f}s, from its first line[/]",
