@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from genres.cli.sandbox import SAMPLE, serve_file
 from genres.config import Settings
-from genres.demo import SAMPLE, serve_file
 from genres.kafka.acls import Acl, grants, required_acls, topics_used
 from genres_contracts import topics
 from tests.cluster.conftest import REPORTS

@@ -16,8 +16,8 @@ import aiohttp
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from genres.cli.sandbox import SAMPLE, serve_file
 from genres.config import Settings
-from genres.demo import SAMPLE, serve_file
 from genres.embedded import free_port
 from genres.kafka.acls import Acl, required_acls
 from genres.kafka.broker import all_topics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -69,3 +70,33 @@ def test_one_file_keeps_the_documented_json_object() -> None:
     assert payload["predictions"][0]["name"] == "ambient"
     assert set(payload["predictions"][0]) == {"name", "confidence"}
     assert payload["model"]["name"] == "musicnn/msd+mtt"
+
+
+def test_a_folder_without_audio_is_an_error_line_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "cover.jpg").write_bytes(b"\xff\xd8 not audio")
+
+    result = run_genres("classify", str(tmp_path), env=LOCAL, timeout=120)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == f"error: no audio files found in {tmp_path}\n"
+
+
+def test_one_file_is_a_table_of_name_and_confidence_and_says_what_its_times_are(
+    tmp_path: Path,
+) -> None:
+    broken = tmp_path / "broken.mp3"
+    broken.write_bytes(b"ID3 but no mp3 frames at all " * 100)
+
+    good = run_genres("classify", str(SAMPLES / "ambi_drone.flac"), env=LOCAL, timeout=120)
+    bad = run_genres("classify", str(broken), env=LOCAL, timeout=120)
+
+    assert good.returncode == 0, good.stderr
+    header = next(line for line in good.stdout.splitlines() if "#" in line)
+    assert [cell.strip() for cell in header.strip("┃ ").split("┃")] == ["#", "name", "confidence"]
+    assert re.search(
+        r"classified in \d+\.\d\ds; \d+\.\d\ds with starting the classifier", good.stdout
+    )
+    assert bad.returncode == 1
+    [line] = bad.stderr.splitlines()
+    assert line.startswith(f"error: {broken}: ")

@@ -156,13 +156,19 @@ async def test_recommend_asks_the_running_service_over_the_bus(
     replicate_settings: Settings,
     seeded_env: dict[str, str],
 ) -> None:
-    waited, missing = await while_serving(
+    pending, waited, missing = await while_serving(
         replicate_settings,
         seeded_env,
+        ["recommend", "1"],
         ["recommend", "1", "--limit", "3", "--wait-ms", "20000", "--json"],
         ["recommend", "999"],
     )
 
+    # Track 1 has no predictions yet: the first answer says so, and what to do, in words.
+    assert pending.returncode == 0, pending.stderr
+    assert "track 1: classification pending" in pending.stdout
+    assert "genres recommend 1 --wait-ms" in pending.stdout
+    assert "│" not in pending.stdout  # not an empty table
     assert waited.returncode == 0, waited.stderr
     assert waited.stderr == ""  # no log lines (its reply topic), no unclosed client
     reply = json.loads(waited.stdout)

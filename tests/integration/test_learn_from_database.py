@@ -24,8 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from genres.classify.local.head import Head
 from genres.classify.local.learn import LearnError
+from genres.cli.learn import LearnOptions, examples_from_database, learn_from_examples
 from genres.config import load_settings
-from genres.learning import LearnOptions, examples_from_database, learn_from_examples
 from tests.support.database import insert_tracks
 from tests.support.synth_classes import RATE, clips
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from genres.classify.port import Checkpoint, Classification, Timings
+from genres.cli.batch import Missing, Outcome, classify_many, expand
 from genres.errors import AudioError
-from genres.files import Missing, Outcome, classify_many, expand
 from genres_contracts import FailureKind, ModelRef, Prediction
 
 MODEL = ModelRef(name="fake", version="1")

@@ -102,12 +102,12 @@ def test_the_secret_from_a_file_is_checked_like_the_value(
 def test_a_command_needing_the_database_takes_its_url_from_a_file(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from genres.commands import DATABASE, KAFKA, _is_set
+    from genres.cli.common import DATABASE, KAFKA, is_set
 
     monkeypatch.delenv(KAFKA, raising=False)
-    assert not _is_set(DATABASE)
+    assert not is_set(DATABASE)
     monkeypatch.setenv("DATABASE_URL_FILE", "/run/secrets/database")
-    assert _is_set(DATABASE)
+    assert is_set(DATABASE)
     # Only secrets come from files: the broker list does not.
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS_FILE", "/run/secrets/brokers")
-    assert not _is_set(KAFKA)
+    assert not is_set(KAFKA)

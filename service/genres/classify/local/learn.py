@@ -1,6 +1,6 @@
 """Training a head (``head.py``): multinomial logistic regression on embeddings, in numpy.
 
-Pure computation, no I/O: ``genres learn`` (``genres.learning``: ``examples.py`` finds the
+Pure computation, no I/O: ``genres learn`` (``genres.cli.learn``: ``examples.py`` finds the
 examples, the local classifier embeds them) calls :func:`train`. The L2 strength is chosen by
 stratified k-fold cross-validation on the training examples alone; the held-out predictions of
 the chosen strength give the reported top-1 and top-3 and the (top probability, agrees with the

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from genres.backfill.rule import BackfillReport
 from genres.backfill.rule import Progress as OnProgress
+from genres.cli.common import plural
 
 
 @contextlib.contextmanager
@@ -39,11 +40,11 @@ def print_report(console: Console, report: BackfillReport, *, timeout: float) ->
         for track in report.tracks:
             table.add_row(str(track.track_id), track.file_id, track.audio_url)
         console.print(table)
-        console.print(f"{report.eligible} tracks would be requested (dry run)")
+        console.print(f"{plural(report.eligible, 'track')} would be requested (dry run)")
         return
-    console.print(f"requested {report.published} of {report.eligible} eligible tracks")
+    console.print(f"requested {report.published} of {plural(report.eligible, 'eligible track')}")
     if report.skipped:
-        console.print(f"skipped {report.skipped} tracks whose row cannot make a request")
+        console.print(f"skipped {plural(report.skipped, 'track')} whose row cannot make a request")
     if report.classified is not None:
         console.print(
             f"classified {report.classified}, failed {report.failed}, "

@@ -1,98 +1,19 @@
-"""What each ``genres`` command does, once ``genres.cli`` has parsed its arguments.
+"""What each ``genres`` command does, once ``genres.cli.table`` has parsed its arguments.
 
-Imports at the top are the standard library's only: each command first checks the settings it
-needs (``settings_for``), then imports what it runs. Every failure a user can cause ends as one
-``error:`` line on stderr and a non-zero exit (``genres.failures`` words infrastructure
-errors); ``--debug`` (or ``GENRES_DEBUG=1``) shows the traceback instead.
+Imports at the top are the standard library's only: each command first checks what it can
+without the service (its arguments, then the settings it needs: ``common.settings_for``), then
+imports what it runs. The heavier commands' bodies are this package's other modules.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING
+
+from genres.cli.common import DATABASE, KAFKA, console, fail, run_async, settings_for
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from genres.config import Settings
     from genres_contracts import RecommendedTags
-
-T = TypeVar("T")
-
-KAFKA = "KAFKA_BOOTSTRAP_SERVERS"
-DATABASE = "DATABASE_URL"
-
-
-def debugging() -> bool:
-    return os.environ.get("GENRES_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    """One line on stderr, then exit with ``code``."""
-    label = "\x1b[1;31merror:\x1b[0m" if sys.stderr.isatty() else "error:"
-    print(f"{label} {message}", file=sys.stderr, flush=True)
-    raise SystemExit(code)
-
-
-def _is_set(name: str) -> bool:
-    # Settings reads variable names in any case (config.Settings._from_environment), and
-    # DATABASE_URL from the file DATABASE_URL_FILE names (config.FROM_FILE).
-    names = (name, f"{name}_FILE") if name == DATABASE else (name,)
-    return any(key.upper() in names and value for key, value in os.environ.items())
-
-
-def settings_for(*required: str, service: bool = False, **overrides: Any) -> Settings:
-    """The settings, after checking that ``required`` variables are set (before importing
-    pydantic). Logs are JSON lines for the roles (``service``), else lines for people."""
-    missing = [name for name in required if not _is_set(name)]
-    if missing:
-        verb = "is" if len(missing) == 1 else "are"
-        fail(f"{' and '.join(missing)} {verb} not set", code=2)
-    from genres import logs
-    from genres.config import load_settings
-    from genres.errors import ConfigurationError
-
-    try:
-        settings = load_settings(**overrides)
-    except ConfigurationError as exc:
-        fail(str(exc), code=2)
-    sasl, key = settings.kafka_sasl_password, settings.kafka_ssl_key_password
-    secrets = [settings.replicate_token, *(s.get_secret_value() for s in (sasl, key) if s)]
-    if service:
-        logs.configure(settings.log_level, settings.log_format, secrets=secrets)
-    else:
-        logs.configure_for_people(settings.log_level, debug=debugging(), secrets=secrets)
-    return settings
-
-
-def run_async(coro: Coroutine[Any, Any, T], settings: Settings | None = None) -> T:
-    """Run ``coro``; a failure becomes one line (``genres.failures`` says which and why)."""
-    try:
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-            import asyncio
-
-            return asyncio.run(coro)
-        return uvloop.run(coro)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except Exception as exc:
-        if debugging():
-            raise
-        from genres.failures import explain
-
-        message, code = explain(exc, settings)
-        fail(message, code)
-
-
-def console(*, stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    return Console(stderr=stderr)
 
 
 def run(role: str) -> None:
@@ -111,7 +32,7 @@ def migrate() -> None:
     print(f"database at revision {revision}")
 
 
-def grants(name: str, roles: list[str] | None, schema: str) -> None:
+def grants(name: str, *, roles: list[str] | None, schema: str) -> None:
     """The GRANT statements, one a line (``genres.database.grants``)."""
     from genres.database.grants import ROLES, required_grants, statements
 
@@ -122,8 +43,8 @@ def grants(name: str, roles: list[str] | None, schema: str) -> None:
     print("\n".join(lines))
 
 
-def classify(sources: list[str], as_json: bool) -> None:
-    """Files, folders and URLs, in parallel (``genres.files``); exit 1 if any failed."""
+def classify(sources: list[str], *, as_json: bool) -> None:
+    """Files, folders and URLs, in parallel (``genres.cli.classify``); exit 1 if any failed."""
     if len(sources) == 1:
         # One source: refuse what cannot be classified before importing anything.
         source = sources[0]
@@ -132,7 +53,7 @@ def classify(sources: list[str], as_json: bool) -> None:
         if "://" not in source and not Path(source).exists():
             fail(f"{source}: no such file or folder")
     settings = settings_for()
-    from genres.files import run_classify
+    from genres.cli.classify import run_classify
 
     failed = run_async(
         run_classify(
@@ -143,7 +64,7 @@ def classify(sources: list[str], as_json: bool) -> None:
     raise SystemExit(1 if failed else 0)
 
 
-def recommend(track_id: int, limit: int, wait_ms: int, timeout: float, as_json: bool) -> None:
+def recommend(track_id: int, *, limit: int, wait_ms: int, timeout: float, as_json: bool) -> None:
     settings = settings_for(KAFKA)
     from genres.kafka.client import genres_client
     from genres_contracts.kafka import (
@@ -192,26 +113,13 @@ def _print_reply(reply: RecommendedTags, as_json: bool) -> None:
     if as_json:
         print(reply.model_dump_json())
     else:
-        _print_tags(reply)
+        from genres.cli.render import print_recommended
 
-
-def _print_tags(reply: RecommendedTags) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"track {reply.track_id}")
-    table.add_column("tag")
-    table.add_column("score", justify="right")
-    for tag in reply.tags:
-        table.add_row(tag.name, f"{tag.score:.4f}")
-    out = console()
-    out.print(table)
-    if not reply.available:
-        out.print("no classifier is configured (available: false)")
-    elif reply.pending:
-        out.print("a classification was requested and is not done yet (pending)")
+        print_recommended(console(), reply)
 
 
 def backfill(
+    *,
     dry_run: bool,
     limit: int | None,
     concurrency: int,
@@ -220,9 +128,9 @@ def backfill(
     other_model: bool,
 ) -> None:
     settings = settings_for(DATABASE, *(() if dry_run else (KAFKA,)))
-    from genres.backfill.command import print_report, with_progress
     from genres.backfill.rule import BackfillOptions
     from genres.bootstrap import backfill as run_backfill
+    from genres.cli.backfill import print_report, with_progress
 
     out = console()
     with with_progress(out, "listing" if dry_run else "requesting") as progress:
@@ -244,6 +152,7 @@ def backfill(
 
 def learn(
     directory: Path | None,
+    *,
     from_database: bool,
     out: Path,
     teacher: str,
@@ -253,7 +162,7 @@ def learn(
     target_agreement: float,
     standardise: bool,
 ) -> None:
-    """A head from labelled folders or the database (``genres.learning``); exit 1 if none."""
+    """A head from labelled folders or the database (``genres.cli.learn``); exit 1 if none."""
     if (directory is None) == (not from_database):
         fail("give either DIR or --from-database (see genres learn --help)", code=2)
     if directory is not None and not directory.is_dir():
@@ -262,44 +171,15 @@ def learn(
         fail(f"{out.parent}: no such folder for --out", code=2)
     settings = settings_for(*((DATABASE,) if from_database else ()))
     from genres.classify.local.learn import LearnError
-    from genres.learning import (
-        LearnOptions,
-        examples_from_database,
-        examples_from_folder,
-        learn_from_examples,
-    )
+    from genres.cli.learn import LearnOptions, Source, learn_from
 
-    out_console = console()
+    source = Source(directory, teacher, soft=soft, min_tag_tracks=min_tag_tracks)
     options = LearnOptions(out, min_examples, target_agreement, standardise)
 
     async def go() -> None:
-        if directory is not None:
-            examples, ignored = examples_from_folder(directory)
-            if ignored:
-                out_console.print(
-                    f"ignored {len(ignored)} file(s) that are not audio or not in a label folder",
-                    highlight=False,
-                )
-            source, local = str(directory), True
-        else:
-            examples, dropped = await examples_from_database(
-                settings,
-                teacher,
-                soft=soft,
-                min_tag_tracks=min_tag_tracks,
-                min_examples=min_examples,
-            )
-            if dropped:
-                out_console.print(
-                    f"{len(dropped)} labels with fewer than {min_examples} tracks left out",
-                    highlight=False,
-                )
-            source, local = f"database ({teacher})", False
         try:
-            await learn_from_examples(
-                settings, examples, options, out_console, source=source, allow_local_paths=local
-            )
-        except LearnError as exc:
+            await learn_from(settings, source, options, console())
+        except LearnError as exc:  # nothing could be learnt: the reason, exit 1
             fail(str(exc))
 
     run_async(go(), settings)
@@ -309,17 +189,17 @@ def demo(path: Path | None) -> None:
     if path is not None and not path.is_file():
         fail(f"{path}: no such file")
     settings = settings_for(classifier_backend="local")
-    from genres.demo import run_demo
+    from genres.cli.demo import run_demo
 
     raise SystemExit(run_async(run_demo(settings, path, console()), settings))
 
 
-def dev(action: str, sample: bool) -> None:
-    """``genres dev up`` (the only action): embedded servers for trying the roles by hand."""
+def dev_up(*, sample: bool) -> None:
+    """``genres dev up``: embedded servers for trying the roles by hand."""
     settings = settings_for()
-    from genres import dev as embedded_servers
+    from genres.cli.dev import up
 
-    raise SystemExit(run_async(embedded_servers.up(console(), sample=sample), settings))
+    raise SystemExit(run_async(up(console(), sample=sample), settings))
 
 
 def schema(directory: Path) -> None:
@@ -330,7 +210,12 @@ def schema(directory: Path) -> None:
 
 
 def acls(
-    principal: str, roles: list[str] | None, form: str, creates_topics: bool | None, cluster: str
+    principal: str,
+    *,
+    roles: list[str] | None,
+    form: str,
+    creates_topics: bool | None,
+    cluster: str,
 ) -> None:
     """The ACLs of ``roles`` (``all``: what ``genres run all`` runs) for ``principal``."""
     settings = settings_for()
@@ -352,7 +237,7 @@ def _roles(role: str, service: tuple[str, ...]) -> tuple[str, ...]:
     return service if role == "all" else (role,)
 
 
-def topics(form: str, replicas: int, cluster: str) -> None:
+def topics(form: str, *, replicas: int, cluster: str) -> None:
     """Every topic the roles and commands use: names, or Strimzi ``KafkaTopic`` resources."""
     settings = settings_for()
     from genres.kafka.broker import all_topics

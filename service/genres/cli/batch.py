@@ -1,19 +1,17 @@
-"""``genres classify PATH...``: files, folders and URLs classified in parallel, one line each.
+"""``genres classify``'s batch: sources expanded from paths, classified in parallel, bounded.
 
 Paths are expanded lazily (folders recursively, audio extensions only, hidden entries skipped,
 sorted), and at most ``in_flight`` sources are being classified at any moment, so a collection
 of any size takes bounded memory. With the local backend the parallelism is the classifier's
 own process pool (one worker per core); ``in_flight`` only keeps every worker fed. A source
 that fails is reported on its own line and the batch goes on; the caller's exit code says
-whether any failed. Lines come in the order sources finish, each naming its source.
+whether any failed. Outcomes come in the order sources finish, each naming its source.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -21,13 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from genres.classify.local.fetch import is_http_url
 from genres.errors import ClassificationError
-from genres.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from genres.classify.port import Classification, Classifier
-    from genres.config import Settings
 
 AUDIO_EXTENSIONS = frozenset(
     [
@@ -165,126 +159,3 @@ async def classify_many(
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
     return counts[0], counts[1]
-
-
-def _count(paths: list[str]) -> int:
-    return sum(1 for _ in expand(paths))
-
-
-def _one_file(paths: list[str]) -> bool:
-    """Whether the command names one file or URL: it keeps its table (or JSON object)."""
-    return len(paths) == 1 and (is_http_url(paths[0]) or os.path.isfile(paths[0]))
-
-
-def _summary(outcome: Outcome, top: int = 3) -> str:
-    if outcome.error is not None:
-        return f"{outcome.source}: error: {outcome.error.message}"
-    assert outcome.classification is not None
-    best = ", ".join(
-        f"{p.name} {p.confidence:.2f}" for p in outcome.classification.predictions[:top]
-    )
-    return f"{outcome.source}: {best} ({outcome.seconds:.2f}s)"
-
-
-async def run_classify(
-    settings: Settings, paths: list[str], *, as_json: bool, console: Console, errors: Console
-) -> int:
-    """The ``classify`` command: prints a line per source (or one table for a single file);
-    the number of sources that failed."""
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-    from rich.table import Table
-
-    from genres.classify.factory import open_classifier
-    from genres.classify.local.pool import available_cores
-    from genres.config import Backend
-
-    single = _one_file(paths)
-    outcomes: list[Outcome] = []
-
-    def report(outcome: Outcome) -> None:
-        if as_json:
-            print(json.dumps(outcome.as_json()), flush=True)
-        elif single:
-            outcomes.append(outcome)
-        else:  # failures on stderr, so stdout holds only results
-            (console if outcome.error is None else errors).print(
-                _summary(outcome), highlight=False, soft_wrap=True, markup=False
-            )
-        if bar is not None and task is not None:
-            bar.advance(task)
-
-    local = settings.backend is Backend.LOCAL
-    if local and single:
-        # One file: the model in this process, not worker processes that would each start
-        # Python and load the model for a single track.
-        settings = settings.model_copy(update={"local_workers": 0})
-    workers = settings.local_workers
-    workers = available_cores() if workers is None else workers
-    in_flight = max(1, 2 * workers) if local else settings.classifications_in_flight
-    started = time.perf_counter()
-    bar: Progress | None = None
-    if sys.stderr.isatty() and not single:
-        bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=errors,
-            transient=True,
-        )
-    task = bar.add_task("classifying", total=None) if bar is not None else None
-    counting: asyncio.Task[None] | None = None
-    if bar is not None and task is not None:
-        # The bar's total: a second walk of the folders, beside the work (names only).
-        progress, bar_task = bar, task
-
-        async def count() -> None:
-            total = await asyncio.to_thread(_count, paths)
-            progress.update(bar_task, total=total)
-
-        counting = asyncio.create_task(count())
-    async with open_classifier(settings, allow_local_paths=True) as classifier:
-        if bar is not None:
-            bar.start()
-        try:
-            done, failed = await classify_many(
-                classifier,
-                expand(paths),
-                in_flight=in_flight,
-                on_outcome=report,
-                urls_only=not local,
-            )
-        finally:
-            await cancel_and_wait(counting)
-            if bar is not None:
-                bar.stop()
-    elapsed = time.perf_counter() - started
-    if done + failed == 0:
-        errors.print("no audio files found", highlight=False)
-        return 1
-    if single and outcomes:
-        only = outcomes[0]
-        if only.classification is None:
-            assert only.error is not None
-            errors.print(
-                f"[bold red]error:[/] {escape(only.error.message)}", highlight=False, soft_wrap=True
-            )
-            return 1
-        result = only.classification
-        table = Table(title=f"{result.model.name} {result.model.version}")
-        table.add_column("#", justify="right")
-        table.add_column("genre")
-        table.add_column("confidence", justify="right")
-        for rank, prediction in enumerate(result.predictions, 1):
-            table.add_row(str(rank), prediction.name, f"{prediction.confidence:.4f}")
-        console.print(table)
-        console.print(f"[dim]classified in {result.timings.total:.2f}s[/]")
-    elif not as_json:
-        total = done + failed
-        rate = total / elapsed if elapsed > 0 else 0.0
-        errors.print(
-            f"{done} classified, {failed} failed, in {elapsed:.1f}s ({rate:.2f} files/s)",
-            highlight=False,
-        )
-    return failed

@@ -28,6 +28,7 @@ from genres.classify.local.examples import (
 from genres.classify.local.head import base_model_id
 from genres.classify.local.learn import CrossValidation, LearnError, train
 from genres.classify.local.model import MODEL_NAME
+from genres.cli.common import plural
 from genres.errors import ClassificationError
 
 if TYPE_CHECKING:
@@ -176,8 +177,51 @@ def _report(
     console.print(f"wrote {head.digest[:16]} ({len(head.labels)} labels)")
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where the examples come from: labelled folders under ``directory``, else the database."""
+
+    directory: Path | None
+    teacher: str = "replicate"
+    soft: bool = False
+    min_tag_tracks: int = 20
+
+
+async def learn_from(
+    settings: Settings, source: Source, options: LearnOptions, console: Console
+) -> Learnt:
+    """The ``learn`` command: gather the examples, say what was left out, learn, write."""
+    if source.directory is not None:
+        examples, ignored = examples_from_folder(source.directory)
+        if ignored:
+            console.print(
+                f"ignored {plural(len(ignored), 'file')} that are not audio or not in a label "
+                "folder",
+                highlight=False,
+            )
+        name, local = str(source.directory), True
+    else:
+        examples, dropped = await examples_from_database(
+            settings,
+            source.teacher,
+            soft=source.soft,
+            min_tag_tracks=source.min_tag_tracks,
+            min_examples=options.min_examples,
+        )
+        if dropped:
+            console.print(
+                f"{plural(len(dropped), 'label')} with fewer than "
+                f"{plural(options.min_examples, 'track')} left out",
+                highlight=False,
+            )
+        name, local = f"database ({source.teacher})", False
+    return await learn_from_examples(
+        settings, examples, options, console, source=name, allow_local_paths=local
+    )
+
+
 def examples_from_folder(root: Path) -> tuple[list[Example], list[str]]:
-    from genres.files import AUDIO_EXTENSIONS
+    from genres.cli.batch import AUDIO_EXTENSIONS
 
     return folder_examples(str(root), AUDIO_EXTENSIONS)
 

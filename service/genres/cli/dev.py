@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from rich.console import Console
 
+from genres.cli.sandbox import SAMPLE, file_id_of, insert_track, serve_file
 from genres.embedded import EmbeddedBroker, EmbeddedPostgres, require
 
 
@@ -42,8 +43,6 @@ async def up(console: Console, *, sample: bool = True) -> int:
             "CLASSIFIER_BACKEND": "local",
         }
         if sample:
-            from genres.demo import SAMPLE, serve_file
-
             audio_url = stack.enter_context(serve_file(SAMPLE))
             await _add_sample(postgres.url, audio_url)
             # The sample is served from loopback, which the local backend refuses by default.
@@ -68,7 +67,6 @@ def _on_stop_signals(callback: Callable[[], None]) -> None:
 async def _add_sample(database_url: str, audio_url: str) -> None:
     from genres.database.engine import create_engine
     from genres.database.migrate import upgrade
-    from genres.demo import SAMPLE, file_id_of, insert_track
 
     await upgrade(database_url)
     file_id = await file_id_of(SAMPLE)
