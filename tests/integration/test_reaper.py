@@ -14,7 +14,7 @@ from pathlib import Path
 PARENT = textwrap.dedent(
     """
     import subprocess, sys, time
-    from genres import reaper
+    from genres.embedded import reaper
 
     watched, forgotten = sys.argv[1], sys.argv[2]
     reaper.watch(watched)

@@ -6,8 +6,8 @@ certificates are made with ``openssl``: a CA, and a server certificate it signed
 ``IP:127.0.0.1`` and ``DNS:localhost``. ``pg_hba.conf`` accepts only TLS connections
 (``hostssl``), so a test that connects proves the connection was encrypted.
 
-The server is a child of this process (not daemonised), and :mod:`genres.reaper` stops it and
-deletes its directory if the test run is killed.
+The server is a child of this process (not daemonised), and :mod:`genres.embedded.reaper`
+stops it and deletes its directory if the test run is killed.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from genres import reaper
-from genres.embedded import free_port
+from genres.embedded import free_port, reaper
 
 STARTUP_TIMEOUT_SECONDS = 30.0
 

@@ -8,9 +8,9 @@ from asyncpg.exceptions import InvalidPasswordError, UndefinedTableError
 
 from genres.bootstrap import Role
 from genres.cli import ROLES, build_parser
+from genres.cli.failures import UNREACHABLE, database_place, explain
 from genres.config import Settings
 from genres.errors import AudioError, ConfigurationError
-from genres.failures import UNREACHABLE, database_place, explain
 
 
 def test_the_cli_knows_the_roles_without_importing_them() -> None:

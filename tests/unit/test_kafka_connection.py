@@ -9,9 +9,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 
+from genres.cli.failures import explain
 from genres.config import load_settings
 from genres.errors import ConfigurationError
-from genres.failures import explain
 from genres.kafka.broker import client_options
 from genres.kafka.client import genres_client
 from genres.kafka.entry import BusEntry, create_broker

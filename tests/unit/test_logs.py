@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from genres import logs
+from genres.observability import logs
 
 TOKEN = "r8_Zx9QkV3pLm2Tn8WcYb4Hd7Jf1Gs6Ra0Ue5Io"
 

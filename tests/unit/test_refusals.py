@@ -22,9 +22,9 @@ from aiokafka.errors import (
 )
 from pydantic import SecretStr
 
+from genres.cli.failures import explain
 from genres.config import Settings
 from genres.errors import ClusterRefused, ConfigurationError, Refusal
-from genres.failures import explain
 from genres.kafka.refusals import Echoes, Refusals, refused
 from genres.retry import is_transient, retrying
 

@@ -19,7 +19,7 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from genres import logs
+from genres.observability import logs
 from genres.observability.repeats import RepeatLimiter, adopt_orphans
 
 

@@ -1,7 +1,7 @@
 """What every command shares: its settings, checked first; its one ``error:`` line; its loop.
 
 Imports at the top are the standard library's only (see ``genres.cli``). Every failure a user
-can cause ends as one ``error:`` line on stderr and a non-zero exit (``genres.failures`` words
+can cause ends as one ``error:`` line on stderr and a non-zero exit (``genres.cli.failures`` words
 infrastructure errors); ``--debug`` (or ``GENRES_DEBUG=1``) shows the traceback instead.
 """
 
@@ -48,9 +48,9 @@ def settings_for(*required: str, service: bool = False, **overrides: Any) -> Set
     if missing:
         verb = "is" if len(missing) == 1 else "are"
         fail(f"{' and '.join(missing)} {verb} not set", code=2)
-    from genres import logs
     from genres.config import load_settings
     from genres.errors import ConfigurationError
+    from genres.observability import logs
 
     try:
         settings = load_settings(**overrides)
@@ -66,7 +66,7 @@ def settings_for(*required: str, service: bool = False, **overrides: Any) -> Set
 
 
 def run_async(coro: Coroutine[Any, Any, T], settings: Settings | None = None) -> T:
-    """Run ``coro``; a failure becomes one line (``genres.failures`` says which and why)."""
+    """Run ``coro``; a failure becomes one line (``genres.cli.failures`` says which and why)."""
     try:
         try:
             import uvloop
@@ -80,7 +80,7 @@ def run_async(coro: Coroutine[Any, Any, T], settings: Settings | None = None) ->
     except Exception as exc:
         if debugging():
             raise
-        from genres.failures import explain
+        from genres.cli.failures import explain
 
         message, code = explain(exc, settings)
         fail(message, code)

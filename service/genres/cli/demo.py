@@ -6,7 +6,7 @@ with the local model; a sample track (or the user's file) is served over loopbac
 platform's CDN would serve it; its upload is published; the projection, or a
 ``ClassificationFailed`` for it, is awaited; the recommended tags are asked for over the bus.
 Everything is stopped at the end, and nothing is left behind even if the demo is killed
-(:mod:`genres.reaper`). A file of the user's is checked first: one that is not audio is
+(:mod:`genres.embedded.reaper`). A file of the user's is checked first: one that is not audio is
 refused in a second, as ``genres classify`` refuses it, before any server starts.
 
 The service is imported inside :func:`run_demo`, after the first line is printed: importing

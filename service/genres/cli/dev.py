@@ -3,7 +3,7 @@
 Starts Tansu and a private PostgreSQL (the ones ``genres demo`` embeds), prints the settings
 that point the other commands at them as ``export`` lines, and stays until Ctrl-C or SIGTERM,
 then stops both and deletes their data. Killed outright, it still leaves nothing running
-(:mod:`genres.reaper`).
+(:mod:`genres.embedded.reaper`).
 
 With ``sample`` (the default) it also migrates, serves the bundled recording over loopback HTTP
 as a CDN would, and adds it as track 1, so that ``genres backfill`` and ``genres recommend 1``

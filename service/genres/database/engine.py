@@ -168,7 +168,7 @@ PERMANENT = (
 
 async def first_contact(engine: AsyncEngine) -> None:
     """Connect once at start. A refusal no retry cures (``PERMANENT``) propagates, so the
-    process stops with its one line (``genres.failures``) instead of every role retrying it as
+    process stops with its one line (``genres.cli.failures``) instead of every role retrying it as
     an outage; a server that does not answer is only logged: the roles wait for it."""
     try:
         async with engine.connect() as connection:

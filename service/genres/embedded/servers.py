@@ -19,7 +19,7 @@ The tests' controls (freeze, kill, restart) and helpers live with the tests
 No child process outlives the Python process: every broker is stopped by an ``atexit`` hook,
 and on Linux the broker also gets ``SIGKILL`` from the kernel when its parent dies
 (``PR_SET_PDEATHSIG``), which covers a test run that is itself killed. PostgreSQL is
-daemonised by ``pg_ctl``, so neither reaches it: :mod:`genres.reaper` stops it (and deletes
+daemonised by ``pg_ctl``, so neither reaches it: :mod:`genres.embedded.reaper` stops it (and deletes
 both servers' temporary directories) when this process dies, however it dies.
 """
 
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
-from genres import reaper
+from genres.embedded import reaper
 from genres.errors import ConfigurationError
 
 _log = logging.getLogger(__name__)
