@@ -200,6 +200,13 @@ async def pending_claims(engine: AsyncEngine) -> int:
     )
 
 
+async def finished_claims(engine: AsyncEngine) -> int:
+    """Classifications the ledger holds an outcome for (succeeded or failed)."""
+    return await _count(
+        engine, "SELECT count(*) FROM genre_classifications WHERE status <> 'pending'"
+    )
+
+
 async def settled_tracks(engine: AsyncEngine) -> int:
     """Tracks with predictions for their current file, or a recorded failure for it."""
     return await _count(

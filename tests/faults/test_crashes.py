@@ -10,15 +10,19 @@ lands mid-run whatever the machine's speed.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.faults.cascade_load import mixed_clips, prepare_load, served
 from tests.faults.checks import expected_predictions
 from tests.faults.harness import (
     Scenario,
     Track,
     all_projected,
+    finished_claims,
     make_tracks,
     pending_claims,
     projected_count,
@@ -26,12 +30,13 @@ from tests.faults.harness import (
     replace_file,
 )
 from tests.support.broker import KafkaTestBed
+from tests.support.bus import read_topic
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.service import service_settings
 from tests.support.waiting import holds_within
 
 from genres.kafka.client import genres_client
-from genres_contracts import RecommendedTags
+from genres_contracts import RecommendedTags, topics
 from genres_contracts.kafka import GenresClient, GenresClientError, RequestTimedOut
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -108,6 +113,108 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
     assert sum(in_flight_at_kill) > 0
     assert codes == {"projector": 0, "classifier": 0}, roles.tail("classifier")
     assert fake_replicate.stats.running == 0
+
+
+CASCADE_UPLOADS = 160
+CASCADE_SHARE = 0.3
+"""About this share of the clips is below the threshold chosen for the scenario."""
+
+
+async def test_the_cascade_classifier_killed_mid_run_stores_every_upload_and_sends_the_unsure(
+    kafka: KafkaTestBed,
+    fake_replicate: FakeReplicate,
+    scenario: Scenario,
+    tmp_path: Path,
+) -> None:
+    """``CLASSIFIER_BACKEND=cascade`` with a head trained in the test (``cascade_load``):
+    the classifier is killed twice mid-run and restarted. Every upload ends with the
+    predictions of the side the threshold chose for it, told in its event; Replicate is asked
+    for exactly the clips below the threshold (computed offline from the head), each paid
+    once but for what the kills had in flight."""
+    rng = random.Random(20261207)
+    kills = 2
+    concurrency = 8
+    fake_replicate.configure(latency_ms=LATENCY_MS)
+    bodies = await asyncio.to_thread(mixed_clips, CASCADE_UPLOADS, 7)
+    async with served(bodies) as base:
+        load = await asyncio.to_thread(
+            prepare_load, base, bodies, tmp_path, share=CASCADE_SHARE, seed=31
+        )
+        tracks = load.tracks
+        roles = await scenario.begin(
+            kafka.bootstrap_servers,
+            kafka.prefix,
+            fake_replicate,
+            tracks,
+            concurrency=concurrency,
+            **load.env(),
+        )
+        finished_at_kill: list[int] = []
+        in_flight_at_kill: list[int] = []
+        try:
+            await roles.start_each("projector", "classifier")
+            events = await scenario.upload(tracks)
+            for _ in range(kills):
+                # Each kill after the running process has finished 15-25% of the uploads.
+                target = await finished_claims(scenario.engine) + rng.randint(
+                    CASCADE_UPLOADS * 3 // 20, CASCADE_UPLOADS // 4
+                )
+
+                async def reached(target: int = target) -> bool:
+                    return await finished_claims(scenario.engine) >= target
+
+                assert await holds_within(reached, within=120, interval=0.05), roles.tail(
+                    "classifier"
+                )
+                await asyncio.sleep(rng.uniform(0.0, 0.3))
+                in_flight_at_kill.append(await pending_claims(scenario.engine))
+                finished_at_kill.append(await finished_claims(scenario.engine))
+                await roles.kill("classifier")
+                await roles.start("classifier")
+            settled = await _settle(scenario.engine, CASCADE_UPLOADS)
+        finally:
+            codes = await roles.stop_all()
+
+    stats = fake_replicate.stats
+    sent_urls = {t.audio_url for t in tracks if t.id in load.sent}
+    records = await read_topic(kafka.bootstrap_servers, f"{kafka.prefix}{topics.GENRES_CLASSIFIED}")
+    answered_by: dict[int, set[str]] = {}
+    for record in records:
+        route = json.loads(record.value).get("cascade") or {}
+        track_id = int(json.loads(record.value)["track_id"])
+        answered_by.setdefault(track_id, set()).add(
+            f"{route.get('answered_by')}/{route.get('fallback')}"
+        )
+    verdict = await scenario.conclude(
+        tracks,
+        events=events,
+        faults_injected=roles.kills,
+        check={"crashes": kills, "concurrency": concurrency, "expected": load.expected},
+        threshold=load.threshold,
+        sent=len(load.sent),
+        share_sent=round(len(load.sent) / CASCADE_UPLOADS, 3),
+        creations=stats.creations,
+        distinct_urls_created=len(stats.creations_per_url),
+        claims_in_flight_at_kills=in_flight_at_kill,
+        finished_at_kills=finished_at_kill,
+    )
+    verdict.assert_clean()
+    assert settled, roles.tail("projector") + roles.tail("classifier")
+    assert verdict.classified == CASCADE_UPLOADS
+    assert verdict.failed == 0
+    # Replicate saw exactly the clips below the threshold, each paid once but for the
+    # predictions a kill left in flight (bounded by the verdict).
+    assert set(stats.creations_per_url) == sent_urls
+    assert stats.creations == len(sent_urls) + verdict.duplicate_paid
+    assert 0 < len(sent_urls) < CASCADE_UPLOADS
+    # Every event says which side answered: Replicate for the unsure, the head for the rest.
+    assert set(answered_by) == {t.id for t in tracks}
+    for track in tracks:
+        side = "replicate" if track.id in load.sent else "local"
+        assert answered_by[track.id] == {f"{side}/None"}, (track.id, answered_by[track.id])
+    assert all(n < CASCADE_UPLOADS for n in finished_at_kill), finished_at_kill
+    assert codes == {"projector": 0, "classifier": 0}, roles.tail("classifier")
+    assert stats.running == 0
 
 
 async def test_the_projector_killed_three_times_mid_run_loses_nothing(
