@@ -64,7 +64,7 @@ def mixed_clips(count: int, seed: int) -> list[bytes]:
     return out
 
 
-def train_head(model: MusicnnModel, path: Path, *, per_class: int = 8, seed: int = 31) -> Head:
+def train_head(model: MusicnnModel, path: Path, *, per_class: int = 6, seed: int = 31) -> Head:
     """A head trained on pure clips of each class, saved at ``path`` (for ``LOCAL_HEAD``)."""
     rows = [
         (label, analyse(wav_bytes(audio), model, windows=WINDOWS).embedding)
