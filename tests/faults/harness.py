@@ -200,6 +200,22 @@ async def pending_claims(engine: AsyncEngine) -> int:
     )
 
 
+async def pending_tracks(engine: AsyncEngine) -> set[int]:
+    """The tracks of :func:`pending_claims`."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT track_id FROM genre_classifications WHERE status = 'pending'")
+        )
+        return {int(row.track_id) for row in rows}
+
+
+async def finished_claims(engine: AsyncEngine) -> int:
+    """Classifications the ledger holds an outcome for (succeeded or failed)."""
+    return await _count(
+        engine, "SELECT count(*) FROM genre_classifications WHERE status <> 'pending'"
+    )
+
+
 async def settled_tracks(engine: AsyncEngine) -> int:
     """Tracks with predictions for their current file, or a recorded failure for it."""
     return await _count(

@@ -10,28 +10,35 @@ lands mid-run whatever the machine's speed.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.faults.cascade_load import mixed_clips, prepare_load, served
 from tests.faults.checks import expected_predictions
 from tests.faults.harness import (
     Scenario,
     Track,
     all_projected,
+    finished_claims,
     make_tracks,
     pending_claims,
+    pending_tracks,
     projected_count,
     projected_reaches,
     replace_file,
 )
 from tests.support.broker import KafkaTestBed
+from tests.support.bus import read_topic
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.service import service_settings
 from tests.support.waiting import holds_within
 
 from genres.kafka.client import genres_client
-from genres_contracts import RecommendedTags
+from genres_contracts import RecommendedTags, topics
 from genres_contracts.kafka import GenresClient, GenresClientError, RequestTimedOut
 
 pytestmark = [pytest.mark.timeout(300)]
@@ -108,6 +115,123 @@ async def test_the_classifier_killed_three_times_mid_run_loses_nothing_and_pays_
     assert sum(in_flight_at_kill) > 0
     assert codes == {"projector": 0, "classifier": 0}, roles.tail("classifier")
     assert fake_replicate.stats.running == 0
+
+
+CASCADE_UPLOADS = 100
+CASCADE_SHARE = 0.3
+"""About this share of the clips is below the threshold chosen for the scenario."""
+
+
+# The embedded model runs for real here (the head's training, each clip analysed by the test
+# and again by the classifier): about a minute of CPU, more than the others on a loaded machine.
+@pytest.mark.timeout(480)
+async def test_the_cascade_classifier_killed_mid_run_stores_every_upload_and_sends_the_unsure(
+    kafka: KafkaTestBed,
+    fake_replicate: FakeReplicate,
+    scenario: Scenario,
+    tmp_path: Path,
+) -> None:
+    """``CLASSIFIER_BACKEND=cascade`` with a head trained in the test (``cascade_load``):
+    the classifier is killed twice mid-run and restarted. Every upload ends with the
+    predictions of the side the threshold chose for it, told in its event; Replicate is asked
+    for exactly the clips below the threshold (computed offline from the head), each paid
+    once but for what the kills had in flight."""
+    rng = random.Random(20261207)
+    kills = 2
+    concurrency = 8
+    fake_replicate.configure(latency_ms=LATENCY_MS)
+    prepared_at = time.monotonic()
+    bodies = await asyncio.to_thread(mixed_clips, CASCADE_UPLOADS, 7)
+    async with served(bodies) as base:
+        load = await asyncio.to_thread(
+            prepare_load, base, bodies, tmp_path, share=CASCADE_SHARE, seed=31
+        )
+        prepare_s = round(time.monotonic() - prepared_at, 1)
+        tracks = load.tracks
+        roles = await scenario.begin(
+            kafka.bootstrap_servers,
+            kafka.prefix,
+            fake_replicate,
+            tracks,
+            concurrency=concurrency,
+            **load.env(),
+        )
+        finished_at_kill: list[int] = []
+        in_flight_at_kill: list[int] = []
+        in_flight: set[int] = set()
+        try:
+            await roles.start_each("projector", "classifier")
+            events = await scenario.upload(tracks)
+            for _ in range(kills):
+                # Each kill after the running process has finished 15-25% of the uploads.
+                target = await finished_claims(scenario.engine) + rng.randint(
+                    CASCADE_UPLOADS * 3 // 20, CASCADE_UPLOADS // 4
+                )
+
+                async def reached(target: int = target) -> bool:
+                    return await finished_claims(scenario.engine) >= target
+
+                assert await holds_within(reached, within=120, interval=0.05), roles.tail(
+                    "classifier"
+                )
+                await asyncio.sleep(rng.uniform(0.0, 0.3))
+                await roles.kill("classifier")
+                # Read after the kill, before the restart: the claims the dead process held.
+                claimed = await pending_tracks(scenario.engine)
+                in_flight |= claimed
+                in_flight_at_kill.append(len(claimed))
+                finished_at_kill.append(await finished_claims(scenario.engine))
+                await roles.start("classifier")
+            settled = await _settle(scenario.engine, CASCADE_UPLOADS)
+        finally:
+            codes = await roles.stop_all()
+
+    stats = fake_replicate.stats
+    sent_urls = {t.audio_url for t in tracks if t.id in load.sent}
+    records = await read_topic(kafka.bootstrap_servers, f"{kafka.prefix}{topics.GENRES_CLASSIFIED}")
+    # Per track, the routes its events tell: (answered by, fallback, the head's confidence).
+    routes: dict[int, set[tuple[str, str | None, float | None]]] = {}
+    for record in records:
+        event = json.loads(record.value)
+        route = event.get("cascade") or {}
+        routes.setdefault(int(event["track_id"]), set()).add(
+            (route.get("answered_by"), route.get("fallback"), route.get("local_confidence"))
+        )
+    paid_twice = {url for url, n in stats.creations_per_url.items() if n > 1}
+    verdict = await scenario.conclude(
+        tracks,
+        events=events,
+        faults_injected=roles.kills,
+        check={"crashes": kills, "concurrency": concurrency, "expected": load.expected},
+        prepare_s=prepare_s,
+        threshold=load.threshold,
+        sent=len(load.sent),
+        share_sent=round(len(load.sent) / CASCADE_UPLOADS, 3),
+        creations=stats.creations,
+        distinct_urls_created=len(stats.creations_per_url),
+        in_flight_sent=len(in_flight & load.sent),
+        claims_in_flight_at_kills=in_flight_at_kill,
+        finished_at_kills=finished_at_kill,
+    )
+    verdict.assert_clean()
+    assert settled, roles.tail("projector") + roles.tail("classifier")
+    assert verdict.classified == CASCADE_UPLOADS
+    assert verdict.failed == 0
+    # Replicate saw exactly the clips below the threshold, each paid once: a second payment
+    # only for a track whose claim a kill left in flight.
+    assert set(stats.creations_per_url) == sent_urls
+    assert 0 < len(sent_urls) < CASCADE_UPLOADS
+    assert paid_twice <= {t.audio_url for t in tracks if t.id in in_flight}, paid_twice
+    # Every event says which side answered (Replicate for the unsure, the head for the rest)
+    # and the head's confidence, the one computed here.
+    assert set(routes) == {t.id for t in tracks}
+    for track in tracks:
+        side = "replicate" if track.id in load.sent else "local"
+        wanted = (side, None, load.confidences[track.audio_url])
+        assert routes[track.id] == {wanted}, (track.id, routes[track.id], wanted)
+    assert all(n < CASCADE_UPLOADS for n in finished_at_kill), finished_at_kill
+    assert codes == {"projector": 0, "classifier": 0}, roles.tail("classifier")
+    assert stats.running == 0
 
 
 async def test_the_projector_killed_three_times_mid_run_loses_nothing(

@@ -13,6 +13,10 @@ parent (``PR_SET_PDEATHSIG``, set between fork and exec, so it is tied to the th
 it: spawn from a thread that lives as long as the broker), ``atexit`` stops it otherwise, and
 temporary folders left by a killed session are removed by the next one.
 
+``GENRES_TESTS_KAFKA_VERSION=4.1.2`` runs another Apache Kafka release than the pom's (Maven
+is given ``-Dkafka.version``; its jars are cached beside the others): to try the service on
+the version a platform team runs. CI runs the pom's version only.
+
 :class:`Jvm` (one node's folder, settings, storage and process) is what the secured cluster
 (``tests.support.kafka_cluster``) runs its four nodes with. (Over 300 lines: resolving the
 jars, running a node and sweeping its leftovers share the cache, the folders and the reaping;
@@ -101,6 +105,17 @@ def pom_version(pom: Path = POM) -> str:
     return (found.text or "").strip()
 
 
+VERSION_VARIABLE = "GENRES_TESTS_KAFKA_VERSION"
+
+
+def kafka_version() -> str:
+    """The Apache Kafka version the tests run: ``$GENRES_TESTS_KAFKA_VERSION``, else the pom's."""
+    chosen = os.environ.get(VERSION_VARIABLE, "").strip()
+    if chosen and not re.fullmatch(r"\d+\.\d+\.\d+", chosen):
+        raise KafkaStartError(f"{VERSION_VARIABLE}={chosen!r} is not a release such as 4.1.2")
+    return chosen or pom_version()
+
+
 def cache_root() -> Path:
     explicit = os.environ.get("GENRES_TESTS_CACHE", "").strip()
     if explicit:
@@ -149,7 +164,7 @@ def available() -> bool:
     version = java_version()
     if version is None or java_major(version) < 17:
         return False
-    return shutil.which("mvn") is not None or resolved(pom_version())
+    return shutil.which("mvn") is not None or resolved(kafka_version())
 
 
 # -- resolving the jars --------------------------------------------------------------------
@@ -161,7 +176,7 @@ def resolve(version: str | None = None, *, timeout: float = 600.0) -> list[Path]
     Safe against concurrent test sessions (a file lock; the jars land in a scratch folder that
     is renamed into place only once complete).
     """
-    version = version or pom_version()
+    version = version or kafka_version()
     lib = lib_dir(version)
     lib.parent.mkdir(parents=True, exist_ok=True)
     with open(lib.parent / ".lock", "w") as lock:
@@ -176,6 +191,7 @@ def resolve(version: str | None = None, *, timeout: float = 600.0) -> list[Path]
                     [
                         mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(POM),
                         "dependency:copy-dependencies", f"-DoutputDirectory={scratch}",
+                        f"-Dkafka.version={version}",
                     ],
                     capture_output=True, text=True, timeout=timeout, check=False,
                     cwd=POM.parent,
@@ -435,7 +451,7 @@ class ApacheKafka:
     def __init__(self, *, host: str = "127.0.0.1", startup_timeout: float = 90.0) -> None:
         self.host = host
         self.startup_timeout = startup_timeout
-        self.version = pom_version()
+        self.version = kafka_version()
         self.port: int | None = None
         self.controller_port: int | None = None
         self.dir: Path | None = None
@@ -528,7 +544,7 @@ def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "resolve"
     if command == "resolve":
         jars = resolve()
-        print(f"Apache Kafka {pom_version()}: {len(jars)} jars in {lib_dir(pom_version())}")
+        print(f"Apache Kafka {kafka_version()}: {len(jars)} jars in {lib_dir(kafka_version())}")
         return 0
     if command == "run":
         with contextlib.closing(ApacheKafka().start()) as node:

@@ -115,7 +115,7 @@ def describe_broker(kind: str) -> str:
     """One line for the pytest header: which broker, which version."""
     if kind == "env":
         return f"broker: KAFKA_BOOTSTRAP_SERVERS={os.environ.get('KAFKA_BOOTSTRAP_SERVERS', '')}"
-    version = apache_kafka.pom_version()
+    version = apache_kafka.kafka_version()
     if kind == "docker":
         return f"broker: Apache Kafka {version} (KRaft, testcontainers apache/kafka:{version})"
     if kind == "kafka":
@@ -137,11 +137,11 @@ def _tansu_version() -> str:
 
 
 def _docker_kafka() -> Generator[_Broker, None, None]:
-    """Apache Kafka (the pom's version) in a container, on a fixed free host port so that the
-    advertised listener is reachable from here."""
+    """Apache Kafka (``kafka_version()``: the pom's, unless chosen) in a container, on a fixed
+    free host port so that the advertised listener is reachable from here."""
     from testcontainers.core.container import DockerContainer
 
-    version = apache_kafka.pom_version()
+    version = apache_kafka.kafka_version()
     port = free_port()
     container = DockerContainer(f"apache/kafka:{version}").with_bind_ports(9092, port)
     environment = {

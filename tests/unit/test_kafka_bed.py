@@ -68,7 +68,19 @@ def test_bootstrap_servers_from_the_environment_come_first(
     assert describe_broker("env") == "broker: KAFKA_BOOTSTRAP_SERVERS=elsewhere:9092"
 
 
-def test_the_header_names_broker_and_version() -> None:
+def test_another_kafka_release_can_be_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENRES_TESTS_KAFKA_VERSION", "4.1.2")
+    assert apache_kafka.kafka_version() == "4.1.2"
+    assert describe_broker("kafka").startswith("broker: Apache Kafka 4.1.2 (KRaft, java ")
+    monkeypatch.setenv("GENRES_TESTS_KAFKA_VERSION", "latest")
+    with pytest.raises(apache_kafka.KafkaStartError, match="GENRES_TESTS_KAFKA_VERSION"):
+        apache_kafka.kafka_version()
+    monkeypatch.setenv("GENRES_TESTS_KAFKA_VERSION", "")
+    assert apache_kafka.kafka_version() == apache_kafka.pom_version()
+
+
+def test_the_header_names_broker_and_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GENRES_TESTS_KAFKA_VERSION", raising=False)
     version = apache_kafka.pom_version()
     assert describe_broker("kafka").startswith(f"broker: Apache Kafka {version} (KRaft, java ")
     assert describe_broker("docker").endswith(f"apache/kafka:{version})")
