@@ -4,7 +4,7 @@ The classifier keeps more records in flight than classifications (``CLASSIFIER_R
 twice as many by default): claiming a record, recording its outcome and publishing it take
 database and broker round trips that must not hold one of the paid backend's slots. Bounding
 the classifications themselves keeps exactly CLASSIFIER_CONCURRENCY predictions running at
-Replicate under load (measured in ``bench pipeline``: README).
+Replicate under load (measured in ``bench pipeline``: docs/decisions/0009).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def replicate_session(settings: Settings) -> aiohttp.ClientSession:
     """One long-lived session for Replicate (call it inside the event loop).
 
     aiohttp rather than httpx here, a measured choice: at 64 classifications in flight, two
-    calls each, httpx spent 3.2 ms of CPU per classification and aiohttp 1.2 ms (README), and
+    calls each, httpx spent 3.2 ms of CPU per classification and aiohttp 1.2 ms (docs/decisions/0009), and
     the classifier's throughput is bounded by that CPU.
     """
     connector = aiohttp.TCPConnector(

@@ -10,7 +10,7 @@ restarted process continues from the row instead of bursting.
 Times are the database's clock (``clock_timestamp()``), so the processes' clocks need not
 agree; a process only adds the wait to its own monotonic clock. Concurrent bookings of one
 process run as one statement (``database/batching.py``), so the cost is a round trip per batch,
-not per creation (measured in ``bench pipeline``; see the README).
+not per creation (measured in ``bench pipeline``; docs/decisions/0004).
 """
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ WINDOW_SAMPLES = (PATCH_FRAMES - 1) * HOP
 
 DEFAULT_WINDOWS = 4
 """Windows classified per track by default (``LOCAL_WINDOWS``); measured with
-``python -m bench local-model``: see README, "The embedded model"."""
+``python -m bench local-model``: docs/decisions/0005 and docs/benchmarks.md."""
 
 
 def analyse(

@@ -6,7 +6,7 @@ patches ``(N, 187, 96)`` and outputs sigmoid scores of the 33 genre tags ``(N, 3
 ``musicnn_genres.json`` (which tags and why: ``tags.py``); it also outputs each model's whole
 taggram (``msd_tags``, ``mtt_tags``), used to check the port, MSD's pooled mid-level features
 (``embedding``, 1,506 per patch: what a trained head learns from) and its penultimate layer
-(``msd_penultimate``, 200; measured as a head's input, and worse: README, "A trained head").
+(``msd_penultimate``, 200; measured as a head's input, and worse: docs/decisions/0006).
 Patches go through the model ``batch_size`` at a time, so memory stays bounded whatever the
 track's length. Small batches are also the fastest here: measured on 2 cores (AMD EPYC,
 AVX-512) with the MSD model alone, 20 patches (one minute of audio) took 0.32 s of wall time in
