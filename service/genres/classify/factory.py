@@ -34,8 +34,8 @@ def replicate_session(settings: Settings) -> aiohttp.ClientSession:
     """One long-lived session for Replicate (call it inside the event loop).
 
     aiohttp rather than httpx here, a measured choice: at 64 classifications in flight, two
-    calls each, httpx spent 3.2 ms of CPU per classification and aiohttp 1.2 ms (docs/decisions/0009), and
-    the classifier's throughput is bounded by that CPU.
+    calls each, httpx spent 3.2 ms of CPU per classification and aiohttp 1.2 ms
+    (docs/decisions/0009), and the classifier's throughput is bounded by that CPU.
     """
     connector = aiohttp.TCPConnector(
         limit=max(8, settings.classifications_in_flight),
