@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.support.broker",
     "tests.support.database",
     "tests.support.fake_replicate_fixtures",
+    "tests.support.parallel",
     "tests.support.service",
 ]
 
