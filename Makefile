@@ -1,6 +1,7 @@
 # Tasks, one target per test tier. Every target runs through uv, which installs what it needs.
 #   make lint        ruff, format check, mypy (strict), import contracts
 #   make unit        the rules and pure code, no servers (seconds)
+#   make toolchain   the outside tools' checks: wheel build, hadolint, Compose, AsyncAPI CLI
 #   make cluster     the secured three-broker cluster (SASL_SSL, mTLS, ACLs; needs openssl)
 #   make fast        everything but the fault suite
 #   make test        the whole suite (what CI and README's `uv run pytest` run)
@@ -8,7 +9,7 @@
 
 PYTEST := uv run pytest -p no:cacheprovider
 
-.PHONY: lint unit integration e2e faults cluster fast test ci
+.PHONY: lint unit toolchain integration e2e faults cluster fast test ci
 
 lint:
 	uv run ruff check .
@@ -18,6 +19,9 @@ lint:
 
 unit:
 	$(PYTEST) -m unit
+
+toolchain:
+	$(PYTEST) -m toolchain
 
 integration:
 	$(PYTEST) -m integration
@@ -29,7 +33,7 @@ faults:
 	$(PYTEST) -m faults
 
 cluster:
-	$(PYTEST) -m cluster
+	$(PYTEST) -m cluster -n0
 
 fast:
 	$(PYTEST) -m "not faults"

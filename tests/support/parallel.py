@@ -7,7 +7,7 @@ fixtures), its own ports (``free_port``) and temporary folders.
 
 * How many workers: ``GENRES_TESTS_WORKERS`` when set; none when the run names files or tests
   (one file is not worth a second broker); else :data:`WORKERS`, or :data:`CPU_WORKERS` when
-  only the unit tier runs (CPU-bound: no more workers than cores).
+  only the unit or the toolchain tier runs (CPU-bound: no more workers than cores).
 * Tests that share a fixture wider than a test but narrower than the session (the secured
   cluster of ``tests/cluster``, a module's TLS servers, a module's table of runs) go to one
   worker together (an ``xdist_group``), so that the fixture is still made once.
@@ -23,10 +23,11 @@ from typing import Any
 
 import pytest
 
-WORKERS = 4
+WORKERS = 3
 """Workers for a run of several tiers (measured on 2 cores: see the Makefile's header)."""
 CPU_WORKERS = 2
-"""Workers when only the unit tier runs: it computes rather than waits."""
+"""Workers when only a tier of :data:`CPU_TIERS` runs: they compute rather than wait."""
+CPU_TIERS = frozenset({"unit", "toolchain"})
 
 _SUMMARY = pytest.StashKey[dict[str, list[str]]]()
 _WORKER_OUTPUT = "genres_summary"
@@ -45,7 +46,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
         return int(forced)
     if _names_files_or_tests(config):
         return 0
-    if (config.option.markexpr or "").strip() == "unit":
+    if (config.option.markexpr or "").strip() in CPU_TIERS:
         return CPU_WORKERS
     return WORKERS
 
