@@ -1,4 +1,4 @@
-"""The suite on several pytest-xdist workers (``-n auto --dist loadgroup`` in pyproject).
+"""The suite on several pytest-xdist workers (``-n auto --dist loadscope`` in pyproject).
 
 Most of the suite's time is waiting (brokers joining groups, timeouts running out), not CPU, so
 a whole run spreads over more workers than the machine has cores. Each worker is a pytest
@@ -8,9 +8,8 @@ fixtures), its own ports (``free_port``) and temporary folders.
 * How many workers: ``GENRES_TESTS_WORKERS`` when set; none when the run names files or tests
   (one file is not worth a second broker); else :data:`WORKERS`, or :data:`CPU_WORKERS` when
   only the unit or the toolchain tier runs (CPU-bound: no more workers than cores).
-* Tests that share a fixture wider than a test but narrower than the session (the secured
-  cluster of ``tests/cluster``, a module's TLS servers, a module's table of runs) go to one
-  worker together (an ``xdist_group``), so that the fixture is still made once.
+* A module's tests go to one worker (a module's TLS servers or table of runs are made once),
+  and ``tests/cluster`` goes whole to one worker (the secured cluster is started once).
 * Lines for the end of the run (:func:`add_summary_line`) are sent by the workers to the
   process that prints the summary.
 """
@@ -51,31 +50,33 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return WORKERS
 
 
-def _shared_scope(item: pytest.Item) -> str | None:
-    """The group of the tests ``item`` shares a package- or module-scoped fixture with."""
-    info = getattr(item, "_fixtureinfo", None)
-    if info is None:
-        return None
-    scopes = {
-        definitions[-1].scope
-        for definitions in info.name2fixturedefs.values()
-        if definitions and definitions[-1].scope in ("package", "module", "class")
-    }
-    if "package" in scopes:
-        return str(item.path.parent.relative_to(item.config.rootpath))
-    if scopes:
-        return str(item.path.relative_to(item.config.rootpath))
-    return None
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole modules to a worker (their module-scoped fixtures made once), and the folders of
+    :data:`SHARED_FOLDERS` whole to one worker.
+
+    Not ``--dist loadgroup`` with ``xdist_group`` marks: on pytest 9.2 xdist's group suffix on
+    node ids no longer takes (pytest-dev/pytest-xdist#1386), and every worker would start the
+    secured cluster."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return Scheduling(config, log)
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's worker turns the groups into node ids
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not getattr(config.option, "loadgroup", False):  # set on the workers of --dist loadgroup
-        return
-    for item in items:
-        group = _shared_scope(item)
-        if group is not None:
-            item.add_marker(pytest.mark.xdist_group(group))
+SHARED_FOLDERS = ("tests/cluster",)
+"""Folders whose tests share a package-scoped fixture (the secured cluster: four JVMs)."""
+
+
+def scope_of(nodeid: str) -> str:
+    """The unit of work a test belongs to: its shared folder, else its module."""
+    module = nodeid.split("::", 1)[0]
+    for folder in SHARED_FOLDERS:
+        if module.startswith(folder + "/"):
+            return folder
+    return module
 
 
 def add_summary_line(config: pytest.Config, section: str, line: str) -> None:
