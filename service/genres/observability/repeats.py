@@ -67,7 +67,7 @@ def adopt_orphans(loop: asyncio.AbstractEventLoop) -> None:
             logging.getLogger("aiokafka").error(
                 "a Kafka client task failed with nobody waiting for it", exc_info=error
             )
-        elif _written_after_close(context):
+        elif isinstance(error, RuntimeError) and _written_after_close(context):
             logging.getLogger(TLS_LOGGER).error(
                 "a TLS connection got its peer's last bytes after its socket closed",
                 exc_info=error,
