@@ -14,7 +14,7 @@ import pytest
 from tests.support import kafka_cluster
 from tests.support.ci import missing
 from tests.support.kafka_cluster import ADMIN, USERS, SecuredCluster
-from tests.support.parallel import add_summary_line, summary_lines
+from tests.support.parallel import add_summary_line
 
 SECTION = "secured cluster"
 """The end-of-run section of the tier's figures (``tests.support.parallel.add_summary_line``):
@@ -53,10 +53,3 @@ def topic(secured_cluster: SecuredCluster) -> str:
     name = f"t{uuid.uuid4().hex[:8]}.smoke"
     secured_cluster.create_topic(name)
     return name
-
-
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    for line in summary_lines(config, SECTION):
-        terminalreporter.write_line(line)

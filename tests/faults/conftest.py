@@ -15,11 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.faults.harness import Figures, Scenario
-from tests.support.parallel import add_summary_line, summary_lines
+from tests.support.parallel import add_summary_line
 
 _FIGURES_KEY = pytest.StashKey[list[dict[str, Any]]]()
 _SECTION = "fault scenarios"
-_FILES = "fault figures files"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,7 +52,7 @@ def fault_report(
             if name != "test":
                 record_property(name, value)
         if not collected:  # each worker of a parallel run writes its own file
-            add_summary_line(config, _FILES, f"figures written to {path}")
+            add_summary_line(config, _SECTION, f"figures written to {path}")
         collected.append(row)
         path.write_text(json.dumps(collected, indent=2, sort_keys=True) + "\n")
         add_summary_line(config, _SECTION, _line(row))
@@ -69,15 +68,6 @@ def _line(row: dict[str, Any]) -> str:
         f"run_time={row['run_time_s']:.1f}s"
         + (f" {json.dumps(row['details'], sort_keys=True)}" if row.get("details") else "")
     )
-
-
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    lines = summary_lines(config, _SECTION)
-    if not lines:
-        return
-    terminalreporter.section(_SECTION)
-    for line in [*lines, *summary_lines(config, _FILES)]:
-        terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ fixtures), its own ports (``free_port``) and temporary folders.
 * A module's tests go to one worker (a module's TLS servers or table of runs are made once),
   and ``tests/cluster`` goes whole to one worker (the secured cluster is started once).
 * Lines for the end of the run (:func:`add_summary_line`) are sent by the workers to the
-  process that prints the summary.
+  process that prints the summary, which prints them by section.
 """
 
 from __future__ import annotations
@@ -85,8 +85,13 @@ def add_summary_line(config: pytest.Config, section: str, line: str) -> None:
     config.stash.setdefault(_SUMMARY, {}).setdefault(section, []).append(line)
 
 
-def summary_lines(config: pytest.Config, section: str) -> list[str]:
-    return config.stash.get(_SUMMARY, {}).get(section, [])
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    # Here, not in the tiers' conftest files: the process that prints a parallel run's summary
+    # collects nothing, so it never loads them.
+    for section, lines in config.stash.get(_SUMMARY, {}).items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
