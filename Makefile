@@ -6,6 +6,9 @@
 #   make fast        everything but the fault suite
 #   make test        the whole suite (what CI and README's `uv run pytest` run)
 # The broker is chosen as README says (GENRES_TESTS_BROKER=kafka|tansu|docker forces one).
+# A run of whole tiers is spread over pytest-xdist workers (tests/support/parallel.py): 2, one
+# broker and PostgreSQL each, tests/cluster whole on one; GENRES_TESTS_WORKERS=N sets how many
+# (0: one process, as a run naming files gets).
 
 PYTEST := uv run pytest -p no:cacheprovider
 
