@@ -1,18 +1,23 @@
 # Tasks, one target per test tier. Every target runs through uv, which installs what it needs.
 #   make lint        ruff, format check, mypy (strict), import contracts
 #   make unit        the rules and pure code, no servers (seconds)
+#   make toolchain   the outside tools' checks: wheel build, hadolint, Compose, AsyncAPI CLI,
+#                    promtool, the docs site
 #   make cluster     the secured three-broker cluster (SASL_SSL, mTLS, ACLs; needs openssl)
 #   make fast        everything but the fault suite
 #   make test        the whole suite (what CI and README's `uv run pytest` run)
 #   make dist        the contracts' wheel and sdist into dist/ (uv build)
 #   make dist-check  those checked as the release workflow checks them (twine, fresh venvs)
 # The broker is chosen as README says (GENRES_TESTS_BROKER=kafka|tansu|docker forces one).
+# A run of whole tiers is spread over pytest-xdist workers (tests/support/parallel.py): 2, one
+# broker and PostgreSQL each, tests/cluster whole on one; GENRES_TESTS_WORKERS=N sets how many
+# (0: one process, as a run naming files gets).
 
 PYTEST := uv run pytest -p no:cacheprovider
 
 TWINE := uvx twine==7.0.0
 
-.PHONY: lint unit integration e2e faults cluster fast test ci dist dist-check
+.PHONY: lint unit toolchain integration e2e faults cluster fast test ci dist dist-check
 
 lint:
 	uv run ruff check .
@@ -22,6 +27,9 @@ lint:
 
 unit:
 	$(PYTEST) -m unit
+
+toolchain:
+	$(PYTEST) -m toolchain
 
 integration:
 	$(PYTEST) -m integration
@@ -33,7 +41,7 @@ faults:
 	$(PYTEST) -m faults
 
 cluster:
-	$(PYTEST) -m cluster
+	$(PYTEST) -m cluster -n0
 
 fast:
 	$(PYTEST) -m "not faults"

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.support.broker",
     "tests.support.database",
     "tests.support.fake_replicate_fixtures",
+    "tests.support.parallel",
     "tests.support.service",
 ]
 
@@ -22,7 +23,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     return describe_broker(planned_broker())
 
 
-TIERS = ("unit", "integration", "e2e", "faults", "cluster")
+TIERS = ("unit", "toolchain", "integration", "e2e", "faults", "cluster")
 """The test folders; each test is marked with its folder's tier (``pytest -m unit``)."""
 
 

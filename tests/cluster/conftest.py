@@ -14,10 +14,11 @@ import pytest
 from tests.support import kafka_cluster
 from tests.support.ci import missing
 from tests.support.kafka_cluster import ADMIN, USERS, SecuredCluster
+from tests.support.parallel import add_summary_line
 
-_FIGURES = pytest.StashKey[dict[str, float]]()
-#: Lines a test module adds to the end of the run (what its scenarios cost).
-REPORTS = pytest.StashKey[list[str]]()
+SECTION = "secured cluster"
+"""The end-of-run section of the tier's figures (``tests.support.parallel.add_summary_line``):
+the cluster's start-up and memory, and what a module's scenarios cost."""
 
 
 @pytest.fixture(scope="package")
@@ -27,10 +28,12 @@ def secured_cluster(pytestconfig: pytest.Config) -> Iterator[SecuredCluster]:
         missing("the secured cluster needs Java 17+, Maven (or the cached jars) and openssl")
     with SecuredCluster() as cluster:
         assert cluster.startup_seconds is not None
-        pytestconfig.stash[_FIGURES] = {
-            "startup_s": cluster.startup_seconds,
-            "rss_mib": cluster.rss_bytes() / 2**20,
-        }
+        add_summary_line(
+            pytestconfig,
+            SECTION,
+            f"secured cluster: ready in {cluster.startup_seconds:.1f} s, "
+            f"{cluster.rss_bytes() / 2**20:.0f} MiB resident (controller and 3 brokers)",
+        )
         yield cluster
 
 
@@ -50,16 +53,3 @@ def topic(secured_cluster: SecuredCluster) -> str:
     name = f"t{uuid.uuid4().hex[:8]}.smoke"
     secured_cluster.create_topic(name)
     return name
-
-
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    figures = config.stash.get(_FIGURES, None)
-    if figures is not None:
-        terminalreporter.write_line(
-            f"secured cluster: ready in {figures['startup_s']:.1f} s, "
-            f"{figures['rss_mib']:.0f} MiB resident (controller and 3 brokers)"
-        )
-    for line in config.stash.get(REPORTS, []):
-        terminalreporter.write_line(line)

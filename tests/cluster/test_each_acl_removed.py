@@ -26,7 +26,7 @@ from genres.cli.sandbox import SAMPLE, serve_file
 from genres.config import Settings
 from genres.kafka.acls import Acl, grants, required_acls, topics_used
 from genres_contracts import topics
-from tests.cluster.conftest import REPORTS
+from tests.cluster.conftest import SECTION
 from tests.support.cluster_service import (
     EVERYTHING,
     Process,
@@ -40,6 +40,7 @@ from tests.support.cluster_service import (
 )
 from tests.support.database import create_database, drop_database, insert_track
 from tests.support.kafka_cluster import SecuredCluster
+from tests.support.parallel import add_summary_line
 
 SIDE_BY_SIDE = 4
 #: The whole table is the first case's set-up.
@@ -218,11 +219,13 @@ def outcomes(
     finally:
         cluster.clear_acls("User:genres")
         drop_database(postgres_server_url, database)
-    pytestconfig.stash.setdefault(REPORTS, []).append(
+    add_summary_line(
+        pytestconfig,
+        SECTION,
         f"ACL table: {len(CASES)} cases, prepared in {prepared - started:.1f} s, "
         f"run in {time.monotonic() - prepared:.1f} s ({SIDE_BY_SIDE} side by side; each "
         f"{min(run.seconds for run in runs):.1f}-{max(run.seconds for run in runs):.1f} s, "
-        f"{sum(run.seconds for run in runs):.0f} s in all)"
+        f"{sum(run.seconds for run in runs):.0f} s in all)",
     )
     return {case.id: run for case, run in zip(CASES, runs, strict=True)}
 

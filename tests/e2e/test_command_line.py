@@ -3,6 +3,7 @@ service is imported, one ``error:`` line per mistake, tracebacks only with ``--d
 
 from __future__ import annotations
 
+import atexit
 import socket
 import subprocess
 from pathlib import Path
@@ -16,10 +17,17 @@ HEAVY = ("pydantic", "rich", "aiokafka", "sqlalchemy", "genres.bootstrap", "type
 """What ``--help`` and a wrong argument must not import (the service, its frameworks)."""
 
 
+_HELD: list[socket.socket] = []
+atexit.register(lambda: [held.close() for held in _HELD])
+
+
 def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
+    """A port that refuses connections: bound here but never listening, and held to the end of
+    the run, so that no server another worker starts meanwhile can take it."""
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    _HELD.append(probe)
+    port: int = probe.getsockname()[1]
     return port
 
 

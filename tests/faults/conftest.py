@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.faults.harness import Figures, Scenario
+from tests.support.parallel import add_summary_line
 
 _FIGURES_KEY = pytest.StashKey[list[dict[str, Any]]]()
-_PATH_KEY = pytest.StashKey[Path]()
+_SECTION = "fault scenarios"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,35 +45,29 @@ def fault_report(
     config = request.config
     collected = config.stash[_FIGURES_KEY]
     path = tmp_path_factory.getbasetemp() / "faults-last-run.json"
-    config.stash[_PATH_KEY] = path
 
     def add(figures: Figures) -> None:
         row = {"test": request.node.name, **figures.as_dict()}
         for name, value in row.items():
             if name != "test":
                 record_property(name, value)
+        if not collected:  # each worker of a parallel run writes its own file
+            add_summary_line(config, _SECTION, f"figures written to {path}")
         collected.append(row)
         path.write_text(json.dumps(collected, indent=2, sort_keys=True) + "\n")
+        add_summary_line(config, _SECTION, _line(row))
         print("faults:", json.dumps(row, sort_keys=True))
 
     return add
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    rows = config.stash.get(_FIGURES_KEY, [])
-    if not rows:
-        return
-    terminalreporter.section("fault scenarios")
-    for row in rows:
-        terminalreporter.write_line(
-            f"{row['test']}: events={row['events']} faults={row['faults_injected']} "
-            f"lost={row['lost']} wrong={row['wrong']} duplicate_paid={row['duplicate_paid']} "
-            f"run_time={row['run_time_s']:.1f}s"
-            + (f" {json.dumps(row['details'], sort_keys=True)}" if row.get("details") else "")
-        )
-    path = config.stash.get(_PATH_KEY, None)
-    if path is not None:
-        terminalreporter.write_line(f"figures written to {path}")
+def _line(row: dict[str, Any]) -> str:
+    return (
+        f"{row['test']}: events={row['events']} faults={row['faults_injected']} "
+        f"lost={row['lost']} wrong={row['wrong']} duplicate_paid={row['duplicate_paid']} "
+        f"run_time={row['run_time_s']:.1f}s"
+        + (f" {json.dumps(row['details'], sort_keys=True)}" if row.get("details") else "")
+    )
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def _gone(pid: int) -> bool:
 # Runs whatever the other fixtures chose: it starts its own server.
 
 
-async def test_embedded_postgres_lifecycle() -> None:
+async def test_embedded_postgres_starts_migrates_and_stops_leaving_no_process_or_data() -> None:
     started = time.monotonic()
     server = await EmbeddedPostgres().astart()
     start_seconds = time.monotonic() - started

@@ -248,7 +248,9 @@ async def test_a_trickling_server_times_out_within_the_deadline(
     assert info.value.kind is FailureKind.TIMEOUT
 
 
-async def test_http_errors(server: AudioServer, client: httpx.AsyncClient) -> None:
+async def test_a_404_fails_for_good_and_a_503_is_retryable(
+    server: AudioServer, client: httpx.AsyncClient
+) -> None:
     with pytest.raises(AudioError) as permanent:
         await fetch_audio(server.url("/status/404"), client=client, policy=OPEN)
     assert permanent.value.kind is FailureKind.AUDIO_FETCH_FAILED
@@ -289,5 +291,5 @@ async def test_a_closed_port_is_retryable(client: httpx.AsyncClient) -> None:
         ("2002:7f00:1::", False),
     ],
 )
-def test_address_rules(address: str, public: bool) -> None:
+def test_only_globally_routable_addresses_count_as_public(address: str, public: bool) -> None:
     assert address_is_public(ipaddress.ip_address(address)) is public

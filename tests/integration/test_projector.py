@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -16,7 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from genres.bootstrap import Role, running
 from genres.config import Settings
 from genres.kafka.producer import Publisher, track_key
-from genres.projector.rule import project
+from genres.projector.assembly import assemble as assemble_projector
+from genres.projector.rule import ProjectionBatch, project
 from genres.projector.store import SqlProjectionStore
 from genres_contracts import topics
 from tests.support.bus import read_topic
@@ -360,41 +363,70 @@ async def test_the_subscriber_projects_dead_letters_poison_and_keeps_flowing(
     assert headers[topics.DLQ_ORIGINAL_OFFSET_HEADER] == str(poison.offset).encode()
 
 
-async def test_the_subscriber_commits_after_the_transaction(
+class _CommitsSeenBeforeTheTransactionEnds:
+    """The SQL store, reading the group's committed offsets at the end of each batch's
+    transaction, just before PostgreSQL commits it."""
+
+    def __init__(self, engine: AsyncEngine, committed: Callable[[], Awaitable[int]]) -> None:
+        self._store = SqlProjectionStore(engine)
+        self._committed = committed
+        self.seen: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[ProjectionBatch]:
+        async with self._store.batch() as batch:
+            yield batch
+            self.seen.append(await self._committed())
+
+
+async def test_the_subscriber_commits_the_offset_only_after_the_transaction(
     settings: Settings, engine: AsyncEngine, publisher: Publisher
 ) -> None:
+    """While the batch's transaction is still open, the broker has no offset of the group:
+    acknowledging first would lose the batch to a crash between the two."""
     await add_track(engine, 21, "f")
     await publisher.publish(
         topics.GENRES_CLASSIFIED, classified(21, "f", PREDICTIONS), key=track_key(21)
     )
-    async with running(settings, PROJECTOR, engine=engine, publisher=publisher):
+    topic = settings.topic(topics.GENRES_CLASSIFIED)
+    reader = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.group("genres-projector"),
+        enable_auto_commit=False,
+    )
+    await reader.start()
+    try:
+        # loads every topic's partitions (``topics()`` returns them but keeps none, and a
+        # consumer without subscription knows none on Apache Kafka)
+        await reader._client.force_metadata_update()
 
-        async def projected() -> bool:
-            return (await extra_of(engine, 21) or {}).get("genre_predictions_file_id") == "f"
+        async def committed() -> int:
+            partitions = reader.partitions_for_topic(topic) or set()
+            offsets = [await reader.committed(TopicPartition(topic, p)) for p in partitions]
+            return sum(offset or 0 for offset in offsets)
 
-        await eventually(projected, what="track projected")
-        topic = settings.topic(topics.GENRES_CLASSIFIED)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            group_id=settings.group("genres-projector"),
-            enable_auto_commit=False,
-        )
-        await consumer.start()
-        try:
+        store = _CommitsSeenBeforeTheTransactionEnds(engine, committed)
+        projector = functools.partial(assemble_projector, store=store)
+        async with running(
+            settings,
+            PROJECTOR,
+            engine=engine,
+            publisher=publisher,
+            assemblies={Role.PROJECTOR: projector},
+        ):
 
-            async def committed() -> bool:
-                parts = consumer.partitions_for_topic(topic) or set()
-                total = 0
-                for p in parts:
-                    total += await consumer.committed(TopicPartition(topic, p)) or 0
-                return total == 1
+            async def projected() -> bool:
+                return (await extra_of(engine, 21) or {}).get("genre_predictions_file_id") == "f"
 
-            # loads every topic's partitions (``topics()`` returns them but keeps none, and a
-            # consumer without subscription knows none on Apache Kafka)
-            await consumer._client.force_metadata_update()
-            await eventually(committed, what="the offset committed")
-        finally:
-            await consumer.stop()
+            await eventually(projected, what="track projected")
+            await eventually(lambda: _equals(committed, 1), what="the offset committed")
+    finally:
+        await reader.stop()
+    assert store.seen == [0], "the offset was committed before the batch's transaction"
+
+
+async def _equals(read: Callable[[], Awaitable[int]], expected: int) -> bool:
+    return await read() == expected
 
 
 @pytest.mark.usefixtures("running_projector")

@@ -86,14 +86,18 @@ async def test_produce_and_consume_through_a_group_with_a_committed_offset(
     assert first_record_seconds < 10
 
 
-def test_topic_prefixes_differ(topic_prefix: str, kafka: KafkaTestBed) -> None:
+def test_the_topic_prefix_is_a_t_to_a_dot_put_before_each_name(
+    topic_prefix: str, kafka: KafkaTestBed
+) -> None:
     assert kafka.prefix == topic_prefix
     assert topic_prefix.startswith("t")
     assert topic_prefix.endswith(".")
     assert kafka.topic("track.uploaded") == f"{topic_prefix}track.uploaded"
 
 
-async def test_freeze_and_thaw(embedded_broker: TansuUnderTest) -> None:
+async def test_a_frozen_broker_answers_nothing_until_thawed(
+    embedded_broker: TansuUnderTest,
+) -> None:
     bootstrap = embedded_broker.bootstrap_servers
     (topic,) = await create_topics(bootstrap, ["frozen"], partitions=1)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, request_timeout_ms=30_000)

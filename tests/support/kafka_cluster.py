@@ -46,7 +46,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from genres.embedded import free_port
-from tests.support import apache_kafka, cluster_admin, kafka_tls
+from tests.support import apache_kafka, cluster_admin, freezing, kafka_tls
 from tests.support.apache_kafka import Jvm, KafkaStartError
 from tests.support.cluster_admin import AclLike, acl_binding
 
@@ -361,8 +361,10 @@ class SecuredCluster:
         """SIGSTOP: the broker hangs with its connections open (a frozen machine); the
         controller fences it after ``broker.session.timeout.ms``."""
         for broker in brokers:
-            self._brokers[broker].signal(signal.SIGSTOP)
+            pid = self._brokers[broker].pid
             self._paused.add(broker)
+            if pid is not None:
+                freezing.freeze(pid)  # returns once no thread of the JVM runs
 
     def resume(self, *brokers: int) -> None:
         for broker in brokers:

@@ -12,6 +12,7 @@ import time
 from typing import Self
 
 from genres.embedded import EmbeddedBroker
+from tests.support import freezing
 
 
 class TansuUnderTest(EmbeddedBroker):
@@ -42,11 +43,13 @@ class TansuUnderTest(EmbeddedBroker):
         self._frozen = False
 
     def freeze(self) -> None:
-        """SIGSTOP the broker: connections stay open but nothing is answered."""
-        if self.pid is None:
+        """SIGSTOP the broker and wait until it is stopped: connections stay open but nothing
+        is answered from the moment this returns."""
+        pid = self.pid
+        if pid is None:
             raise RuntimeError("the broker is not running")
-        self._signal(signal.SIGSTOP)
-        self._frozen = True
+        self._frozen = True  # first: stopping must continue it, even if the wait fails
+        freezing.freeze(pid)
 
     def thaw(self) -> None:
         """SIGCONT a frozen broker."""

@@ -120,7 +120,9 @@ def _validate(kv: Any, doc: Manifest) -> None:
 
 
 @pytest.mark.parametrize(("name", "doc"), _all(), ids=[name for name, _ in _all()])
-def test_manifest_is_valid(kv: Any, name: str, doc: Manifest) -> None:
+def test_each_manifest_validates_against_the_kubernetes_schemas(
+    kv: Any, name: str, doc: Manifest
+) -> None:
     _validate(kv, doc)
 
 

@@ -84,7 +84,7 @@ def reference(source: tuple[np.ndarray, int]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", list(FORMATS))
-def test_decode_each_format(
+def test_each_format_decodes_to_16_khz_mono_as_loud_as_the_source(
     name: str, tmp_path: Path, source: tuple[np.ndarray, int], reference: np.ndarray
 ) -> None:
     audio, rate = source

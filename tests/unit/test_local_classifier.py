@@ -48,7 +48,9 @@ def test_it_is_a_classifier(classifier: LocalClassifier) -> None:
 
 
 @pytest.mark.parametrize("sample", ["loop_garzul.flac", "ambi_drone.flac"])
-async def test_classify_a_sample(classifier: LocalClassifier, sample: str) -> None:
+async def test_a_sample_gets_seven_distinct_genres_sorted_and_the_same_twice(
+    classifier: LocalClassifier, sample: str
+) -> None:
     result = await classifier.classify(str(SAMPLES / sample))
     names = [p.name for p in result.predictions]
     confidences = [p.confidence for p in result.predictions]
@@ -121,7 +123,7 @@ async def test_local_paths_can_be_refused(model: MusicnnModel) -> None:
     assert info.value.kind is FailureKind.AUDIO_URL_REFUSED
 
 
-async def test_from_settings(model: MusicnnModel) -> None:
+async def test_from_settings_takes_top_n_and_caps_the_audio_seconds(model: MusicnnModel) -> None:
     settings = Settings(replicate_top_n=3, audio_max_seconds=3.0)
     async with httpx.AsyncClient() as client:
         local = LocalClassifier.from_settings(settings, client, model=model)

@@ -72,7 +72,7 @@ def test_iter_patches_matches_to_patches() -> None:
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-def test_genre_tags() -> None:
+def test_the_33_columns_are_msd_genres_then_mtt_classical_opera_choral() -> None:
     """The model's columns: MSD's 30 genre tags (stored names), then MTT's three."""
     tags = json.loads(TAGS_PATH.read_text())
     assert len(tags) == 33

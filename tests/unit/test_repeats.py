@@ -20,7 +20,7 @@ from aiokafka.errors import (
 )
 
 from genres.observability import logs
-from genres.observability.repeats import RepeatLimiter, adopt_orphans
+from genres.observability.repeats import TLS_LOGGER, RepeatLimiter, adopt_orphans
 
 
 @dataclass
@@ -52,7 +52,8 @@ def clock() -> Clock:
 def kept(clock: Clock) -> Iterator[Kept]:
     handler = Kept()
     RepeatLimiter(interval=10.0, clock=clock).install(handler)
-    loggers = [logging.getLogger(name) for name in ("aiokafka", "genres.faststream", "genres.x")]
+    names = ("aiokafka", "genres.faststream", "genres.x", TLS_LOGGER)
+    loggers = [logging.getLogger(name) for name in names]
     saved = [(each.level, each.propagate) for each in loggers]
     for each in loggers:
         each.addHandler(handler)
@@ -207,3 +208,42 @@ async def test_a_client_task_failing_with_nobody_waiting_is_a_client_line(
     else:
         assert kept.lines() == []
         assert [context["exception"] for context in passed] == [error]
+
+
+CLOSED = (
+    "unable to perform operation on <TCPTransport closed=True reading=False 0x5>;"
+    " the handler is closed"
+)
+
+
+@pytest.mark.parametrize(
+    ("message", "error", "adopted"),
+    [
+        ("Fatal error on SSL protocol", RuntimeError(CLOSED), True),
+        ("Fatal error on SSL protocol", RuntimeError("another failure"), False),
+        ("Fatal error on transport", RuntimeError(CLOSED), False),
+    ],
+)
+async def test_a_tls_write_after_the_socket_closed_is_one_warning_client_line(
+    kept: Kept, message: str, error: Exception, adopted: bool
+) -> None:
+    """At SIGTERM uvloop logged ``Fatal error on SSL protocol`` at ERROR: a TLS connection the
+    client had closed got its peer's last bytes; any other transport failure stays asyncio's."""
+    loop = asyncio.get_running_loop()
+    passed: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: passed.append(context))
+    try:
+        adopt_orphans(loop)
+        for _ in range(3):
+            loop.call_exception_handler({"message": message, "exception": error})
+    finally:
+        loop.set_exception_handler(None)
+    if adopted:
+        assert kept.lines() == [
+            "WARNING genres.tls a TLS connection got its peer's last bytes after its socket "
+            f"closed: RuntimeError: {CLOSED}"
+        ]
+        assert passed == []
+    else:
+        assert kept.lines() == []
+        assert [context["exception"] for context in passed] == [error] * 3

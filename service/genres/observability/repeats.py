@@ -28,8 +28,10 @@ Clock = Callable[[], float]
 Cause = tuple[str, str, str | None]
 
 INTERVAL_SECONDS = 10.0
-CLIENT_LOGGERS = ("aiokafka", "kafka", "faststream", "genres.faststream")
-"""The Kafka client's loggers (``genres.faststream`` is FastStream's, as the broker names it)."""
+TLS_LOGGER = "genres.tls"
+CLIENT_LOGGERS = ("aiokafka", "kafka", "faststream", "genres.faststream", TLS_LOGGER)
+"""The Kafka client's loggers (``genres.faststream`` is FastStream's, as the broker names it),
+and the line of a TLS connection that ended under its peer's last bytes (:func:`adopt_orphans`)."""
 
 _SUMMARY = "_genres_repeats"
 _PERMANENT_WORDS = ("authoriz", "authenticat")
@@ -47,7 +49,14 @@ def adopt_orphans(loop: asyncio.AbstractEventLoop) -> None:
     lines (logger ``aiokafka``, so limited as above). aiokafka shields a commit from its
     caller's cancellation: when a stop gives up on a broker that does not answer, the commit
     fails later with nobody waiting, and asyncio's default handler would log ``Task exception
-    was never retrieved`` at ERROR with a traceback."""
+    was never retrieved`` at ERROR with a traceback.
+
+    So does uvloop's ``Fatal error on SSL protocol`` when its TLS layer writes to a socket that
+    is already closed: a client closed its TLS connection (aiokafka at a stop) and the peer's
+    last bytes (its ``close_notify``) arrived before the socket was gone; uvloop answers them
+    through the closed socket and reports the ``RuntimeError`` at ERROR with a traceback.
+    Nothing is lost (the connection was ending) and the service cannot order it otherwise: a
+    client line (WARNING, one per interval), logger ``genres.tls``."""
     from aiokafka.errors import KafkaError  # here: logging's set-up loads no Kafka client
 
     previous = loop.get_exception_handler()
@@ -58,12 +67,27 @@ def adopt_orphans(loop: asyncio.AbstractEventLoop) -> None:
             logging.getLogger("aiokafka").error(
                 "a Kafka client task failed with nobody waiting for it", exc_info=error
             )
+        elif isinstance(error, RuntimeError) and _written_after_close(context):
+            logging.getLogger(TLS_LOGGER).error(
+                "a TLS connection got its peer's last bytes after its socket closed",
+                exc_info=error,
+            )
         elif previous is not None:
             previous(loop, context)
         else:
             loop.default_exception_handler(context)
 
     loop.set_exception_handler(handle)
+
+
+def _written_after_close(context: dict[str, object]) -> bool:
+    """uvloop's (and asyncio's) TLS layer failing to write to a socket it had closed."""
+    error = context.get("exception")
+    return (
+        str(context.get("message", "")).startswith("Fatal error on SSL")
+        and isinstance(error, RuntimeError)
+        and "the handler is closed" in str(error)
+    )
 
 
 class RepeatLimiter(logging.Filter):
