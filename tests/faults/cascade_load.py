@@ -12,19 +12,14 @@ the rest must go to the fake Replicate, whose answers are its usual deterministi
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import socket
-import wave
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from aiohttp import web
 from tests.faults.checks import expected_predictions
 from tests.faults.harness import Track
-from tests.support.synth_classes import RATE, Audio, clips
+from tests.support.synth_classes import clips, wav_bytes
 
 from genres.classify.local import MusicnnModel
 from genres.classify.local.analysis import analyse
@@ -40,16 +35,6 @@ TOP_N = 10
 fewer labels, so all of them)."""
 
 Predictions = tuple[tuple[str, float], ...]
-
-
-def wav_bytes(audio: Audio) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 def mixed_clips(count: int, seed: int) -> list[bytes]:
@@ -139,27 +124,3 @@ def prepare_load(
     threshold = threshold_for(list(confidences.values()), share)
     local = {url: p for url, p in answers.items() if confidences[url] >= threshold}
     return CascadeLoad(tracks, folder / "head.npz", threshold, local, confidences)
-
-
-@contextlib.asynccontextmanager
-async def served(bodies: Sequence[bytes]) -> AsyncIterator[str]:
-    """The clips at ``http://127.0.0.1:PORT/<index>.wav``; yields the base URL."""
-
-    async def one(request: web.Request) -> web.Response:
-        index = int(request.match_info["i"])
-        if not 0 <= index < len(bodies):
-            raise web.HTTPNotFound()
-        return web.Response(body=bodies[index], content_type="audio/wav")
-
-    app = web.Application()
-    app.router.add_get("/{i}.wav", one)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()

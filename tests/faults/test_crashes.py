@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
-from tests.faults.cascade_load import mixed_clips, prepare_load, served
+from tests.faults.cascade_load import mixed_clips, prepare_load
 from tests.faults.checks import expected_predictions
 from tests.faults.harness import (
     Scenario,
@@ -35,6 +35,7 @@ from tests.support.broker import KafkaTestBed
 from tests.support.bus import read_topic
 from tests.support.fake_replicate import FakeReplicate
 from tests.support.service import service_settings
+from tests.support.synth_classes import served
 from tests.support.waiting import holds_within
 
 from genres.kafka.client import genres_client

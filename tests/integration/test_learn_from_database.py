@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import wave
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import pytest_asyncio
-from aiohttp import web
 from rich.console import Console
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,42 +22,20 @@ from genres.classify.local.head import Head
 from genres.classify.local.learn import LearnError
 from genres.cli.learn import LearnOptions, examples_from_database, learn_from_examples
 from genres.config import load_settings
+from tests.support import synth_classes
 from tests.support.database import insert_tracks
-from tests.support.synth_classes import RATE, clips
+from tests.support.synth_classes import clips, wav_bytes
 
 TEACHER_NAMES = {"pad": "Electronic---Ambient", "drums": "Rock---Punk", "bells": "Jazz---Bop"}
-
-
-def _wav(audio: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 @pytest_asyncio.fixture
 async def served() -> AsyncIterator[tuple[str, list[tuple[str, bytes]]]]:
     """The clips (label, wav) at http://127.0.0.1:PORT/<index>.wav."""
-    made = [(label, _wav(a)) for label, a in clips(6, 3.2, seed=5) if label in TEACHER_NAMES]
+    made = [(label, wav_bytes(a)) for label, a in clips(6, 3.2, seed=5) if label in TEACHER_NAMES]
 
-    async def one(request: web.Request) -> web.Response:
-        return web.Response(body=made[int(request.match_info["i"])][1], content_type="audio/wav")
-
-    app = web.Application()
-    app.router.add_get("/{i}.wav", one)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", made
-    finally:
-        await runner.cleanup()
+    async with synth_classes.served([wav for _, wav in made]) as base:
+        yield base, made
 
 
 async def _store(engine: AsyncEngine, base: str, made: list[tuple[str, bytes]]) -> None:

@@ -9,10 +9,15 @@ a moving low-pass filter). All at 16 kHz mono, seeded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import io
+import socket
+import wave
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
+from aiohttp import web
 
 RATE = 16_000
 Audio = npt.NDArray[np.float32]
@@ -99,3 +104,38 @@ def clips(per_class: int, seconds: float, seed: int) -> list[tuple[str, Audio]]:
     return [
         (label, make(rng, seconds)) for label, make in CLASSES.items() for _ in range(per_class)
     ]
+
+
+def wav_bytes(audio: Audio) -> bytes:
+    """A clip as a 16-bit mono WAV file at :data:`RATE`."""
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(RATE)
+        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+    return buffer.getvalue()
+
+
+@contextlib.asynccontextmanager
+async def served(bodies: Sequence[bytes]) -> AsyncIterator[str]:
+    """The files at ``http://127.0.0.1:PORT/<index>.wav``; yields the base URL."""
+
+    async def one(request: web.Request) -> web.Response:
+        index = int(request.match_info["i"])
+        if not 0 <= index < len(bodies):
+            raise web.HTTPNotFound()
+        return web.Response(body=bodies[index], content_type="audio/wav")
+
+    app = web.Application()
+    app.router.add_get("/{i}.wav", one)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

@@ -13,8 +13,6 @@ for at least 90% of them.
 from __future__ import annotations
 
 import asyncio
-import io
-import wave
 from collections import Counter
 from pathlib import Path
 
@@ -29,21 +27,11 @@ from genres.classify.local.learn import one_hot, train
 from genres.classify.local.model import MODEL_NAME
 from genres.classify.port import Classification
 from genres.cli import main
-from tests.support.synth_classes import RATE, Audio, clips
+from tests.support.synth_classes import clips, wav_bytes
 
 MARGIN = 0.25
 PER_CLASS = 10
 SECONDS = 3.2
-
-
-def wav_bytes(audio: Audio) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(RATE)
-        out.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
