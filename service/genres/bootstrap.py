@@ -141,7 +141,7 @@ async def running(
         await _start_bus(kernel, handles, refusals, stack)
         # Stops first on the way out: a role draining is not a stall.
         await watchdog.start()
-        stack.push_async_callback(_within(STEP_SECONDS, "the stall watchdog", watchdog.stop))
+        stack.push_async_callback(within(STEP_SECONDS, "the stall watchdog", watchdog.stop))
         if health is not None:
             health.started = True
             # Runs first on the way out: not ready while stopping.
@@ -149,9 +149,6 @@ async def running(
         log.info("service started", extra={"roles": sorted(roles)})
         yield Service(settings, engine, publisher, metrics, health, refusals, handles)
         log.info("service stopping", extra={"roles": sorted(roles)})
-
-
-_within = within
 
 
 def _watch_kernel(kernel: Kernel, health: HealthServer | None, stack: AsyncExitStack) -> None:
@@ -198,7 +195,7 @@ async def _engine(settings: Settings, stack: AsyncExitStack) -> AsyncEngine:
 async def _publisher(settings: Settings, stack: AsyncExitStack) -> Publisher:
     publisher = Publisher.create(settings)
     await publisher.start()
-    stack.push_async_callback(_within(STEP_SECONDS, "the publisher", publisher.stop))
+    stack.push_async_callback(within(STEP_SECONDS, "the publisher", publisher.stop))
     return publisher
 
 
@@ -253,7 +250,7 @@ async def _start_bus(
     faststream_log.addFilter(intercepted)
     stack.callback(faststream_log.removeFilter, intercepted)
     # Stopped even when starting fails (a refused group join): its clients are closed.
-    stack.push_async_callback(_within(STEP_SECONDS, "the subscribers", broker.stop))
+    stack.push_async_callback(within(STEP_SECONDS, "the subscribers", broker.stop))
     await broker.start()
     kernel.metrics.watch_subscribers("faststream", [s.consumer for s in subscribed.values()])
 
