@@ -1,6 +1,7 @@
 # Tasks, one target per test tier. Every target runs through uv, which installs what it needs.
 #   make lint        ruff, format check, mypy (strict), import contracts
 #   make unit        the rules and pure code, no servers (seconds)
+#   make model       the embedded model, its heads and the audio decoder on real audio
 #   make toolchain   the outside tools' checks: wheel build, hadolint, Compose, AsyncAPI CLI,
 #                    promtool, the docs site
 #   make cluster     the secured three-broker cluster (SASL_SSL, mTLS, ACLs; needs openssl)
@@ -17,7 +18,7 @@ PYTEST := uv run pytest -p no:cacheprovider
 
 TWINE := uvx twine==7.0.0
 
-.PHONY: lint unit toolchain integration e2e faults cluster fast test ci dist dist-check
+.PHONY: lint unit model toolchain integration e2e faults cluster fast test ci dist dist-check
 
 lint:
 	uv run ruff check .
@@ -27,6 +28,9 @@ lint:
 
 unit:
 	$(PYTEST) -m unit
+
+model:
+	$(PYTEST) -m model
 
 toolchain:
 	$(PYTEST) -m toolchain

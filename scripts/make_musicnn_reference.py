@@ -1,4 +1,4 @@
-"""Make tests/unit/data/musicnn_reference.npz with musicnn's own TensorFlow graph.
+"""Make tests/model/data/musicnn_reference.npz with musicnn's own TensorFlow graph.
 
 Not part of the project's environment: run it once in a throwaway virtualenv::
 
@@ -44,7 +44,7 @@ from musicnn import configuration as config
 from musicnn import models
 
 SEED = 20251125
-OUT = Path(__file__).resolve().parents[1] / "tests" / "unit" / "data" / "musicnn_reference.npz"
+OUT = Path(__file__).resolve().parents[1] / "tests" / "model" / "data" / "musicnn_reference.npz"
 
 
 def make_waveform() -> np.ndarray:

@@ -23,7 +23,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     return describe_broker(planned_broker())
 
 
-TIERS = ("unit", "toolchain", "integration", "e2e", "faults", "cluster")
+TIERS = ("unit", "model", "toolchain", "integration", "e2e", "faults", "cluster")
 """The test folders; each test is marked with its folder's tier (``pytest -m unit``)."""
 
 
