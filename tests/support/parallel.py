@@ -24,10 +24,10 @@ import pytest
 
 WORKERS = 2
 """Workers for a run of several tiers: on 2 cores, 3 made the processes of the e2e and cluster
-tests miss their time bounds (CPU-starved); 2 did not (numbers in the h-suite report)."""
+tests miss their time bounds (CPU-starved); 2 did not (docs/developing.md)."""
 CPU_WORKERS = 2
 """Workers when only a tier of :data:`CPU_TIERS` runs: they compute rather than wait."""
-CPU_TIERS = frozenset({"unit", "toolchain"})
+CPU_TIERS = frozenset({"unit", "model", "toolchain"})
 
 _SUMMARY = pytest.StashKey[dict[str, list[str]]]()
 _WORKER_OUTPUT = "genres_summary"
