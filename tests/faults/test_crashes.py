@@ -229,7 +229,12 @@ async def test_the_cascade_classifier_killed_mid_run_stores_every_upload_and_sen
     for track in tracks:
         side = "replicate" if track.id in load.sent else "local"
         wanted = (side, None, load.confidences[track.audio_url])
-        assert routes[track.id] == {wanted}, (track.id, routes[track.id], wanted)
+        # A paid prediction resumed after a kill is published without the head's confidence
+        # (the ledger keeps the prediction, not the local answer): allowed only for the
+        # claims a kill left in flight.
+        allowed = {wanted, (side, None, None)} if track.id in in_flight else {wanted}
+        assert routes[track.id], track.id
+        assert routes[track.id] <= allowed, (track.id, routes[track.id], wanted)
     assert all(n < CASCADE_UPLOADS for n in finished_at_kill), finished_at_kill
     assert codes == {"projector": 0, "classifier": 0}, roles.tail("classifier")
     assert stats.running == 0
